@@ -1,0 +1,74 @@
+/* storage.h — the storage backend interface. A segment is a byte stream
+ * that grows by durable appends (local: one file per segment, written and
+ * fdatasync'd; object storage: one object per append). The bytes are the
+ * codec's (docs/format.md); storage does not interpret them.
+ * Every backend passes tests/unit/test_storage_conformance.c. */
+#ifndef WP_STORAGE_STORAGE_H
+#define WP_STORAGE_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "base/err.h"
+
+typedef struct storage storage;
+typedef struct st_writer st_writer;
+typedef struct st_reader st_reader;
+
+struct storage_ops {
+    const char *name;
+    /* Creates segment (log_id, seg_id) empty and durable (its directory
+     * entry fsync'd), owned by writer epoch `epoch`. WP_EEXIST if present. */
+    int (*seg_create)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch, st_writer **out);
+    /* Opens an existing segment for appending at byte len (cutting anything
+     * after it, e.g. a torn tail), for the writer of epoch `epoch` which must
+     * have fenced it first (used to write the footer during recovery). */
+    int (*seg_reopen)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch, uint64_t len,
+                      st_writer **out);
+    /* Appends the bytes at the end. Returns 0 only when they are durable
+     * (written and fdatasync'd) AND the segment had not been fenced against
+     * this writer when they became durable; WP_EFENCED otherwise. After any
+     * error the writer is failed for good: every later call returns an error
+     * (fsyncgate: never retry an fsync and trust it). Not thread-safe: one
+     * caller at a time per writer. */
+    int (*seg_append)(st_writer *, const struct iovec *iov, int iovcnt);
+    /* Publishes a hint "entries up to lac are durable" for readers in other
+     * processes (no sync needed: it is written after the data's fdatasync).
+     * May be a no-op for backends where appended bytes are durable once
+     * visible. */
+    int (*seg_publish_lac)(st_writer *, int64_t lac);
+    uint64_t (*seg_writer_size)(st_writer *); /* bytes appended so far */
+    void (*seg_writer_close)(st_writer *);
+
+    /* Fences the segment against every writer of an epoch < `epoch`: after
+     * this returns, no such writer's seg_append returns 0. Idempotent. */
+    int (*seg_fence)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch);
+
+    /* Readers. seg_read returns *got < len only at the current end. */
+    int (*seg_open_read)(storage *, int64_t log_id, int64_t seg_id, st_reader **out);
+    int (*seg_read)(st_reader *, uint64_t off, void *buf, size_t len, size_t *got);
+    int (*seg_size)(st_reader *, uint64_t *size); /* current length */
+    /* The last published LAC hint; -1 if none. WP_ENOTSUP if the backend
+     * has none. */
+    int (*seg_read_lac)(st_reader *, int64_t *lac);
+    void (*seg_reader_close)(st_reader *);
+
+    /* Deletion is idempotent (missing is fine) and durable. */
+    int (*seg_delete)(storage *, int64_t log_id, int64_t seg_id);
+    int (*log_delete)(storage *, int64_t log_id);
+    /* Segment ids present for a log, ascending; free(*ids). */
+    int (*seg_list)(storage *, int64_t log_id, int64_t **ids, size_t *n);
+
+    void (*close)(storage *);
+};
+
+struct storage {
+    const struct storage_ops *ops;
+    const wp__logger *logger; /* may be NULL */
+};
+
+/* Local file system backend rooted at `root` (created if missing). */
+int storage_local_open(const char *root, const wp__logger *logger, storage **out);
+
+#endif
