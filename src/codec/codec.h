@@ -16,7 +16,7 @@ uint32_t crc32c(uint32_t crc, const void *buf, size_t n); /* crc32c(0, ...) to s
 bool crc32c_hw(void);
 
 /* ---- segment header: first bytes of every segment ---------------------- */
-#define SEG_HEADER_SIZE 40
+#define SEG_HEADER_SIZE 48
 typedef struct {
     int64_t log_id, segment_id, epoch;
     uint32_t flags;
