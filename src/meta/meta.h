@@ -30,6 +30,8 @@ typedef struct {
     int64_t bytes;         /* valid bytes (completed); 0 while active */
     int64_t epoch;         /* writer epoch that created it */
     int64_t created_ms, completed_ms;
+    int64_t truncated_ms;  /* when GC found it wholly truncated (state
+                            * TRUNCATED); retention counts from here */
     int64_t rev;
 } meta_seg;
 

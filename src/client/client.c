@@ -1,0 +1,577 @@
+/* client.c — the client: backends, log handles, tail notification state,
+ * truncation, and the background thread (GC of truncated segments and the
+ * reader lease keepalive). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/internal.h"
+#include "logstore/segment.h"
+
+/* ---- tail state -------------------------------------------------------- */
+
+static tailstate *tail_get(wp_client *c, int64_t log_id)
+{
+    pthread_mutex_lock(&c->mu);
+    tailstate *t = c->tails;
+    while (t && t->log_id != log_id)
+        t = t->next;
+    if (!t && (t = calloc(1, sizeof *t))) {
+        t->log_id = log_id;
+        t->w_seg = t->w_lac = -1;
+        pthread_mutex_init(&t->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        t->next = c->tails;
+        c->tails = t;
+    }
+    if (t)
+        t->refs++;
+    pthread_mutex_unlock(&c->mu);
+    return t;
+}
+
+static void tail_put(wp_client *c, tailstate *t)
+{
+    pthread_mutex_lock(&c->mu);
+    if (--t->refs == 0) {
+        tailstate **pp = &c->tails;
+        while (*pp != t)
+            pp = &(*pp)->next;
+        *pp = t->next;
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cond);
+        free(t);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void tail_writer(tailstate *t, const void *owner, bool open)
+{
+    pthread_mutex_lock(&t->mu);
+    if (open) {
+        t->writer = owner;
+        t->w_seg = t->w_lac = -1;
+    } else if (t->writer == owner) {
+        t->writer = NULL;
+    }
+    t->seq++;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void tail_publish(tailstate *t, const void *owner, int64_t seg, int64_t lac)
+{
+    pthread_mutex_lock(&t->mu);
+    if (t->writer == owner) {
+        t->w_seg = seg;
+        t->w_lac = lac;
+        t->seq++;
+        pthread_cond_broadcast(&t->cond);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void tail_bump(tailstate *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->seq++;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+bool tail_lac(tailstate *t, int64_t seg, int64_t *lac, uint64_t *seq, bool *has_writer)
+{
+    pthread_mutex_lock(&t->mu);
+    bool mine = t->writer && t->w_seg == seg;
+    if (mine)
+        *lac = t->w_lac;
+    *seq = t->seq;
+    *has_writer = t->writer != NULL;
+    pthread_mutex_unlock(&t->mu);
+    return mine;
+}
+
+void tail_wait(tailstate *t, uint64_t seq, int64_t deadline_ns)
+{
+    pthread_mutex_lock(&t->mu);
+    while (t->seq == seq) {
+        if (deadline_ns < 0) {
+            pthread_cond_wait(&t->cond, &t->mu);
+            continue;
+        }
+        struct timespec ts = {deadline_ns / 1000000000LL, deadline_ns % 1000000000LL};
+        if (pthread_cond_timedwait(&t->cond, &t->mu, &ts) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+bool wp_log_name_valid(const char *name)
+{
+    if (!name)
+        return false;
+    size_t n = strlen(name);
+    if (n == 0 || n > WP_LOG_NAME_MAX || name[0] == '/' || name[n - 1] == '/')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '.' || ch == '_' || ch == '-' || ch == '/';
+        if (!ok || (ch == '/' && name[i + 1] == '/'))
+            return false;
+    }
+    /* "." and ".." as a whole part would be confusing in paths and keys */
+    for (const char *p = name; *p;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += len + (e ? 1 : 0);
+    }
+    return true;
+}
+
+static int check_name(const char *name)
+{
+    if (!wp_log_name_valid(name))
+        return wp__err(WP_EINVAL, "invalid log name '%.64s%s' (1..%d of [A-Za-z0-9._-], '/' "
+                       "between non-empty parts)", name ? name : "(null)",
+                       name && strlen(name) > 64 ? "..." : "", WP_LOG_NAME_MAX);
+    return WP_OK;
+}
+
+/* ---- background: GC and lease keepalive -------------------------------- */
+
+static bool seg_wholly_truncated(const meta_log *ml, const meta_seg *s)
+{
+    if (ml->trunc_seg < 0 || s->state == WP_SEG_ACTIVE)
+        return false;
+    return s->seg_id < ml->trunc_seg ||
+           (s->seg_id == ml->trunc_seg && s->last_entry_id <= ml->trunc_entry);
+}
+
+static int gc_log(wp_client *c, const char *name, int64_t now_ms)
+{
+    meta *m = c->meta;
+    meta_log ml;
+    int rc = m->ops->log_get(m, name, &ml);
+    if (rc || ml.trunc_seg < 0)
+        return rc == WP_ENOENT ? WP_OK : rc;
+    meta_seg *segs = NULL;
+    meta_reader *rds = NULL;
+    size_t n = 0, nr = 0;
+    if ((rc = m->ops->seg_list(m, ml.log_id, &segs, &n)) ||
+        (rc = m->ops->reader_list(m, ml.log_id, &rds, &nr)))
+        goto out;
+    int64_t hold = INT64_MAX; /* lowest segment a live reader needs */
+    for (size_t i = 0; i < nr; i++)
+        if (rds[i].seg_id < hold)
+            hold = rds[i].seg_id;
+    for (size_t i = 0; i + 1 < n; i++) { /* the last segment is kept: it holds the id high-water mark */
+        meta_seg *s = &segs[i];
+        if (s->state != WP_SEG_TRUNCATED && seg_wholly_truncated(&ml, s)) {
+            s->state = WP_SEG_TRUNCATED;
+            s->truncated_ms = now_ms;
+            if (m->ops->seg_update(m, s) != WP_OK)
+                continue;
+        }
+        if (s->state != WP_SEG_TRUNCATED || now_ms - s->truncated_ms < c->cfg.retention_ttl_ms ||
+            s->seg_id >= hold)
+            continue;
+        /* data first, then metadata: a crash in between is resumed next pass */
+        if ((rc = c->st->ops->seg_delete(c->st, ml.log_id, s->seg_id)))
+            break;
+        rc = m->ops->seg_delete(m, ml.log_id, s->seg_id, s->rev);
+        if (rc == WP_ECONFLICT || rc == WP_ENOENT)
+            rc = WP_OK;
+        if (rc)
+            break;
+        wp__log(&c->logger, WP_LOG_INFO, "gc: log '%s': deleted segment %" PRId64, name, s->seg_id);
+    }
+out:
+    free(segs);
+    free(rds);
+    return rc;
+}
+
+int wp__gc_run(wp_client *c, int64_t now_ms)
+{
+    char **names;
+    size_t n;
+    int rc = c->meta->ops->log_list(c->meta, "", &names, &n);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        int r = gc_log(c, names[i], now_ms);
+        if (r && !rc)
+            rc = r;
+        if (r)
+            wp__log(&c->logger, WP_LOG_WARN, "gc: log '%s': %s (%s)", names[i], wp_strerror(r),
+                    wp_errmsg());
+    }
+    wp_free_names(names, n);
+    return rc;
+}
+
+int client_reader_lease(wp_client *c, int64_t *lease_id)
+{
+    int rc = WP_OK;
+    pthread_mutex_lock(&c->mu);
+    if (c->lease_id == 0)
+        rc = c->meta->ops->lease_grant(c->meta, c->cfg.reader_lease_ttl_ms, &c->lease_id);
+    *lease_id = c->lease_id;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void client_reader_gone(wp_client *c) { (void)c; }
+
+static void keepalive(wp_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int64_t lease = c->lease_id;
+    pthread_mutex_unlock(&c->mu);
+    if (!lease)
+        return;
+    int rc = c->meta->ops->lease_keepalive(c->meta, lease);
+    if (rc == WP_ENOENT) {
+        wp__log(&c->logger, WP_LOG_WARN, "reader lease %" PRId64 " expired; taking a new one", lease);
+        pthread_mutex_lock(&c->mu);
+        if (c->lease_id == lease)
+            c->lease_id = 0;
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+static void *bg_main(void *arg)
+{
+    wp_client *c = arg;
+    int64_t tick_ms = c->cfg.reader_lease_ttl_ms / 3;
+    if (tick_ms > c->cfg.gc_interval_ms)
+        tick_ms = c->cfg.gc_interval_ms;
+    int64_t next_gc = wp__now_ns() + c->cfg.gc_interval_ms * 1000000LL;
+    pthread_mutex_lock(&c->mu);
+    while (!c->bg_stop) {
+        int64_t due = wp__now_ns() + tick_ms * 1000000LL;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts);
+        if (c->bg_stop)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        keepalive(c);
+        if (wp__now_ns() >= next_gc) {
+            wp__gc_run(c, wp__wall_ms());
+            next_gc = wp__now_ns() + c->cfg.gc_interval_ms * 1000000LL;
+        }
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* ---- client ------------------------------------------------------------ */
+
+int wp_client_open(const wp_config *cfg, wp_client **out)
+{
+    if (!cfg || !out)
+        return wp__err(WP_EINVAL, "wp_client_open: NULL argument");
+    if (strcmp(cfg->storage_type, "local") != 0 || strcmp(cfg->meta_type, "sqlite") != 0)
+        return wp__err(WP_ENOTSUP, "storage.type '%s' with meta.type '%s' is not supported yet",
+                       cfg->storage_type, cfg->meta_type);
+    wp_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return wp__err(WP_ENOMEM, "client");
+    c->cfg = *cfg;
+    c->logger = (wp__logger){cfg->log_fn, cfg->log_arg, cfg->log_level};
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->bg_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    char mpath[WP_PATH_MAX];
+    int rc = storage_local_open(cfg->storage_root, &c->logger, &c->st);
+    if (rc)
+        goto out_free;
+    rc = meta_sqlite_open(wp__config_meta_path(cfg, mpath, sizeof mpath), &c->meta);
+    if (rc)
+        goto out_storage;
+    if (pthread_create(&c->bg, NULL, bg_main, c) != 0) {
+        rc = wp__err(WP_ENOMEM, "cannot start the background thread");
+        goto out_meta;
+    }
+    *out = c;
+    return WP_OK;
+out_meta:
+    c->meta->ops->close(c->meta);
+out_storage:
+    c->st->ops->close(c->st);
+out_free:
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->bg_cond);
+    free(c);
+    return rc;
+}
+
+void wp_client_close(wp_client *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->bg_stop = true;
+    pthread_cond_broadcast(&c->bg_cond);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->bg, NULL);
+    if (c->lease_id)
+        c->meta->ops->lease_revoke(c->meta, c->lease_id);
+    c->meta->ops->close(c->meta);
+    c->st->ops->close(c->st);
+    while (c->tails) { /* only if handles leaked */
+        tailstate *t = c->tails;
+        c->tails = t->next;
+        free(t);
+    }
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->bg_cond);
+    free(c);
+}
+
+/* ---- logs -------------------------------------------------------------- */
+
+int wp_log_create(wp_client *c, const char *name)
+{
+    if (!c)
+        return wp__err(WP_EINVAL, "wp_log_create: NULL client");
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    meta_log ml;
+    rc = c->meta->ops->log_create(c->meta, name, wp__wall_ms(), &ml);
+    if (rc == WP_EEXIST)
+        return wp__err(WP_EEXIST, "log '%s' already exists", name);
+    return rc;
+}
+
+int wp_log_open(wp_client *c, const char *name, wp_log **out)
+{
+    if (!c || !out)
+        return wp__err(WP_EINVAL, "wp_log_open: NULL argument");
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    meta_log ml;
+    rc = c->meta->ops->log_get(c->meta, name, &ml);
+    if (rc == WP_ENOENT)
+        return wp__err(WP_ENOENT, "no log named '%s'", name);
+    if (rc)
+        return rc;
+    wp_log *l = calloc(1, sizeof *l);
+    if (!l || !(l->tail = tail_get(c, ml.log_id))) {
+        free(l);
+        return wp__err(WP_ENOMEM, "log handle");
+    }
+    l->c = c;
+    l->log_id = ml.log_id;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    *out = l;
+    return WP_OK;
+}
+
+void wp_log_close(wp_log *l)
+{
+    if (!l)
+        return;
+    tail_put(l->c, l->tail);
+    free(l);
+}
+
+int wp_log_delete(wp_client *c, const char *name)
+{
+    if (!c)
+        return wp__err(WP_EINVAL, "wp_log_delete: NULL client");
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    meta_log ml;
+    rc = c->meta->ops->log_get(c->meta, name, &ml);
+    if (rc == WP_ENOENT)
+        return wp__err(WP_ENOENT, "no log named '%s'", name);
+    if (rc == WP_OK)
+        rc = c->meta->ops->log_delete(c->meta, name, ml.rev);
+    if (rc == WP_OK)
+        rc = c->st->ops->log_delete(c->st, ml.log_id);
+    if (rc == WP_OK) {
+        tailstate *t = tail_get(c, ml.log_id);
+        if (t) {
+            tail_bump(t);
+            tail_put(c, t);
+        }
+    }
+    return rc;
+}
+
+int wp_log_list(wp_client *c, const char *prefix, char ***names, size_t *n)
+{
+    if (!c || !names || !n)
+        return wp__err(WP_EINVAL, "wp_log_list: NULL argument");
+    return c->meta->ops->log_list(c->meta, prefix ? prefix : "", names, n);
+}
+
+int wp_log_truncate(wp_log *l, wp_msg_id upto)
+{
+    if (!l || upto.segment_id < 0 || upto.entry_id < 0)
+        return wp__err(WP_EINVAL, "truncate: bad position");
+    wp_msg_id last;
+    int rc = wp__log_last_id(l, &last);
+    if (rc)
+        return rc;
+    if (wp_msg_id_cmp(upto, last) > 0) {
+        char a[WP_MSG_ID_STR_MAX], b[WP_MSG_ID_STR_MAX];
+        return wp__err(WP_EINVAL, "truncate: %s is beyond the last durable entry %s",
+                       wp_msg_id_format(upto, a), wp_msg_id_format(last, b));
+    }
+    meta *m = l->c->meta;
+    for (int tries = 0; tries < 64; tries++) {
+        meta_log ml;
+        if ((rc = m->ops->log_get(m, l->name, &ml)))
+            return rc;
+        if (wp_msg_id_cmp(upto, (wp_msg_id){ml.trunc_seg, ml.trunc_entry}) <= 0)
+            return WP_OK;
+        ml.trunc_seg = upto.segment_id;
+        ml.trunc_entry = upto.entry_id;
+        rc = m->ops->log_update(m, &ml);
+        if (rc != WP_ECONFLICT)
+            break;
+    }
+    if (rc == WP_OK)
+        tail_bump(l->tail);
+    return rc;
+}
+
+/* Current size of an active segment in storage (0 if missing). */
+static int64_t active_bytes(wp_client *c, int64_t log_id, int64_t seg_id)
+{
+    st_reader *r;
+    uint64_t size = 0;
+    if (c->st->ops->seg_open_read(c->st, log_id, seg_id, &r) == WP_OK) {
+        c->st->ops->seg_size(r, &size);
+        c->st->ops->seg_reader_close(r);
+    }
+    return (int64_t)size;
+}
+
+int wp_log_segments(wp_log *l, wp_segment_info **out, size_t *n)
+{
+    if (!l || !out || !n)
+        return wp__err(WP_EINVAL, "wp_log_segments: NULL argument");
+    meta_seg *segs;
+    int rc = l->c->meta->ops->seg_list(l->c->meta, l->log_id, &segs, n);
+    if (rc)
+        return rc;
+    wp_segment_info *info = calloc(*n ? *n : 1, sizeof *info);
+    if (!info) {
+        free(segs);
+        return wp__err(WP_ENOMEM, "segment list");
+    }
+    for (size_t i = 0; i < *n; i++) {
+        meta_seg *s = &segs[i];
+        info[i] = (wp_segment_info){s->seg_id, s->state, s->last_entry_id, s->bytes, s->epoch,
+                                    s->created_ms, s->completed_ms};
+        if (s->state == WP_SEG_ACTIVE) {
+            wp_msg_id last;
+            info[i].bytes = active_bytes(l->c, l->log_id, s->seg_id);
+            if (i + 1 == *n && wp__log_last_id(l, &last) == WP_OK && last.segment_id == s->seg_id)
+                info[i].last_entry_id = last.entry_id;
+        }
+    }
+    free(segs);
+    *out = info;
+    return WP_OK;
+}
+
+int wp_log_stat(wp_log *l, wp_log_info *out)
+{
+    if (!l || !out)
+        return wp__err(WP_EINVAL, "wp_log_stat: NULL argument");
+    meta_log ml;
+    int rc = l->c->meta->ops->log_get(l->c->meta, l->name, &ml);
+    if (rc)
+        return rc;
+    wp_segment_info *segs;
+    size_t n;
+    if ((rc = wp_log_segments(l, &segs, &n)))
+        return rc;
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", ml.name);
+    out->log_id = ml.log_id;
+    out->writer_epoch = ml.epoch;
+    out->truncated_to = (wp_msg_id){ml.trunc_seg, ml.trunc_entry};
+    out->created_ms = ml.created_ms;
+    out->n_segments = (int64_t)n;
+    for (size_t i = 0; i < n; i++)
+        out->bytes += segs[i].bytes;
+    free(segs);
+    return wp__log_last_id(l, &out->last_id);
+}
+
+const char *wp_seg_state_name(int state)
+{
+    switch (state) {
+    case WP_SEG_ACTIVE:
+        return "active";
+    case WP_SEG_COMPLETED:
+        return "completed";
+    case WP_SEG_SEALED:
+        return "sealed";
+    case WP_SEG_TRUNCATED:
+        return "truncated";
+    default:
+        return "unknown";
+    }
+}
+
+typedef struct {
+    wp_verify_fn fn;
+    void *arg;
+    int64_t seg_id;
+} verify_ctx;
+
+static void verify_problem(void *arg, const char *problem)
+{
+    verify_ctx *v = arg;
+    if (v->fn)
+        v->fn(v->arg, v->seg_id, problem);
+}
+
+int wp_log_verify(wp_log *l, wp_verify_fn fn, void *arg, int64_t *entries_checked)
+{
+    if (!l)
+        return wp__err(WP_EINVAL, "wp_log_verify: NULL log");
+    meta_seg *segs;
+    size_t n;
+    int rc = l->c->meta->ops->seg_list(l->c->meta, l->log_id, &segs, &n);
+    if (rc)
+        return rc;
+    int64_t entries = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        verify_ctx v = {fn, arg, segs[i].seg_id};
+        if (lseg_verify(l->c->st, l->log_id, segs[i].seg_id, segs[i].state != WP_SEG_ACTIVE,
+                        (uint64_t)segs[i].bytes, segs[i].last_entry_id, verify_problem, &v,
+                        &entries) != WP_OK)
+            bad = 1;
+    }
+    free(segs);
+    if (entries_checked)
+        *entries_checked = entries;
+    return bad ? wp__err(WP_ECORRUPT, "log '%s' has damaged segments", l->name) : WP_OK;
+}

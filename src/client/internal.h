@@ -1,0 +1,77 @@
+/* internal.h — the client layer's shared structures: client, log handles,
+ * and the per-log tail state that wakes in-process readers. */
+#ifndef WP_CLIENT_INTERNAL_H
+#define WP_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "config/config.h"
+#include "meta/meta.h"
+#include "storage/storage.h"
+
+/* What readers in this client need to know about a log's writer; shared by
+ * every wp_log handle of the same log in one client. */
+typedef struct tailstate {
+    struct tailstate *next;
+    int64_t log_id;
+    int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    uint64_t seq;       /* bumped on every change below */
+    const void *writer; /* the open writer of this client, NULL none */
+    int64_t w_seg;      /* its active segment, -1 before the first flush */
+    int64_t w_lac;      /* last durable entry in w_seg, -1 none */
+    bool deleted;
+} tailstate;
+
+struct wp_client {
+    wp_config cfg;
+    wp__logger logger;
+    meta *meta;
+    storage *st;
+    pthread_mutex_t mu;
+    tailstate *tails;
+    int n_logs; /* open wp_log handles */
+
+    /* Background: GC of truncated segments and reader lease keepalive. */
+    pthread_t bg;
+    bool bg_started;
+    bool bg_stop;
+    pthread_cond_t bg_cond;
+    int64_t lease_id; /* reader registrations' lease; 0 none */
+    int n_readers;
+};
+
+struct wp_log {
+    wp_client *c;
+    char name[WP_LOG_NAME_MAX + 1];
+    int64_t log_id;
+    tailstate *tail;
+};
+
+/* Tail notifications: the writer publishes, readers wait. */
+/* tail_writer sets (open) or clears (!open) the owner; tail_publish only
+ * takes effect for the current owner, so a fenced writer cannot publish. */
+void tail_writer(tailstate *t, const void *owner, bool open);
+void tail_publish(tailstate *t, const void *owner, int64_t seg, int64_t lac);
+/* Reads the in-process writer's LAC for seg: false if no writer of this
+ * client writes seg. *seq (always set) is the state's version for
+ * tail_wait; *has_writer tells whether this client has a writer at all. */
+bool tail_lac(tailstate *t, int64_t seg, int64_t *lac, uint64_t *seq, bool *has_writer);
+/* Last durable id of a log ({-1,-1} if none). */
+int wp__log_last_id(wp_log *log, wp_msg_id *out);
+void tail_bump(tailstate *t);
+/* Waits until t->seq != seq or the deadline (CLOCK_MONOTONIC ns, -1: none). */
+void tail_wait(tailstate *t, uint64_t seq, int64_t deadline_ns);
+
+/* Reader registrations (GC holds) under the client's lease. */
+int client_reader_lease(wp_client *c, int64_t *lease_id);
+void client_reader_gone(wp_client *c);
+
+/* Runs one GC pass over every log (exposed for tests and `wp`). */
+int wp__gc_run(wp_client *c, int64_t now_ms);
+
+#endif

@@ -1,0 +1,373 @@
+/* reader.c — readers (ARCHITECTURE §4): positioning, reading across
+ * segments, tailing. An entry is visible when it is at or below the LAC:
+ * for a completed segment its last entry from metadata, for the active one
+ * the in-process writer's LAC (woken by a condition variable) or, for a
+ * writer in another process, the segment's published LAC hint (polled with
+ * a short backoff bounded by reader.poll_max_ms). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/internal.h"
+#include "logstore/segment.h"
+
+/* How long an in-process wait sleeps before re-checking metadata (covers a
+ * writer in another process taking over the log). */
+#define TAIL_WAIT_SLICE_NS (50 * 1000000LL)
+#define POLL_MIN_NS (100 * 1000LL)
+
+struct wp_reader {
+    wp_log *log;
+    wp_client *c;
+    int64_t seg, entry; /* the next entry returned is the first >= (seg, entry) */
+    lseg_r *sr;         /* open segment == seg */
+    bool sr_completed;
+    int64_t sr_last;    /* last entry of a completed segment */
+    int64_t poll_ns;
+    /* registration (GC hold) */
+    char name[WP_READER_NAME_MAX + 1];
+    int64_t reg_seg;
+    bool registered;
+    /* properties of the last entry */
+    const char **keys, **vals;
+    size_t props_cap;
+    char *pbuf;
+    size_t pbuf_cap;
+};
+
+/* ---- positioning ------------------------------------------------------- */
+
+/* Last durable entry of an active segment: the in-process writer's LAC, or
+ * the storage hint published by a writer elsewhere. */
+static int64_t active_lac(wp_client *c, tailstate *t, int64_t log_id, int64_t seg_id)
+{
+    int64_t lac;
+    uint64_t seq;
+    bool has_writer;
+    if (tail_lac(t, seg_id, &lac, &seq, &has_writer))
+        return lac;
+    lseg_r *r;
+    if (lseg_open_read(c->st, log_id, seg_id, false, 0, &r))
+        return -1;
+    if (lseg_read_lac(r, &lac))
+        lac = -1;
+    lseg_close_read(r);
+    return lac;
+}
+
+int wp__log_last_id(wp_log *log, wp_msg_id *out)
+{
+    meta_seg *segs;
+    size_t n;
+    int rc = log->c->meta->ops->seg_list(log->c->meta, log->log_id, &segs, &n);
+    if (rc)
+        return rc;
+    *out = (wp_msg_id){-1, -1};
+    for (size_t i = n; i-- > 0;) {
+        int64_t last = segs[i].state == WP_SEG_ACTIVE
+                           ? active_lac(log->c, log->tail, log->log_id, segs[i].seg_id)
+                           : segs[i].last_entry_id;
+        if (last >= 0) {
+            *out = (wp_msg_id){segs[i].seg_id, last};
+            break;
+        }
+    }
+    free(segs);
+    return WP_OK;
+}
+
+/* Resolves WP_EARLIEST / WP_LATEST / an id to a concrete position and
+ * checks it is still retained. */
+static int resolve_start(wp_reader *r, wp_msg_id from)
+{
+    meta *m = r->c->meta;
+    meta_log ml;
+    int rc = m->ops->log_get(m, r->log->name, &ml);
+    if (rc)
+        return rc;
+    meta_seg *segs;
+    size_t n;
+    if ((rc = m->ops->seg_list(m, r->log->log_id, &segs, &n)))
+        return rc;
+    int64_t first_seg = n ? segs[0].seg_id : 0;
+    int64_t end_seg = n ? segs[n - 1].seg_id + 1 : 0;
+    if (wp_msg_id_cmp(from, WP_EARLIEST) == 0) {
+        r->seg = ml.trunc_seg >= 0 ? ml.trunc_seg : 0;
+        r->entry = ml.trunc_seg >= 0 ? ml.trunc_entry + 1 : 0;
+        if (r->seg < first_seg) {
+            r->seg = first_seg;
+            r->entry = 0;
+        }
+    } else if (wp_msg_id_cmp(from, WP_LATEST) == 0) {
+        wp_msg_id last;
+        rc = wp__log_last_id(r->log, &last);
+        r->seg = last.segment_id >= 0 ? last.segment_id : end_seg;
+        r->entry = last.entry_id + 1;
+        if (last.segment_id < 0)
+            r->entry = 0;
+    } else if (from.segment_id < 0 || from.entry_id < 0) {
+        rc = wp__err(WP_EINVAL, "reader position %" PRId64 ":%" PRId64 " is negative",
+                     from.segment_id, from.entry_id);
+    } else {
+        r->seg = from.segment_id;
+        r->entry = from.entry_id;
+        /* segments are deleted lowest first and the last one is kept */
+        if (from.segment_id < first_seg && n > 0)
+            rc = wp__err(WP_ETRUNCATED, "log '%s': position %" PRId64 ":%" PRId64
+                         " was truncated and its data deleted", r->log->name,
+                         from.segment_id, from.entry_id);
+    }
+    free(segs);
+    return rc;
+}
+
+/* ---- registration (holds GC below our position) ------------------------ */
+
+static int register_position(wp_reader *r)
+{
+    int64_t lease;
+    int rc = client_reader_lease(r->c, &lease);
+    if (rc)
+        return rc;
+    meta_reader mr = {.log_id = r->log->log_id, .seg_id = r->seg, .entry_id = r->entry,
+                      .lease_id = lease};
+    memcpy(mr.name, r->name, sizeof mr.name);
+    rc = r->c->meta->ops->reader_put(r->c->meta, &mr);
+    if (rc == WP_OK) {
+        r->registered = true;
+        r->reg_seg = r->seg;
+    }
+    return rc;
+}
+
+/* ---- open/close -------------------------------------------------------- */
+
+int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
+{
+    if (!log || !out)
+        return wp__err(WP_EINVAL, "wp_reader_open: NULL argument");
+    wp_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return wp__err(WP_ENOMEM, "reader");
+    r->log = log;
+    r->c = log->c;
+    static _Atomic uint64_t counter;
+    snprintf(r->name, sizeof r->name, "r-%d-%" PRIx64 "-%" PRIu64, (int)getpid(),
+             (uint64_t)wp__now_ns(), (uint64_t)++counter);
+    int rc = resolve_start(r, from);
+    if (rc == WP_OK)
+        rc = register_position(r);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return WP_OK;
+}
+
+void wp_reader_close(wp_reader *r)
+{
+    if (!r)
+        return;
+    lseg_close_read(r->sr);
+    if (r->registered) {
+        r->c->meta->ops->reader_delete(r->c->meta, r->log->log_id, r->name);
+        client_reader_gone(r->c);
+    }
+    free(r->keys);
+    free(r->vals);
+    free(r->pbuf);
+    free(r);
+}
+
+/* ---- next -------------------------------------------------------------- */
+
+/* Opens the segment at r->seg (or the next existing one). WP_EAGAIN if it
+ * does not exist yet. */
+static int open_segment(wp_reader *r)
+{
+    meta *m = r->c->meta;
+    meta_seg s;
+    int rc = m->ops->seg_get(m, r->log->log_id, r->seg, &s);
+    if (rc == WP_ENOENT) {
+        meta_log ml;
+        if (m->ops->log_get(m, r->log->name, &ml) == WP_ENOENT || ml.log_id != r->log->log_id)
+            return wp__err(WP_ECLOSED, "log '%s' was deleted", r->log->name);
+        meta_seg *segs;
+        size_t n;
+        if ((rc = m->ops->seg_list(m, r->log->log_id, &segs, &n)))
+            return rc;
+        rc = WP_EAGAIN;
+        for (size_t i = 0; i < n; i++) {
+            if (segs[i].seg_id > r->seg) { /* skip a gap (never expected) */
+                r->seg = segs[i].seg_id;
+                r->entry = 0;
+                s = segs[i];
+                rc = WP_OK;
+                break;
+            }
+        }
+        if (n && r->seg < segs[0].seg_id && rc == WP_EAGAIN)
+            rc = WP_ETRUNCATED;
+        free(segs);
+        if (rc)
+            return rc == WP_ETRUNCATED
+                       ? wp__err(rc, "log '%s': segment %" PRId64 " was deleted", r->log->name, r->seg)
+                       : rc;
+    } else if (rc) {
+        return rc;
+    }
+    r->sr_completed = s.state != WP_SEG_ACTIVE;
+    r->sr_last = s.last_entry_id;
+    rc = lseg_open_read(r->c->st, r->log->log_id, r->seg, r->sr_completed, (uint64_t)s.bytes, &r->sr);
+    if (rc == WP_ENOENT && r->sr_completed)
+        return wp__err(WP_ETRUNCATED, "log '%s': segment %" PRId64 " data was deleted",
+                       r->log->name, r->seg);
+    if (rc == WP_ENOENT)
+        return WP_EAGAIN; /* created in metadata, not yet in storage */
+    if (rc)
+        return rc;
+    lseg_seek(r->sr, r->entry);
+    if (r->registered && r->reg_seg != r->seg)
+        register_position(r); /* best effort: the lease keeps the old hold */
+    return WP_OK;
+}
+
+/* The active segment ran dry: has it been completed meanwhile? */
+static int refresh_state(wp_reader *r)
+{
+    meta_seg s;
+    int rc = r->c->meta->ops->seg_get(r->c->meta, r->log->log_id, r->seg, &s);
+    if (rc)
+        return rc;
+    if (s.state != WP_SEG_ACTIVE) {
+        r->sr_completed = true;
+        r->sr_last = s.last_entry_id;
+    }
+    return WP_OK;
+}
+
+static int fill_entry(wp_reader *r, const lseg_entry *e, wp_entry *out)
+{
+    out->id = (wp_msg_id){r->seg, e->entry_id};
+    out->data = e->rec.data;
+    out->len = e->rec.len;
+    out->n_props = e->rec.n_props;
+    out->prop_keys = NULL;
+    out->prop_values = NULL;
+    if (e->rec.n_props == 0)
+        return WP_OK;
+    size_t need = e->rec.props_len + 2 * e->rec.n_props;
+    if (e->rec.n_props > r->props_cap) {
+        free(r->keys);
+        free(r->vals);
+        r->keys = malloc(e->rec.n_props * sizeof *r->keys);
+        r->vals = malloc(e->rec.n_props * sizeof *r->vals);
+        r->props_cap = r->keys && r->vals ? e->rec.n_props : 0;
+        if (!r->props_cap)
+            return wp__err(WP_ENOMEM, "properties");
+    }
+    if (need > r->pbuf_cap) {
+        free(r->pbuf);
+        r->pbuf = malloc(need);
+        r->pbuf_cap = r->pbuf ? need : 0;
+        if (!r->pbuf)
+            return wp__err(WP_ENOMEM, "properties");
+    }
+    size_t off = 0, at = 0;
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    for (uint32_t i = 0; rec_prop_next(&e->rec, &off, &k, &kl, &v, &vl); i++) {
+        r->keys[i] = r->pbuf + at;
+        memcpy(r->pbuf + at, k, kl);
+        r->pbuf[at + kl] = '\0';
+        at += kl + 1;
+        r->vals[i] = r->pbuf + at;
+        memcpy(r->pbuf + at, v, vl);
+        r->pbuf[at + vl] = '\0';
+        at += vl + 1;
+    }
+    out->prop_keys = r->keys;
+    out->prop_values = r->vals;
+    return WP_OK;
+}
+
+/* One attempt: WP_OK with an entry, WP_EAGAIN if nothing is visible. */
+static int try_next(wp_reader *r, wp_entry *out)
+{
+    for (;;) {
+        int rc;
+        if (!r->sr && (rc = open_segment(r)))
+            return rc;
+        int64_t max = r->sr_completed ? r->sr_last
+                                      : active_lac(r->c, r->log->tail, r->log->log_id, r->seg);
+        lseg_entry e;
+        rc = lseg_next(r->sr, max, &e);
+        if (rc == WP_OK) {
+            r->entry = e.entry_id + 1;
+            return fill_entry(r, &e, out);
+        }
+        if (rc != WP_EAGAIN)
+            return rc;
+        if (!r->sr_completed) {
+            if ((rc = refresh_state(r)))
+                return rc;
+            if (!r->sr_completed)
+                return WP_EAGAIN;
+            continue; /* completed meanwhile: read up to its last entry */
+        }
+        lseg_close_read(r->sr); /* segment done: on to the next */
+        r->sr = NULL;
+        r->seg++;
+        r->entry = 0;
+    }
+}
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
+    nanosleep(&ts, NULL);
+}
+
+int wp_reader_next(wp_reader *r, int timeout_ms, wp_entry *out)
+{
+    if (!r || !out)
+        return wp__err(WP_EINVAL, "wp_reader_next: NULL argument");
+    int64_t deadline = timeout_ms < 0 ? -1 : wp__now_ns() + (int64_t)timeout_ms * 1000000LL;
+    for (;;) {
+        int64_t lac;
+        uint64_t seq;
+        bool has_writer;
+        tail_lac(r->log->tail, r->seg, &lac, &seq, &has_writer);
+        int rc = try_next(r, out);
+        if (rc != WP_EAGAIN) {
+            if (rc == WP_OK)
+                r->poll_ns = POLL_MIN_NS;
+            return rc;
+        }
+        int64_t now = wp__now_ns();
+        if (deadline >= 0 && now >= deadline)
+            return wp__err(WP_ETIMEDOUT, "no new entry within %d ms", timeout_ms);
+        int64_t until = deadline < 0 ? now + TAIL_WAIT_SLICE_NS : deadline;
+        if (has_writer) {
+            /* in-process writer: woken when it publishes */
+            if (until > now + TAIL_WAIT_SLICE_NS)
+                until = now + TAIL_WAIT_SLICE_NS;
+            tail_wait(r->log->tail, seq, until);
+            continue;
+        }
+        /* writer elsewhere: bounded backoff */
+        int64_t step = r->poll_ns ? r->poll_ns : POLL_MIN_NS;
+        if (step > until - now)
+            step = until - now;
+        sleep_ns(step);
+        r->poll_ns = r->poll_ns * 2;
+        if (r->poll_ns > r->c->cfg.reader_poll_max_ms * 1000000LL)
+            r->poll_ns = r->c->cfg.reader_poll_max_ms * 1000000LL;
+        if (r->poll_ns < POLL_MIN_NS)
+            r->poll_ns = POLL_MIN_NS * 2;
+    }
+}

@@ -1,0 +1,655 @@
+/* writer.c — the single writer of a log (ARCHITECTURE §3): epoch bump and
+ * fencing at open, entry ids, group commit into blocks, in-order acks, the
+ * LAC, segment rolling, bounded memory with backpressure.
+ *
+ * Appenders encode records into the tail block of a queue under w->mu; one
+ * flusher thread takes ready blocks, writes them with one durable append
+ * (lseg_write), then runs the callbacks in id order. Because one thread
+ * does every write, finish and create, acks are in id order across
+ * segments too. Any storage or metadata error fails the writer for good. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/internal.h"
+#include "codec/codec.h"
+#include "logstore/segment.h"
+
+/* One flush writes at most this many blocks / bytes (bounds latency). */
+#define FLUSH_BATCH_BLOCKS_MAX 256
+#define FLUSH_BATCH_BYTES_MAX (64 * WP_MiB)
+#define FREE_BLOCKS_MAX 8
+#define EPOCH_CAS_TRIES_MAX 64
+
+typedef struct {
+    wp_append_cb cb;
+    void *arg;
+} ackcb;
+
+typedef struct wblock {
+    struct wblock *next;
+    lseg_block b;
+    size_t cap;
+    int64_t seg_id;
+    ackcb *cbs;
+    size_t cbcap;
+    int64_t t0_ns; /* first append, for flush.max_interval_ms */
+    bool sealed;
+} wblock;
+
+struct wp_writer {
+    wp_log *log;
+    wp_client *c;
+    const wp_config *cfg;
+    meta_log ml; /* our epoch; rev refreshed by the flusher */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond_work, cond_space, cond_done;
+    wblock *head, *tail;
+    wblock *free_blocks;
+    int n_free;
+    int64_t cur_seg, next_entry;           /* id of the next append */
+    uint64_t seg_bytes;                    /* bytes assigned to cur_seg */
+    uint32_t seg_blocks;
+    int64_t seg_t0_ns;
+    int64_t pending_bytes;
+    uint64_t n_appended, n_done;
+    int failed;
+    bool closing;
+    pthread_t thr;
+    wp_msg_id lac;
+    int close_rc;
+
+    /* Flusher thread only. */
+    lseg_w *seg;
+    meta_seg mseg;
+};
+
+/* ---- blocks ------------------------------------------------------------ */
+
+static wblock *block_get(wp_writer *w, int64_t seg_id, int64_t first)
+{
+    wblock *b = w->free_blocks;
+    if (b) {
+        w->free_blocks = b->next;
+        w->n_free--;
+    } else {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+    }
+    b->next = NULL;
+    b->seg_id = seg_id;
+    b->b.first_entry_id = first;
+    b->b.n_entries = 0;
+    b->b.len = BLK_HEADER_SIZE;
+    b->sealed = false;
+    b->t0_ns = wp__now_ns();
+    return b;
+}
+
+static void block_put(wp_writer *w, wblock *b)
+{
+    if (w->n_free < FREE_BLOCKS_MAX && b->cap <= (size_t)w->cfg->flush_max_bytes * 2) {
+        b->next = w->free_blocks;
+        w->free_blocks = b;
+        w->n_free++;
+        return;
+    }
+    free(b->b.buf);
+    free(b->cbs);
+    free(b);
+}
+
+static int block_reserve(wblock *b, size_t rec_len)
+{
+    if (b->b.len + rec_len > b->cap) {
+        size_t cap = b->cap ? b->cap : 64 * 1024;
+        while (cap < b->b.len + rec_len)
+            cap *= 2;
+        uint8_t *nb = realloc(b->b.buf, cap);
+        if (!nb)
+            return wp__err(WP_ENOMEM, "block buffer of %zu bytes", cap);
+        b->b.buf = nb;
+        b->cap = cap;
+    }
+    if (b->b.n_entries == b->cbcap) {
+        size_t cap = b->cbcap ? b->cbcap * 2 : 64;
+        ackcb *nc = realloc(b->cbs, cap * sizeof *nc);
+        if (!nc)
+            return wp__err(WP_ENOMEM, "ack list");
+        b->cbs = nc;
+        b->cbcap = cap;
+    }
+    return WP_OK;
+}
+
+/* ---- metadata steps (flusher thread) ----------------------------------- */
+
+/* After a CAS conflict on the log: reload it; fenced if the epoch moved. */
+static int refresh_log(wp_writer *w)
+{
+    meta_log cur;
+    int rc = w->c->meta->ops->log_get(w->c->meta, w->log->name, &cur);
+    if (rc == WP_ENOENT)
+        return wp__err(WP_ECLOSED, "log '%s' was deleted", w->log->name);
+    if (rc)
+        return rc;
+    if (cur.epoch != w->ml.epoch || cur.log_id != w->ml.log_id)
+        return wp__err(WP_EFENCED, "log '%s': writer epoch %" PRId64 " superseded by %" PRId64,
+                       w->log->name, w->ml.epoch, cur.epoch);
+    w->ml = cur;
+    return WP_OK;
+}
+
+static int open_segment(wp_writer *w, int64_t seg_id)
+{
+    meta *m = w->c->meta;
+    w->mseg = (meta_seg){.log_id = w->ml.log_id, .seg_id = seg_id, .state = WP_SEG_ACTIVE,
+                         .last_entry_id = -1, .epoch = w->ml.epoch, .created_ms = wp__wall_ms()};
+    int rc;
+    for (int tries = 0;; tries++) {
+        rc = m->ops->seg_create(m, &w->ml, &w->mseg);
+        if (rc != WP_ECONFLICT || tries == EPOCH_CAS_TRIES_MAX)
+            break;
+        if ((rc = refresh_log(w)))
+            return rc;
+    }
+    if (rc == WP_EEXIST)
+        return wp__err(WP_EFENCED, "segment %" PRId64 " of log '%s' was created by another writer",
+                       seg_id, w->log->name);
+    if (rc)
+        return rc;
+    rc = lseg_create(w->c->st, w->ml.log_id, seg_id, w->ml.epoch, &w->seg);
+    if (rc == WP_EEXIST)
+        return wp__err(WP_EFENCED, "segment %" PRId64 " of log '%s' exists in storage (fenced)",
+                       seg_id, w->log->name);
+    return rc;
+}
+
+static int complete_segment(wp_writer *w)
+{
+    int64_t last;
+    uint64_t bytes;
+    int rc = lseg_finish(w->seg, &last, &bytes);
+    lseg_close(w->seg);
+    w->seg = NULL;
+    if (rc)
+        return rc;
+    meta_seg s = w->mseg;
+    s.state = WP_SEG_COMPLETED;
+    s.last_entry_id = last;
+    s.bytes = (int64_t)bytes;
+    s.completed_ms = wp__wall_ms();
+    rc = w->c->meta->ops->seg_update(w->c->meta, &s);
+    if (rc == WP_ECONFLICT)
+        return wp__err(WP_EFENCED, "segment %" PRId64 " of log '%s' was completed by a newer writer",
+                       s.seg_id, w->log->name);
+    return rc;
+}
+
+static int flush_batch(wp_writer *w, wblock **batch, int n)
+{
+    int rc;
+    if (w->seg && w->mseg.seg_id != batch[0]->seg_id) {
+        if ((rc = complete_segment(w)))
+            return rc;
+    }
+    if (!w->seg && (rc = open_segment(w, batch[0]->seg_id)))
+        return rc;
+    lseg_block *bs[FLUSH_BATCH_BLOCKS_MAX];
+    for (int i = 0; i < n; i++)
+        bs[i] = &batch[i]->b;
+    return lseg_write(w->seg, bs, n);
+}
+
+/* ---- flusher thread ---------------------------------------------------- */
+
+static bool block_ready(const wp_writer *w, const wblock *b, int64_t now)
+{
+    return b->sealed || w->closing || w->failed || w->cfg->flush_max_interval_ms == 0 ||
+           now - b->t0_ns >= w->cfg->flush_max_interval_ms * 1000000LL;
+}
+
+/* Detaches ready blocks of one segment from the head of the queue. */
+static int take_batch(wp_writer *w, wblock **batch, int64_t now)
+{
+    int n = 0;
+    size_t bytes = 0;
+    while (w->head && n < FLUSH_BATCH_BLOCKS_MAX && block_ready(w, w->head, now) &&
+           (n == 0 || (batch[0]->seg_id == w->head->seg_id &&
+                       bytes + w->head->b.len <= FLUSH_BATCH_BYTES_MAX))) {
+        wblock *b = w->head;
+        if (b->b.n_entries == 0)
+            break; /* only the tail can be empty; nothing to do */
+        w->head = b->next;
+        if (w->tail == b)
+            w->tail = NULL;
+        b->sealed = true;
+        batch[n++] = b;
+        bytes += b->b.len;
+    }
+    return n;
+}
+
+static void wait_for_work(wp_writer *w)
+{
+    if (w->head && w->head->b.n_entries && w->cfg->flush_max_interval_ms > 0) {
+        int64_t due = w->head->t0_ns + w->cfg->flush_max_interval_ms * 1000000LL;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t wait_ns = due - wp__now_ns();
+        if (wait_ns <= 0)
+            return;
+        ts.tv_sec += wait_ns / 1000000000LL;
+        ts.tv_nsec += wait_ns % 1000000000LL;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cond_work, &w->mu, &ts);
+        return;
+    }
+    pthread_cond_wait(&w->cond_work, &w->mu);
+}
+
+/* Runs callbacks of a detached batch with rc; returns entries acked. */
+static uint64_t run_callbacks(wp_writer *w, wblock **batch, int n, int rc)
+{
+    uint64_t count = 0;
+    for (int i = 0; i < n; i++) {
+        wblock *b = batch[i];
+        for (uint32_t k = 0; k < b->b.n_entries; k++) {
+            wp_msg_id id = {b->seg_id, b->b.first_entry_id + k};
+            if (b->cbs[k].cb)
+                b->cbs[k].cb(b->cbs[k].arg, rc, id);
+        }
+        count += b->b.n_entries;
+    }
+    return count;
+}
+
+static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
+{
+    int64_t bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += (int64_t)batch[i]->b.len;
+    wblock *last = batch[n - 1];
+    pthread_mutex_lock(&w->mu);
+    if (rc && !w->failed) {
+        w->failed = rc;
+        wp__log(&w->c->logger, WP_LOG_ERROR, "writer of log '%s' failed: %s (%s)",
+                w->log->name, wp_strerror(rc), wp_errmsg());
+    }
+    if (!rc)
+        w->lac = (wp_msg_id){last->seg_id, last->b.first_entry_id + last->b.n_entries - 1};
+    w->pending_bytes -= bytes;
+    pthread_cond_broadcast(&w->cond_space);
+    pthread_mutex_unlock(&w->mu);
+    if (!rc)
+        tail_publish(w->log->tail, w, w->lac.segment_id, w->lac.entry_id);
+    uint64_t done = run_callbacks(w, batch, n, rc);
+    pthread_mutex_lock(&w->mu);
+    w->n_done += done;
+    for (int i = 0; i < n; i++)
+        block_put(w, batch[i]);
+    pthread_cond_broadcast(&w->cond_done);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *flusher_main(void *arg)
+{
+    wp_writer *w = arg;
+    wblock *batch[FLUSH_BATCH_BLOCKS_MAX];
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        int n = take_batch(w, batch, wp__now_ns());
+        if (n == 0) {
+            if (w->closing && (!w->head || w->head->b.n_entries == 0))
+                break;
+            wait_for_work(w);
+            continue;
+        }
+        int failed = w->failed;
+        pthread_mutex_unlock(&w->mu);
+        int rc = failed ? failed : flush_batch(w, batch, n);
+        after_flush(w, batch, n, rc);
+        pthread_mutex_lock(&w->mu);
+    }
+    int rc = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    if (w->seg && !rc)
+        rc = complete_segment(w);
+    if (w->seg) {
+        lseg_close(w->seg);
+        w->seg = NULL;
+    }
+    w->close_rc = rc;
+    return NULL;
+}
+
+/* ---- open: epoch bump and recovery ------------------------------------- */
+
+static int bump_epoch(wp_writer *w)
+{
+    meta *m = w->c->meta;
+    int rc = WP_ECONFLICT;
+    for (int tries = 0; rc == WP_ECONFLICT && tries < EPOCH_CAS_TRIES_MAX; tries++) {
+        rc = m->ops->log_get(m, w->log->name, &w->ml);
+        if (rc == WP_OK && w->ml.log_id != w->log->log_id)
+            return wp__err(WP_ECLOSED, "log '%s' was deleted and re-created", w->log->name);
+        if (rc)
+            return rc;
+        w->ml.epoch++;
+        rc = m->ops->log_update(m, &w->ml);
+    }
+    return rc;
+}
+
+/* Completes one active segment of an older writer: fence, recover the
+ * last durable entry, record it in metadata. */
+static int recover_segment(wp_writer *w, meta_seg *s)
+{
+    int64_t last;
+    uint64_t bytes;
+    int rc = lseg_recover(w->c->st, s->log_id, s->seg_id, w->ml.epoch, &w->c->logger, &last,
+                          &bytes);
+    if (rc)
+        return rc;
+    for (int tries = 0; tries < EPOCH_CAS_TRIES_MAX; tries++) {
+        s->state = WP_SEG_COMPLETED;
+        s->last_entry_id = last;
+        s->bytes = (int64_t)bytes;
+        s->completed_ms = wp__wall_ms();
+        rc = w->c->meta->ops->seg_update(w->c->meta, s);
+        if (rc != WP_ECONFLICT)
+            break;
+        /* the old writer may have completed it meanwhile, or a newer one */
+        if ((rc = refresh_log(w)))
+            return rc;
+        if ((rc = w->c->meta->ops->seg_get(w->c->meta, s->log_id, s->seg_id, s)))
+            return rc;
+        if (s->state != WP_SEG_ACTIVE)
+            return WP_OK;
+    }
+    if (rc == WP_OK)
+        wp__log(&w->c->logger, WP_LOG_INFO, "log '%s': recovered segment %" PRId64
+                " up to entry %" PRId64, w->log->name, s->seg_id, last);
+    return rc;
+}
+
+static int recover(wp_writer *w)
+{
+    meta_seg *segs = NULL;
+    size_t n = 0;
+    int rc = w->c->meta->ops->seg_list(w->c->meta, w->ml.log_id, &segs, &n);
+    if (rc)
+        return rc;
+    w->cur_seg = 0;
+    w->lac = (wp_msg_id){-1, -1};
+    for (size_t i = 0; i < n && rc == WP_OK; i++) {
+        if (segs[i].state == WP_SEG_ACTIVE)
+            rc = recover_segment(w, &segs[i]);
+        w->cur_seg = segs[i].seg_id + 1;
+        if (segs[i].last_entry_id >= 0)
+            w->lac = (wp_msg_id){segs[i].seg_id, segs[i].last_entry_id};
+    }
+    free(segs);
+    return rc;
+}
+
+static void writer_free(wp_writer *w)
+{
+    while (w->head) { /* only empty blocks can remain */
+        wblock *b = w->head;
+        w->head = b->next;
+        free(b->b.buf);
+        free(b->cbs);
+        free(b);
+    }
+    while (w->free_blocks) {
+        wblock *b = w->free_blocks;
+        w->free_blocks = b->next;
+        free(b->b.buf);
+        free(b->cbs);
+        free(b);
+    }
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cond_work);
+    pthread_cond_destroy(&w->cond_space);
+    pthread_cond_destroy(&w->cond_done);
+    free(w);
+}
+
+int wp_writer_open(wp_log *log, wp_writer **out)
+{
+    if (!log || !out)
+        return wp__err(WP_EINVAL, "wp_writer_open: NULL argument");
+    wp_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return wp__err(WP_ENOMEM, "writer");
+    w->log = log;
+    w->c = log->c;
+    w->cfg = &log->c->cfg;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond_work, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&w->cond_space, NULL);
+    pthread_cond_init(&w->cond_done, NULL);
+    int rc = bump_epoch(w);
+    if (rc == WP_OK)
+        rc = recover(w);
+    if (rc)
+        goto out_free;
+    w->seg_bytes = SEG_HEADER_SIZE;
+    w->seg_t0_ns = wp__now_ns();
+    tail_writer(log->tail, w, true);
+    if (pthread_create(&w->thr, NULL, flusher_main, w) != 0) {
+        rc = wp__err(WP_ENOMEM, "cannot start the flusher thread");
+        tail_writer(log->tail, w, false);
+        goto out_free;
+    }
+    wp__log(&w->c->logger, WP_LOG_INFO, "log '%s': writer open, epoch %" PRId64
+            ", next segment %" PRId64, log->name, w->ml.epoch, w->cur_seg);
+    *out = w;
+    return WP_OK;
+out_free:
+    writer_free(w);
+    return rc;
+}
+
+/* ---- append ------------------------------------------------------------ */
+
+static bool need_roll(const wp_writer *w, size_t rec_len)
+{
+    if (w->next_entry == 0)
+        return false;
+    const wp_config *c = w->cfg;
+    return w->seg_bytes + rec_len + BLK_HEADER_SIZE > (uint64_t)c->segment_max_bytes ||
+           w->seg_blocks >= (uint64_t)c->segment_max_blocks ||
+           (c->segment_max_age_ms > 0 &&
+            wp__now_ns() - w->seg_t0_ns >= c->segment_max_age_ms * 1000000LL);
+}
+
+/* The block the next record of rec_len bytes goes into (may start one). */
+static wblock *tail_block(wp_writer *w, size_t rec_len)
+{
+    wblock *t = w->tail;
+    const wp_config *c = w->cfg;
+    if (t && !t->sealed && t->seg_id == w->cur_seg &&
+        (t->b.n_entries == 0 || t->b.len + rec_len <= (size_t)c->flush_max_bytes + BLK_HEADER_SIZE) &&
+        t->b.n_entries < (uint32_t)c->flush_max_entries)
+        return t;
+    if (t)
+        t->sealed = true;
+    wblock *b = block_get(w, w->cur_seg, w->next_entry);
+    if (!b)
+        return NULL;
+    if (w->tail)
+        w->tail->next = b;
+    else
+        w->head = b;
+    w->tail = b;
+    w->seg_blocks++;
+    w->seg_bytes += BLK_HEADER_SIZE;
+    return b;
+}
+
+/* Waits for room under writer.max_pending_bytes; called with w->mu held. */
+static int wait_space(wp_writer *w, size_t rec_len, int flags)
+{
+    while (!w->failed && !w->closing && w->pending_bytes > 0 &&
+           w->pending_bytes + (int64_t)rec_len > w->cfg->writer_max_pending_bytes) {
+        if (flags & WP_NONBLOCK)
+            return wp__err(WP_EAGAIN, "writer.max_pending_bytes (%" PRId64 ") buffered",
+                           w->cfg->writer_max_pending_bytes);
+        pthread_cond_wait(&w->cond_space, &w->mu);
+    }
+    if (w->failed)
+        return wp__err(w->failed, "writer of log '%s' has failed: %s", w->log->name,
+                       wp_strerror(w->failed));
+    if (w->closing)
+        return wp__err(WP_ECLOSED, "writer is closing");
+    return WP_OK;
+}
+
+static int append_locked(wp_writer *w, const wp_payload *p, size_t rec_len, int flags,
+                         wp_append_cb cb, void *arg)
+{
+    int rc = wait_space(w, rec_len, flags);
+    if (rc)
+        return rc;
+    if (need_roll(w, rec_len)) {
+        if (w->tail)
+            w->tail->sealed = true;
+        w->cur_seg++;
+        w->next_entry = 0;
+        w->seg_bytes = SEG_HEADER_SIZE;
+        w->seg_blocks = 0;
+        w->seg_t0_ns = wp__now_ns();
+    }
+    wblock *b = tail_block(w, rec_len);
+    if (!b)
+        return wp__err(WP_ENOMEM, "block");
+    if ((rc = block_reserve(b, rec_len)))
+        return rc;
+    rec_encode(p, b->b.buf + b->b.len);
+    b->b.len += rec_len;
+    b->cbs[b->b.n_entries] = (ackcb){cb, arg};
+    b->b.n_entries++;
+    w->next_entry++;
+    w->seg_bytes += rec_len;
+    w->pending_bytes += (int64_t)rec_len;
+    w->n_appended++;
+    if (b->b.len - BLK_HEADER_SIZE >= (size_t)w->cfg->flush_max_bytes ||
+        b->b.n_entries >= (uint32_t)w->cfg->flush_max_entries)
+        b->sealed = true;
+    pthread_cond_signal(&w->cond_work);
+    return WP_OK;
+}
+
+int wp_writer_append_entry_async(wp_writer *w, const wp_payload *p, int flags, wp_append_cb cb,
+                                 void *arg)
+{
+    if (!w || !p)
+        return wp__err(WP_EINVAL, "append: NULL argument");
+    int rc = rec_check(p, (size_t)w->cfg->writer_max_entry_bytes);
+    if (rc)
+        return rc;
+    size_t rec_len = rec_size(p);
+    pthread_mutex_lock(&w->mu);
+    rc = append_locked(w, p, rec_len, flags, cb, arg);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int wp_writer_append_async(wp_writer *w, const void *data, size_t len, wp_append_cb cb, void *arg)
+{
+    wp_payload p = {.data = data, .len = len};
+    return wp_writer_append_entry_async(w, &p, 0, cb, arg);
+}
+
+typedef struct {
+    wp_writer *w;
+    bool done;
+    int rc;
+    wp_msg_id id;
+} sync_wait;
+
+static void sync_cb(void *arg, int rc, wp_msg_id id)
+{
+    sync_wait *sw = arg;
+    pthread_mutex_lock(&sw->w->mu);
+    sw->done = true;
+    sw->rc = rc;
+    sw->id = id;
+    pthread_cond_broadcast(&sw->w->cond_done);
+    pthread_mutex_unlock(&sw->w->mu);
+}
+
+int wp_writer_append_entry(wp_writer *w, const wp_payload *p, wp_msg_id *out)
+{
+    sync_wait sw = {.w = w};
+    int rc = wp_writer_append_entry_async(w, p, 0, sync_cb, &sw);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&w->mu);
+    while (!sw.done)
+        pthread_cond_wait(&w->cond_done, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    if (sw.rc)
+        return wp__err(sw.rc, "append to log '%s' failed: %s", w->log->name, wp_strerror(sw.rc));
+    if (out)
+        *out = sw.id;
+    return WP_OK;
+}
+
+int wp_writer_append(wp_writer *w, const void *data, size_t len, wp_msg_id *out)
+{
+    wp_payload p = {.data = data, .len = len};
+    return wp_writer_append_entry(w, &p, out);
+}
+
+int wp_writer_flush(wp_writer *w)
+{
+    if (!w)
+        return wp__err(WP_EINVAL, "flush: NULL writer");
+    pthread_mutex_lock(&w->mu);
+    uint64_t target = w->n_appended;
+    while (w->n_done < target)
+        pthread_cond_wait(&w->cond_done, &w->mu);
+    int rc = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    if (rc)
+        return wp__err(rc, "writer of log '%s' has failed: %s", w->log->name, wp_strerror(rc));
+    return WP_OK;
+}
+
+wp_msg_id wp_writer_lac(wp_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    wp_msg_id id = w->lac;
+    pthread_mutex_unlock(&w->mu);
+    return id;
+}
+
+int wp_writer_close(wp_writer *w)
+{
+    if (!w)
+        return WP_OK;
+    pthread_mutex_lock(&w->mu);
+    w->closing = true;
+    pthread_cond_broadcast(&w->cond_work);
+    pthread_cond_broadcast(&w->cond_space);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thr, NULL);
+    int rc = w->close_rc;
+    tail_writer(w->log->tail, w, false);
+    if (rc)
+        rc = wp__err(rc, "closing the writer of log '%s': %s", w->log->name, wp_strerror(rc));
+    writer_free(w);
+    return rc;
+}

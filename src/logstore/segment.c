@@ -1,0 +1,671 @@
+/* segment.c — segments in the codec's format on a storage backend.
+ * Format and torn-tail rule: docs/format.md. */
+#include "logstore/segment.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/limits.h"
+
+/* Blocks written by one lseg_write call (bounded by IOV_MAX). */
+#define LSEG_WRITE_BLOCKS_MAX 512
+
+/* ---- block loading (shared by readers, recovery and verify) ------------ */
+
+typedef struct {
+    st_reader *r;
+    uint64_t off;   /* offset of the next block header */
+    uint64_t limit; /* no block may extend past this */
+    uint8_t *buf;   /* records of the loaded block */
+    size_t cap;
+    blk_header h;
+} biter;
+
+static int read_exact(st_reader *r, const storage *st, uint64_t off, void *buf, size_t len,
+                      size_t *got)
+{
+    return st->ops->seg_read(r, off, buf, len, got);
+}
+
+/* Loads the block header at it->off. WP_EAGAIN if fewer than
+ * BLK_HEADER_SIZE bytes are there, WP_ECORRUPT if they do not decode. */
+static int biter_header(biter *it, const storage *st)
+{
+    uint8_t hb[BLK_HEADER_SIZE];
+    size_t got;
+    if (it->off + BLK_HEADER_SIZE > it->limit)
+        return WP_EAGAIN;
+    int rc = read_exact(it->r, st, it->off, hb, sizeof hb, &got);
+    if (rc)
+        return rc;
+    if (got < sizeof hb)
+        return WP_EAGAIN;
+    rc = blk_header_decode(hb, &it->h);
+    if (rc)
+        return wp__err(WP_ECORRUPT, "block header at offset %" PRIu64 ": %s", it->off,
+                       wp_errmsg());
+    if (it->off + BLK_HEADER_SIZE + it->h.records_len > it->limit)
+        return wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " runs past the end (%" PRIu64 ")",
+                       it->off, it->limit);
+    return WP_OK;
+}
+
+/* Loads the records of the block whose header biter_header just read and
+ * checks them. WP_EAGAIN if not all bytes are there yet. */
+static int biter_records(biter *it, const storage *st)
+{
+    size_t need = it->h.records_len, got;
+    if (need > it->cap) {
+        size_t cap = it->cap ? it->cap : 64 * 1024;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *nb = realloc(it->buf, cap);
+        if (!nb)
+            return wp__err(WP_ENOMEM, "block buffer of %zu bytes", cap);
+        it->buf = nb;
+        it->cap = cap;
+    }
+    int rc = read_exact(it->r, st, it->off + BLK_HEADER_SIZE, it->buf, need, &got);
+    if (rc)
+        return rc;
+    if (got < need)
+        return WP_EAGAIN;
+    rc = blk_check_records(&it->h, it->buf);
+    if (rc)
+        return wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " (entries %" PRId64 "..): %s",
+                       it->off, it->h.first_entry_id, wp_errmsg());
+    return WP_OK;
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+struct lseg_w {
+    storage *st;
+    st_writer *sw;
+    uint64_t bytes;
+    int64_t next_entry;
+    idx_entry *idx;
+    size_t n_idx, cap_idx;
+    int failed;
+};
+
+static int lseg_w_new(storage *st, st_writer *sw, uint64_t bytes, lseg_w **out)
+{
+    lseg_w *w = calloc(1, sizeof *w);
+    if (!w)
+        return wp__err(WP_ENOMEM, "segment writer");
+    w->st = st;
+    w->sw = sw;
+    w->bytes = bytes;
+    *out = w;
+    return WP_OK;
+}
+
+int lseg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, lseg_w **out)
+{
+    st_writer *sw;
+    int rc = st->ops->seg_create(st, log_id, seg_id, epoch, &sw);
+    if (rc)
+        return rc;
+    uint8_t hb[SEG_HEADER_SIZE];
+    seg_header h = {.log_id = log_id, .segment_id = seg_id, .epoch = epoch, .flags = 0};
+    seg_header_encode(&h, hb);
+    struct iovec iov = {hb, sizeof hb};
+    rc = st->ops->seg_append(sw, &iov, 1);
+    if (rc)
+        goto out_close;
+    rc = lseg_w_new(st, sw, SEG_HEADER_SIZE, out);
+    if (rc)
+        goto out_close;
+    return WP_OK;
+out_close:
+    st->ops->seg_writer_close(sw);
+    return rc;
+}
+
+static int idx_push(lseg_w *w, uint64_t off, int64_t first)
+{
+    if (w->n_idx == w->cap_idx) {
+        size_t cap = w->cap_idx ? w->cap_idx * 2 : 256;
+        idx_entry *ni = realloc(w->idx, cap * sizeof *ni);
+        if (!ni)
+            return wp__err(WP_ENOMEM, "segment index");
+        w->idx = ni;
+        w->cap_idx = cap;
+    }
+    w->idx[w->n_idx++] = (idx_entry){off, first};
+    return WP_OK;
+}
+
+int lseg_write(lseg_w *w, lseg_block *const *blocks, int n)
+{
+    if (w->failed)
+        return w->failed;
+    if (n <= 0 || n > LSEG_WRITE_BLOCKS_MAX)
+        return wp__err(WP_EINVAL, "lseg_write: %d blocks", n);
+    struct iovec iov[LSEG_WRITE_BLOCKS_MAX];
+    uint64_t off = w->bytes;
+    int64_t next = w->next_entry;
+    for (int i = 0; i < n; i++) {
+        lseg_block *b = blocks[i];
+        if (b->first_entry_id != next || b->n_entries == 0)
+            return wp__err(WP_EINVAL, "lseg_write: block starts at %" PRId64 ", want %" PRId64,
+                           b->first_entry_id, next);
+        blk_header h = {.first_entry_id = b->first_entry_id,
+                        .n_entries = b->n_entries,
+                        .records_len = (uint32_t)(b->len - BLK_HEADER_SIZE),
+                        .records_crc = crc32c(0, b->buf + BLK_HEADER_SIZE, b->len - BLK_HEADER_SIZE),
+                        .flags = 0};
+        blk_header_encode(&h, b->buf);
+        iov[i] = (struct iovec){b->buf, b->len};
+        next += b->n_entries;
+    }
+    int rc = w->st->ops->seg_append(w->sw, iov, n);
+    if (rc) {
+        w->failed = rc;
+        return rc;
+    }
+    for (int i = 0; i < n; i++) {
+        rc = idx_push(w, off, blocks[i]->first_entry_id);
+        if (rc) {
+            w->failed = rc;
+            return rc;
+        }
+        off += blocks[i]->len;
+    }
+    w->bytes = off;
+    w->next_entry = next;
+    /* A failed hint only delays other processes' readers; the data is durable. */
+    (void)w->st->ops->seg_publish_lac(w->sw, next - 1);
+    return WP_OK;
+}
+
+int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
+{
+    if (w->failed)
+        return w->failed;
+    size_t ilen = w->n_idx * IDX_ENTRY_SIZE;
+    uint8_t *ib = malloc(ilen + FTR_SIZE);
+    if (!ib)
+        return wp__err(WP_ENOMEM, "segment index of %zu bytes", ilen);
+    idx_encode(w->idx, w->n_idx, ib);
+    seg_footer f = {.n_blocks = (uint32_t)w->n_idx,
+                    .index_offset = w->bytes,
+                    .last_entry_id = w->next_entry - 1,
+                    .index_crc = crc32c(0, ib, ilen),
+                    .flags = 0};
+    ftr_encode(&f, ib + ilen);
+    struct iovec iov = {ib, ilen + FTR_SIZE};
+    int rc = w->st->ops->seg_append(w->sw, &iov, 1);
+    free(ib);
+    if (rc) {
+        w->failed = rc;
+        return rc;
+    }
+    w->bytes += ilen + FTR_SIZE;
+    w->failed = WP_ECLOSED; /* nothing may follow the footer */
+    if (last_entry_id)
+        *last_entry_id = w->next_entry - 1;
+    if (bytes)
+        *bytes = w->bytes;
+    return WP_OK;
+}
+
+uint64_t lseg_bytes(const lseg_w *w) { return w->bytes; }
+int64_t lseg_last_entry(const lseg_w *w) { return w->next_entry - 1; }
+
+void lseg_close(lseg_w *w)
+{
+    if (!w)
+        return;
+    w->st->ops->seg_writer_close(w->sw);
+    free(w->idx);
+    free(w);
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+/* Reads the footer at the end of a segment of `size` bytes; WP_OK only if
+ * it decodes and its geometry matches the size. */
+static int footer_read(const storage *st, st_reader *r, uint64_t size, seg_footer *f)
+{
+    uint8_t fb[FTR_SIZE];
+    size_t got;
+    if (size < SEG_HEADER_SIZE + FTR_SIZE)
+        return wp__err(WP_ECORRUPT, "segment of %" PRIu64 " bytes has no room for a footer", size);
+    int rc = read_exact(r, st, size - FTR_SIZE, fb, FTR_SIZE, &got);
+    if (rc)
+        return rc;
+    if (got < FTR_SIZE)
+        return wp__err(WP_ECORRUPT, "footer: short read");
+    rc = ftr_decode(fb, f);
+    if (rc)
+        return rc;
+    if (f->index_offset + (uint64_t)f->n_blocks * IDX_ENTRY_SIZE + FTR_SIZE != size)
+        return wp__err(WP_ECORRUPT, "footer geometry (index at %" PRIu64 ", %" PRIu32
+                       " blocks) does not match segment size %" PRIu64,
+                       f->index_offset, f->n_blocks, size);
+    return WP_OK;
+}
+
+static int header_check(const storage *st, st_reader *r, int64_t log_id, int64_t seg_id)
+{
+    uint8_t hb[SEG_HEADER_SIZE];
+    size_t got;
+    int rc = read_exact(r, st, 0, hb, sizeof hb, &got);
+    if (rc)
+        return rc;
+    if (got < sizeof hb)
+        return WP_EAGAIN;
+    seg_header h;
+    rc = seg_header_decode(hb, &h);
+    if (rc)
+        return wp__err(WP_ECORRUPT, "segment header: %s", wp_errmsg());
+    if (h.log_id != log_id || h.segment_id != seg_id)
+        return wp__err(WP_ECORRUPT, "segment header names log %" PRId64 " segment %" PRId64
+                       ", expected %" PRId64 "/%" PRId64, h.log_id, h.segment_id, log_id, seg_id);
+    return WP_OK;
+}
+
+/* Scans the blocks of a segment from its header on, collecting the index.
+ * Stops at the first position that is not a complete valid block; that
+ * position goes to *end. A damaged block whose entries the LAC hint
+ * declares durable is corruption (WP_ECORRUPT). */
+static int scan_blocks(const storage *st, st_reader *r, uint64_t size, int64_t lac_hint,
+                       lseg_w *w, uint64_t *end)
+{
+    biter it = {.r = r, .off = SEG_HEADER_SIZE, .limit = size};
+    int rc;
+    for (;;) {
+        rc = biter_header(&it, st);
+        if (rc == WP_OK)
+            rc = biter_records(&it, st);
+        if (rc == WP_OK && it.h.first_entry_id != w->next_entry)
+            rc = wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " starts at entry %" PRId64
+                         ", expected %" PRId64, it.off, it.h.first_entry_id, w->next_entry);
+        if (rc == WP_EAGAIN || rc == WP_ECORRUPT) {
+            if (rc == WP_ECORRUPT && w->next_entry <= lac_hint) {
+                rc = wp__err(WP_ECORRUPT, "durable entry %" PRId64 " (LAC hint %" PRId64
+                             ") is damaged: %s", w->next_entry, lac_hint, wp_errmsg());
+                break;
+            }
+            rc = WP_OK; /* torn tail: an append that was never acknowledged */
+            break;
+        }
+        if (rc)
+            break;
+        rc = idx_push(w, it.off, it.h.first_entry_id);
+        if (rc)
+            break;
+        w->next_entry += it.h.n_entries;
+        it.off += BLK_HEADER_SIZE + it.h.records_len;
+    }
+    free(it.buf);
+    *end = it.off;
+    return rc;
+}
+
+static int recover_open(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch)
+{
+    int rc = st->ops->seg_fence(st, log_id, seg_id, epoch);
+    if (rc != WP_ENOENT)
+        return rc;
+    /* Missing in storage: create it ourselves (fenced by construction), so
+     * an older writer that has not created it yet fails to. */
+    lseg_w *w;
+    rc = lseg_create(st, log_id, seg_id, epoch, &w);
+    if (rc == WP_OK)
+        lseg_close(w);
+    else if (rc != WP_EEXIST)
+        return rc;
+    return st->ops->seg_fence(st, log_id, seg_id, epoch);
+}
+
+int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
+                 const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes)
+{
+    int rc = recover_open(st, log_id, seg_id, epoch);
+    if (rc)
+        return rc;
+    st_reader *r;
+    rc = st->ops->seg_open_read(st, log_id, seg_id, &r);
+    if (rc)
+        return rc;
+    uint64_t size;
+    rc = st->ops->seg_size(r, &size);
+    if (rc)
+        goto out_reader;
+    seg_footer f;
+    if (size >= SEG_HEADER_SIZE + FTR_SIZE && footer_read(st, r, size, &f) == WP_OK) {
+        *last_entry_id = f.last_entry_id; /* completed before the crash */
+        *bytes = size;
+        goto out_reader;
+    }
+    int64_t lac_hint = -1;
+    if (st->ops->seg_read_lac(r, &lac_hint))
+        lac_hint = -1;
+    lseg_w *w = NULL;
+    st_writer *sw = NULL;
+    uint64_t end = 0;
+    rc = header_check(st, r, log_id, seg_id);
+    bool rewrite_header = false;
+    if (rc == WP_EAGAIN || (rc == WP_ECORRUPT && lac_hint < 0 && size < 4096)) {
+        rewrite_header = true; /* the header itself never became durable */
+        rc = WP_OK;
+    }
+    if (rc)
+        goto out_reader;
+    rc = lseg_w_new(st, NULL, SEG_HEADER_SIZE, &w);
+    if (rc)
+        goto out_reader;
+    if (!rewrite_header) {
+        rc = scan_blocks(st, r, size, lac_hint, w, &end);
+        if (rc)
+            goto out_w;
+    }
+    if (end < size || rewrite_header)
+        wp__log(lg, WP_LOG_WARN, "segment %" PRId64 "/%" PRId64 ": cutting torn tail at %" PRIu64
+                " (%" PRIu64 " bytes)", log_id, seg_id, end, size - end);
+    rc = st->ops->seg_reopen(st, log_id, seg_id, epoch, end, &sw);
+    if (rc)
+        goto out_w;
+    w->sw = sw;
+    if (rewrite_header) {
+        uint8_t hb[SEG_HEADER_SIZE];
+        seg_header h = {.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
+        seg_header_encode(&h, hb);
+        struct iovec iov = {hb, sizeof hb};
+        rc = st->ops->seg_append(sw, &iov, 1);
+        if (rc)
+            goto out_w;
+    }
+    w->bytes = rewrite_header ? SEG_HEADER_SIZE : end;
+    rc = lseg_finish(w, last_entry_id, bytes);
+out_w:
+    if (w) {
+        if (!w->sw)
+            free(w->idx), free(w);
+        else
+            lseg_close(w);
+    }
+out_reader:
+    st->ops->seg_reader_close(r);
+    return rc;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+struct lseg_r {
+    storage *st;
+    st_reader *r;
+    int64_t log_id, seg_id;
+    bool completed;
+    idx_entry *idx; /* from the footer; NULL: scan */
+    uint32_t n_idx;
+    biter it;
+    bool loaded;      /* it.h/it.buf hold the block at it.off */
+    uint32_t rec_i;   /* next record within the loaded block */
+    size_t rec_off;   /* its offset in it.buf */
+    int64_t next_id;  /* id of the entry at (it.off, rec_i) */
+    int64_t target;   /* skip entries below this */
+    bool need_seek;
+};
+
+static int load_index(lseg_r *rd, uint64_t bytes)
+{
+    seg_footer f;
+    int rc = footer_read(rd->st, rd->r, bytes, &f);
+    if (rc)
+        return rc;
+    size_t ilen = (size_t)f.n_blocks * IDX_ENTRY_SIZE;
+    uint8_t *ib = malloc(ilen ? ilen : 1);
+    idx_entry *idx = malloc((f.n_blocks ? f.n_blocks : 1) * sizeof *idx);
+    size_t got;
+    if (!ib || !idx) {
+        rc = wp__err(WP_ENOMEM, "segment index");
+        goto out;
+    }
+    rc = read_exact(rd->r, rd->st, f.index_offset, ib, ilen, &got);
+    if (rc == WP_OK && got < ilen)
+        rc = wp__err(WP_ECORRUPT, "index: short read");
+    if (rc == WP_OK)
+        rc = idx_decode(ib, &f, idx);
+    if (rc)
+        goto out;
+    rd->idx = idx;
+    rd->n_idx = f.n_blocks;
+    rd->it.limit = f.index_offset;
+    idx = NULL;
+out:
+    free(ib);
+    free(idx);
+    return rc;
+}
+
+int lseg_open_read(storage *st, int64_t log_id, int64_t seg_id, bool completed, uint64_t bytes,
+                   lseg_r **out)
+{
+    lseg_r *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return wp__err(WP_ENOMEM, "segment reader");
+    int rc = st->ops->seg_open_read(st, log_id, seg_id, &rd->r);
+    if (rc) {
+        free(rd);
+        return rc;
+    }
+    rd->st = st;
+    rd->log_id = log_id;
+    rd->seg_id = seg_id;
+    rd->completed = completed;
+    rd->it = (biter){.r = rd->r, .off = SEG_HEADER_SIZE, .limit = UINT64_MAX};
+    if (completed) {
+        rd->it.limit = bytes;
+        if (load_index(rd, bytes) != WP_OK)
+            rd->it.limit = bytes > FTR_SIZE ? bytes - FTR_SIZE : bytes; /* scan instead */
+    }
+    rd->need_seek = true;
+    *out = rd;
+    return WP_OK;
+}
+
+void lseg_seek(lseg_r *r, int64_t entry_id)
+{
+    r->target = entry_id < 0 ? 0 : entry_id;
+    r->need_seek = true;
+}
+
+/* Positions it.off/next_id at the block that holds r->target, or the
+ * first block if it precedes all. Uses the index when there is one. */
+static void seek_index(lseg_r *r)
+{
+    r->it.off = SEG_HEADER_SIZE;
+    r->next_id = 0;
+    r->loaded = false;
+    if (!r->idx || r->n_idx == 0)
+        return;
+    uint32_t lo = 0, hi = r->n_idx; /* last block with first <= target */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (r->idx[mid].first_entry_id <= r->target)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    r->it.off = r->idx[lo].offset;
+    r->next_id = r->idx[lo].first_entry_id;
+}
+
+/* Loads the block at it.off, whose first entry must be next_id. */
+static int load_block(lseg_r *r, int64_t max_entry_id)
+{
+    if (r->next_id > max_entry_id)
+        return WP_EAGAIN;
+    int rc = biter_header(&r->it, r->st);
+    if (rc == WP_OK && r->it.h.first_entry_id != r->next_id)
+        rc = wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " starts at entry %" PRId64
+                     ", expected %" PRId64, r->it.off, r->it.h.first_entry_id, r->next_id);
+    /* Skip whole blocks below the target without reading their records. */
+    if (rc == WP_OK && r->target >= r->next_id + (int64_t)r->it.h.n_entries) {
+        r->it.off += BLK_HEADER_SIZE + r->it.h.records_len;
+        r->next_id += r->it.h.n_entries;
+        return load_block(r, max_entry_id);
+    }
+    if (rc == WP_OK)
+        rc = biter_records(&r->it, r->st);
+    if (rc == WP_EAGAIN)
+        /* entries up to max_entry_id are durable, so their bytes are there */
+        rc = wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": durable entry %" PRId64
+                     " missing at offset %" PRIu64, r->log_id, r->seg_id, r->next_id, r->it.off);
+    if (rc)
+        return rc;
+    r->loaded = true;
+    r->rec_i = 0;
+    r->rec_off = 0;
+    return WP_OK;
+}
+
+int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
+{
+    if (r->need_seek) {
+        seek_index(r);
+        r->need_seek = false;
+    }
+    for (;;) {
+        if (!r->loaded) {
+            int rc = load_block(r, max_entry_id);
+            if (rc)
+                return rc;
+        }
+        if (r->rec_i == r->it.h.n_entries) {
+            r->it.off += BLK_HEADER_SIZE + r->it.h.records_len;
+            r->loaded = false;
+            continue;
+        }
+        if (r->next_id > max_entry_id)
+            return WP_EAGAIN;
+        size_t used;
+        int rc = rec_decode(r->it.buf + r->rec_off, r->it.h.records_len - r->rec_off, &out->rec,
+                            &used);
+        if (rc) /* blk_check_records already passed; cannot happen */
+            return wp__err(WP_ECORRUPT, "record %" PRId64 ": %s", r->next_id, wp_errmsg());
+        out->entry_id = r->next_id++;
+        r->rec_i++;
+        r->rec_off += used;
+        if (out->entry_id >= r->target)
+            return WP_OK;
+    }
+}
+
+int lseg_read_lac(lseg_r *r, int64_t *lac)
+{
+    return r->st->ops->seg_read_lac(r->r, lac);
+}
+
+void lseg_close_read(lseg_r *r)
+{
+    if (!r)
+        return;
+    r->st->ops->seg_reader_close(r->r);
+    free(r->idx);
+    free(r->it.buf);
+    free(r);
+}
+
+/* ---- verify ------------------------------------------------------------ */
+
+static void problem(lseg_problem_fn fn, void *arg, int *bad, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#include <stdarg.h>
+static void problem(lseg_problem_fn fn, void *arg, int *bad, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    *bad = 1;
+    if (fn)
+        fn(arg, buf);
+}
+
+/* Checks the footer and index against the blocks the scan found. */
+static void verify_footer(const storage *st, st_reader *r, uint64_t bytes, const lseg_w *w,
+                          uint64_t end, int64_t last_entry_id, lseg_problem_fn fn, void *arg,
+                          int *bad)
+{
+    seg_footer f;
+    if (footer_read(st, r, bytes, &f)) {
+        problem(fn, arg, bad, "footer: %s", wp_errmsg());
+        return;
+    }
+    if (f.index_offset != end)
+        problem(fn, arg, bad, "footer: index at %" PRIu64 " but blocks end at %" PRIu64,
+                f.index_offset, end);
+    if (f.last_entry_id != last_entry_id || w->next_entry - 1 != last_entry_id)
+        problem(fn, arg, bad, "last entry: footer %" PRId64 ", blocks %" PRId64
+                ", metadata %" PRId64, f.last_entry_id, w->next_entry - 1, last_entry_id);
+    if (f.n_blocks != w->n_idx) {
+        problem(fn, arg, bad, "footer: %" PRIu32 " blocks, found %zu", f.n_blocks, w->n_idx);
+        return;
+    }
+    size_t ilen = (size_t)f.n_blocks * IDX_ENTRY_SIZE, got;
+    uint8_t *ib = malloc(ilen ? ilen : 1);
+    idx_entry *idx = malloc((f.n_blocks ? f.n_blocks : 1) * sizeof *idx);
+    if (ib && idx && st->ops->seg_read(r, f.index_offset, ib, ilen, &got) == WP_OK && got == ilen) {
+        if (idx_decode(ib, &f, idx))
+            problem(fn, arg, bad, "index: %s", wp_errmsg());
+        else if (memcmp(idx, w->idx, f.n_blocks * sizeof *idx) != 0)
+            problem(fn, arg, bad, "index does not match the blocks");
+    } else {
+        problem(fn, arg, bad, "index: cannot read %zu bytes", ilen);
+    }
+    free(ib);
+    free(idx);
+}
+
+int lseg_verify(storage *st, int64_t log_id, int64_t seg_id, bool completed, uint64_t bytes,
+                int64_t last_entry_id, lseg_problem_fn fn, void *arg, int64_t *entries)
+{
+    st_reader *r;
+    int bad = 0;
+    int rc = st->ops->seg_open_read(st, log_id, seg_id, &r);
+    if (rc) {
+        problem(fn, arg, &bad, "cannot open: %s (%s)", wp_strerror(rc), wp_errmsg());
+        return WP_ECORRUPT;
+    }
+    uint64_t size = 0;
+    st->ops->seg_size(r, &size);
+    if (completed && size != bytes)
+        problem(fn, arg, &bad, "size %" PRIu64 " but metadata says %" PRIu64, size, bytes);
+    rc = header_check(st, r, log_id, seg_id);
+    if (rc)
+        problem(fn, arg, &bad, "header: %s", rc == WP_EAGAIN ? "missing" : wp_errmsg());
+    lseg_w w = {.bytes = SEG_HEADER_SIZE};
+    uint64_t end = SEG_HEADER_SIZE;
+    if (!rc) {
+        uint64_t limit = size;
+        if (completed) {
+            seg_footer f;
+            limit = footer_read(st, r, size, &f) == WP_OK ? f.index_offset
+                                                          : (size > FTR_SIZE ? size - FTR_SIZE : size);
+        }
+        /* lac_hint INT64_MAX: every damaged block counts as corruption */
+        rc = scan_blocks(st, r, limit, completed ? INT64_MAX : -1, &w, &end);
+        if (rc)
+            problem(fn, arg, &bad, "%s", wp_errmsg());
+        else if (completed && end != limit)
+            problem(fn, arg, &bad, "damaged block at offset %" PRIu64, end);
+        else if (!completed && end != size)
+            problem(fn, arg, &bad, "active segment: %" PRIu64 " unreadable bytes at offset %" PRIu64
+                    " (a torn tail is cut at recovery; damage if acknowledged)", size - end, end);
+        if (completed)
+            verify_footer(st, r, size, &w, end, last_entry_id, fn, arg, &bad);
+    }
+    if (entries)
+        *entries += w.next_entry;
+    free(w.idx);
+    st->ops->seg_reader_close(r);
+    return bad ? WP_ECORRUPT : WP_OK;
+}

@@ -1,0 +1,76 @@
+/* segment.h — one segment in the codec's format (docs/format.md) on a
+ * storage backend: writing blocks, completing with index + footer,
+ * recovering an active segment after a crash or a fence, and iterating its
+ * blocks and entries for readers and `verify`. */
+#ifndef WP_LOGSTORE_SEGMENT_H
+#define WP_LOGSTORE_SEGMENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec/codec.h"
+#include "storage/storage.h"
+
+/* ---- writing ----------------------------------------------------------- */
+
+/* A block being built: BLK_HEADER_SIZE bytes reserved at buf, then records.
+ * The caller encodes records; lseg_write fills the header. */
+typedef struct {
+    uint8_t *buf;
+    size_t len; /* header + records */
+    int64_t first_entry_id;
+    uint32_t n_entries;
+} lseg_block;
+
+typedef struct lseg_w lseg_w;
+
+/* Creates the segment in storage and writes its header durably. */
+int lseg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, lseg_w **out);
+/* Writes blocks (ids dense and continuing the segment) in one durable
+ * append and publishes the new LAC hint. Any error fails the writer. */
+int lseg_write(lseg_w *w, lseg_block *const *blocks, int n);
+/* Appends the index + footer durably. *last_entry_id is -1 if empty. */
+int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes);
+uint64_t lseg_bytes(const lseg_w *w);
+int64_t lseg_last_entry(const lseg_w *w);
+void lseg_close(lseg_w *w);
+
+/* Fences the segment against writers older than `epoch` (creating it empty
+ * if it is missing in storage), finds the last valid block, cuts a torn
+ * tail, and writes index + footer. WP_ECORRUPT if a block before the end
+ * is damaged (nothing is cut then). */
+int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
+                 const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes);
+
+/* ---- reading ----------------------------------------------------------- */
+
+typedef struct lseg_r lseg_r;
+
+/* Opens a segment for reading. If `completed`, `bytes` is its length from
+ * metadata and the footer's index is used to seek (falling back to a scan
+ * if the footer is damaged). */
+int lseg_open_read(storage *st, int64_t log_id, int64_t seg_id, bool completed, uint64_t bytes,
+                   lseg_r **out);
+/* Positions at the first entry >= entry_id (lazily: the next lseg_next
+ * call seeks). */
+void lseg_seek(lseg_r *r, int64_t entry_id);
+typedef struct {
+    int64_t entry_id;
+    rec_view rec;
+} lseg_entry;
+/* Next entry if its id <= max_entry_id (the LAC). WP_EAGAIN when it is not
+ * there (yet); WP_ECORRUPT for a damaged durable block. The record's
+ * pointers stay valid until the next call. */
+int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out);
+/* The published LAC hint of the segment (cross-process tailing). */
+int lseg_read_lac(lseg_r *r, int64_t *lac);
+void lseg_close_read(lseg_r *r);
+
+/* Checks a whole segment: header, every block and record, dense ids, and
+ * for a completed one the index and footer against metadata. Problems go
+ * to fn; returns WP_ECORRUPT if any, and counts entries checked. */
+typedef void (*lseg_problem_fn)(void *arg, const char *problem);
+int lseg_verify(storage *st, int64_t log_id, int64_t seg_id, bool completed, uint64_t bytes,
+                int64_t last_entry_id, lseg_problem_fn fn, void *arg, int64_t *entries);
+
+#endif
