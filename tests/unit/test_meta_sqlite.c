@@ -1,0 +1,358 @@
+/* test_meta_sqlite.c — the metadata conformance suite on the SQLite backend,
+ * plus SQLite-only behaviour: bad files, permissions, schema version,
+ * persistence across reopen, corrupt rows, lock timeouts. */
+#include "test.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+
+#include "conformance/meta_conformance.h"
+#include "meta/meta.h"
+
+typedef struct {
+    char path[1100];
+} sq_store;
+
+static meta *sq_open_fresh(void *arg)
+{
+    sq_store *s = arg;
+    snprintf(s->path, sizeof s->path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    if (meta_sqlite_open(s->path, &m) != 0)
+        fprintf(stderr, "  meta_sqlite_open %s: %s\n", s->path, wp_errmsg());
+    return m;
+}
+
+static meta *sq_open_again(void *arg)
+{
+    sq_store *s = arg;
+    meta *m = NULL;
+    if (meta_sqlite_open(s->path, &m) != 0)
+        fprintf(stderr, "  meta_sqlite_open %s: %s\n", s->path, wp_errmsg());
+    return m;
+}
+
+/* Runs one SQL statement on the file with a plain SQLite connection. */
+static int raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "  raw %s: %s\n", sql, db ? sqlite3_errmsg(db) : "?");
+    sqlite3_close(db);
+    return rc;
+}
+
+static int64_t raw_i64(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = INT64_MIN;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void raw_text(const char *path, const char *sql, char *buf, size_t len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    buf[0] = '\0';
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_text(st, 0))
+        snprintf(buf, len, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(data, 1, len, f);
+        fclose(f);
+    }
+}
+
+TEST(sq_bad_args)
+{
+    meta *m = (meta *)1;
+    CHECK_RC(WP_EINVAL, meta_sqlite_open("", &m));
+    CHECK(m == NULL);
+    CHECK_RC(WP_EINVAL, meta_sqlite_open(NULL, &m));
+}
+
+TEST(sq_garbage_file)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/garbage.db", test_tmpdir("meta_sqlite"));
+    char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (char)(i * 131 + 7);
+    write_file(path, junk, sizeof junk);
+    meta *m = (meta *)1;
+    CHECK_RC(WP_ECORRUPT, meta_sqlite_open(path, &m));
+    CHECK(m == NULL);
+    CHECK(strstr(wp_errmsg(), path) != NULL);
+    CHECK(strstr(wp_errmsg(), "not a database") != NULL);
+}
+
+TEST(sq_foreign_database)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/other.db", test_tmpdir("meta_sqlite"));
+    REQUIRE(raw_exec(path, "CREATE TABLE t (x); INSERT INTO t VALUES (1);") == SQLITE_OK);
+    meta *m = NULL;
+    CHECK_RC(WP_EINVAL, meta_sqlite_open(path, &m));
+    CHECK(m == NULL);
+    CHECK(strstr(wp_errmsg(), "not a woodpecker metadata store") != NULL);
+}
+
+TEST(sq_missing_dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/no/such/dir/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    CHECK_RC(WP_EIO, meta_sqlite_open(path, &m));
+    CHECK(m == NULL);
+    CHECK(strstr(wp_errmsg(), path) != NULL);
+}
+
+/* In a child (dropping root to nobody, since root ignores modes): an
+ * unreadable file, and a writable file in a directory where the -wal file
+ * cannot be created. Exit status: the two return codes' negations. */
+TEST(sq_permissions)
+{
+    const char *dir = test_tmpdir("meta_sqlite");
+    char unreadable[1100], rodir[1100], inrodir[1200];
+    snprintf(unreadable, sizeof unreadable, "%s/locked.db", dir);
+    snprintf(rodir, sizeof rodir, "%s/ro", dir);
+    snprintf(inrodir, sizeof inrodir, "%s/meta.db", rodir);
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(unreadable, &m) == 0);
+    m->ops->close(m);
+    REQUIRE(mkdir(rodir, 0755) == 0);
+    REQUIRE(meta_sqlite_open(inrodir, &m) == 0);
+    m->ops->close(m);
+    char wal[1300];
+    snprintf(wal, sizeof wal, "%s-wal", inrodir);
+    unlink(wal); /* normally already gone after the last close */
+    REQUIRE(chmod(unreadable, 0) == 0);
+    REQUIRE(chmod(inrodir, 0666) == 0);
+    REQUIRE(chmod(rodir, 0555) == 0);
+    REQUIRE(chmod(dir, 0755) == 0);
+
+    int pfd[2];
+    REQUIRE(pipe(pfd) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(99);
+        int rc[2];
+        char msg[2][WP_ERRMSG_MAX];
+        meta *c = NULL;
+        rc[0] = meta_sqlite_open(unreadable, &c);
+        snprintf(msg[0], sizeof msg[0], "%s", wp_errmsg());
+        if (c)
+            c->ops->close(c);
+        c = NULL;
+        rc[1] = meta_sqlite_open(inrodir, &c);
+        snprintf(msg[1], sizeof msg[1], "%s", wp_errmsg());
+        if (c)
+            c->ops->close(c);
+        if (write(pfd[1], rc, sizeof rc) != sizeof rc || write(pfd[1], msg, sizeof msg) != sizeof msg)
+            _exit(98);
+        _exit(0);
+    }
+    close(pfd[1]);
+    int rc[2] = {0, 0};
+    char msg[2][WP_ERRMSG_MAX];
+    memset(msg, 0, sizeof msg);
+    CHECK(read(pfd[0], rc, sizeof rc) == sizeof rc);
+    CHECK(read(pfd[0], msg, sizeof msg) == sizeof msg);
+    close(pfd[0]);
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    msg[0][WP_ERRMSG_MAX - 1] = msg[1][WP_ERRMSG_MAX - 1] = '\0';
+    CHECK(rc[0] == WP_EIO);
+    CHECK(strstr(msg[0], unreadable) != NULL);
+    CHECK(rc[1] == WP_EIO);
+    CHECK(strstr(msg[1], inrodir) != NULL);
+    chmod(rodir, 0755);
+    chmod(unreadable, 0644);
+}
+
+TEST(sq_schema_version)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    m->ops->close(m);
+    CHECK(raw_i64(path, "SELECT value FROM kv WHERE key = 'version'") == 1);
+    REQUIRE(raw_exec(path, "UPDATE kv SET value = 2 WHERE key = 'version'") == SQLITE_OK);
+    m = NULL;
+    CHECK_RC(WP_EINVAL, meta_sqlite_open(path, &m));
+    CHECK(m == NULL);
+    CHECK(strstr(wp_errmsg(), "schema version 2") != NULL);
+    REQUIRE(raw_exec(path, "UPDATE kv SET value = 1 WHERE key = 'version'") == SQLITE_OK);
+    CHECK_OK(meta_sqlite_open(path, &m));
+    if (m)
+        m->ops->close(m);
+    /* A missing generator is corruption, not a fresh store. */
+    REQUIRE(raw_exec(path, "DELETE FROM kv WHERE key = 'logidgen'") == SQLITE_OK);
+    m = NULL;
+    CHECK_RC(WP_ECORRUPT, meta_sqlite_open(path, &m));
+    CHECK(m == NULL);
+}
+
+TEST(sq_reopen_persistence)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_log l, l2;
+    CHECK_OK(m->ops->log_create(m, "p/one", 42, &l));
+    CHECK_OK(m->ops->log_create(m, "p/two", 43, &l2));
+    CHECK_OK(m->ops->log_delete(m, "p/two", 0));
+    l.epoch = 5;
+    l.trunc_seg = 1;
+    l.trunc_entry = 9;
+    CHECK_OK(m->ops->log_update(m, &l));
+    meta_seg s;
+    memset(&s, 0, sizeof s);
+    s.log_id = l.log_id;
+    s.seg_id = 0;
+    s.state = WP_SEG_COMPLETED;
+    s.last_entry_id = 99;
+    s.bytes = 12345;
+    s.epoch = 5;
+    s.created_ms = 7;
+    s.completed_ms = 8;
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_reader r;
+    memset(&r, 0, sizeof r);
+    r.log_id = l.log_id;
+    snprintf(r.name, sizeof r.name, "sub");
+    r.seg_id = 0;
+    r.entry_id = 50;
+    r.lease_id = lease;
+    CHECK_OK(m->ops->reader_put(m, &r));
+    m->ops->close(m);
+
+    char instance[64], wal[16];
+    raw_text(path, "SELECT value FROM kv WHERE key = 'instance'", instance, sizeof instance);
+    CHECK(strlen(instance) == 32);
+    raw_text(path, "PRAGMA journal_mode", wal, sizeof wal);
+    CHECK(strcmp(wal, "wal") == 0);
+
+    m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_log g;
+    CHECK_OK(m->ops->log_get(m, "p/one", &g));
+    CHECK(g.log_id == l.log_id && g.epoch == 5 && g.trunc_seg == 1 && g.trunc_entry == 9);
+    CHECK(g.created_ms == 42 && g.rev == l.rev);
+    CHECK_RC(WP_ENOENT, m->ops->log_get(m, "p/two", &g));
+    meta_seg gs;
+    CHECK_OK(m->ops->seg_get(m, l.log_id, 0, &gs));
+    CHECK(gs.state == WP_SEG_COMPLETED && gs.last_entry_id == 99 && gs.bytes == 12345);
+    CHECK(gs.epoch == 5 && gs.created_ms == 7 && gs.completed_ms == 8 && gs.rev == s.rev);
+    meta_reader *rs = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->reader_list(m, l.log_id, &rs, &n));
+    CHECK(n == 1 && rs && rs[0].entry_id == 50 && rs[0].lease_id == lease && rs[0].rev == r.rev);
+    free(rs);
+    CHECK_OK(m->ops->lease_keepalive(m, lease));
+    /* Generators survive: ids and revisions keep growing. */
+    meta_log l3;
+    CHECK_OK(m->ops->log_create(m, "p/three", 44, &l3));
+    CHECK(l3.log_id > l2.log_id);
+    CHECK(l3.rev > r.rev);
+    int64_t lease2 = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease2));
+    CHECK(lease2 > lease);
+    m->ops->close(m);
+    char instance2[64];
+    raw_text(path, "SELECT value FROM kv WHERE key = 'instance'", instance2, sizeof instance2);
+    CHECK(strcmp(instance, instance2) == 0);
+}
+
+TEST(sq_corrupt_rows)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "c", 1, &l));
+    meta_seg s;
+    memset(&s, 0, sizeof s);
+    s.log_id = l.log_id;
+    s.last_entry_id = -1;
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    REQUIRE(raw_exec(path, "UPDATE logs SET epoch = 'junk'; UPDATE segments SET state = 9")
+            == SQLITE_OK);
+    CHECK_RC(WP_ECORRUPT, m->ops->log_get(m, "c", &l));
+    CHECK(strstr(wp_errmsg(), "epoch") != NULL);
+    meta_seg g;
+    CHECK_RC(WP_ECORRUPT, m->ops->seg_get(m, l.log_id, 0, &g));
+    meta_seg *segs = NULL;
+    size_t n = 7;
+    CHECK_RC(WP_ECORRUPT, m->ops->seg_list(m, l.log_id, &segs, &n));
+    CHECK(segs == NULL && n == 0);
+    REQUIRE(raw_exec(path, "UPDATE logs SET epoch = -3") == SQLITE_OK);
+    CHECK_RC(WP_ECORRUPT, m->ops->log_get(m, "c", &l));
+    m->ops->close(m);
+}
+
+/* Another connection holds the write lock longer than the busy timeout. */
+TEST(sq_busy_unavailable)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    sqlite3 *db = NULL;
+    REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    int64_t t0 = wp__now_ns();
+    CHECK_RC(WP_EUNAVAILABLE, m->ops->log_create(m, "busy", 1, NULL));
+    int64_t waited_ms = (wp__now_ns() - t0) / 1000000;
+    CHECK(waited_ms >= 4000);
+    meta_log g;
+    CHECK_RC(WP_ENOENT, m->ops->log_get(m, "busy", &g)); /* readers are not blocked */
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(db);
+    CHECK_OK(m->ops->log_create(m, "busy", 1, NULL));
+    m->ops->close(m);
+}
+
+int main(void)
+{
+    sq_store store;
+    memset(&store, 0, sizeof store);
+    meta_conformance_run(sq_open_fresh, sq_open_again, &store);
+    RUN(sq_bad_args);
+    RUN(sq_garbage_file);
+    RUN(sq_foreign_database);
+    RUN(sq_missing_dir);
+    RUN(sq_permissions);
+    RUN(sq_schema_version);
+    RUN(sq_reopen_persistence);
+    RUN(sq_corrupt_rows);
+    RUN(sq_busy_unavailable);
+    return test_done();
+}
