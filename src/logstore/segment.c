@@ -9,6 +9,11 @@
 
 #include "base/limits.h"
 
+/* The longest torn tail recovery may cut: one flush writes either blocks
+ * totalling at most 64 MiB or a single block (docs/format.md §8). */
+#define TORN_TAIL_BYTES_MAX ((uint64_t)WP_BLOCK_BYTES_MAX)
+_Static_assert(WP_BLOCK_BYTES_MAX >= 64 * WP_MiB, "a torn multi-block flush fits the bound");
+
 /* Blocks written by one lseg_write call (bounded by IOV_MAX). */
 #define LSEG_WRITE_BLOCKS_MAX 512
 
@@ -289,6 +294,12 @@ static int scan_blocks(const storage *st, st_reader *r, uint64_t size, int64_t l
             if (rc == WP_ECORRUPT && w->next_entry <= lac_hint) {
                 rc = wp__err(WP_ECORRUPT, "durable entry %" PRId64 " (LAC hint %" PRId64
                              ") is damaged: %s", w->next_entry, lac_hint, wp_errmsg());
+                break;
+            }
+            if (size - it.off > TORN_TAIL_BYTES_MAX) {
+                rc = wp__err(WP_ECORRUPT, "damage at offset %" PRIu64 " with %" PRIu64
+                             " bytes after it: longer than one flush, not a torn tail",
+                             it.off, size - it.off);
                 break;
             }
             rc = WP_OK; /* torn tail: an append that was never acknowledged */
