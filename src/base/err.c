@@ -31,10 +31,14 @@ void wp__err_clear(void) { errmsg[0] = '\0'; }
 
 int wp__err(int rc, const char *fmt, ...)
 {
+    /* Format into a copy: callers may pass wp_errmsg() as an argument to
+     * wrap the previous detail. */
+    char buf[WP_ERRMSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(errmsg, buf, sizeof errmsg);
     return rc;
 }
 

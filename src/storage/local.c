@@ -230,7 +230,12 @@ static int local_seg_create(storage *s, int64_t log_id, int64_t seg_id, int64_t 
     rc = os_mkdir_p(p.dir);
     if (rc)
         goto out_free_paths;
-    int fd = os_sys.open(p.data, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    /* O_APPEND: on Linux a pwritev on such an fd appends at the end whatever
+     * its offset. A writer that has been fenced but has not noticed yet can
+     * then only add bytes after what the fencer committed (index + footer
+     * at a fixed length), never overwrite them. The fencer (seg_reopen)
+     * writes at explicit offsets without O_APPEND. */
+    int fd = os_sys.open(p.data, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         if (errno == EEXIST)
             rc = wp__err(WP_EEXIST, "segment %s already exists", p.dir);
