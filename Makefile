@@ -3,6 +3,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc)
+MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 
 .PHONY: all deps build demo test test-unit test-asan fuzz bench clean

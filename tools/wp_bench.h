@@ -1,0 +1,379 @@
+/* wp_bench.h — `wp bench`: append throughput, ack latency (append call to
+ * callback) and, with --reader, end-to-end latency (append call to a tailing
+ * reader receiving the entry, from a CLOCK_MONOTONIC send timestamp embedded
+ * in the first 8 bytes of each payload). Included once, by tools/wp.c. */
+#ifndef WP_TOOLS_BENCH_H
+#define WP_TOOLS_BENCH_H
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "wp_util.h"
+
+/* Bounds: latencies are kept per entry (2 x 8 bytes each). */
+#define BENCH_ENTRIES_MAX 20000000LL
+#define BENCH_SIZE_MAX (64LL << 20)
+#define BENCH_WINDOW_MAX 1000000LL
+/* How long the reader may see nothing after the writer finished. */
+#define BENCH_READER_IDLE_MS 10000
+#define BENCH_READER_POLL_MS 100
+
+static const char bench_usage[] =
+    "wp bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync] "
+    "[--window N] [--reader] [--json]";
+
+typedef struct {
+    const char *log;
+    int64_t entries, size, window;
+    bool sync, reader, json;
+} bench_opts;
+
+/* In-flight window and ack latencies, shared with the callback thread. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int64_t in_flight, acked, failed;
+    int first_rc;
+    int64_t *sent_ns; /* [entries] send time of entry i */
+    int64_t *ack_ns;  /* [entries] ack latency of entry i */
+} bench_acks;
+
+/* The tailing reader thread. */
+typedef struct {
+    wp_reader *r;
+    int64_t want, got;
+    int64_t *e2e_ns; /* [entries] */
+    int rc;
+    char errmsg[CLI_MSG_MAX];
+    atomic_bool writer_done, stop;
+    pthread_t tid;
+} bench_reader;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int parse_bench_option(int argc, char **argv, int *i, bench_opts *o)
+{
+    const char *v = NULL;
+    int m;
+    if (strcmp(argv[*i], "--reader") == 0) {
+        o->reader = true;
+    } else if (strcmp(argv[*i], "--json") == 0) {
+        o->json = true;
+    } else if ((m = opt_value(argc, argv, i, "--log", &v)) != 0) {
+        if (m < 0)
+            return usage_err(bench_usage, "--log wants a NAME");
+        o->log = v;
+    } else if ((m = opt_value(argc, argv, i, "--entries", &v)) != 0) {
+        if (m < 0 || !parse_i64(v, 1, BENCH_ENTRIES_MAX, &o->entries))
+            return usage_err(bench_usage, "--entries wants 1..%lld", BENCH_ENTRIES_MAX);
+    } else if ((m = opt_value(argc, argv, i, "--size", &v)) != 0) {
+        if (m < 0 || !parse_bytes(v, BENCH_SIZE_MAX, &o->size))
+            return usage_err(bench_usage, "--size wants bytes (0..64MiB, e.g. 4KiB)");
+    } else if ((m = opt_value(argc, argv, i, "--window", &v)) != 0) {
+        if (m < 0 || !parse_i64(v, 1, BENCH_WINDOW_MAX, &o->window))
+            return usage_err(bench_usage, "--window wants 1..%lld", BENCH_WINDOW_MAX);
+    } else if ((m = opt_value(argc, argv, i, "--mode", &v)) != 0) {
+        if (m < 0 || (strcmp(v, "async") != 0 && strcmp(v, "sync") != 0))
+            return usage_err(bench_usage, "--mode wants async or sync");
+        o->sync = strcmp(v, "sync") == 0;
+    } else {
+        return usage_err(bench_usage, "unknown option '%s'", argv[*i]);
+    }
+    return 0;
+}
+
+static int parse_bench(int argc, char **argv, bench_opts *o)
+{
+    *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false};
+    for (int i = 0; i < argc; i++) {
+        int st;
+        if (!is_option(argv[i]))
+            return usage_err(bench_usage, "unexpected argument '%s'", argv[i]);
+        if ((st = parse_bench_option(argc, argv, &i, o)))
+            return st;
+    }
+    return 0;
+}
+
+static void *bench_reader_main(void *arg)
+{
+    bench_reader *br = arg;
+    int64_t idle_since = 0;
+    while (br->got < br->want && !atomic_load(&br->stop)) {
+        wp_entry e;
+        int rc = wp_reader_next(br->r, BENCH_READER_POLL_MS, &e);
+        int64_t now = mono_ns();
+        if (rc == WP_ETIMEDOUT) {
+            if (!atomic_load(&br->writer_done))
+                continue;
+            if (!idle_since)
+                idle_since = now;
+            if (now - idle_since < BENCH_READER_IDLE_MS * 1000000LL)
+                continue;
+        }
+        if (rc) {
+            br->rc = rc;
+            snprintf(br->errmsg, sizeof br->errmsg, "%s", wp_errmsg());
+            break;
+        }
+        idle_since = 0;
+        int64_t sent = -1;
+        if (e.len >= 8)
+            memcpy(&sent, e.data, 8);
+        br->e2e_ns[br->got++] = sent >= 0 ? now - sent : -1;
+    }
+    return NULL;
+}
+
+static void bench_ack_cb(void *arg, int rc, wp_msg_id id)
+{
+    (void)id;
+    bench_acks *b = arg;
+    int64_t now = mono_ns();
+    pthread_mutex_lock(&b->mu);
+    /* Callbacks run in id order, which is append order: the k-th is entry k. */
+    int64_t k = b->acked + b->failed;
+    if (rc == WP_OK) {
+        b->ack_ns[b->acked++] = now - b->sent_ns[k];
+    } else {
+        b->failed++;
+        if (!b->first_rc)
+            b->first_rc = rc;
+    }
+    b->in_flight--;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Stamps the send time into the payload (when it has room) and returns it. */
+static int64_t stamp(uint8_t *payload, size_t size)
+{
+    int64_t now = mono_ns();
+    if (size >= 8)
+        memcpy(payload, &now, 8);
+    return now;
+}
+
+static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *payload)
+{
+    int st = 0;
+    for (int64_t i = 0; i < o->entries; i++) {
+        pthread_mutex_lock(&b->mu);
+        while (b->in_flight >= o->window)
+            pthread_cond_wait(&b->cv, &b->mu);
+        bool failed = b->first_rc != 0;
+        b->in_flight++;
+        b->sent_ns[i] = stamp(payload, (size_t)o->size);
+        pthread_mutex_unlock(&b->mu);
+        if (failed) {
+            st = fail(b->first_rc, "bench append to '%s' (asynchronous ack)", o->log);
+            break;
+        }
+        int rc = wp_writer_append_async(w, payload, (size_t)o->size, bench_ack_cb, b);
+        if (rc) {
+            st = fail(rc, "bench append %" PRId64 " to '%s'", i, o->log);
+            break;
+        }
+    }
+    int rc = wp_writer_flush(w);
+    if (rc && !st)
+        st = fail(rc, "flushing bench appends to '%s'", o->log);
+    if (b->failed && !st)
+        st = fail_msg("%" PRId64 " bench appends to '%s' failed: %s", b->failed, o->log,
+                      wp_strerror(b->first_rc));
+    return st;
+}
+
+static int bench_sync(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *payload)
+{
+    for (int64_t i = 0; i < o->entries; i++) {
+        wp_msg_id id;
+        int64_t sent = stamp(payload, (size_t)o->size);
+        int rc = wp_writer_append(w, payload, (size_t)o->size, &id);
+        if (rc)
+            return fail(rc, "bench append %" PRId64 " to '%s'", i, o->log);
+        b->ack_ns[b->acked++] = mono_ns() - sent;
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Exact nearest-rank percentile of sorted values, in ms (NAN if none). */
+static double pct_ms(const int64_t *sorted, int64_t n, double p)
+{
+    if (n <= 0)
+        return NAN;
+    double x = p / 100.0 * (double)n;
+    int64_t rank = (int64_t)x;
+    if ((double)rank < x) /* ceil without libm */
+        rank++;
+    int64_t i = rank < 1 ? 0 : rank > n ? n - 1 : rank - 1;
+    return (double)sorted[i] / 1e6;
+}
+
+/* Drops the -1 markers (entries too small to carry a timestamp) and sorts. */
+static int64_t sort_valid(int64_t *v, int64_t n)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] >= 0)
+            v[k++] = v[i];
+    qsort(v, (size_t)k, sizeof *v, cmp_i64);
+    return k;
+}
+
+static void print_ms_json(const char *key, double v)
+{
+    if (isnan(v))
+        printf(",\"%s\":null", key);
+    else
+        printf(",\"%s\":%.4f", key, v);
+}
+
+static void bench_report(const bench_opts *o, bench_acks *b, bench_reader *br, double secs)
+{
+    int64_t n_ack = sort_valid(b->ack_ns, b->acked);
+    int64_t n_e2e = br ? sort_valid(br->e2e_ns, br->got) : 0;
+    double bytes = (double)b->acked * (double)o->size;
+    double mibs = secs > 0 ? bytes / secs / (1024.0 * 1024.0) : 0;
+    double eps = secs > 0 ? (double)b->acked / secs : 0;
+    double a50 = pct_ms(b->ack_ns, n_ack, 50), a99 = pct_ms(b->ack_ns, n_ack, 99);
+    double a999 = pct_ms(b->ack_ns, n_ack, 99.9);
+    double e50 = pct_ms(br ? br->e2e_ns : NULL, n_e2e, 50);
+    double e99 = pct_ms(br ? br->e2e_ns : NULL, n_e2e, 99);
+    if (o->json) {
+        printf("{\"log\":\"%s\",\"mode\":\"%s\",\"entries\":%" PRId64 ",\"size\":%" PRId64
+               ",\"bytes\":%.0f,\"seconds\":%.6f,\"mib_per_s\":%.3f,\"entries_per_s\":%.1f",
+               o->log, o->sync ? "sync" : "async", b->acked, o->size, bytes, secs, mibs, eps);
+        print_ms_json("ack_p50_ms", a50);
+        print_ms_json("ack_p99_ms", a99);
+        print_ms_json("ack_p999_ms", a999);
+        print_ms_json("e2e_p50_ms", e50);
+        print_ms_json("e2e_p99_ms", e99);
+        printf(",\"reader_entries\":%" PRId64 "}\n", br ? br->got : 0);
+        return;
+    }
+    printf("entries:      %" PRId64 " x %" PRId64 " bytes (%s", b->acked, o->size,
+           o->sync ? "sync" : "async");
+    if (!o->sync)
+        printf(", window %" PRId64, o->window);
+    printf(")\nbytes:        %.0f\nseconds:      %.3f\nMiB/s:        %.2f\n", bytes, secs, mibs);
+    printf("entries/s:    %.0f\n", eps);
+    printf("ack ms:       p50 %.3f  p99 %.3f  p99.9 %.3f\n", a50, a99, a999);
+    if (br)
+        printf("e2e ms:       p50 %.3f  p99 %.3f  (%" PRId64 " entries read)\n", e50, e99,
+               br->got);
+}
+
+/* Opens (creating if absent) the log, a writer and, with --reader, a reader
+ * at the tail. */
+static int bench_open(cli *c, const bench_opts *o, wp_log **log, wp_writer **w, wp_reader **r)
+{
+    int st = check_name(o->log);
+    if (st || (st = cli_open_client(c)))
+        return st;
+    int rc = wp_log_create(c->client, o->log);
+    if (rc && rc != WP_EEXIST)
+        return fail(rc, "creating log '%s'", o->log);
+    if ((st = cli_open_log(c, o->log, log)))
+        return st;
+    if ((rc = wp_writer_open(*log, w))) {
+        st = fail(rc, "opening a writer on '%s'", o->log);
+        goto out_close_log;
+    }
+    if (o->reader && (rc = wp_reader_open(*log, WP_LATEST, r))) {
+        st = fail(rc, "opening a reader on '%s'", o->log);
+        goto out_close_writer;
+    }
+    return 0;
+out_close_writer:
+    wp_writer_close(*w);
+out_close_log:
+    wp_log_close(*log);
+    return st;
+}
+
+/* Runs the appends and, with --reader, waits for the reader to catch up. */
+static int bench_run(wp_writer *w, const bench_opts *o, bench_acks *b, bench_reader *br,
+                     double *secs)
+{
+    uint8_t *payload = malloc((size_t)o->size + 1);
+    if (!payload)
+        return fail_msg("out of memory");
+    uint64_t x = 0x9e3779b97f4a7c15ull; /* xorshift64: incompressible payloads */
+    for (int64_t i = 0; i < o->size; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        payload[i] = (uint8_t)x;
+    }
+    int64_t t0 = mono_ns();
+    int st = o->sync ? bench_sync(w, o, b, payload) : bench_async(w, o, b, payload);
+    *secs = (double)(mono_ns() - t0) / 1e9;
+    free(payload);
+    if (!br)
+        return st;
+    if (st)
+        atomic_store(&br->stop, true);
+    atomic_store(&br->writer_done, true);
+    pthread_join(br->tid, NULL);
+    if (!st && br->rc)
+        st = fail_msg("bench reader on '%s' after %" PRId64 " of %" PRId64 " entries: %s (%s)",
+                      o->log, br->got, br->want, wp_strerror(br->rc), br->errmsg);
+    return st;
+}
+
+static int cmd_bench(cli *c, int argc, char **argv)
+{
+    bench_opts o;
+    bench_acks b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    bench_reader br = {.want = 0};
+    wp_log *log = NULL;
+    wp_writer *w = NULL;
+    wp_reader *r = NULL;
+    double secs = 0;
+    int st = parse_bench(argc, argv, &o), rc;
+    if (st)
+        return st;
+    b.sent_ns = calloc((size_t)o.entries, sizeof *b.sent_ns);
+    b.ack_ns = calloc((size_t)o.entries, sizeof *b.ack_ns);
+    br.e2e_ns = o.reader ? calloc((size_t)o.entries, sizeof *br.e2e_ns) : NULL;
+    if (!b.sent_ns || !b.ack_ns || (o.reader && !br.e2e_ns)) {
+        st = fail_msg("out of memory for %" PRId64 " latencies", o.entries);
+        goto out_free;
+    }
+    if ((st = bench_open(c, &o, &log, &w, &r)))
+        goto out_free;
+    br.r = r;
+    br.want = o.entries;
+    if (r && pthread_create(&br.tid, NULL, bench_reader_main, &br) != 0) {
+        st = fail_msg("starting the reader thread");
+        goto out_close;
+    }
+    if (!(st = bench_run(w, &o, &b, r ? &br : NULL, &secs)))
+        bench_report(&o, &b, r ? &br : NULL, secs);
+out_close:
+    if (r)
+        wp_reader_close(r);
+    if ((rc = wp_writer_close(w)) && !st)
+        st = fail(rc, "closing the writer of '%s'", o.log);
+    wp_log_close(log);
+    if (!st)
+        st = finish_stdout();
+out_free:
+    free(b.sent_ns);
+    free(b.ack_ns);
+    free(br.e2e_ns);
+    return st;
+}
+
+#endif

@@ -1,0 +1,221 @@
+/* wp_util.h — helpers shared by the commands of the wp CLI (tools/wp.c):
+ * error and usage reporting, option parsing, number and time formatting,
+ * opening the client and a log. Included once, by tools/wp.c; uses only the
+ * public API (include/woodpecker.h).
+ *
+ * Command functions return a process exit status: 0, EXIT_FAILURE (1) for a
+ * failed operation, EXIT_USAGE (2) for a bad command line. */
+#ifndef WP_TOOLS_UTIL_H
+#define WP_TOOLS_UTIL_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "woodpecker.h"
+
+#define EXIT_USAGE 2
+/* Longest message the CLI composes itself (the "what" of an error). */
+#define CLI_MSG_MAX 512
+
+/* The state of one wp invocation. */
+typedef struct {
+    wp_config *cfg;     /* resolved: defaults or -c file, env, then -o */
+    wp_client *client;  /* opened by cli_open_log() */
+} cli;
+
+/* Prints "wp: error: <what>: <wp_strerror(rc)> (<wp_errmsg()>)" and returns
+ * EXIT_FAILURE. Call it right after the failing call, on the same thread. */
+static int fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int rc, const char *fmt, ...)
+{
+    char what[CLI_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *detail = wp_errmsg();
+    if (detail && *detail)
+        fprintf(stderr, "wp: error: %s: %s (%s)\n", what, wp_strerror(rc), detail);
+    else
+        fprintf(stderr, "wp: error: %s: %s\n", what, wp_strerror(rc));
+    return EXIT_FAILURE;
+}
+
+/* Prints "wp: error: <msg>" for a failure the CLI itself detected. */
+static int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail_msg(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("wp: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_FAILURE;
+}
+
+/* Prints "wp: error: <msg>" and the usage line of the command; returns 2. */
+static int usage_err(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_err(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("wp: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\nTry 'wp --help' for more information.\n", usage);
+    return EXIT_USAGE;
+}
+
+/* Matches argv[*i] against "--name" (value in the next argument) or
+ * "--name=value". Returns 1 and sets *val on a match, 0 if argv[*i] is not
+ * this option, -1 if the value is missing. */
+static int opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *i += 1;
+    *val = argv[*i];
+    return 1;
+}
+
+static bool is_option(const char *a) { return a[0] == '-' && a[1] != '\0'; }
+
+/* Parses a decimal integer in [min, max]. */
+static bool parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    char *end;
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Parses a byte count: digits with an optional K/KiB, M/MiB or G/GiB suffix. */
+static bool parse_bytes(const char *s, int64_t max, int64_t *out)
+{
+    static const struct { const char *suffix; int64_t mult; } units[] = {
+        {"", 1},       {"B", 1},
+        {"K", 1024},   {"KiB", 1024},   {"k", 1024},
+        {"M", 1 << 20}, {"MiB", 1 << 20},
+        {"G", 1 << 30}, {"GiB", 1 << 30},
+    };
+    char *end;
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno)
+        return false;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].suffix) != 0)
+            continue;
+        if (v > max / units[i].mult)
+            return false;
+        *out = v * units[i].mult;
+        return true;
+    }
+    return false;
+}
+
+/* Formats unix milliseconds as "2024-05-01T12:00:00.123Z" ("-" for 0). */
+#define TIME_STR_MAX 32
+static const char *format_time_ms(int64_t ms, char buf[TIME_STR_MAX])
+{
+    struct tm tm;
+    time_t s = (time_t)(ms / 1000);
+    if (ms <= 0 || !gmtime_r(&s, &tm)) {
+        snprintf(buf, TIME_STR_MAX, "-");
+        return buf;
+    }
+    size_t n = strftime(buf, TIME_STR_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, TIME_STR_MAX - n, ".%03dZ", (int)(ms % 1000));
+    return buf;
+}
+
+/* "S:E", or "none" for an id with a negative part ({-1,-1}: not set). */
+static const char *format_id(wp_msg_id id, char buf[WP_MSG_ID_STR_MAX])
+{
+    if (id.segment_id < 0 || id.entry_id < 0) {
+        snprintf(buf, WP_MSG_ID_STR_MAX, "none");
+        return buf;
+    }
+    return wp_msg_id_format(id, buf);
+}
+
+/* Parses a reader position: earliest, latest or S:E. */
+static bool parse_position(const char *s, wp_msg_id *out)
+{
+    if (strcmp(s, "earliest") == 0) {
+        *out = WP_EARLIEST;
+        return true;
+    }
+    if (strcmp(s, "latest") == 0) {
+        *out = WP_LATEST;
+        return true;
+    }
+    return wp_msg_id_parse(s, out) == WP_OK;
+}
+
+/* Checks a log name before any backend is touched. */
+static int check_name(const char *name)
+{
+    if (wp_log_name_valid(name))
+        return 0;
+    return fail_msg("invalid log name '%.64s%s' (want 1..200 bytes of [A-Za-z0-9._-] "
+                    "and '/', no empty '/' parts)",
+                    name, strlen(name) > 64 ? "..." : "");
+}
+
+/* Opens the client (once) from the resolved config. */
+static int cli_open_client(cli *c)
+{
+    if (c->client)
+        return 0;
+    int rc = wp_client_open(c->cfg, &c->client);
+    if (rc)
+        return fail(rc, "opening the client");
+    return 0;
+}
+
+/* Validates the name, opens the client and the log. */
+static int cli_open_log(cli *c, const char *name, wp_log **out)
+{
+    int st = check_name(name);
+    if (st || (st = cli_open_client(c)))
+        return st;
+    int rc = wp_log_open(c->client, name, out);
+    if (rc)
+        return fail(rc, "opening log '%s'", name);
+    return 0;
+}
+
+/* Flushes stdout; a write error (full disk, closed pipe) is a failure. */
+static int finish_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return fail_msg("writing standard output: %s", strerror(errno));
+    return 0;
+}
+
+#endif
