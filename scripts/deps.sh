@@ -4,7 +4,8 @@
 #   scripts/deps.sh          build + test dependencies
 #   scripts/deps.sh bench    also the benchmark peers (fio)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev clang libclang-rt-14-dev)
+pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev clang libclang-rt-14-dev
+      libcurl4-openssl-dev libssl-dev libcjson-dev etcd-server etcd-client)
 [ "${1:-}" = bench ] && pkgs+=(fio)
 missing=()
 for p in "${pkgs[@]}"; do

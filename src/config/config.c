@@ -54,6 +54,7 @@ static const char *const STORAGE_LATER[] = {"s3", "minio", NULL};
 static const char *const META_TYPES[] = {"sqlite", NULL};
 static const char *const META_LATER[] = {"etcd", NULL};
 /* Indexes equal WP_LOG_DEBUG..WP_LOG_ERROR. */
+static const char *const BOOLS[] = {"false", "true", NULL};
 static const char *const LOG_LEVELS[] = {"debug", "info", "warn", "error", NULL};
 
 #define FIELD(f) offsetof(struct wp_config, f), sizeof(((struct wp_config *)0)->f)
@@ -68,6 +69,25 @@ static const key_def KEYS[] = {
     ENUM_S("meta.type", meta_type, "sqlite", META_TYPES, META_LATER),
     STR("meta.path", meta_path, "", 0, WP_PATH_MAX - 1, 0),
     STR("meta.prefix", meta_prefix, "woodpecker/", 1, 255, F_TOKEN),
+    STR("meta.etcd.endpoints", etcd_endpoints, "http://127.0.0.1:2379", 1, 1023, F_TOKEN),
+    NUM("meta.etcd.timeout_ms", K_DUR, etcd_timeout_ms, "5000", 100, 600 * 1000),
+    STR("meta.etcd.username", etcd_username, "", 0, 255, F_TOKEN),
+    STR("meta.etcd.password", etcd_password, "", 0, 255, 0),
+    STR("meta.etcd.ca_file", etcd_ca_file, "", 0, WP_PATH_MAX - 1, 0),
+    STR("meta.etcd.cert_file", etcd_cert_file, "", 0, WP_PATH_MAX - 1, 0),
+    STR("meta.etcd.key_file", etcd_key_file, "", 0, WP_PATH_MAX - 1, 0),
+    STR("storage.s3.endpoint", s3_endpoint, "", 0, 1023, F_TOKEN),
+    STR("storage.s3.bucket", s3_bucket, "", 0, 63, F_TOKEN),
+    STR("storage.s3.region", s3_region, "us-east-1", 1, 63, F_TOKEN),
+    STR("storage.s3.access_key", s3_access_key, "", 0, 255, F_TOKEN),
+    STR("storage.s3.secret_key", s3_secret_key, "", 0, 255, 0),
+    STR("storage.s3.prefix", s3_prefix, "woodpecker", 1, 255, F_TOKEN),
+    STR("storage.s3.ca_file", s3_ca_file, "", 0, WP_PATH_MAX - 1, 0),
+    ENUM_I("storage.s3.path_style", s3_path_style, "true", BOOLS),
+    NUM("storage.s3.timeout_ms", K_DUR, s3_timeout_ms, "30000", 100, 600 * 1000),
+    NUM("storage.s3.max_retries", K_INT, s3_max_retries, "8", 0, 100),
+    NUM("flush.max_threads", K_INT, flush_max_threads, "16", 1, 64),
+    NUM("compaction.max_bytes", K_SIZE, compaction_max_bytes, "32MiB", WP_MiB, 4 * WP_GiB),
     NUM("segment.max_bytes", K_SIZE, segment_max_bytes, "256MiB", 4 * WP_KiB, WP_SEGMENT_BYTES_MAX),
     NUM("segment.max_age_ms", K_DUR, segment_max_age_ms, "600000", 0, 7 * DAY_MS),
     NUM("segment.max_blocks", K_INT, segment_max_blocks, "100000", 1, WP_SEGMENT_BLOCKS_MAX),

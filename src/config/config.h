@@ -14,6 +14,25 @@ struct wp_config {
     char meta_type[16];             /* meta.type: sqlite */
     char meta_path[WP_PATH_MAX];    /* meta.path ("" = <storage.root>/meta.sqlite) */
     char meta_prefix[256];          /* meta.prefix */
+    char etcd_endpoints[1024];      /* meta.etcd.endpoints: comma-separated URLs */
+    int64_t etcd_timeout_ms;        /* meta.etcd.timeout_ms: per request */
+    char etcd_username[256];        /* meta.etcd.username ("" = no auth) */
+    char etcd_password[256];        /* meta.etcd.password */
+    char etcd_ca_file[WP_PATH_MAX]; /* meta.etcd.ca_file (https endpoints) */
+    char etcd_cert_file[WP_PATH_MAX]; /* meta.etcd.cert_file (client TLS) */
+    char etcd_key_file[WP_PATH_MAX];  /* meta.etcd.key_file */
+    char s3_endpoint[1024];         /* storage.s3.endpoint: http(s)://host:port */
+    char s3_bucket[64];             /* storage.s3.bucket */
+    char s3_region[64];             /* storage.s3.region */
+    char s3_access_key[256];        /* storage.s3.access_key ("" = AWS_ACCESS_KEY_ID) */
+    char s3_secret_key[256];        /* storage.s3.secret_key ("" = AWS_SECRET_ACCESS_KEY) */
+    char s3_prefix[256];            /* storage.s3.prefix: key prefix in the bucket */
+    char s3_ca_file[WP_PATH_MAX];   /* storage.s3.ca_file */
+    int s3_path_style;              /* storage.s3.path_style: false|true */
+    int64_t s3_timeout_ms;          /* storage.s3.timeout_ms: per request */
+    int64_t s3_max_retries;         /* storage.s3.max_retries */
+    int64_t flush_max_threads;      /* flush.max_threads: uploads in flight (object storage) */
+    int64_t compaction_max_bytes;   /* compaction.max_bytes: merged object size */
     int64_t segment_max_bytes;      /* segment.max_bytes */
     int64_t segment_max_age_ms;     /* segment.max_age_ms */
     int64_t segment_max_blocks;     /* segment.max_blocks */
