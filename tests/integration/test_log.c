@@ -2,6 +2,7 @@
  * disk + SQLite): logs, writer, reader, rolling, tailing, truncation, GC,
  * recovery, bad input. */
 #include "test.h"
+#include "support/testutil.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -10,21 +11,7 @@
 
 static wp_client *open_client(const char *dir, const char *const *kv)
 {
-    wp_config *cfg;
-    if (wp_config_default(&cfg))
-        return NULL;
-    wp_config_set(cfg, "storage.root", dir);
-    for (; kv && kv[0]; kv += 2)
-        if (wp_config_set(cfg, kv[0], kv[1])) {
-            fprintf(stderr, "config %s=%s: %s\n", kv[0], kv[1], wp_errmsg());
-            wp_config_free(cfg);
-            return NULL;
-        }
-    wp_client *c = NULL;
-    if (wp_client_open(cfg, &c))
-        fprintf(stderr, "client open: %s\n", wp_errmsg());
-    wp_config_free(cfg);
-    return c;
+    return test_client_open(dir, kv);
 }
 
 static int64_t now_ns(void)

@@ -2,6 +2,7 @@
  * WP_NONBLOCK), rolling by age and block count, flush interval, and a
  * reader in another process tailing a writer. */
 #include "test.h"
+#include "support/testutil.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -13,40 +14,15 @@
 
 static wp_client *open_client(const char *dir, const char *const *kv)
 {
-    wp_config *cfg;
-    if (wp_config_default(&cfg))
-        return NULL;
-    wp_config_set(cfg, "storage.root", dir);
-    for (; kv && kv[0]; kv += 2)
-        if (wp_config_set(cfg, kv[0], kv[1])) {
-            fprintf(stderr, "config %s=%s: %s\n", kv[0], kv[1], wp_errmsg());
-            wp_config_free(cfg);
-            return NULL;
-        }
-    wp_client *c = NULL;
-    if (wp_client_open(cfg, &c))
-        fprintf(stderr, "client open: %s\n", wp_errmsg());
-    wp_config_free(cfg);
-    return c;
+    return test_client_open(dir, kv);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* A slow disk: every fdatasync takes 20 ms, so appends pile up. */
 static int slow_fdatasync(int fd)
 {
-    sleep_ms(20);
+    test_sleep_ms(20);
     return fdatasync(fd);
 }
 
@@ -77,10 +53,10 @@ TEST(backpressure_bounds_pending_bytes)
     CHECK_RC(WP_EAGAIN, rc);
     CHECK(accepted >= 8 && accepted <= 20);
     /* blocking: waits for room instead, never fails */
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     for (int i = 0; i < 40; i++)
         CHECK_OK(wp_writer_append_async(w, buf, sizeof buf, count_cb, &acked));
-    CHECK(now_ms() - t0 >= 20); /* it had to wait for at least one flush */
+    CHECK(test_now_ms() - t0 >= 20); /* it had to wait for at least one flush */
     CHECK_OK(wp_writer_flush(w));
     CHECK(__atomic_load_n(&acked, __ATOMIC_SEQ_CST) == accepted + 40);
     os_sys_reset();
@@ -102,7 +78,7 @@ TEST(roll_by_age_and_blocks)
     wp_msg_id a, b, d;
     CHECK_OK(wp_writer_append(w, "1", 1, &a));
     CHECK_OK(wp_writer_append(w, "2", 1, &b));
-    sleep_ms(80);
+    test_sleep_ms(80);
     CHECK_OK(wp_writer_append(w, "3", 1, &d));
     CHECK(a.segment_id == b.segment_id && d.segment_id == a.segment_id + 1 && d.entry_id == 0);
     CHECK_OK(wp_writer_close(w));
@@ -134,13 +110,13 @@ TEST(flush_interval_batches)
     wp_writer *w;
     REQUIRE(wp_writer_open(log, &w) == 0);
     int acked = 0;
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     for (int i = 0; i < 10; i++)
         CHECK_OK(wp_writer_append_async(w, "x", 1, count_cb, &acked));
-    sleep_ms(30);
+    test_sleep_ms(30);
     CHECK(__atomic_load_n(&acked, __ATOMIC_SEQ_CST) == 0); /* still buffered */
     CHECK_OK(wp_writer_flush(w));
-    CHECK(now_ms() - t0 >= 90);
+    CHECK(test_now_ms() - t0 >= 90);
     CHECK(acked == 10);
     wp_segment_info *segs;
     size_t n;
@@ -178,7 +154,7 @@ TEST(reader_in_another_process_tails)
             if (wp_writer_append(w, buf, (size_t)len, NULL))
                 _exit(3);
             if (i % 500 == 0)
-                sleep_ms(20); /* let the reader catch up and wait */
+                test_sleep_ms(20); /* let the reader catch up and wait */
         }
         _exit(wp_writer_close(w) ? 4 : 0);
     }
@@ -239,14 +215,14 @@ TEST(reader_registration_survives_lease_and_is_released)
     wp_msg_id cut = {segs[1].segment_id, segs[1].last_entry_id};
     free(segs);
     CHECK_OK(wp_log_truncate(log, cut));
-    sleep_ms(1500); /* longer than the TTL: the live child's keepalive holds */
+    test_sleep_ms(1500); /* longer than the TTL: the live child's keepalive holds */
     CHECK_OK(wp__gc_run(c, wp__wall_ms()));
     REQUIRE(wp_log_segments(log, &segs, &n) == 0);
     CHECK(n > 0 && segs[0].segment_id == 0);
     free(segs);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    sleep_ms(1200); /* its lease expires */
+    test_sleep_ms(1200); /* its lease expires */
     CHECK_OK(wp__gc_run(c, wp__wall_ms()));
     REQUIRE(wp_log_segments(log, &segs, &n) == 0);
     CHECK(n > 0 && segs[0].segment_id == 2);
