@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build demo test test-unit test-asan fuzz bench clean
+.PHONY: all deps build demo test test-unit test-asan fuzz bench bench-peers clean
 
 all: build
 
@@ -39,6 +39,10 @@ fuzz: deps
 bench: build
 	@scripts/deps.sh bench
 	@bench/local.sh $(BUILD)/wp
+
+# Side by side with fio, Redis Streams and NATS JetStream (bench/README.md).
+bench-peers: build
+	@bench/run.sh $(BUILD)/wp
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
