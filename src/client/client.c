@@ -10,6 +10,7 @@
 
 #include "client/internal.h"
 #include "logstore/segment.h"
+#include "meta/etcd.h"
 
 /* ---- tail state -------------------------------------------------------- */
 
@@ -284,9 +285,8 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
 {
     if (!cfg || !out)
         return wp__err(WP_EINVAL, "wp_client_open: NULL argument");
-    if (strcmp(cfg->storage_type, "local") != 0 || strcmp(cfg->meta_type, "sqlite") != 0)
-        return wp__err(WP_ENOTSUP, "storage.type '%s' with meta.type '%s' is not supported yet",
-                       cfg->storage_type, cfg->meta_type);
+    if (strcmp(cfg->storage_type, "local") != 0)
+        return wp__err(WP_ENOTSUP, "storage.type '%s' is not supported yet", cfg->storage_type);
     wp_client *c = calloc(1, sizeof *c);
     if (!c)
         return wp__err(WP_ENOMEM, "client");
@@ -302,7 +302,10 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     int rc = storage_local_open(cfg->storage_root, &c->logger, &c->st);
     if (rc)
         goto out_free;
-    rc = meta_sqlite_open(wp__config_meta_path(cfg, mpath, sizeof mpath), &c->meta);
+    if (strcmp(cfg->meta_type, "etcd") == 0)
+        rc = meta_etcd_open(cfg, &c->meta);
+    else
+        rc = meta_sqlite_open(wp__config_meta_path(cfg, mpath, sizeof mpath), &c->meta);
     if (rc)
         goto out_storage;
     if (pthread_create(&c->bg, NULL, bg_main, c) != 0) {

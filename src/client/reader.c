@@ -13,6 +13,7 @@
 
 #include "client/internal.h"
 #include "logstore/segment.h"
+#include "meta/etcd.h"
 
 /* How long an in-process wait sleeps before re-checking metadata (covers a
  * writer in another process taking over the log). */
@@ -31,6 +32,15 @@ struct wp_reader {
     char name[WP_READER_NAME_MAX + 1];
     int64_t reg_seg;
     bool registered;
+    /* With etcd metadata: a watch on the log's segment records marks the
+     * reader's view stale, so it reads segment metadata only after a change
+     * (never polls etcd). NULL with SQLite, where a read is a local query. */
+    etcd_watch *watch;
+    bool meta_dirty;   /* atomic */
+    bool watch_failed; /* atomic */
+    int64_t wait_seg;  /* segment whose metadata showed nothing new, -1 */
+    meta_seg wait_meta; /* its record, if it exists (storage not yet) */
+    bool wait_meta_valid;
     /* properties of the last entry */
     const char **keys, **vals;
     size_t props_cap;
@@ -143,6 +153,38 @@ static int register_position(wp_reader *r)
     return rc;
 }
 
+/* ---- metadata changes ------------------------------------------------ */
+
+/* False if the last metadata read of segment r->seg found nothing new and
+ * the watch has reported no change since (then a new read would find the
+ * same). Otherwise clears the change mark, so a change during the read that
+ * follows marks it again. */
+static bool meta_stale(wp_reader *r)
+{
+    if (!r->watch || __atomic_load_n(&r->watch_failed, __ATOMIC_SEQ_CST))
+        return true;
+    bool dirty = __atomic_exchange_n(&r->meta_dirty, false, __ATOMIC_SEQ_CST);
+    return dirty || r->wait_seg != r->seg;
+}
+
+static void on_seg_event(void *arg, const etcd_event *ev, size_t n)
+{
+    (void)ev;
+    (void)n;
+    wp_reader *r = arg;
+    __atomic_store_n(&r->meta_dirty, true, __ATOMIC_SEQ_CST);
+    tail_bump(r->log->tail);
+}
+
+static void on_watch_err(void *arg, int rc, const char *msg)
+{
+    wp_reader *r = arg;
+    wp__log(&r->c->logger, WP_LOG_WARN, "reader %s: segment watch ended: %s (%s); reading "
+            "metadata on every poll", r->name, wp_strerror(rc), msg);
+    __atomic_store_n(&r->meta_dirty, true, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&r->watch_failed, true, __ATOMIC_SEQ_CST);
+}
+
 /* ---- open/close -------------------------------------------------------- */
 
 int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
@@ -157,10 +199,19 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
     static _Atomic uint64_t counter;
     snprintf(r->name, sizeof r->name, "r-%d-%" PRIx64 "-%" PRIu64, (int)getpid(),
              (uint64_t)wp__now_ns(), (uint64_t)++counter);
-    int rc = resolve_start(r, from);
+    int rc = WP_OK;
+    r->meta_dirty = true;
+    r->wait_seg = -1;
+    if (strcmp(r->c->cfg.meta_type, "etcd") == 0) /* before reading state: no missed change */
+        rc = meta_etcd_watch_segments(r->c->meta, log->log_id, 0, on_seg_event, on_watch_err, r,
+                                      &r->watch);
+    if (rc == WP_OK)
+        rc = resolve_start(r, from);
     if (rc == WP_OK)
         rc = register_position(r);
     if (rc) {
+        if (r->watch)
+            etcd_watch_stop(r->watch);
         free(r);
         return rc;
     }
@@ -172,6 +223,8 @@ void wp_reader_close(wp_reader *r)
 {
     if (!r)
         return;
+    if (r->watch)
+        etcd_watch_stop(r->watch);
     lseg_close_read(r->sr);
     if (r->registered) {
         r->c->meta->ops->reader_delete(r->c->meta, r->log->log_id, r->name);
@@ -191,7 +244,14 @@ static int open_segment(wp_reader *r)
 {
     meta *m = r->c->meta;
     meta_seg s;
-    int rc = m->ops->seg_get(m, r->log->log_id, r->seg, &s);
+    int rc;
+    if (!meta_stale(r)) {
+        if (!r->wait_meta_valid)
+            return WP_EAGAIN;
+        s = r->wait_meta;
+        goto open_data;
+    }
+    rc = m->ops->seg_get(m, r->log->log_id, r->seg, &s);
     if (rc == WP_ENOENT) {
         meta_log ml;
         if (m->ops->log_get(m, r->log->name, &ml) == WP_ENOENT || ml.log_id != r->log->log_id)
@@ -213,6 +273,10 @@ static int open_segment(wp_reader *r)
         if (n && r->seg < segs[0].seg_id && rc == WP_EAGAIN)
             rc = WP_ETRUNCATED;
         free(segs);
+        if (rc == WP_EAGAIN) {
+            r->wait_seg = r->seg; /* not created yet */
+            r->wait_meta_valid = false;
+        }
         if (rc)
             return rc == WP_ETRUNCATED
                        ? wp__err(rc, "log '%s': segment %" PRId64 " was deleted", r->log->name, r->seg)
@@ -220,16 +284,22 @@ static int open_segment(wp_reader *r)
     } else if (rc) {
         return rc;
     }
+open_data:
     r->sr_completed = s.state != WP_SEG_ACTIVE;
     r->sr_last = s.last_entry_id;
     rc = lseg_open_read(r->c->st, r->log->log_id, r->seg, r->sr_completed, (uint64_t)s.bytes, &r->sr);
     if (rc == WP_ENOENT && r->sr_completed)
         return wp__err(WP_ETRUNCATED, "log '%s': segment %" PRId64 " data was deleted",
                        r->log->name, r->seg);
-    if (rc == WP_ENOENT)
-        return WP_EAGAIN; /* created in metadata, not yet in storage */
+    if (rc == WP_ENOENT) { /* created in metadata, not yet in storage */
+        r->wait_seg = r->seg;
+        r->wait_meta = s;
+        r->wait_meta_valid = true;
+        return WP_EAGAIN;
+    }
     if (rc)
         return rc;
+    r->wait_meta_valid = false;
     lseg_seek(r->sr, r->entry);
     if (r->registered && r->reg_seg != r->seg)
         register_position(r); /* best effort: the lease keeps the old hold */
@@ -240,12 +310,16 @@ static int open_segment(wp_reader *r)
 static int refresh_state(wp_reader *r)
 {
     meta_seg s;
+    if (!meta_stale(r))
+        return WP_OK;
     int rc = r->c->meta->ops->seg_get(r->c->meta, r->log->log_id, r->seg, &s);
     if (rc)
         return rc;
     if (s.state != WP_SEG_ACTIVE) {
         r->sr_completed = true;
         r->sr_last = s.last_entry_id;
+    } else {
+        r->wait_seg = r->seg; /* still active: wait for a change */
     }
     return WP_OK;
 }

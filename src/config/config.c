@@ -51,8 +51,8 @@ typedef struct {
 
 static const char *const STORAGE_TYPES[] = {"local", NULL};
 static const char *const STORAGE_LATER[] = {"s3", "minio", NULL};
-static const char *const META_TYPES[] = {"sqlite", NULL};
-static const char *const META_LATER[] = {"etcd", NULL};
+static const char *const META_TYPES[] = {"sqlite", "etcd", NULL};
+static const char *const META_LATER[] = {NULL};
 /* Indexes equal WP_LOG_DEBUG..WP_LOG_ERROR. */
 static const char *const BOOLS[] = {"false", "true", NULL};
 static const char *const LOG_LEVELS[] = {"debug", "info", "warn", "error", NULL};

@@ -339,8 +339,9 @@ TEST(test_enums)
     REQUIRE(wp_config_default(&c) == 0);
     CHECK_RC(WP_EINVAL, wp_config_set(c, "storage.type", "s3"));
     CHECK(has("storage.type") && has("not supported yet") && has("local"));
-    CHECK_RC(WP_EINVAL, wp_config_set(c, "meta.type", "etcd"));
-    CHECK(has("meta.type") && has("not supported yet") && has("sqlite"));
+    CHECK_OK(wp_config_set(c, "meta.type", "etcd"));
+    CHECK_RC(WP_EINVAL, wp_config_set(c, "meta.type", "zookeeper"));
+    CHECK(has("meta.type") && has("sqlite, etcd"));
     CHECK_RC(WP_EINVAL, wp_config_set(c, "storage.type", "ftp"));
     CHECK(has("storage.type") && has("ftp"));
     CHECK_RC(WP_EINVAL, wp_config_set(c, "log.level", "WARN"));
