@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build demo test test-unit test-asan fuzz bench bench-peers clean
+.PHONY: all deps build demo test test-unit test-asan fuzz bench bench-peers bench-etcd clean
 
 all: build
 
@@ -43,6 +43,10 @@ bench: build
 # Side by side with fio, Redis Streams and NATS JetStream (bench/README.md).
 bench-peers: build
 	@bench/run.sh $(BUILD)/wp
+
+# etcd requests per segment roll / append, cross-process tail latency.
+bench-etcd: build
+	@bench/etcd.sh $(BUILD)/wp
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -21,12 +21,14 @@
 
 static const char bench_usage[] =
     "wp bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync] "
-    "[--window N] [--reader] [--json]";
+    "[--window N] [--reader] [--json]\n"
+    "       wp bench --tail [--log NAME] [--entries N] [--json]   (read only: end-to-end latency\n"
+    "                of entries another `wp bench` process appends)";
 
 typedef struct {
     const char *log;
     int64_t entries, size, window;
-    bool sync, reader, json;
+    bool sync, reader, json, tail;
 } bench_opts;
 
 /* In-flight window and ack latencies, shared with the callback thread. */
@@ -63,6 +65,8 @@ static int parse_bench_option(int argc, char **argv, int *i, bench_opts *o)
     int m;
     if (strcmp(argv[*i], "--reader") == 0) {
         o->reader = true;
+    } else if (strcmp(argv[*i], "--tail") == 0) {
+        o->tail = true;
     } else if (strcmp(argv[*i], "--json") == 0) {
         o->json = true;
     } else if ((m = opt_value(argc, argv, i, "--log", &v)) != 0) {
@@ -90,7 +94,7 @@ static int parse_bench_option(int argc, char **argv, int *i, bench_opts *o)
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false};
+    *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false, false};
     for (int i = 0; i < argc; i++) {
         int st;
         if (!is_option(argv[i]))
@@ -332,6 +336,42 @@ static int bench_run(wp_writer *w, const bench_opts *o, bench_acks *b, bench_rea
     return st;
 }
 
+/* --tail: read o->entries entries appended by another process from the
+ * current end, measuring append call -> receive (CLOCK_MONOTONIC is shared
+ * by every process of the machine). */
+static int bench_tail(cli *c, const bench_opts *o)
+{
+    bench_reader br = {.want = o->entries};
+    wp_log *log = NULL;
+    int st = check_name(o->log);
+    if (st || (st = cli_open_client(c)) || (st = cli_open_log(c, o->log, &log)))
+        return st;
+    br.e2e_ns = calloc((size_t)o->entries, sizeof *br.e2e_ns);
+    int rc = br.e2e_ns ? wp_reader_open(log, WP_LATEST, &br.r) : WP_ENOMEM;
+    if (rc) {
+        st = fail(rc, "opening a reader on '%s'", o->log);
+        goto out;
+    }
+    atomic_store(&br.writer_done, true); /* stop after BENCH_READER_IDLE_MS of silence */
+    bench_reader_main(&br);
+    wp_reader_close(br.r);
+    int64_t n = sort_valid(br.e2e_ns, br.got);
+    double e50 = pct_ms(br.e2e_ns, n, 50), e99 = pct_ms(br.e2e_ns, n, 99);
+    if (o->json) {
+        printf("{\"log\":\"%s\",\"mode\":\"tail\",\"entries\":%" PRId64, o->log, br.got);
+        print_ms_json("e2e_p50_ms", e50);
+        print_ms_json("e2e_p99_ms", e99);
+        printf("}\n");
+    } else {
+        printf("tail entries: %" PRId64 "\ne2e ms:       p50 %.3f  p99 %.3f\n", br.got, e50, e99);
+    }
+    st = finish_stdout();
+out:
+    free(br.e2e_ns);
+    wp_log_close(log);
+    return st;
+}
+
 static int cmd_bench(cli *c, int argc, char **argv)
 {
     bench_opts o;
@@ -344,6 +384,8 @@ static int cmd_bench(cli *c, int argc, char **argv)
     int st = parse_bench(argc, argv, &o), rc;
     if (st)
         return st;
+    if (o.tail)
+        return bench_tail(c, &o);
     b.sent_ns = calloc((size_t)o.entries, sizeof *b.sent_ns);
     b.ack_ns = calloc((size_t)o.entries, sizeof *b.ack_ns);
     br.e2e_ns = o.reader ? calloc((size_t)o.entries, sizeof *br.e2e_ns) : NULL;
