@@ -1,0 +1,993 @@
+/* s3.c — the storage backend on S3 (docs/format.md, "Object storage layout").
+ *
+ * Segment s of log l is the set of objects <prefix>/<l>/<s>/<n>.blk, n a
+ * 12-digit zero-padded block number (so listing order is numeric order).
+ * Every object is written once with If-None-Match: * and is either
+ *   - a data object: the bytes of one seg_append, or
+ *   - a marker: exactly MARKER_BYTES bytes (magic, kind, epoch, a random
+ *     nonce, a check binding it to its segment) that records an ownership
+ *     change and adds no bytes to the segment.
+ * The segment's byte stream is the concatenation of its data objects in
+ * block-number order.
+ *
+ * Ownership: seg_create puts a "create" marker of the writer's epoch at
+ * block 0 (412: the segment exists). A writer PUTs each append at its next
+ * block number; a 412 there means someone else (a fencer or a newer writer)
+ * took that number: WP_EFENCED. seg_fence(E) does nothing if a marker of
+ * epoch >= E exists (that owner is not older than E); otherwise it puts a
+ * "fence" marker of epoch E at the first free block number, probing
+ * upwards with PUTs only (a racing writer's appends cost it one request
+ * each too), then removes it again if it skipped a newer epoch's marker.
+ * seg_reopen(E, len) refuses if a marker above E exists, puts a
+ * "reopen" marker of epoch E at the next free number, deletes the data
+ * objects past byte len, and appends after the marker. Markers are never
+ * deleted (except with the whole segment): deleting one would free its
+ * number for a stale writer.
+ *
+ * Readers list the segment (once fully, then incrementally with
+ * start-after), classify objects of marker size by reading them, and map
+ * byte offsets to ranged GETs. A new marker seen by an incremental refresh,
+ * or an object that vanished, makes the reader list everything again
+ * (a reopen may have cut data). There is no LAC hint: seg_read_lac is
+ * WP_ENOTSUP; objects are visible only once durable. */
+#include "storage/s3.h"
+
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/limits.h"
+
+/* Objects per segment (data + markers): at most one append per block,
+ * plus header, footer and markers. */
+#define SEG_OBJECTS_MAX ((uint64_t)WP_SEGMENT_BLOCKS_MAX + 4096)
+/* Digits of a block number in its key; SEG_OBJECTS_MAX fits. */
+#define BLOCK_DIGITS 12
+/* A marker object (format.md section 11): magic 8, version 2, kind 2,
+ * epoch 8, nonce 8, check 8 (SHA-256 of bytes 0..27, log_id, segment_id:
+ * first 8 bytes). Shorter than any logstore append (the shortest, the
+ * segment header, is 48), so readers rarely read data objects to classify
+ * them; the nonce makes every marker unique (s3_put's own-object check). */
+#define MARKER_BYTES 36
+#define MARKER_CHECKED 28 /* bytes covered by the check, with the ids */
+#define MARKER_VERSION 1
+/* Free block numbers a fencer probes before giving up (a writer racing
+ * it takes one number per PUT). */
+#define FENCE_TRIES_MAX 1000
+/* Times reopen retries after losing its marker's number to a racer. */
+#define REOPEN_TRIES_MAX 16
+/* Segments listed per log. */
+#define LOG_SEGMENTS_MAX (1 << 24)
+/* <prefix>/<log id>/<segment id>/<n>.blk */
+#define PREFIX_MAX 256
+#define SEG_PFX_MAX (PREFIX_MAX + 2 * 21 + 4)
+#define BLOCK_KEY_MAX (SEG_PFX_MAX + 20 + 8) /* room for any u64 n */
+
+_Static_assert(SEG_OBJECTS_MAX < 1000000000000ULL, "block numbers fit BLOCK_DIGITS");
+_Static_assert(BLOCK_KEY_MAX <= S3_KEY_MAX, "keys fit S3's limit");
+
+static const char MARKER_MAGIC[8] = {'W', 'P', 'S', '3', 'M', 'A', 'R', 'K'};
+enum { MARK_CREATE = 1, MARK_FENCE = 2, MARK_REOPEN = 3 };
+
+typedef struct {
+    storage base;
+    s3_client *c;
+    char prefix[PREFIX_MAX]; /* "" or "a/b/" (with the trailing '/') */
+} s3_storage;
+
+typedef struct {
+    uint64_t n;    /* block number */
+    uint64_t size; /* object size */
+    uint64_t off;  /* byte offset of a data object in the segment */
+    int64_t epoch; /* of a marker */
+    bool marker;
+} seg_obj;
+
+/* What a listing says about a segment. */
+typedef struct {
+    seg_obj *v;
+    size_t n, cap;
+    uint64_t total;    /* bytes of data */
+    int64_t max_epoch; /* highest marker epoch; INT64_MIN if none */
+} seg_view;
+
+typedef struct {
+    s3_storage *s;
+    int64_t log_id, seg_id;
+    char pfx[SEG_PFX_MAX];
+} seg_ref;
+
+struct st_writer {
+    seg_ref ref;
+    int64_t epoch;
+    uint64_t next; /* block number of the next PUT */
+    uint64_t size;
+    int failed;
+};
+
+struct st_reader {
+    seg_ref ref;
+    seg_view view;
+};
+
+/* ---- keys and markers ------------------------------------------------------ */
+
+static int ref_make(s3_storage *s, int64_t log_id, int64_t seg_id, seg_ref *r)
+{
+    if (log_id < 0 || seg_id < 0)
+        return wp__err(WP_EINVAL, "storage: negative id (log %" PRId64 ", segment %" PRId64 ")",
+                       log_id, seg_id);
+    r->s = s;
+    r->log_id = log_id;
+    r->seg_id = seg_id;
+    snprintf(r->pfx, sizeof r->pfx, "%s%" PRId64 "/%" PRId64 "/", s->prefix, log_id, seg_id);
+    return 0;
+}
+
+static void block_key(const seg_ref *r, uint64_t n, char key[BLOCK_KEY_MAX])
+{
+    snprintf(key, BLOCK_KEY_MAX, "%s%0*" PRIu64 ".blk", r->pfx, BLOCK_DIGITS, n);
+}
+
+/* The block number of a key under r->pfx, or false for other names. */
+static bool block_number(const seg_ref *r, const char *key, uint64_t *n)
+{
+    size_t pl = strlen(r->pfx);
+    if (strncmp(key, r->pfx, pl) != 0)
+        return false;
+    key += pl;
+    if (strlen(key) != BLOCK_DIGITS + 4 || strcmp(key + BLOCK_DIGITS, ".blk") != 0)
+        return false;
+    uint64_t v = 0;
+    for (int i = 0; i < BLOCK_DIGITS; i++) {
+        if (key[i] < '0' || key[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(key[i] - '0');
+    }
+    *n = v;
+    return true;
+}
+
+static void put_le64(unsigned char *b, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)b[i] << (8 * i);
+    return v;
+}
+
+/* The marker check: SHA-256 of bytes 0..27 then log_id and seg_id (LE). */
+static void marker_check(const seg_ref *r, const unsigned char *m, unsigned char out[8])
+{
+    unsigned char b[MARKER_CHECKED + 16], h[SHA256_DIGEST_LENGTH];
+    memcpy(b, m, MARKER_CHECKED);
+    put_le64(b + MARKER_CHECKED, (uint64_t)r->log_id);
+    put_le64(b + MARKER_CHECKED + 8, (uint64_t)r->seg_id);
+    SHA256(b, sizeof b, h);
+    memcpy(out, h, 8);
+}
+
+static int marker_encode(const seg_ref *r, int kind, int64_t epoch, unsigned char m[MARKER_BYTES])
+{
+    memcpy(m, MARKER_MAGIC, 8);
+    m[8] = MARKER_VERSION, m[9] = 0;
+    m[10] = (unsigned char)kind, m[11] = 0;
+    put_le64(m + 12, (uint64_t)epoch);
+    if (RAND_bytes(m + 20, 8) != 1)
+        return wp__err(WP_EIO, "storage: no random bytes for a marker nonce (OpenSSL)");
+    marker_check(r, m, m + MARKER_CHECKED);
+    return 0;
+}
+
+/* True if m is a valid marker of segment r; its epoch in *epoch. */
+static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, int64_t *epoch)
+{
+    unsigned char c[8];
+    if (len != MARKER_BYTES || memcmp(m, MARKER_MAGIC, 8) != 0 || m[8] != MARKER_VERSION || m[9] ||
+        m[10] < MARK_CREATE || m[10] > MARK_REOPEN || m[11])
+        return false;
+    marker_check(r, m, c);
+    if (memcmp(m + MARKER_CHECKED, c, 8) != 0)
+        return false;
+    *epoch = (int64_t)get_le64(m + 12);
+    return true;
+}
+
+/* PUTs a marker at block n, only if absent (WP_EEXIST if taken). */
+static int marker_put(const seg_ref *r, uint64_t n, int kind, int64_t epoch)
+{
+    unsigned char m[MARKER_BYTES];
+    char key[BLOCK_KEY_MAX];
+    int rc = marker_encode(r, kind, epoch, m);
+    if (rc)
+        return rc;
+    block_key(r, n, key);
+    struct iovec v = {m, sizeof m};
+    return s3_put(r->s->c, key, &v, 1, S3_PUT_IF_ABSENT);
+}
+
+/* Reads block n: is it a marker (and of which epoch)? WP_ENOENT if gone. */
+static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *epoch)
+{
+    unsigned char m[MARKER_BYTES + 1];
+    char key[BLOCK_KEY_MAX];
+    size_t got;
+    uint64_t size = 0;
+    block_key(r, n, key);
+    int rc = s3_get(r->s->c, key, 0, m, sizeof m, &got, &size);
+    if (rc)
+        return rc;
+    *is_marker = size == MARKER_BYTES && marker_decode(r, m, got, epoch);
+    return 0;
+}
+
+/* ---- views: what a listing says ---------------------------------------------- */
+
+static void view_free(seg_view *v)
+{
+    free(v->v);
+    memset(v, 0, sizeof *v);
+    v->max_epoch = INT64_MIN;
+}
+
+static int view_push(seg_view *v, uint64_t n, uint64_t size)
+{
+    if (v->n > 0 && n <= v->v[v->n - 1].n)
+        return wp__err(WP_EIO, "storage: s3 listing out of order at block %" PRIu64, n);
+    if (v->n >= SEG_OBJECTS_MAX)
+        return wp__err(WP_ETOOBIG, "storage: segment has more than %" PRIu64 " objects",
+                       (uint64_t)SEG_OBJECTS_MAX);
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        seg_obj *nv = realloc(v->v, cap * sizeof *nv);
+        if (!nv)
+            return wp__err(WP_ENOMEM, "storage: segment listing");
+        v->v = nv;
+        v->cap = cap;
+    }
+    v->v[v->n++] = (seg_obj){.n = n, .size = size};
+    return 0;
+}
+
+typedef struct {
+    const seg_ref *r;
+    seg_view *v;
+} list_ctx;
+
+static int on_block(void *arg, const char *key, uint64_t size)
+{
+    list_ctx *lc = arg;
+    uint64_t n;
+    if (!block_number(lc->r, key, &n))
+        return 0; /* another kind of object: not part of the byte stream */
+    return view_push(lc->v, n, size);
+}
+
+/* Classifies objects [from, v->n): markers by content, offsets of data.
+ * *new_marker tells whether one of them is a marker. Objects that vanish
+ * meanwhile make it WP_EAGAIN (the caller lists again). */
+static int view_classify(const seg_ref *r, seg_view *v, size_t from, bool *new_marker)
+{
+    *new_marker = false;
+    for (size_t i = from; i < v->n; i++) {
+        seg_obj *o = &v->v[i];
+        o->marker = false;
+        if (o->size == MARKER_BYTES) {
+            int rc = marker_probe(r, o->n, &o->marker, &o->epoch);
+            if (rc == WP_ENOENT)
+                return WP_EAGAIN;
+            if (rc)
+                return rc;
+        }
+        o->off = v->total;
+        if (o->marker) {
+            *new_marker = true;
+            if (o->epoch > v->max_epoch)
+                v->max_epoch = o->epoch;
+        } else {
+            if (o->size > (uint64_t)WP_SEGMENT_BYTES_MAX - v->total)
+                return wp__err(WP_ECORRUPT, "storage: segment %s exceeds %lld bytes", r->pfx,
+                               (long long)WP_SEGMENT_BYTES_MAX);
+            v->total += o->size;
+        }
+    }
+    return 0;
+}
+
+/* Lists the whole segment into a fresh view (retrying if objects vanish
+ * while it is classified). */
+static int view_load(const seg_ref *r, seg_view *v)
+{
+    int rc = WP_EAGAIN;
+    for (int tries = 0; rc == WP_EAGAIN && tries < REOPEN_TRIES_MAX; tries++) {
+        view_free(v);
+        list_ctx lc = {r, v};
+        bool nm;
+        rc = s3_list_all(r->s->c, r->pfx, NULL, 0, SEG_OBJECTS_MAX, on_block, &lc);
+        if (!rc)
+            rc = view_classify(r, v, 0, &nm);
+    }
+    if (rc == WP_EAGAIN)
+        rc = wp__err(WP_EIO, "storage: segment %s keeps changing while listed", r->pfx);
+    return rc;
+}
+
+/* Adds the objects after the last one known; lists everything again if a
+ * new marker appeared (a reopen may have cut data). */
+static int view_refresh(const seg_ref *r, seg_view *v)
+{
+    if (v->n == 0)
+        return view_load(r, v);
+    char after[BLOCK_KEY_MAX];
+    block_key(r, v->v[v->n - 1].n, after);
+    size_t from = v->n;
+    list_ctx lc = {r, v};
+    bool nm = false;
+    int rc = s3_list_all(r->s->c, r->pfx, after, 0, SEG_OBJECTS_MAX, on_block, &lc);
+    if (!rc)
+        rc = view_classify(r, v, from, &nm);
+    if (rc == WP_EAGAIN || (!rc && nm))
+        return view_load(r, v);
+    return rc;
+}
+
+/* ---- writers ------------------------------------------------------------------ */
+
+static int writer_new(const seg_ref *r, int64_t epoch, uint64_t next, uint64_t size, st_writer **out)
+{
+    st_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return wp__err(WP_ENOMEM, "storage: writer");
+    w->ref = *r;
+    w->epoch = epoch;
+    w->next = next;
+    w->size = size;
+    *out = w;
+    return 0;
+}
+
+static void s3_writer_close(st_writer *w) { free(w); }
+
+static int writer_fail(st_writer *w, int rc)
+{
+    w->failed = rc;
+    wp__log(w->ref.s->base.logger, WP_LOG_WARN, "storage: writer of %s failed for good: %s",
+            w->ref.pfx, wp_errmsg());
+    return rc;
+}
+
+static int writer_failed_again(const st_writer *w)
+{
+    if (w->failed == WP_EFENCED)
+        return wp__err(WP_EFENCED, "segment %s: writer (epoch %" PRId64 ") was fenced", w->ref.pfx,
+                       w->epoch);
+    return wp__err(w->failed, "segment %s: writer failed earlier (%s); open a new one", w->ref.pfx,
+                   wp_strerror(w->failed));
+}
+
+static int fenced_at(st_writer *w, uint64_t n)
+{
+    return writer_fail(w, wp__err(WP_EFENCED, "segment %s: block %" PRIu64 " was taken: writer "
+                                  "(epoch %" PRId64 ") fenced", w->ref.pfx, n, w->epoch));
+}
+
+static int s3_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, st_writer **out)
+{
+    s3_storage *s = (s3_storage *)st;
+    seg_ref r;
+    *out = NULL;
+    int rc = ref_make(s, log_id, seg_id, &r);
+    if (rc)
+        return rc;
+    rc = marker_put(&r, 0, MARK_CREATE, epoch);
+    if (rc == WP_EEXIST)
+        return wp__err(WP_EEXIST, "segment %s already exists", r.pfx);
+    if (rc)
+        return rc;
+    return writer_new(&r, epoch, 1, 0, out);
+}
+
+/* An empty append still reports a fence: is the next number taken? */
+static int append_empty(st_writer *w)
+{
+    char key[BLOCK_KEY_MAX];
+    s3_obj_info info;
+    block_key(&w->ref, w->next, key);
+    int rc = s3_head(w->ref.s->c, key, &info);
+    if (rc == WP_ENOENT) {
+        wp__err_clear();
+        return 0;
+    }
+    return rc ? writer_fail(w, rc) : fenced_at(w, w->next);
+}
+
+/* True if the iovecs hold exactly a marker of the writer's segment. */
+static bool looks_like_marker(const st_writer *w, const struct iovec *iov, int iovcnt)
+{
+    unsigned char m[MARKER_BYTES];
+    size_t o = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(m + o, iov[i].iov_base, iov[i].iov_len);
+        o += iov[i].iov_len;
+    }
+    int64_t e;
+    return marker_decode(&w->ref, m, o, &e);
+}
+
+static int s3_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
+{
+    if (w->failed)
+        return writer_failed_again(w);
+    if (iovcnt < 0 || (iovcnt > 0 && !iov))
+        return writer_fail(w, wp__err(WP_EINVAL, "append %s: bad iovec", w->ref.pfx));
+    uint64_t total = 0, room = (uint64_t)WP_SEGMENT_BYTES_MAX - w->size;
+    for (int i = 0; i < iovcnt && total <= room; i++)
+        total += iov[i].iov_len > room ? room + 1 : iov[i].iov_len;
+    if (total > room || w->next >= SEG_OBJECTS_MAX)
+        return writer_fail(w, wp__err(WP_ETOOBIG, "append %s: segment would exceed its bounds",
+                                      w->ref.pfx));
+    if (total == 0)
+        return append_empty(w);
+    if (total == MARKER_BYTES && looks_like_marker(w, iov, iovcnt))
+        return writer_fail(w, wp__err(WP_EINVAL, "append %s: the bytes are a marker object",
+                                      w->ref.pfx));
+    char key[BLOCK_KEY_MAX];
+    block_key(&w->ref, w->next, key);
+    int rc = s3_put(w->ref.s->c, key, iov, iovcnt, S3_PUT_IF_ABSENT);
+    if (rc == WP_EEXIST)
+        return fenced_at(w, w->next);
+    if (rc)
+        return writer_fail(w, rc);
+    w->next++;
+    w->size += total;
+    return 0;
+}
+
+static int s3_seg_publish_lac(st_writer *w, int64_t lac)
+{
+    if (w->failed)
+        return writer_failed_again(w);
+    if (lac < -1)
+        return wp__err(WP_EINVAL, "publish lac %s: bad lac %" PRId64, w->ref.pfx, lac);
+    return 0; /* objects are visible only once durable: nothing to publish */
+}
+
+static uint64_t s3_seg_writer_size(st_writer *w) { return w->size; }
+
+/* ---- fencing and reopening ---------------------------------------------------- */
+
+/* The numbers [n0, at) were taken by others while a fence marker was put
+ * at `at`. If one holds a marker of an epoch above ours, that owner fenced
+ * first and our marker would stop its writer: remove ours (no writer older
+ * than that marker can get past it to `at`). */
+static int fence_check_skipped(const seg_ref *r, uint64_t n0, uint64_t at, int64_t epoch)
+{
+    seg_view v = {.max_epoch = INT64_MIN};
+    char after[BLOCK_KEY_MAX];
+    list_ctx lc = {r, &v};
+    bool nm;
+    block_key(r, n0 - 1, after); /* n0 >= 1: block 0 is the create marker */
+    int rc = s3_list_all(r->s->c, r->pfx, after, 0, SEG_OBJECTS_MAX, on_block, &lc);
+    while (!rc && v.n > 0 && v.v[v.n - 1].n >= at)
+        v.n--;
+    if (!rc)
+        rc = view_classify(r, &v, 0, &nm);
+    if (!rc && v.max_epoch > epoch) {
+        char key[BLOCK_KEY_MAX];
+        block_key(r, at, key);
+        wp__log(r->s->base.logger, WP_LOG_WARN, "segment %s: fence of epoch %" PRId64 " raced "
+                "one of epoch %" PRId64 "; removing block %" PRIu64, r->pfx, epoch, v.max_epoch, at);
+        rc = s3_delete(r->s->c, key);
+    }
+    view_free(&v);
+    return rc == WP_EAGAIN ? 0 : rc; /* EAGAIN: a skipped object vanished (a cut) */
+}
+
+/* Puts a fence marker of `epoch` at the first free number from n0 on. A
+ * writer may still be appending: each taken number costs one PUT (a 412),
+ * as fast as the writer's own appends; what was skipped is checked after. */
+static int fence_place(const seg_ref *r, uint64_t n0, int64_t epoch)
+{
+    uint64_t n = n0;
+    int rc = WP_EAGAIN;
+    for (int i = 0; i < FENCE_TRIES_MAX && n < SEG_OBJECTS_MAX && rc == WP_EAGAIN; i++) {
+        rc = marker_put(r, n, MARK_FENCE, epoch);
+        if (rc == WP_EEXIST) {
+            rc = WP_EAGAIN;
+            n++;
+        }
+    }
+    if (rc == WP_EAGAIN)
+        return wp__err(WP_EAGAIN, "segment %s: no free block number for a fence after %d tries",
+                       r->pfx, FENCE_TRIES_MAX);
+    if (rc || n == n0)
+        return rc;
+    return fence_check_skipped(r, n0, n, epoch);
+}
+
+static int s3_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch)
+{
+    seg_ref r;
+    seg_view v = {.max_epoch = INT64_MIN};
+    int rc = ref_make((s3_storage *)st, log_id, seg_id, &r);
+    if (!rc)
+        rc = view_load(&r, &v);
+    if (!rc && v.n == 0)
+        rc = wp__err(WP_ENOENT, "fence: segment %s does not exist", r.pfx);
+    if (!rc && v.max_epoch < epoch)
+        rc = fence_place(&r, v.v[v.n - 1].n + 1, epoch);
+    view_free(&v);
+    return rc;
+}
+
+/* Index of the first data object at or past byte len, after checking that
+ * len is an object boundary within the data. */
+static int cut_point(const seg_ref *r, const seg_view *v, uint64_t len, size_t *first)
+{
+    if (len > v->total)
+        return wp__err(WP_ECORRUPT, "segment %s: data is %" PRIu64 " bytes, shorter than reopen "
+                       "length %" PRIu64, r->pfx, v->total, len);
+    size_t i = 0;
+    while (i < v->n && (v->v[i].marker || v->v[i].off + v->v[i].size <= len))
+        i++;
+    if (i < v->n && v->v[i].off != len)
+        return wp__err(WP_ECORRUPT, "segment %s: reopen length %" PRIu64 " is inside object %"
+                       PRIu64 " (bytes %" PRIu64 "..%" PRIu64 ")", r->pfx, len, v->v[i].n,
+                       v->v[i].off, v->v[i].off + v->v[i].size);
+    *first = i;
+    return 0;
+}
+
+/* Deletes the data objects of v from index `from` on, below block `below`. */
+static int cut_data(const seg_ref *r, const seg_view *v, size_t from, uint64_t below)
+{
+    char key[BLOCK_KEY_MAX];
+    for (size_t i = v->n; i > from; i--) {
+        const seg_obj *o = &v->v[i - 1];
+        if (o->marker || o->n >= below)
+            continue;
+        block_key(r, o->n, key);
+        int rc = s3_delete(r->s->c, key);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* One try of reopen: validate, take the next number, cut. WP_EAGAIN if a
+ * racer took the number (list again). */
+static int reopen_try(const seg_ref *r, int64_t epoch, uint64_t len, uint64_t *next)
+{
+    seg_view v = {.max_epoch = INT64_MIN};
+    size_t first = 0;
+    uint64_t at = 0;
+    int rc = view_load(r, &v);
+    if (!rc && v.n == 0)
+        rc = wp__err(WP_ENOENT, "segment %s does not exist", r->pfx);
+    if (!rc && v.max_epoch > epoch)
+        rc = wp__err(WP_EFENCED, "segment %s: fenced by epoch %" PRId64 " (reopen epoch %" PRId64
+                     ")", r->pfx, v.max_epoch, epoch);
+    if (!rc)
+        rc = cut_point(r, &v, len, &first);
+    if (!rc) {
+        at = v.v[v.n - 1].n + 1;
+        rc = at < SEG_OBJECTS_MAX ? marker_put(r, at, MARK_REOPEN, epoch)
+                                  : wp__err(WP_ETOOBIG, "segment %s: too many objects", r->pfx);
+        if (rc == WP_EEXIST)
+            rc = WP_EAGAIN;
+    }
+    if (!rc)
+        rc = cut_data(r, &v, first, at);
+    if (!rc)
+        *next = at + 1;
+    view_free(&v);
+    return rc;
+}
+
+static int s3_seg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, uint64_t len,
+                         st_writer **out)
+{
+    seg_ref r;
+    uint64_t next = 0;
+    *out = NULL;
+    if (len > (uint64_t)WP_SEGMENT_BYTES_MAX)
+        return wp__err(WP_EINVAL, "reopen: length %" PRIu64 " above the segment limit", len);
+    int rc = ref_make((s3_storage *)st, log_id, seg_id, &r);
+    if (rc)
+        return rc;
+    rc = WP_EAGAIN;
+    for (int i = 0; i < REOPEN_TRIES_MAX && rc == WP_EAGAIN; i++)
+        rc = reopen_try(&r, epoch, len, &next);
+    if (rc == WP_EAGAIN)
+        rc = wp__err(WP_EIO, "reopen %s: lost the race for a block number %d times", r.pfx,
+                     REOPEN_TRIES_MAX);
+    if (rc)
+        return rc;
+    return writer_new(&r, epoch, next, len, out);
+}
+
+/* ---- readers ------------------------------------------------------------------ */
+
+static void s3_reader_close(st_reader *r)
+{
+    if (!r)
+        return;
+    view_free(&r->view);
+    free(r);
+}
+
+static int s3_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_reader **out)
+{
+    *out = NULL;
+    st_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return wp__err(WP_ENOMEM, "storage: reader");
+    r->view.max_epoch = INT64_MIN;
+    int rc = ref_make((s3_storage *)st, log_id, seg_id, &r->ref);
+    if (!rc)
+        rc = view_load(&r->ref, &r->view);
+    if (!rc && r->view.n == 0)
+        rc = wp__err(WP_ENOENT, "segment %s does not exist", r->ref.pfx);
+    if (rc) {
+        s3_reader_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* Index of the first object whose bytes end after off (binary search). */
+static size_t view_find(const seg_view *v, uint64_t off)
+{
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const seg_obj *o = &v->v[mid];
+        uint64_t end = o->off + (o->marker ? 0 : o->size);
+        if (end <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Reads [off, off+len) as the view maps it. WP_EAGAIN if an object does
+ * not match the view (gone or another size): the view is stale. */
+static int view_read(const seg_ref *r, const seg_view *v, uint64_t off, unsigned char *buf,
+                     size_t len, size_t *got)
+{
+    char key[BLOCK_KEY_MAX];
+    *got = 0;
+    for (size_t i = view_find(v, off); i < v->n && *got < len; i++) {
+        const seg_obj *o = &v->v[i];
+        if (o->marker || o->size == 0)
+            continue;
+        uint64_t pos = off + *got, in = pos - o->off;
+        size_t take = o->size - in < len - *got ? (size_t)(o->size - in) : len - *got;
+        size_t g = 0;
+        uint64_t osize = 0;
+        block_key(r, o->n, key);
+        int rc = s3_get(r->s->c, key, in, buf + *got, take, &g, &osize);
+        if (rc == WP_ENOENT || (!rc && (g != take || osize != o->size)))
+            return WP_EAGAIN;
+        if (rc)
+            return rc;
+        *got += g;
+    }
+    return 0;
+}
+
+static int s3_seg_read(st_reader *r, uint64_t off, void *buf, size_t len, size_t *got)
+{
+    *got = 0;
+    if (len == 0)
+        return 0;
+    int rc = 0;
+    if (off > UINT64_MAX - len || off + len > r->view.total)
+        rc = view_refresh(&r->ref, &r->view);
+    if (rc)
+        return rc;
+    if (off >= r->view.total)
+        return 0;
+    if (len > r->view.total - off)
+        len = (size_t)(r->view.total - off);
+    rc = view_read(&r->ref, &r->view, off, buf, len, got);
+    if (rc == WP_EAGAIN) { /* objects changed under us: list everything again */
+        rc = view_load(&r->ref, &r->view);
+        if (!rc && off < r->view.total) {
+            len = len < r->view.total - off ? len : (size_t)(r->view.total - off);
+            rc = view_read(&r->ref, &r->view, off, buf, len, got);
+        }
+        if (rc == WP_EAGAIN)
+            rc = wp__err(WP_EIO, "read %s: objects keep changing under the reader", r->ref.pfx);
+    }
+    return rc;
+}
+
+static int s3_seg_size(st_reader *r, uint64_t *size)
+{
+    int rc = view_refresh(&r->ref, &r->view);
+    if (rc)
+        return rc;
+    *size = r->view.total;
+    return 0;
+}
+
+static int s3_seg_read_lac(st_reader *r, int64_t *lac)
+{
+    (void)r;
+    *lac = -1;
+    return WP_ENOTSUP;
+}
+
+/* ---- deletion and listing ------------------------------------------------------ */
+
+typedef struct {
+    char **keys;
+    size_t n, cap;
+} key_list;
+
+static int on_key(void *arg, const char *key, uint64_t size)
+{
+    (void)size;
+    key_list *kl = arg;
+    if (kl->n == kl->cap) {
+        size_t cap = kl->cap ? kl->cap * 2 : 64;
+        char **nk = realloc(kl->keys, cap * sizeof *nk);
+        if (!nk)
+            return wp__err(WP_ENOMEM, "storage: key list");
+        kl->keys = nk;
+        kl->cap = cap;
+    }
+    if (!(kl->keys[kl->n] = strdup(key)))
+        return wp__err(WP_ENOMEM, "storage: key list");
+    kl->n++;
+    return 0;
+}
+
+/* Deletes every key under prefix, last key first (the create marker of a
+ * segment goes last, so a half-deleted segment still exists). */
+static int delete_prefix(s3_storage *s, const char *prefix, size_t max_keys)
+{
+    key_list kl = {0};
+    int rc = s3_list_all(s->c, prefix, NULL, 0, max_keys, on_key, &kl);
+    for (size_t i = kl.n; rc == 0 && i > 0; i--)
+        rc = s3_delete(s->c, kl.keys[i - 1]);
+    for (size_t i = 0; i < kl.n; i++)
+        free(kl.keys[i]);
+    free(kl.keys);
+    return rc;
+}
+
+static int s3_seg_delete(storage *st, int64_t log_id, int64_t seg_id)
+{
+    seg_ref r;
+    int rc = ref_make((s3_storage *)st, log_id, seg_id, &r);
+    if (rc)
+        return rc;
+    return delete_prefix(r.s, r.pfx, SEG_OBJECTS_MAX);
+}
+
+/* Parses "<digits>/" (canonical, no leading zero) after the log prefix. */
+static bool parse_seg_prefix(const char *p, size_t lp, int64_t *id)
+{
+    p += lp;
+    size_t n = strlen(p);
+    if (n < 2 || n > 19 || p[n - 1] != '/' || (p[0] == '0' && n > 2))
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (p[i] - '0');
+    }
+    *id = v;
+    return true;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    int64_t *v;
+    size_t n, cap;
+} id_list;
+
+static int ids_add_page(id_list *ids, const s3_list_page *p, size_t lp)
+{
+    for (size_t i = 0; i < p->n_prefixes; i++) {
+        int64_t id;
+        if (!parse_seg_prefix(p->prefixes[i], lp, &id))
+            continue;
+        if (ids->n >= LOG_SEGMENTS_MAX)
+            return wp__err(WP_ETOOBIG, "storage: more than %d segments in a log", LOG_SEGMENTS_MAX);
+        if (ids->n == ids->cap) {
+            size_t cap = ids->cap ? ids->cap * 2 : 64;
+            int64_t *nv = realloc(ids->v, cap * sizeof *nv);
+            if (!nv)
+                return wp__err(WP_ENOMEM, "storage: segment list");
+            ids->v = nv;
+            ids->cap = cap;
+        }
+        ids->v[ids->n++] = id;
+    }
+    return 0;
+}
+
+static int list_segments(s3_storage *s, const char *lpfx, id_list *ids)
+{
+    s3_list_page p = {0};
+    char *token = NULL;
+    int rc;
+    for (;;) {
+        rc = s3_list(s->c, lpfx, "/", NULL, token, 0, &p);
+        if (!rc)
+            rc = ids_add_page(ids, &p, strlen(lpfx));
+        if (rc || !p.truncated)
+            break;
+        free(token);
+        token = p.next_token;
+        p.next_token = NULL;
+        s3_list_page_free(&p);
+    }
+    s3_list_page_free(&p);
+    free(token);
+    return rc;
+}
+
+static int log_prefix(s3_storage *s, int64_t log_id, char *out, size_t cap)
+{
+    if (log_id < 0)
+        return wp__err(WP_EINVAL, "storage: negative log id %" PRId64, log_id);
+    snprintf(out, cap, "%s%" PRId64 "/", s->prefix, log_id);
+    return 0;
+}
+
+static int s3_seg_list(storage *st, int64_t log_id, int64_t **out, size_t *n)
+{
+    s3_storage *s = (s3_storage *)st;
+    char lpfx[SEG_PFX_MAX];
+    id_list ids = {0};
+    *out = NULL;
+    *n = 0;
+    int rc = log_prefix(s, log_id, lpfx, sizeof lpfx);
+    if (!rc)
+        rc = list_segments(s, lpfx, &ids);
+    if (rc) {
+        free(ids.v);
+        return rc;
+    }
+    if (ids.n)
+        qsort(ids.v, ids.n, sizeof *ids.v, cmp_id);
+    *out = ids.v ? ids.v : malloc(sizeof(int64_t));
+    if (!*out)
+        return wp__err(WP_ENOMEM, "storage: segment list");
+    *n = ids.n;
+    return 0;
+}
+
+static int s3_log_delete(storage *st, int64_t log_id)
+{
+    s3_storage *s = (s3_storage *)st;
+    int64_t *ids = NULL;
+    size_t n = 0;
+    char lpfx[SEG_PFX_MAX];
+    int rc = log_prefix(s, log_id, lpfx, sizeof lpfx);
+    if (!rc)
+        rc = s3_seg_list(st, log_id, &ids, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = s3_seg_delete(st, log_id, ids[i]);
+    free(ids);
+    /* Anything else under the log (not a segment) goes too. */
+    if (!rc)
+        rc = delete_prefix(s, lpfx, SEG_OBJECTS_MAX);
+    return rc;
+}
+
+/* ---- the backend ---------------------------------------------------------------- */
+
+static void s3_storage_close(storage *st)
+{
+    s3_storage *s = (s3_storage *)st;
+    if (!s)
+        return;
+    s3_client_close(s->c);
+    free(s);
+}
+
+static const struct storage_ops s3_ops = {
+    .name = "s3",
+    .seg_create = s3_seg_create,
+    .seg_reopen = s3_seg_reopen,
+    .seg_append = s3_seg_append,
+    .seg_publish_lac = s3_seg_publish_lac,
+    .seg_writer_size = s3_seg_writer_size,
+    .seg_writer_close = s3_writer_close,
+    .seg_fence = s3_seg_fence,
+    .seg_open_read = s3_seg_open_read,
+    .seg_read = s3_seg_read,
+    .seg_size = s3_seg_size,
+    .seg_read_lac = s3_seg_read_lac,
+    .seg_reader_close = s3_reader_close,
+    .seg_delete = s3_seg_delete,
+    .log_delete = s3_log_delete,
+    .seg_list = s3_seg_list,
+    .close = s3_storage_close,
+};
+
+/* "/a//b/" -> "a//b/" (leading '/' dropped, one trailing '/' kept). */
+static int prefix_normalize(const char *in, char out[PREFIX_MAX])
+{
+    while (*in == '/')
+        in++;
+    size_t n = strlen(in);
+    while (n && in[n - 1] == '/')
+        n--;
+    if (n + 2 > PREFIX_MAX)
+        return wp__err(WP_EINVAL, "storage: s3 prefix longer than %d bytes", PREFIX_MAX - 2);
+    memcpy(out, in, n);
+    if (n)
+        out[n++] = '/';
+    out[n] = '\0';
+    return 0;
+}
+
+int storage_s3_open_client(s3_client *c, const char *prefix, const wp__logger *lg, storage **out)
+{
+    *out = NULL;
+    s3_storage *s = calloc(1, sizeof *s);
+    if (!s) {
+        s3_client_close(c);
+        return wp__err(WP_ENOMEM, "storage: s3 backend");
+    }
+    s->c = c;
+    int rc = prefix_normalize(prefix ? prefix : "", s->prefix);
+    if (rc) {
+        s3_storage_close(&s->base);
+        return rc;
+    }
+    s->base.ops = &s3_ops;
+    s->base.logger = lg;
+    *out = &s->base;
+    return 0;
+}
+
+int storage_s3_open(const struct wp_config *cfg, const wp__logger *lg, storage **out)
+{
+    *out = NULL;
+    s3_options o = {
+        .endpoint = cfg->s3_endpoint,
+        .bucket = cfg->s3_bucket,
+        .region = cfg->s3_region,
+        .access_key = cfg->s3_access_key,
+        .secret_key = cfg->s3_secret_key,
+        .ca_file = cfg->s3_ca_file,
+        .path_style = cfg->s3_path_style != 0,
+        .timeout_ms = cfg->s3_timeout_ms,
+        .max_retries = cfg->s3_max_retries > S3_RETRIES_MAX ? S3_RETRIES_MAX
+                       : cfg->s3_max_retries < 0           ? 0
+                                                           : (int)cfg->s3_max_retries,
+        .logger = lg,
+    };
+    s3_client *c = NULL;
+    int rc = s3_client_open(&o, &c);
+    if (rc)
+        return rc;
+    return storage_s3_open_client(c, cfg->s3_prefix, lg, out);
+}
+
+s3_client *storage_s3_client(storage *s) { return ((s3_storage *)s)->c; }

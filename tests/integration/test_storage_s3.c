@@ -1,0 +1,931 @@
+/* test_storage_s3.c — the storage conformance suite on the S3 backend
+ * against a real S3 server (Ceph RGW, started by the CTest fixture through
+ * scripts/rgw.sh; $WP_TEST_S3_ENV names its env file), then what is
+ * specific to S3: SigV4 verification, conditional PUTs, ranged GETs, list
+ * continuation, multipart, fencing across two handles, and injected
+ * faults (503 bursts, resets, slow answers) recovered by retry. Prints a
+ * 2 MiB PUT throughput and a 1 KiB PUT p50 (not asserted). */
+#include "test.h"
+
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "conformance/storage_conformance.h"
+#include "config/config.h"
+#include "storage/s3.h"
+#include "storage/s3_client.h"
+
+/* ---- the server's coordinates ------------------------------------------------ */
+
+static char env_endpoint[256], env_ak[128], env_sk[128], env_bucket[64], env_region[64];
+static char env_https[256], env_ca[1024]; /* optional: RGW's TLS endpoint */
+static char run_prefix[128]; /* every key of this run lives under it */
+static int n_stores;
+
+static void env_set(const char *line)
+{
+    static const struct {
+        const char *name;
+        char *dst;
+        size_t cap;
+    } vars[] = {{"WP_S3_ENDPOINT=", env_endpoint, sizeof env_endpoint},
+                {"WP_S3_ACCESS_KEY=", env_ak, sizeof env_ak},
+                {"WP_S3_SECRET_KEY=", env_sk, sizeof env_sk},
+                {"WP_S3_BUCKET=", env_bucket, sizeof env_bucket},
+                {"WP_S3_REGION=", env_region, sizeof env_region},
+                {"WP_S3_HTTPS_ENDPOINT=", env_https, sizeof env_https},
+                {"WP_S3_CA_FILE=", env_ca, sizeof env_ca}};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        size_t l = strlen(vars[i].name);
+        if (strncmp(line, vars[i].name, l) == 0)
+            snprintf(vars[i].dst, vars[i].cap, "%.*s", (int)strcspn(line + l, "\r\n"), line + l);
+    }
+}
+
+static int env_load(void)
+{
+    const char *path = getenv("WP_TEST_S3_ENV");
+    if (!path || !*path) {
+        fprintf(stderr, "WP_TEST_S3_ENV is not set: run through ctest (it starts RGW with "
+                        "scripts/rgw.sh) or: scripts/rgw.sh start DIR; WP_TEST_S3_ENV=DIR/env\n");
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "cannot open %s (did scripts/rgw.sh start fail?)\n", path);
+        return -1;
+    }
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        env_set(line);
+    fclose(f);
+    if (!*env_endpoint || !*env_ak || !*env_sk || !*env_bucket) {
+        fprintf(stderr, "%s lacks WP_S3_ENDPOINT/ACCESS_KEY/SECRET_KEY/BUCKET\n", path);
+        return -1;
+    }
+    snprintf(run_prefix, sizeof run_prefix, "wptest/%d-%lld", (int)getpid(),
+             (long long)wp__wall_ms());
+    return 0;
+}
+
+static s3_options base_options(void)
+{
+    s3_options o = {.endpoint = env_endpoint, .bucket = env_bucket, .region = env_region,
+                    .access_key = env_ak, .secret_key = env_sk, .path_style = true,
+                    .timeout_ms = 10000, .max_retries = 4, .retry_base_ms = 5, .retry_cap_ms = 50};
+    return o;
+}
+
+static s3_client *client_open(void)
+{
+    s3_options o = base_options();
+    s3_client *c = NULL;
+    if (s3_client_open(&o, &c) != 0)
+        fprintf(stderr, "  s3_client_open: %s\n", wp_errmsg());
+    return c;
+}
+
+/* A backend under a fresh prefix of this run. */
+static storage *store_open(const char *tag)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/%s%d", run_prefix, tag, n_stores++);
+    s3_client *c = client_open();
+    storage *s = NULL;
+    if (c && storage_s3_open_client(c, prefix, NULL, &s) != 0)
+        fprintf(stderr, "  storage_s3_open_client: %s\n", wp_errmsg());
+    return s;
+}
+
+static storage *open_fresh(void *arg)
+{
+    (void)arg;
+    return store_open("sc");
+}
+
+static storage *store_at(const char *prefix)
+{
+    s3_client *c = client_open();
+    storage *s = NULL;
+    if (c && storage_s3_open_client(c, prefix, NULL, &s) != 0)
+        fprintf(stderr, "  storage_s3_open_client: %s\n", wp_errmsg());
+    return s;
+}
+
+static int del_cb(void *arg, const char *key, uint64_t size)
+{
+    (void)size;
+    return s3_delete(arg, key);
+}
+
+/* Removes every object this run wrote. */
+static void cleanup_run(void)
+{
+    s3_client *c = client_open();
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s/", run_prefix);
+    if (c && s3_list_all(c, prefix, NULL, 0, 1000000, del_cb, c) != 0)
+        fprintf(stderr, "cleanup of %s failed: %s\n", prefix, wp_errmsg());
+    s3_client_close(c);
+}
+
+static void key_of(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/obj/%s", run_prefix, name);
+}
+
+static int put_str(s3_client *c, const char *key, const char *s, unsigned flags)
+{
+    struct iovec v = {(void *)s, strlen(s)};
+    return s3_put(c, key, &v, 1, flags);
+}
+
+/* Checks a marker's bytes independently of src/storage/s3.c
+ * (docs/format.md section 11). */
+static int marker_ok(const unsigned char *m, int kind, int64_t epoch, int64_t log_id, int64_t seg_id)
+{
+    unsigned char b[44], h[32];
+    memcpy(b, m, 28);
+    for (int i = 0; i < 8; i++) {
+        b[28 + i] = (unsigned char)((uint64_t)log_id >> (8 * i));
+        b[36 + i] = (unsigned char)((uint64_t)seg_id >> (8 * i));
+    }
+    SHA256(b, sizeof b, h);
+    int64_t e = 0;
+    for (int i = 7; i >= 0; i--)
+        e = (int64_t)((uint64_t)e << 8 | m[12 + i]);
+    return memcmp(m, "WPS3MARK\x01\x00", 10) == 0 && m[10] == kind && m[11] == 0 && e == epoch &&
+           memcmp(m + 28, h, 8) == 0;
+}
+
+/* ---- S3 client against RGW ------------------------------------------------------ */
+
+TEST(sigv4_wrong_secret)
+{
+    s3_options o = base_options();
+    o.secret_key = "not-the-secret-key-0000000000000000000000";
+    s3_client *c = NULL;
+    CHECK_OK(s3_client_open(&o, &c));
+    REQUIRE(c);
+    char key[256];
+    key_of(key, sizeof key, "badsig");
+    CHECK_RC(WP_EIO, put_str(c, key, "x", 0));
+    fprintf(stderr, "  wrong secret: %s\n", wp_errmsg());
+    CHECK(strstr(wp_errmsg(), "403") != NULL);
+    CHECK(strstr(wp_errmsg(), "SignatureDoesNotMatch") != NULL);
+    CHECK(strstr(wp_errmsg(), key) != NULL);
+    CHECK(strstr(wp_errmsg(), env_bucket) != NULL);
+    s3_stats st;
+    s3_client_stats(c, &st);
+    CHECK(st.attempts == 1); /* a 403 is not retried */
+    s3_client_close(c);
+    /* The right secret works; a wrong access key is refused too. */
+    c = client_open();
+    REQUIRE(c);
+    CHECK_OK(put_str(c, key, "x", 0));
+    s3_client_close(c);
+    o = base_options();
+    o.access_key = "NOSUCHKEY0000000000";
+    CHECK_OK(s3_client_open(&o, &c));
+    CHECK_RC(WP_EIO, put_str(c, key, "y", 0));
+    CHECK(strstr(wp_errmsg(), "InvalidAccessKeyId") != NULL);
+    s3_client_close(c);
+}
+
+TEST(conditional_put)
+{
+    s3_client *c = client_open();
+    REQUIRE(c);
+    char key[256];
+    key_of(key, sizeof key, "cond");
+    CHECK_OK(put_str(c, key, "first", S3_PUT_IF_ABSENT));
+    CHECK_RC(WP_EEXIST, put_str(c, key, "second", S3_PUT_IF_ABSENT));
+    CHECK(strstr(wp_errmsg(), "412") != NULL && strstr(wp_errmsg(), "PreconditionFailed") != NULL);
+    /* The same bytes again on a first attempt are still a 412: only a
+     * retried attempt may claim the object as its own. */
+    CHECK_RC(WP_EEXIST, put_str(c, key, "first", S3_PUT_IF_ABSENT));
+    char buf[16];
+    size_t got = 0;
+    CHECK_OK(s3_get(c, key, 0, buf, sizeof buf, &got, NULL));
+    CHECK(got == 5 && memcmp(buf, "first", 5) == 0);
+    /* A plain PUT overwrites. */
+    CHECK_OK(put_str(c, key, "third!", 0));
+    CHECK_OK(s3_get(c, key, 0, buf, sizeof buf, &got, NULL));
+    CHECK(got == 6 && memcmp(buf, "third!", 6) == 0);
+    s3_obj_info info;
+    CHECK_OK(s3_head(c, key, &info));
+    CHECK(info.size == 6 && strlen(info.etag) == 32);
+    CHECK_OK(s3_delete(c, key));
+    CHECK_OK(s3_delete(c, key)); /* idempotent */
+    CHECK_RC(WP_ENOENT, s3_head(c, key, &info));
+    CHECK_RC(WP_ENOENT, s3_get(c, key, 0, buf, sizeof buf, &got, NULL));
+    CHECK(strstr(wp_errmsg(), "NoSuchKey") != NULL);
+    s3_client_close(c);
+}
+
+TEST(ranged_get)
+{
+    s3_client *c = client_open();
+    REQUIRE(c);
+    char key[256];
+    key_of(key, sizeof key, "range");
+    enum { N = 100000 };
+    unsigned char *b = malloc(N), *r = malloc(N);
+    REQUIRE(b && r);
+    sc_fill(b, N, 7, 0);
+    struct iovec v[3] = {{b, 10}, {b + 10, 50000}, {b + 50010, N - 50010}};
+    CHECK_OK(s3_put(c, key, v, 3, 0));
+    static const struct {
+        uint64_t off;
+        size_t len, want;
+    } cases[] = {{0, N, N}, {0, 1, 1}, {1, 10, 10}, {N - 1, 1, 1}, {N - 5, 100, 5},
+                 {4096, 65536, 65536}, {N, 10, 0}, {N + 100, 10, 0}, {12345, 0, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t got = 99;
+        uint64_t total = 0;
+        CHECK_OK(s3_get(c, key, cases[i].off, r, cases[i].len, &got, &total));
+        CHECK(got == cases[i].want);
+        CHECK(got == 0 || memcmp(r, b + cases[i].off, got) == 0);
+        if (cases[i].off < N)
+            CHECK(total == N);
+    }
+    free(b);
+    free(r);
+    s3_client_close(c);
+}
+
+typedef struct {
+    int n;
+    char last[S3_KEY_MAX + 1];
+    int out_of_order;
+} list_seen;
+
+static int list_cb(void *arg, const char *key, uint64_t size)
+{
+    list_seen *ls = arg;
+    if (ls->n > 0 && strcmp(ls->last, key) >= 0)
+        ls->out_of_order++;
+    snprintf(ls->last, sizeof ls->last, "%s", key);
+    ls->n++;
+    return size == 3 ? 0 : WP_EIO;
+}
+
+TEST(list_continuation)
+{
+    s3_client *c = client_open();
+    REQUIRE(c);
+    char prefix[256], key[300];
+    snprintf(prefix, sizeof prefix, "%s/list/", run_prefix);
+    enum { N = 23 };
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "%s%s/k%02d", prefix, i % 2 ? "odd" : "even", i);
+        CHECK_OK(put_str(c, key, "abc", 0));
+    }
+    /* Pages of 5 keys, followed with continuation tokens. */
+    list_seen ls = {0};
+    CHECK_OK(s3_list_all(c, prefix, NULL, 5, 1000, list_cb, &ls));
+    CHECK(ls.n == N && ls.out_of_order == 0);
+    s3_list_page p;
+    CHECK_OK(s3_list(c, prefix, NULL, NULL, NULL, 5, &p));
+    CHECK(p.n_items == 5 && p.truncated && p.next_token != NULL);
+    char *tok = p.next_token ? strdup(p.next_token) : NULL;
+    s3_list_page_free(&p);
+    CHECK_OK(s3_list(c, prefix, NULL, NULL, tok, 5, &p));
+    CHECK(p.n_items == 5);
+    s3_list_page_free(&p);
+    free(tok);
+    /* start-after skips. */
+    ls = (list_seen){0};
+    snprintf(key, sizeof key, "%seven/k10", prefix);
+    CHECK_OK(s3_list_all(c, prefix, key, 4, 1000, list_cb, &ls));
+    CHECK(ls.n == N - 6); /* even k00..k10 are 6 keys */
+    /* The bound on visited keys. */
+    ls = (list_seen){0};
+    CHECK_RC(WP_ETOOBIG, s3_list_all(c, prefix, NULL, 5, 10, list_cb, &ls));
+    /* Delimiter: two common prefixes. */
+    CHECK_OK(s3_list(c, prefix, "/", NULL, NULL, 0, &p));
+    CHECK(p.n_items == 0 && p.n_prefixes == 2);
+    if (p.n_prefixes == 2)
+        CHECK(strstr(p.prefixes[0], "/even/") && strstr(p.prefixes[1], "/odd/"));
+    s3_list_page_free(&p);
+    s3_client_close(c);
+}
+
+TEST(multipart)
+{
+    s3_client *c = client_open();
+    REQUIRE(c);
+    char key[256];
+    key_of(key, sizeof key, "multi");
+    size_t n = 11 * 1024 * 1024 + 17;
+    unsigned char *b = malloc(n), *r = malloc(n);
+    REQUIRE(b && r);
+    sc_fill(b, n, 3, 0);
+    CHECK_OK(s3_put_multipart(c, key, b, n, S3_PART_BYTES_MIN));
+    s3_obj_info info;
+    CHECK_OK(s3_head(c, key, &info));
+    CHECK(info.size == n);
+    CHECK(strstr(info.etag, "-3") != NULL); /* a 3-part upload */
+    size_t got = 0;
+    CHECK_OK(s3_get(c, key, 0, r, n, &got, NULL));
+    CHECK(got == n && memcmp(b, r, n) == 0);
+    /* An aborted upload leaves nothing; completing it then fails. */
+    char key2[256], id[S3_UPLOAD_ID_MAX], etag[1][S3_ETAG_MAX];
+    key_of(key2, sizeof key2, "multi-aborted");
+    CHECK_OK(s3_mpu_create(c, key2, id));
+    struct iovec v = {b, 1000};
+    CHECK_OK(s3_mpu_put_part(c, key2, id, 1, &v, 1, etag[0]));
+    CHECK(strlen(etag[0]) == 32);
+    CHECK_OK(s3_mpu_abort(c, key2, id));
+    CHECK(s3_mpu_complete(c, key2, id, (const char(*)[S3_ETAG_MAX])etag, 1) != 0);
+    CHECK_RC(WP_ENOENT, s3_head(c, key2, &info));
+    CHECK_RC(WP_EINVAL, s3_put_multipart(c, key2, b, n, 1024));
+    free(b);
+    free(r);
+    s3_client_close(c);
+}
+
+TEST(virtual_host_addressing)
+{
+    /* RGW answers <bucket>.localhost (rgw_dns_name); libcurl resolves
+     * *.localhost to the loopback address. */
+    char ep[300];
+    const char *port = strrchr(env_endpoint, ':');
+    REQUIRE(port);
+    snprintf(ep, sizeof ep, "http://localhost%s", port);
+    s3_options o = base_options();
+    o.endpoint = ep;
+    o.path_style = false;
+    s3_client *c = NULL;
+    CHECK_OK(s3_client_open(&o, &c));
+    REQUIRE(c);
+    char key[256], buf[8];
+    key_of(key, sizeof key, "vhost");
+    CHECK_OK(put_str(c, key, "vh", S3_PUT_IF_ABSENT));
+    size_t got = 0;
+    CHECK_OK(s3_get(c, key, 0, buf, sizeof buf, &got, NULL));
+    CHECK(got == 2 && memcmp(buf, "vh", 2) == 0);
+    s3_client_close(c);
+}
+
+TEST(https_with_ca_file)
+{
+    if (!*env_https) {
+        fprintf(stderr, "  skipped: scripts/rgw.sh found no openssl, so RGW serves no HTTPS\n");
+        return;
+    }
+    s3_options o = base_options();
+    o.endpoint = env_https;
+    o.ca_file = env_ca;
+    s3_client *c = NULL;
+    CHECK_OK(s3_client_open(&o, &c));
+    REQUIRE(c);
+    char key[256], buf[8];
+    size_t got = 0;
+    key_of(key, sizeof key, "tls");
+    CHECK_OK(put_str(c, key, "tls", S3_PUT_IF_ABSENT));
+    CHECK_OK(s3_get(c, key, 0, buf, sizeof buf, &got, NULL));
+    CHECK(got == 3 && memcmp(buf, "tls", 3) == 0);
+    s3_client_close(c);
+    /* Without the CA file the self-signed certificate is refused at once. */
+    o.ca_file = NULL;
+    CHECK_OK(s3_client_open(&o, &c));
+    REQUIRE(c);
+    CHECK_RC(WP_EIO, s3_get(c, key, 0, buf, sizeof buf, &got, NULL));
+    CHECK(strstr(wp_errmsg(), "1 attempt") != NULL);
+    fprintf(stderr, "  without the CA: %s\n", wp_errmsg());
+    s3_client_close(c);
+}
+
+TEST(config_and_env_credentials)
+{
+    struct wp_config *cfg = calloc(1, sizeof *cfg);
+    REQUIRE(cfg);
+    snprintf(cfg->s3_endpoint, sizeof cfg->s3_endpoint, "%s", env_endpoint);
+    snprintf(cfg->s3_bucket, sizeof cfg->s3_bucket, "%s", env_bucket);
+    snprintf(cfg->s3_region, sizeof cfg->s3_region, "%s", env_region);
+    snprintf(cfg->s3_prefix, sizeof cfg->s3_prefix, "/%s/cfg/", run_prefix);
+    cfg->s3_path_style = 1;
+    cfg->s3_timeout_ms = 5000;
+    cfg->s3_max_retries = 3;
+    /* No keys in the config: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. */
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    storage *s = NULL;
+    CHECK_RC(WP_EINVAL, storage_s3_open(cfg, NULL, &s));
+    CHECK(strstr(wp_errmsg(), "AWS_ACCESS_KEY_ID") != NULL);
+    setenv("AWS_ACCESS_KEY_ID", env_ak, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", env_sk, 1);
+    CHECK_OK(storage_s3_open(cfg, NULL, &s));
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    REQUIRE(s);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 0, 1, &w));
+    if (w) {
+        CHECK_OK(sc_append(s, w, 100, 1, 0, 2));
+        s->ops->seg_writer_close(w);
+    }
+    /* The keys are where format.md says. */
+    s3_client *c = client_open();
+    char key[300];
+    s3_obj_info info;
+    snprintf(key, sizeof key, "%s/cfg/1/0/000000000000.blk", run_prefix);
+    CHECK_OK(s3_head(c, key, &info));
+    CHECK(info.size == 36); /* the create marker (format.md section 11) */
+    unsigned char mb[64];
+    size_t got = 0;
+    CHECK_OK(s3_get(c, key, 0, mb, sizeof mb, &got, NULL));
+    CHECK(got == 36 && marker_ok(mb, 1, 1, 1, 0));
+    snprintf(key, sizeof key, "%s/cfg/1/0/000000000001.blk", run_prefix);
+    CHECK_OK(s3_head(c, key, &info));
+    CHECK(info.size == 100);
+    s3_client_close(c);
+    s->ops->close(s);
+    /* A bad endpoint is refused at open. */
+    snprintf(cfg->s3_endpoint, sizeof cfg->s3_endpoint, "ftp://x");
+    snprintf(cfg->s3_access_key, sizeof cfg->s3_access_key, "a");
+    snprintf(cfg->s3_secret_key, sizeof cfg->s3_secret_key, "b");
+    CHECK_RC(WP_EINVAL, storage_s3_open(cfg, NULL, &s));
+    free(cfg);
+}
+
+/* ---- fencing across two handles -------------------------------------------------- */
+
+TEST(fence_two_handles)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/fence2", run_prefix);
+    storage *a = store_at(prefix), *b = store_at(prefix);
+    REQUIRE(a && b);
+    st_writer *wa = NULL, *wb = NULL;
+    CHECK_OK(a->ops->seg_create(a, 1, 0, 1, &wa));
+    REQUIRE(wa);
+    CHECK_RC(WP_EEXIST, b->ops->seg_create(b, 1, 0, 2, &wb));
+    CHECK_OK(sc_append(a, wa, 700, 1, 0, 2));
+    CHECK_OK(b->ops->seg_fence(b, 1, 0, 2));
+    CHECK_RC(WP_EFENCED, sc_append(a, wa, 10, 9, 0, 1));
+    CHECK(strstr(wp_errmsg(), "fenced") != NULL);
+    CHECK_OK(b->ops->seg_reopen(b, 1, 0, 2, 700, &wb));
+    REQUIRE(wb);
+    CHECK_OK(sc_append(b, wb, 300, 2, 0, 1));
+    /* A's handle reads B's bytes after A's. */
+    st_reader *r = NULL;
+    CHECK_OK(a->ops->seg_open_read(a, 1, 0, &r));
+    if (r) {
+        uint64_t size = 0;
+        CHECK_OK(a->ops->seg_size(r, &size));
+        CHECK(size == 1000);
+        CHECK(sc_matches(a, r, 0, 700, 1, 0) && sc_matches(a, r, 700, 300, 2, 0));
+        a->ops->seg_reader_close(r);
+    }
+    /* The objects are as format.md section 11's example says. */
+    s3_client *c = client_open();
+    REQUIRE(c);
+    static const struct {
+        int n, kind;
+        int64_t epoch;
+    } marks[] = {{0, 1, 1}, {2, 2, 2}, {3, 3, 2}};
+    unsigned char m[3][64];
+    for (int i = 0; i < 3; i++) {
+        char key[300];
+        size_t got = 0;
+        snprintf(key, sizeof key, "%s/1/0/%012d.blk", prefix, marks[i].n);
+        CHECK_OK(s3_get(c, key, 0, m[i], sizeof m[i], &got, NULL));
+        CHECK(got == 36 && marker_ok(m[i], marks[i].kind, marks[i].epoch, 1, 0));
+    }
+    CHECK(memcmp(m[1] + 20, m[2] + 20, 8) != 0); /* nonces differ */
+    s3_client_close(c);
+    /* A stale reopen through A is refused; A fencing at epoch 3 stops B. */
+    st_writer *w0 = NULL;
+    CHECK_RC(WP_EFENCED, a->ops->seg_reopen(a, 1, 0, 1, 700, &w0));
+    CHECK_OK(a->ops->seg_fence(a, 1, 0, 3));
+    CHECK_RC(WP_EFENCED, sc_append(b, wb, 5, 3, 0, 1));
+    a->ops->seg_writer_close(wa);
+    b->ops->seg_writer_close(wb);
+    a->ops->close(a);
+    b->ops->close(b);
+}
+
+typedef struct {
+    storage *s;
+    st_writer *w;
+    atomic_int fence_done, ok_appends, late_ok, bad_rc;
+    uint64_t acked;
+} race_ctx;
+
+static void *race_appender(void *arg)
+{
+    race_ctx *c = arg;
+    int64_t deadline = wp__now_ns() + 10LL * 1000000000;
+    while (wp__now_ns() < deadline) {
+        int fenced_before = atomic_load(&c->fence_done);
+        int rc = sc_append(c->s, c->w, 100, 5, c->acked, 1);
+        if (rc != 0) {
+            if (rc != WP_EFENCED)
+                atomic_fetch_add(&c->bad_rc, 1);
+            break;
+        }
+        c->acked += 100;
+        atomic_fetch_add(&c->ok_appends, 1);
+        if (fenced_before)
+            atomic_fetch_add(&c->late_ok, 1);
+    }
+    return NULL;
+}
+
+/* A fence through another handle lands while a thread appends. */
+TEST(fence_while_appending)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/fencerace", run_prefix);
+    race_ctx c = {.s = store_at(prefix)};
+    storage *f = store_at(prefix);
+    REQUIRE(c.s && f);
+    CHECK_OK(c.s->ops->seg_create(c.s, 2, 0, 1, &c.w));
+    REQUIRE(c.w);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, race_appender, &c) == 0);
+    int64_t deadline = wp__now_ns() + 10LL * 1000000000;
+    while (atomic_load(&c.ok_appends) < 20 && wp__now_ns() < deadline)
+        sched_yield();
+    CHECK_OK(f->ops->seg_fence(f, 2, 0, 2));
+    atomic_store(&c.fence_done, 1);
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&c.ok_appends) >= 20);
+    CHECK(atomic_load(&c.late_ok) == 0);
+    CHECK(atomic_load(&c.bad_rc) == 0);
+    st_reader *r = NULL;
+    CHECK_OK(f->ops->seg_open_read(f, 2, 0, &r));
+    if (r) {
+        uint64_t size = 0;
+        CHECK_OK(f->ops->seg_size(r, &size));
+        CHECK(size >= c.acked && size <= c.acked + 100);
+        CHECK(sc_matches(f, r, 0, (size_t)c.acked, 5, 0));
+        f->ops->seg_reader_close(r);
+    }
+    c.s->ops->seg_writer_close(c.w);
+    c.s->ops->close(c.s);
+    f->ops->close(f);
+}
+
+/* A reopen cuts data that readers opened before it had listed. */
+TEST(readers_follow_a_cut)
+{
+    storage *s = store_open("cut");
+    REQUIRE(s);
+    st_writer *w = NULL, *w2 = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(sc_append(s, w, 100, 1, 0, 1));
+    CHECK_OK(sc_append(s, w, 200, 1, 100, 1));
+    st_reader *r1 = NULL, *r2 = NULL;
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r1));
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r2));
+    REQUIRE(r1 && r2);
+    CHECK(sc_size(s, r1) == 300 && sc_size(s, r2) == 300);
+    CHECK_OK(s->ops->seg_fence(s, 1, 0, 2));
+    /* Not an object boundary: refused, nothing changes. */
+    CHECK_RC(WP_ECORRUPT, s->ops->seg_reopen(s, 1, 0, 2, 150, &w2));
+    CHECK(strstr(wp_errmsg(), "inside object") != NULL);
+    CHECK(sc_size(s, r1) == 300);
+    CHECK_OK(s->ops->seg_reopen(s, 1, 0, 2, 100, &w2));
+    REQUIRE(w2);
+    CHECK_OK(sc_append(s, w2, 50, 2, 0, 1));
+    /* r1 reads inside its stale view (a deleted object): lists again. */
+    CHECK(sc_matches(s, r1, 0, 100, 1, 0) && sc_matches(s, r1, 100, 50, 2, 0));
+    CHECK(sc_size(s, r1) == 150);
+    /* r2 asks the size first: the new markers make it list again. */
+    CHECK(sc_size(s, r2) == 150);
+    CHECK(sc_matches(s, r2, 100, 50, 2, 0));
+    /* An append that is exactly a marker's bytes is refused. */
+    unsigned char m[36];
+    s3_client *c = client_open();
+    char key[300];
+    size_t got = 0;
+    snprintf(key, sizeof key, "%s/cut%d/1/0/000000000000.blk", run_prefix, n_stores - 1);
+    CHECK_OK(s3_get(c, key, 0, m, sizeof m, &got, NULL));
+    CHECK(got == 36 && marker_ok(m, 1, 1, 1, 0));
+    struct iovec v[2] = {{m, 20}, {m + 20, 16}};
+    CHECK_RC(WP_EINVAL, s->ops->seg_append(w2, v, 2));
+    CHECK(strstr(wp_errmsg(), "marker") != NULL);
+    s3_client_close(c);
+    s->ops->seg_reader_close(r1);
+    s->ops->seg_reader_close(r2);
+    s->ops->seg_writer_close(w);
+    s->ops->seg_writer_close(w2);
+    s->ops->close(s);
+}
+
+/* Two fencers race: epoch 5 fences and reopens just as epoch 2 puts its
+ * fence; the epoch 2 fencer skips the taken numbers, lands its marker where
+ * the epoch 5 writer appends next, then sees the newer marker it skipped
+ * and removes its own, so the epoch 5 owner is not fenced by it. */
+typedef struct {
+    storage *newer;
+    st_writer *w5;
+    atomic_int fired;
+} race_fence;
+
+static void race_fence_hook(void *arg, const s3_fault_req *req, s3_fault *out)
+{
+    (void)out;
+    race_fence *rf = arg;
+    if (strcmp(req->method, "PUT") != 0 || req->attempt != 0 || atomic_exchange(&rf->fired, 1))
+        return;
+    CHECK_OK(rf->newer->ops->seg_fence(rf->newer, 1, 0, 5));
+    CHECK_OK(rf->newer->ops->seg_reopen(rf->newer, 1, 0, 5, 10, &rf->w5));
+}
+
+TEST(racing_fencers)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/racefence", run_prefix);
+    storage *a = store_at(prefix), *b = store_at(prefix);
+    REQUIRE(a && b);
+    st_writer *w = NULL, *w5 = NULL;
+    CHECK_OK(a->ops->seg_create(a, 1, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(sc_append(a, w, 10, 1, 0, 1));
+    race_fence rf = {.newer = b};
+    s3_client_set_fault(storage_s3_client(a), race_fence_hook, &rf);
+    CHECK_OK(a->ops->seg_fence(a, 1, 0, 2));
+    s3_client_set_fault(storage_s3_client(a), NULL, NULL);
+    CHECK(atomic_load(&rf.fired) == 1);
+    CHECK_RC(WP_EFENCED, sc_append(a, w, 10, 1, 10, 1));
+    w5 = rf.w5;
+    REQUIRE(w5);
+    CHECK_OK(sc_append(b, w5, 20, 3, 0, 1));
+    CHECK_OK(sc_append(b, w5, 20, 3, 20, 1));
+    st_reader *r = NULL;
+    CHECK_OK(a->ops->seg_open_read(a, 1, 0, &r));
+    if (r) {
+        CHECK(sc_size(a, r) == 50);
+        CHECK(sc_matches(a, r, 0, 10, 1, 0) && sc_matches(a, r, 10, 40, 3, 0));
+        a->ops->seg_reader_close(r);
+    }
+    a->ops->seg_writer_close(w);
+    b->ops->seg_writer_close(w5);
+    a->ops->close(a);
+    b->ops->close(b);
+}
+
+/* ---- injected faults ------------------------------------------------------------- */
+
+typedef struct {
+    const char *method;  /* requests this applies to ("" = any) */
+    s3_fault_kind kind;
+    int status;
+    const char *body;
+    int64_t delay_ms;
+    int first_n;         /* attempts that get the fault; then none */
+    atomic_int seen;     /* matching attempts seen */
+    s3_client *foreign;  /* if set: write a foreign object before the fault */
+} fault_plan;
+
+static void plan_hook(void *arg, const s3_fault_req *req, s3_fault *out)
+{
+    fault_plan *p = arg;
+    if (*p->method && strcmp(p->method, req->method) != 0)
+        return;
+    int k = atomic_fetch_add(&p->seen, 1);
+    if (k >= p->first_n)
+        return;
+    if (p->foreign && k == 0)
+        put_str(p->foreign, req->key, "somebody else's bytes", 0);
+    out->kind = p->kind;
+    out->status = p->status;
+    out->body = p->body;
+    out->delay_ms = p->delay_ms;
+}
+
+static const char SLOWDOWN[] =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+    "<Message>Please reduce your request rate.</Message></Error>";
+
+TEST(retry_503_burst)
+{
+    storage *s = store_open("f503");
+    REQUIRE(s);
+    s3_client *c = storage_s3_client(s);
+    fault_plan p = {.method = "PUT", .kind = S3_FAULT_STATUS, .status = 503, .body = SLOWDOWN,
+                    .first_n = 3};
+    s3_client_set_fault(c, plan_hook, &p);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 0, 1, &w)); /* 3 x 503, then the PUT */
+    REQUIRE(w);
+    s3_stats st;
+    s3_client_stats(c, &st);
+    CHECK(st.retries == 3);
+    atomic_store(&p.seen, 0);
+    CHECK_OK(sc_append(s, w, 5000, 4, 0, 3));
+    /* A longer burst than max_retries (4): the append fails, naming SlowDown. */
+    atomic_store(&p.seen, 0);
+    p.first_n = 5;
+    CHECK_RC(WP_EUNAVAILABLE, sc_append(s, w, 10, 4, 5000, 1));
+    CHECK(strstr(wp_errmsg(), "SlowDown") != NULL && strstr(wp_errmsg(), "5 attempts") != NULL);
+    s3_client_set_fault(c, NULL, NULL);
+    s->ops->seg_writer_close(w);
+    st_reader *r = NULL;
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r));
+    if (r) {
+        uint64_t size = 0;
+        CHECK_OK(s->ops->seg_size(r, &size));
+        CHECK(size == 5000);
+        CHECK(sc_matches(s, r, 0, 5000, 4, 0));
+        s->ops->seg_reader_close(r);
+    }
+    /* 429 is retried too, 403 is not; GETs are retried like PUTs. */
+    fault_plan q = {.method = "GET", .kind = S3_FAULT_STATUS, .status = 429, .first_n = 2};
+    s3_client_set_fault(c, plan_hook, &q);
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r));
+    if (r)
+        s->ops->seg_reader_close(r);
+    fault_plan f403 = {.method = "GET", .kind = S3_FAULT_STATUS, .status = 403, .first_n = 1,
+                       .body = "<Error><Code>AccessDenied</Code></Error>"};
+    s3_client_set_fault(c, plan_hook, &f403);
+    CHECK_RC(WP_EIO, s->ops->seg_open_read(s, 1, 0, &r));
+    CHECK(strstr(wp_errmsg(), "AccessDenied") != NULL && strstr(wp_errmsg(), "1 attempt") != NULL);
+    CHECK(atomic_load(&f403.seen) == 1);
+    s3_client_set_fault(c, NULL, NULL);
+    s->ops->close(s);
+}
+
+TEST(retry_resets)
+{
+    s3_options o = base_options();
+    o.timeout_ms = 1000; /* the slow fault below waits this long */
+    s3_client *sc = NULL;
+    storage *s = NULL;
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/freset", run_prefix);
+    CHECK_OK(s3_client_open(&o, &sc));
+    if (sc)
+        CHECK_OK(storage_s3_open_client(sc, prefix, NULL, &s));
+    REQUIRE(s);
+    s3_client *c = storage_s3_client(s);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    /* Reset before the request is sent: plainly retried. */
+    fault_plan p = {.method = "PUT", .kind = S3_FAULT_RESET, .first_n = 2};
+    s3_client_set_fault(c, plan_hook, &p);
+    CHECK_OK(sc_append(s, w, 1000, 8, 0, 1));
+    /* Reset after the PUT was applied: the retry gets 412, finds its own
+     * object, and the append counts once. */
+    fault_plan q = {.method = "PUT", .kind = S3_FAULT_RESET_AFTER, .first_n = 1};
+    s3_client_set_fault(c, plan_hook, &q);
+    CHECK_OK(sc_append(s, w, 2000, 8, 1000, 2));
+    s3_stats st;
+    s3_client_stats(c, &st);
+    CHECK(st.own_object_412 == 1);
+    /* Slow answers: below the timeout they just arrive; above it the
+     * attempt times out (after the PUT was applied) and the retry finds
+     * the object. */
+    fault_plan sl = {.method = "PUT", .kind = S3_FAULT_SLOW, .delay_ms = 50, .first_n = 1};
+    s3_client_set_fault(c, plan_hook, &sl);
+    CHECK_OK(sc_append(s, w, 500, 8, 3000, 1));
+    fault_plan to = {.method = "PUT", .kind = S3_FAULT_SLOW, .delay_ms = 60000, .first_n = 1};
+    s3_client_set_fault(c, plan_hook, &to);
+    int64_t t0 = wp__now_ns();
+    CHECK_OK(sc_append(s, w, 700, 8, 3500, 1));
+    CHECK(wp__now_ns() - t0 < 20LL * 1000000000);
+    s3_client_stats(c, &st);
+    CHECK(st.own_object_412 == 2);
+    s3_client_set_fault(c, NULL, NULL);
+    st_reader *r = NULL;
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r));
+    if (r) {
+        uint64_t size = 0;
+        CHECK_OK(s->ops->seg_size(r, &size));
+        CHECK(size == 4200); /* no duplicate, no loss */
+        CHECK(sc_matches(s, r, 0, 4200, 8, 0));
+        s->ops->seg_reader_close(r);
+    }
+    s->ops->seg_writer_close(w);
+    s->ops->close(s);
+}
+
+TEST(foreign_412_is_fenced)
+{
+    /* The first attempt is lost (reset) while someone else writes the
+     * writer's next block: the retry's 412 is not ours -> WP_EFENCED. */
+    storage *s = store_open("ffor");
+    REQUIRE(s);
+    s3_client *c = storage_s3_client(s), *other = client_open();
+    REQUIRE(other);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    fault_plan p = {.method = "PUT", .kind = S3_FAULT_RESET, .first_n = 1, .foreign = other};
+    s3_client_set_fault(c, plan_hook, &p);
+    CHECK_RC(WP_EFENCED, sc_append(s, w, 64, 1, 0, 1));
+    s3_client_set_fault(c, NULL, NULL);
+    CHECK_RC(WP_EFENCED, sc_append(s, w, 64, 1, 0, 1));
+    s->ops->seg_writer_close(w);
+    s3_client_close(other);
+    s->ops->close(s);
+}
+
+TEST(timeouts_exhausted)
+{
+    s3_options o = base_options();
+    o.timeout_ms = 200;
+    o.max_retries = 2;
+    s3_client *c = NULL;
+    CHECK_OK(s3_client_open(&o, &c));
+    REQUIRE(c);
+    fault_plan p = {.method = "", .kind = S3_FAULT_SLOW, .delay_ms = 100000, .first_n = 100};
+    s3_client_set_fault(c, plan_hook, &p);
+    char key[256];
+    s3_obj_info info;
+    key_of(key, sizeof key, "slow");
+    int64_t t0 = wp__now_ns();
+    CHECK_RC(WP_ETIMEDOUT, s3_head(c, key, &info));
+    int64_t ms = (wp__now_ns() - t0) / 1000000;
+    CHECK(ms >= 600 && ms < 5000);
+    CHECK(atomic_load(&p.seen) == 3);
+    /* Nothing listens: connection errors are retried, then reported. */
+    s3_client_close(c);
+    o.endpoint = "http://127.0.0.1:1";
+    CHECK_OK(s3_client_open(&o, &c));
+    CHECK_RC(WP_EUNAVAILABLE, s3_head(c, key, &info));
+    CHECK(strstr(wp_errmsg(), "3 attempts") != NULL);
+    s3_client_close(c);
+}
+
+/* ---- figures (printed, not asserted) ---------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+TEST(perf_figures)
+{
+    s3_client *c = client_open();
+    REQUIRE(c);
+    size_t big = 2 * 1024 * 1024;
+    unsigned char *b = malloc(big);
+    REQUIRE(b);
+    sc_fill(b, big, 11, 0);
+    char key[256];
+    enum { NBIG = 24, NSMALL = 200 };
+    int64_t t0 = wp__now_ns();
+    int fails = 0;
+    for (int i = 0; i < NBIG; i++) {
+        snprintf(key, sizeof key, "%s/perf/big%03d", run_prefix, i);
+        struct iovec v = {b, big};
+        fails += s3_put(c, key, &v, 1, S3_PUT_IF_ABSENT) != 0;
+    }
+    double secs = (double)(wp__now_ns() - t0) / 1e9;
+    int64_t lat[NSMALL];
+    for (int i = 0; i < NSMALL; i++) {
+        snprintf(key, sizeof key, "%s/perf/small%03d", run_prefix, i);
+        struct iovec v = {b, 1024};
+        int64_t s0 = wp__now_ns();
+        fails += s3_put(c, key, &v, 1, S3_PUT_IF_ABSENT) != 0;
+        lat[i] = wp__now_ns() - s0;
+    }
+    qsort(lat, NSMALL, sizeof lat[0], cmp_i64);
+    CHECK(fails == 0);
+    printf("perf: 2 MiB PUT single stream: %.1f MiB/s (%d PUTs in %.2f s); "
+           "1 KiB PUT p50 %.2f ms, p99 %.2f ms\n",
+           NBIG * 2.0 / secs, NBIG, secs, (double)lat[NSMALL / 2] / 1e6,
+           (double)lat[NSMALL * 99 / 100] / 1e6);
+    free(b);
+    s3_client_close(c);
+}
+
+int main(void)
+{
+    if (env_load() != 0) {
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    int64_t t0 = wp__now_ns();
+    storage_conformance_run(open_fresh, NULL);
+    fprintf(stderr, "conformance suite: %.1f s\n", (double)(wp__now_ns() - t0) / 1e9);
+    RUN(sigv4_wrong_secret);
+    RUN(conditional_put);
+    RUN(ranged_get);
+    RUN(list_continuation);
+    RUN(multipart);
+    RUN(virtual_host_addressing);
+    RUN(https_with_ca_file);
+    RUN(config_and_env_credentials);
+    RUN(fence_two_handles);
+    RUN(fence_while_appending);
+    RUN(readers_follow_a_cut);
+    RUN(racing_fencers);
+    RUN(retry_503_burst);
+    RUN(retry_resets);
+    RUN(foreign_412_is_fenced);
+    RUN(timeouts_exhausted);
+    RUN(perf_figures);
+    cleanup_run();
+    return test_done();
+}
