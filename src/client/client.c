@@ -11,6 +11,7 @@
 #include "client/internal.h"
 #include "logstore/segment.h"
 #include "meta/etcd.h"
+#include "storage/s3.h"
 
 /* ---- tail state -------------------------------------------------------- */
 
@@ -285,8 +286,6 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
 {
     if (!cfg || !out)
         return wp__err(WP_EINVAL, "wp_client_open: NULL argument");
-    if (strcmp(cfg->storage_type, "local") != 0)
-        return wp__err(WP_ENOTSUP, "storage.type '%s' is not supported yet", cfg->storage_type);
     wp_client *c = calloc(1, sizeof *c);
     if (!c)
         return wp__err(WP_ENOMEM, "client");
@@ -299,7 +298,9 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     pthread_cond_init(&c->bg_cond, &ca);
     pthread_condattr_destroy(&ca);
     char mpath[WP_PATH_MAX];
-    int rc = storage_local_open(cfg->storage_root, &c->logger, &c->st);
+    int rc = strcmp(cfg->storage_type, "s3") == 0
+                 ? storage_s3_open(cfg, &c->logger, &c->st)
+                 : storage_local_open(cfg->storage_root, &c->logger, &c->st);
     if (rc)
         goto out_free;
     if (strcmp(cfg->meta_type, "etcd") == 0)

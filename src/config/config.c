@@ -49,8 +49,8 @@ typedef struct {
     const char *const *later;   /* enums: known but not supported yet */
 } key_def;
 
-static const char *const STORAGE_TYPES[] = {"local", NULL};
-static const char *const STORAGE_LATER[] = {"s3", "minio", NULL};
+static const char *const STORAGE_TYPES[] = {"local", "s3", NULL};
+static const char *const STORAGE_LATER[] = {NULL};
 static const char *const META_TYPES[] = {"sqlite", "etcd", NULL};
 static const char *const META_LATER[] = {NULL};
 /* Indexes equal WP_LOG_DEBUG..WP_LOG_ERROR. */
