@@ -350,7 +350,8 @@ TEST(test_enums)
         CHECK_OK(wp_config_set(c, "log.level", levels[i]));
         CHECK(c->log_level == i);
     }
-    CHECK(strcmp(c->storage_type, "local") == 0);
+    CHECK(strcmp(c->storage_type, "s3") == 0); /* failed sets changed nothing */
+    CHECK(strcmp(c->meta_type, "etcd") == 0);
     wp_config_free(c);
 }
 
