@@ -290,6 +290,12 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     if (!c)
         return wp__err(WP_ENOMEM, "client");
     c->cfg = *cfg;
+    if (strcmp(cfg->storage_type, "s3") == 0) { /* object storage: batch-oriented defaults */
+        if (!wp__config_is_set(cfg, "flush.max_bytes"))
+            c->cfg.flush_max_bytes = 2 * WP_MiB;
+        if (!wp__config_is_set(cfg, "flush.max_interval_ms"))
+            c->cfg.flush_max_interval_ms = 200;
+    }
     c->logger = (wp__logger){cfg->log_fn, cfg->log_arg, cfg->log_level};
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;

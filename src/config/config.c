@@ -103,6 +103,7 @@ static const key_def KEYS[] = {
     ENUM_I("log.level", log_level, "warn", LOG_LEVELS),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+_Static_assert(N_KEYS <= sizeof(((struct wp_config *)0)->set_by_user), "set_by_user has a slot per key");
 
 _Static_assert(WP_ENTRY_BYTES_DEFAULT == 64 * WP_MiB, "writer.max_entry_bytes default text");
 _Static_assert(WP_LOG_DEBUG == 0 && WP_LOG_ERROR == 3, "log.level indexes");
@@ -268,7 +269,24 @@ static int check_string(const key_def *k, const char *value, size_t n)
 }
 
 /* Validates value and stores it in c's field for k. c is untouched on error. */
+static int key_set_value(wp_config *c, const key_def *k, const char *value);
+
+/* Sets a key and marks it as given by the user (wp__config_is_set). */
 static int key_set(wp_config *c, const key_def *k, const char *value)
+{
+    int rc = key_set_value(c, k, value);
+    if (rc == 0)
+        c->set_by_user[k - KEYS] = 1;
+    return rc;
+}
+
+bool wp__config_is_set(const wp_config *c, const char *key)
+{
+    const key_def *k = key_find(key);
+    return k && c->set_by_user[k - KEYS];
+}
+
+static int key_set_value(wp_config *c, const key_def *k, const char *value)
 {
     char *field = (char *)c + k->off;
     size_t n = strlen(value);
@@ -317,7 +335,7 @@ int wp_config_default(wp_config **out)
     if (!c)
         return wp__err(WP_ENOMEM, "wp_config_default: out of memory");
     for (size_t i = 0; i < N_KEYS; i++) {
-        int rc = key_set(c, &KEYS[i], KEYS[i].def);
+        int rc = key_set_value(c, &KEYS[i], KEYS[i].def);
         if (rc < 0) { /* a bad default in KEYS: a bug, but report it */
             free(c);
             return rc;

@@ -3,6 +3,7 @@
 #ifndef WP_CONFIG_CONFIG_H
 #define WP_CONFIG_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/limits.h"
@@ -46,6 +47,7 @@ struct wp_config {
     int64_t reader_lease_ttl_ms;    /* reader.lease_ttl_ms */
     int64_t reader_poll_max_ms;     /* reader.poll_max_ms (cross-process tail) */
     int log_level;                  /* log.level: debug|info|warn|error */
+    unsigned char set_by_user[64];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;
     void *log_arg;
 };
@@ -53,6 +55,10 @@ struct wp_config {
 /* Parses YAML text (as wp_config_load does for a file) over the defaults.
  * `origin` names the source in error messages. Used by the fuzz target. */
 int wp__config_load_buffer(const char *text, size_t len, const char *origin, wp_config **out);
+/* True if the key was given a value (file, environment or wp_config_set)
+ * rather than left at its default. Lets defaults depend on other keys
+ * (flush.* differs for storage.type s3). */
+bool wp__config_is_set(const wp_config *c, const char *key);
 /* Sets the default for a key after the fact (e.g. meta.path from storage.root). */
 const char *wp__config_meta_path(const wp_config *c, char *buf, size_t len);
 

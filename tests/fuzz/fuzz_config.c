@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     }
-    if (memcmp(c, d, sizeof *c) != 0)
+    if ((memset(c->set_by_user, 0, sizeof c->set_by_user), memset(d->set_by_user, 0, sizeof d->set_by_user), memcmp(c, d, sizeof *c)) != 0)
         abort();
     wp_config_free(c);
     wp_config_free(d);

@@ -198,7 +198,7 @@ TEST(test_set_get_roundtrip)
     }
     d->log_fn = c->log_fn;
     d->log_arg = c->log_arg;
-    CHECK(memcmp(c, d, sizeof *c) == 0);
+    CHECK((memset(c->set_by_user, 0, sizeof c->set_by_user), memset(d->set_by_user, 0, sizeof d->set_by_user), memcmp(c, d, sizeof *c)) == 0);
     /* small buffer */
     CHECK_RC(WP_ETOOBIG, wp_config_get(c, "storage.root", buf, 3));
     CHECK(has("storage.root"));
@@ -534,7 +534,7 @@ TEST(test_example_file)
     wp_config *c = NULL, *d = NULL;
     CHECK_OK(wp_config_load(found, &c));
     REQUIRE(c && wp_config_default(&d) == 0);
-    CHECK(memcmp(c, d, sizeof *c) == 0);
+    CHECK((memset(c->set_by_user, 0, sizeof c->set_by_user), memset(d->set_by_user, 0, sizeof d->set_by_user), memcmp(c, d, sizeof *c)) == 0);
     wp_config_free(c);
     wp_config_free(d);
 }
