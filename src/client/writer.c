@@ -37,6 +37,19 @@ typedef struct wblock {
     bool sealed;
 } wblock;
 
+/* One append in flight: ready blocks of one segment, uploaded as one
+ * storage append, acked in order. */
+typedef struct upload {
+    struct upload *next;      /* in-flight list, oldest first */
+    struct upload *next_todo; /* workers' queue */
+    wblock *batch[FLUSH_BATCH_BLOCKS_MAX];
+    int n;
+    lseg_w *seg;
+    lseg_put put;
+    int rc;
+    bool done;
+} upload;
+
 struct wp_writer {
     wp_log *log;
     wp_client *c;
@@ -59,11 +72,20 @@ struct wp_writer {
     pthread_t thr;
     wp_msg_id lac;
     int close_rc;
+    upload *in_head, *in_tail; /* dispatched, not yet delivered */
+    int n_inflight, max_inflight;
+    upload *todo_head, *todo_tail; /* waiting for a worker */
+    pthread_cond_t cond_todo;
+    pthread_t *workers; /* NULL: uploads run on the flusher thread */
+    int n_workers;
+    bool workers_stop;
 
     /* Flusher thread only. */
     lseg_w *seg;
     meta_seg mseg;
 };
+
+static void stop_workers(wp_writer *w);
 
 /* ---- blocks ------------------------------------------------------------ */
 
@@ -188,19 +210,22 @@ static int complete_segment(wp_writer *w)
     return rc;
 }
 
-static int flush_batch(wp_writer *w, wblock **batch, int n)
+/* Gets u's blocks ready to upload: rolls the segment if they belong to
+ * the next one (only called with nothing in flight), then plans the append. */
+static int prepare_upload(wp_writer *w, upload *u)
 {
     int rc;
-    if (w->seg && w->mseg.seg_id != batch[0]->seg_id) {
+    if (w->seg && w->mseg.seg_id != u->batch[0]->seg_id) {
         if ((rc = complete_segment(w)))
             return rc;
     }
-    if (!w->seg && (rc = open_segment(w, batch[0]->seg_id)))
+    if (!w->seg && (rc = open_segment(w, u->batch[0]->seg_id)))
         return rc;
     lseg_block *bs[FLUSH_BATCH_BLOCKS_MAX];
-    for (int i = 0; i < n; i++)
-        bs[i] = &batch[i]->b;
-    return lseg_write(w->seg, bs, n);
+    for (int i = 0; i < u->n; i++)
+        bs[i] = &u->batch[i]->b;
+    u->seg = w->seg;
+    return lseg_prepare(w->seg, bs, u->n, &u->put);
 }
 
 /* ---- flusher thread ---------------------------------------------------- */
@@ -232,23 +257,18 @@ static int take_batch(wp_writer *w, wblock **batch, int64_t now)
     return n;
 }
 
+/* Sleeps until an append, a finished upload, or the head block's flush
+ * interval runs out. If the head is already due, nothing but a finished
+ * upload can unblock the flusher, so it waits for that signal. */
 static void wait_for_work(wp_writer *w)
 {
     if (w->head && w->head->b.n_entries && w->cfg->flush_max_interval_ms > 0) {
         int64_t due = w->head->t0_ns + w->cfg->flush_max_interval_ms * 1000000LL;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t wait_ns = due - wp__now_ns();
-        if (wait_ns <= 0)
+        if (due > wp__now_ns()) {
+            struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+            pthread_cond_timedwait(&w->cond_work, &w->mu, &ts);
             return;
-        ts.tv_sec += wait_ns / 1000000000LL;
-        ts.tv_nsec += wait_ns % 1000000000LL;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&w->cond_work, &w->mu, &ts);
-        return;
     }
     pthread_cond_wait(&w->cond_work, &w->mu);
 }
@@ -297,24 +317,109 @@ static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Delivers the oldest in-flight upload if it is done: records the outcome
+ * in the segment, then acks or fails its entries. Called with w->mu held;
+ * returns with it held. */
+static bool deliver_one(wp_writer *w)
+{
+    upload *u = w->in_head;
+    if (!u || !u->done)
+        return false;
+    w->in_head = u->next;
+    if (!w->in_head)
+        w->in_tail = NULL;
+    w->n_inflight--;
+    int failed = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    int rc = u->rc;
+    if (u->seg) /* prepared: the segment learns the outcome in order */
+        rc = lseg_put_done(u->seg, &u->put, failed ? failed : rc);
+    after_flush(w, u->batch, u->n, failed ? failed : rc);
+    free(u);
+    pthread_mutex_lock(&w->mu);
+    return true;
+}
+
+/* Takes ready blocks and starts their upload (in a worker, or inline).
+ * Called with w->mu held; returns with it held; false if nothing to do. */
+static bool dispatch_one(wp_writer *w)
+{
+    if (w->n_inflight >= w->max_inflight || !w->head || !w->head->b.n_entries)
+        return false;
+    bool roll = !w->seg || w->mseg.seg_id != w->head->seg_id;
+    if (roll && w->n_inflight > 0)
+        return false; /* a segment completes only after all its uploads */
+    upload *u = calloc(1, sizeof *u);
+    if (!u)
+        return false; /* retried when woken; memory is bounded by pending bytes */
+    u->n = take_batch(w, u->batch, wp__now_ns());
+    if (u->n == 0) {
+        free(u);
+        return false;
+    }
+    int failed = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    int rc = failed ? failed : prepare_upload(w, u);
+    pthread_mutex_lock(&w->mu);
+    if (w->in_tail)
+        w->in_tail->next = u;
+    else
+        w->in_head = u;
+    w->in_tail = u;
+    w->n_inflight++;
+    if (rc || !w->workers) { /* failed, or sequential: run it here */
+        pthread_mutex_unlock(&w->mu);
+        if (!rc)
+            rc = lseg_put_run(u->seg, &u->put, false);
+        pthread_mutex_lock(&w->mu);
+        u->rc = rc;
+        u->done = true;
+        return true;
+    }
+    if (w->todo_tail)
+        w->todo_tail->next_todo = u;
+    else
+        w->todo_head = u;
+    w->todo_tail = u;
+    pthread_cond_signal(&w->cond_todo);
+    return true;
+}
+
+/* Upload workers (object storage): run appends in parallel. */
+static void *worker_main(void *arg)
+{
+    wp_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->todo_head && !w->workers_stop)
+            pthread_cond_wait(&w->cond_todo, &w->mu);
+        upload *u = w->todo_head;
+        if (!u)
+            break;
+        w->todo_head = u->next_todo;
+        if (!w->todo_head)
+            w->todo_tail = NULL;
+        pthread_mutex_unlock(&w->mu);
+        int rc = lseg_put_run(u->seg, &u->put, true);
+        pthread_mutex_lock(&w->mu);
+        u->rc = rc;
+        u->done = true;
+        pthread_cond_broadcast(&w->cond_work);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 static void *flusher_main(void *arg)
 {
     wp_writer *w = arg;
-    wblock *batch[FLUSH_BATCH_BLOCKS_MAX];
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        int n = take_batch(w, batch, wp__now_ns());
-        if (n == 0) {
-            if (w->closing && (!w->head || w->head->b.n_entries == 0))
-                break;
-            wait_for_work(w);
+        if (deliver_one(w) || dispatch_one(w))
             continue;
-        }
-        int failed = w->failed;
-        pthread_mutex_unlock(&w->mu);
-        int rc = failed ? failed : flush_batch(w, batch, n);
-        after_flush(w, batch, n, rc);
-        pthread_mutex_lock(&w->mu);
+        if (w->closing && !w->in_head && (!w->head || w->head->b.n_entries == 0))
+            break;
+        wait_for_work(w);
     }
     int rc = w->failed;
     pthread_mutex_unlock(&w->mu);
@@ -398,6 +503,37 @@ static int recover(wp_writer *w)
     return rc;
 }
 
+/* Object storage: flush.max_threads uploads in flight, each on a worker. */
+static int start_workers(wp_writer *w)
+{
+    w->max_inflight = 1;
+    if (!w->c->st->ops->seg_append_nth || w->cfg->flush_max_threads <= 1)
+        return WP_OK;
+    w->workers = calloc((size_t)w->cfg->flush_max_threads, sizeof *w->workers);
+    if (!w->workers)
+        return wp__err(WP_ENOMEM, "upload workers");
+    for (int i = 0; i < w->cfg->flush_max_threads; i++) {
+        if (pthread_create(&w->workers[i], NULL, worker_main, w) != 0) {
+            stop_workers(w);
+            return wp__err(WP_ENOMEM, "cannot start upload worker %d", i);
+        }
+        w->n_workers++;
+    }
+    w->max_inflight = w->n_workers;
+    return WP_OK;
+}
+
+static void stop_workers(wp_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->workers_stop = true;
+    pthread_cond_broadcast(&w->cond_todo);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->n_workers; i++)
+        pthread_join(w->workers[i], NULL);
+    w->n_workers = 0;
+}
+
 static void writer_free(wp_writer *w)
 {
     while (w->head) { /* only empty blocks can remain */
@@ -418,6 +554,8 @@ static void writer_free(wp_writer *w)
     pthread_cond_destroy(&w->cond_work);
     pthread_cond_destroy(&w->cond_space);
     pthread_cond_destroy(&w->cond_done);
+    pthread_cond_destroy(&w->cond_todo);
+    free(w->workers);
     free(w);
 }
 
@@ -439,6 +577,7 @@ int wp_writer_open(wp_log *log, wp_writer **out)
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&w->cond_space, NULL);
     pthread_cond_init(&w->cond_done, NULL);
+    pthread_cond_init(&w->cond_todo, NULL);
     int rc = bump_epoch(w);
     if (rc == WP_OK)
         rc = recover(w);
@@ -447,15 +586,19 @@ int wp_writer_open(wp_log *log, wp_writer **out)
     w->seg_bytes = SEG_HEADER_SIZE;
     w->seg_t0_ns = wp__now_ns();
     tail_writer(log->tail, w, true);
+    if ((rc = start_workers(w)))
+        goto out_untail;
     if (pthread_create(&w->thr, NULL, flusher_main, w) != 0) {
         rc = wp__err(WP_ENOMEM, "cannot start the flusher thread");
-        tail_writer(log->tail, w, false);
-        goto out_free;
+        stop_workers(w);
+        goto out_untail;
     }
     wp__log(&w->c->logger, WP_LOG_INFO, "log '%s': writer open, epoch %" PRId64
             ", next segment %" PRId64, log->name, w->ml.epoch, w->cur_seg);
     *out = w;
     return WP_OK;
+out_untail:
+    tail_writer(log->tail, w, false);
 out_free:
     writer_free(w);
     return rc;
@@ -646,6 +789,7 @@ int wp_writer_close(wp_writer *w)
     pthread_cond_broadcast(&w->cond_space);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thr, NULL);
+    stop_workers(w);
     int rc = w->close_rc;
     tail_writer(w->log->tail, w, false);
     if (rc)

@@ -14,8 +14,6 @@
 #define TORN_TAIL_BYTES_MAX ((uint64_t)WP_BLOCK_BYTES_MAX)
 _Static_assert(WP_BLOCK_BYTES_MAX >= 64 * WP_MiB, "a torn multi-block flush fits the bound");
 
-/* Blocks written by one lseg_write call (bounded by IOV_MAX). */
-#define LSEG_WRITE_BLOCKS_MAX 512
 
 /* ---- block loading (shared by readers, recovery and verify) ------------ */
 
@@ -91,6 +89,7 @@ struct lseg_w {
     st_writer *sw;
     uint64_t bytes;
     int64_t next_entry;
+    uint64_t appends; /* storage appends so far (the header is append 0) */
     idx_entry *idx;
     size_t n_idx, cap_idx;
     int failed;
@@ -124,6 +123,7 @@ int lseg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, lseg
     rc = lseg_w_new(st, sw, SEG_HEADER_SIZE, out);
     if (rc)
         goto out_close;
+    (*out)->appends = 1;
     return WP_OK;
 out_close:
     st->ops->seg_writer_close(sw);
@@ -144,19 +144,18 @@ static int idx_push(lseg_w *w, uint64_t off, int64_t first)
     return WP_OK;
 }
 
-int lseg_write(lseg_w *w, lseg_block *const *blocks, int n)
+int lseg_prepare(lseg_w *w, lseg_block *const *blocks, int n, lseg_put *p)
 {
     if (w->failed)
         return w->failed;
     if (n <= 0 || n > LSEG_WRITE_BLOCKS_MAX)
-        return wp__err(WP_EINVAL, "lseg_write: %d blocks", n);
-    struct iovec iov[LSEG_WRITE_BLOCKS_MAX];
+        return wp__err(WP_EINVAL, "lseg_prepare: %d blocks", n);
     uint64_t off = w->bytes;
     int64_t next = w->next_entry;
     for (int i = 0; i < n; i++) {
         lseg_block *b = blocks[i];
         if (b->first_entry_id != next || b->n_entries == 0)
-            return wp__err(WP_EINVAL, "lseg_write: block starts at %" PRId64 ", want %" PRId64,
+            return wp__err(WP_EINVAL, "lseg_prepare: block starts at %" PRId64 ", want %" PRId64,
                            b->first_entry_id, next);
         blk_header h = {.first_entry_id = b->first_entry_id,
                         .n_entries = b->n_entries,
@@ -164,27 +163,49 @@ int lseg_write(lseg_w *w, lseg_block *const *blocks, int n)
                         .records_crc = crc32c(0, b->buf + BLK_HEADER_SIZE, b->len - BLK_HEADER_SIZE),
                         .flags = 0};
         blk_header_encode(&h, b->buf);
-        iov[i] = (struct iovec){b->buf, b->len};
+        p->iov[i] = (struct iovec){b->buf, b->len};
+        int rc = idx_push(w, off, b->first_entry_id);
+        if (rc)
+            return w->failed = rc;
+        off += b->len;
         next += b->n_entries;
     }
-    int rc = w->st->ops->seg_append(w->sw, iov, n);
-    if (rc) {
-        w->failed = rc;
-        return rc;
-    }
-    for (int i = 0; i < n; i++) {
-        rc = idx_push(w, off, blocks[i]->first_entry_id);
-        if (rc) {
-            w->failed = rc;
-            return rc;
-        }
-        off += blocks[i]->len;
-    }
-    w->bytes = off;
+    p->n = n;
+    p->k = w->appends++;
+    p->last_entry_id = next - 1;
+    w->bytes = off; /* as if it succeeds: after a failure nothing follows */
     w->next_entry = next;
-    /* A failed hint only delays other processes' readers; the data is durable. */
-    (void)w->st->ops->seg_publish_lac(w->sw, next - 1);
     return WP_OK;
+}
+
+int lseg_put_run(lseg_w *w, const lseg_put *p, bool parallel)
+{
+    const struct storage_ops *ops = w->st->ops;
+    if (parallel && ops->seg_append_nth)
+        return ops->seg_append_nth(w->sw, p->k, p->iov, p->n);
+    return ops->seg_append(w->sw, p->iov, p->n);
+}
+
+bool lseg_parallel(const lseg_w *w) { return w->st->ops->seg_append_nth != NULL; }
+
+int lseg_put_done(lseg_w *w, const lseg_put *p, int rc)
+{
+    if (rc && !w->failed)
+        w->failed = rc;
+    if (w->failed)
+        return w->failed;
+    /* A failed hint only delays other processes' readers; the data is durable. */
+    (void)w->st->ops->seg_publish_lac(w->sw, p->last_entry_id);
+    return WP_OK;
+}
+
+int lseg_write(lseg_w *w, lseg_block *const *blocks, int n)
+{
+    lseg_put p;
+    int rc = lseg_prepare(w, blocks, n, &p);
+    if (rc)
+        return rc;
+    return lseg_put_done(w, &p, lseg_put_run(w, &p, false));
 }
 
 int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)

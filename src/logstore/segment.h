@@ -29,6 +29,25 @@ int lseg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, lseg
 /* Writes blocks (ids dense and continuing the segment) in one durable
  * append and publishes the new LAC hint. Any error fails the writer. */
 int lseg_write(lseg_w *w, lseg_block *const *blocks, int n);
+
+/* The same in three steps, so that several appends can be in flight
+ * (object storage): lseg_prepare (one thread, in order) encodes the block
+ * headers, plans offsets and the index, and numbers the append;
+ * lseg_put_run does the storage append (with `parallel`, from any thread at
+ * once, if lseg_parallel says the backend can); lseg_put_done (in order)
+ * records the outcome: after a failure every later one fails too. The
+ * blocks must stay valid until lseg_put_run returns. */
+#define LSEG_WRITE_BLOCKS_MAX 512
+typedef struct {
+    struct iovec iov[LSEG_WRITE_BLOCKS_MAX];
+    int n;
+    uint64_t k;             /* append number */
+    int64_t last_entry_id;  /* last entry of the blocks */
+} lseg_put;
+int lseg_prepare(lseg_w *w, lseg_block *const *blocks, int n, lseg_put *p);
+int lseg_put_run(lseg_w *w, const lseg_put *p, bool parallel);
+int lseg_put_done(lseg_w *w, const lseg_put *p, int rc);
+bool lseg_parallel(const lseg_w *w);
 /* Appends the index + footer durably. *last_entry_id is -1 if empty. */
 int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes);
 uint64_t lseg_bytes(const lseg_w *w);

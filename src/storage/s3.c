@@ -104,9 +104,10 @@ typedef struct {
 struct st_writer {
     seg_ref ref;
     int64_t epoch;
-    uint64_t next; /* block number of the next PUT */
-    uint64_t size;
-    int failed;
+    uint64_t first; /* block number of this writer's append 0 */
+    uint64_t next;  /* block number of the next sequential PUT (atomic) */
+    uint64_t size;  /* atomic */
+    int failed;     /* atomic: concurrent seg_append_nth calls */
 };
 
 struct st_reader {
@@ -350,6 +351,7 @@ static int writer_new(const seg_ref *r, int64_t epoch, uint64_t next, uint64_t s
         return wp__err(WP_ENOMEM, "storage: writer");
     w->ref = *r;
     w->epoch = epoch;
+    w->first = next;
     w->next = next;
     w->size = size;
     *out = w;
@@ -360,7 +362,8 @@ static void s3_writer_close(st_writer *w) { free(w); }
 
 static int writer_fail(st_writer *w, int rc)
 {
-    w->failed = rc;
+    int none = 0;
+    __atomic_compare_exchange_n(&w->failed, &none, rc, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     wp__log(w->ref.s->base.logger, WP_LOG_WARN, "storage: writer of %s failed for good: %s",
             w->ref.pfx, wp_errmsg());
     return rc;
@@ -450,6 +453,35 @@ static int s3_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
         return writer_fail(w, rc);
     w->next++;
     w->size += total;
+    return 0;
+}
+
+/* Parallel appends: append k goes to block first + k, conditionally, so a
+ * fence object at any of those numbers stops it. */
+static int s3_seg_append_nth(st_writer *w, uint64_t k, const struct iovec *iov, int iovcnt)
+{
+    if (__atomic_load_n(&w->failed, __ATOMIC_SEQ_CST))
+        return writer_failed_again(w);
+    uint64_t total = 0, n = w->first + k;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (iovcnt <= 0 || !iov || total == 0 || total > (uint64_t)WP_SEGMENT_BYTES_MAX ||
+        n >= SEG_OBJECTS_MAX || (total == MARKER_BYTES && looks_like_marker(w, iov, iovcnt)))
+        return writer_fail(w, wp__err(WP_EINVAL, "append %" PRIu64 " to %s: bad append", k,
+                                      w->ref.pfx));
+    char key[BLOCK_KEY_MAX];
+    block_key(&w->ref, n, key);
+    int rc = s3_put(w->ref.s->c, key, iov, iovcnt, S3_PUT_IF_ABSENT);
+    if (rc == WP_EEXIST)
+        return fenced_at(w, n);
+    if (rc)
+        return writer_fail(w, rc);
+    uint64_t cur = __atomic_load_n(&w->next, __ATOMIC_SEQ_CST);
+    while (cur < n + 1 &&
+           !__atomic_compare_exchange_n(&w->next, &cur, n + 1, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST))
+        ;
+    __atomic_add_fetch(&w->size, total, __ATOMIC_SEQ_CST);
     return 0;
 }
 
@@ -914,6 +946,7 @@ static const struct storage_ops s3_ops = {
     .seg_create = s3_seg_create,
     .seg_reopen = s3_seg_reopen,
     .seg_append = s3_seg_append,
+    .seg_append_nth = s3_seg_append_nth,
     .seg_publish_lac = s3_seg_publish_lac,
     .seg_writer_size = s3_seg_writer_size,
     .seg_writer_close = s3_writer_close,

@@ -33,6 +33,14 @@ struct storage_ops {
      * (fsyncgate: never retry an fsync and trust it). Not thread-safe: one
      * caller at a time per writer. */
     int (*seg_append)(st_writer *, const struct iovec *iov, int iovcnt);
+    /* Optional (NULL if the backend cannot): the same as the k-th append of
+     * this writer (k counts every append since seg_create/seg_reopen, from
+     * 0), callable from several threads at once so that uploads overlap.
+     * The caller uses each k once, calls it only after appends < k were
+     * issued, and treats append k as durable only once every append < k
+     * returned 0. After any error the writer is failed for good; appends
+     * > k may have landed (they are beyond what the caller acknowledged). */
+    int (*seg_append_nth)(st_writer *, uint64_t k, const struct iovec *iov, int iovcnt);
     /* Publishes a hint "entries up to lac are durable" for readers in other
      * processes (no sync needed: it is written after the data's fdatasync).
      * May be a no-op for backends where appended bytes are durable once

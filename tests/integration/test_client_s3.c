@@ -9,6 +9,11 @@
 
 #include "support/testutil.h"
 
+#include <pthread.h>
+
+#include "client/internal.h"
+#include "storage/s3.h"
+
 static char endpoint[256], ak[128], sk[128], bucket[64], region[64], prefix[128];
 
 static int env_load(void)
@@ -37,14 +42,21 @@ static int env_load(void)
 }
 
 /* A client on S3 data; tag separates the tests' key prefixes and SQLite files. */
+static wp_client *open_s3_seg(const char *tag, const char *dir, const char *seg_bytes);
+
 static wp_client *open_s3(const char *tag, const char *dir)
+{
+    return open_s3_seg(tag, dir, "64KiB");
+}
+
+static wp_client *open_s3_seg(const char *tag, const char *dir, const char *seg_bytes)
 {
     char pfx[256];
     snprintf(pfx, sizeof pfx, "%s/%s", prefix, tag);
-    const char *kv[] = {"storage.type", "s3", "storage.s3.endpoint", endpoint,
+    const char *kv[] = {"flush.max_threads", "8", "flush.max_interval_ms", "20", "storage.type", "s3", "storage.s3.endpoint", endpoint,
                         "storage.s3.access_key", ak, "storage.s3.secret_key", sk,
                         "storage.s3.bucket", bucket, "storage.s3.region", region[0] ? region : "us-east-1",
-                        "storage.s3.prefix", pfx, "segment.max_bytes", "64KiB",
+                        "storage.s3.prefix", pfx, "segment.max_bytes", seg_bytes,
                         "flush.max_bytes", "8KiB", "retention.ttl_ms", "0", "gc.interval_ms", "300", NULL};
     return test_client_open(dir, kv);
 }
@@ -140,6 +152,15 @@ TEST(roundtrip_roll_fence_truncate)
     wp_client_close(c);
 }
 
+/* Records the acked entry ids (entry numbers from the payload) in order. */
+static void ack_file_cb(void *arg, int rc, wp_msg_id id)
+{
+    (void)id;
+    static int next;
+    if (rc == 0)
+        fprintf((FILE *)arg, "%d\n", next++);
+}
+
 TEST(kill9_during_uploads)
 {
     const char *dir = test_tmpdir("clients3kill");
@@ -159,13 +180,14 @@ TEST(kill9_during_uploads)
         if (!cc || !f || wp_log_open(cc, "k", &l) || wp_writer_open(l, &w))
             _exit(2);
         setvbuf(f, NULL, _IONBF, 0);
-        for (int i = 0;; i++) {
-            if (append_seq(w, i, 1))
+        for (int i = 0;; i++) { /* async: many uploads in flight */
+            char buf[64];
+            int len = snprintf(buf, sizeof buf, "s3-entry-%d", i);
+            if (wp_writer_append_async(w, buf, (size_t)len, ack_file_cb, f))
                 _exit(3);
-            fprintf(f, "%d\n", i); /* acked */
         }
     }
-    test_sleep_ms(1500);
+    test_sleep_ms(600);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     int last_acked = -1, v;
@@ -189,11 +211,97 @@ TEST(kill9_during_uploads)
     wp_client_close(c);
 }
 
+/* The second data upload of segment 0 (block 3: 0 is the creation marker,
+ * 1 the segment header, 2 the first data) stalls 300 ms and then fails for good (403), while
+ * the uploads after it go through. */
+static int later_puts; /* uploads after the failing one that were sent */
+
+static void fail_second_data_put(void *arg, const s3_fault_req *req, s3_fault *out)
+{
+    (void)arg;
+    const char *slash = strrchr(req->key, '/');
+    if (strcmp(req->method, "PUT") || !strstr(req->key, "/f/1/0/") || !slash)
+        return;
+    if (atoll(slash + 1) > 3)
+        __atomic_add_fetch(&later_puts, 1, __ATOMIC_SEQ_CST);
+    if (atoll(slash + 1) != 3)
+        return;
+    test_sleep_ms(300);
+    out->kind = S3_FAULT_STATUS;
+    out->status = 403;
+    out->body = "<Error><Code>AccessDenied</Code></Error>";
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    int ok, failed, ok_after_fail;
+    wp_msg_id last_ok;
+} ackorder;
+
+static void order_cb(void *arg, int rc, wp_msg_id id)
+{
+    ackorder *a = arg;
+    pthread_mutex_lock(&a->mu);
+    if (rc) {
+        a->failed++;
+    } else {
+        if (a->failed)
+            a->ok_after_fail++;
+        a->ok++;
+        a->last_ok = id;
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+TEST(failed_upload_fails_every_later_one)
+{
+    const char *dir = test_tmpdir("clients3fail");
+    wp_client *c = open_s3_seg("f", dir, "1MiB");
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "f"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "f", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    s3_client_set_fault(storage_s3_client(c->st), fail_second_data_put, NULL);
+    ackorder a = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    int rc = 0;
+    static char buf[1000];
+    for (int i = 0; i < 200 && rc == 0; i++) { /* ~8 entries per 8 KiB block */
+        int len = snprintf(buf, sizeof buf, "s3-entry-%d", i);
+        memset(buf + len, 'x', sizeof buf - (size_t)len);
+        rc = wp_writer_append_async(w, buf, sizeof buf, order_cb, &a);
+        if (i % 8 == 7)
+            test_sleep_ms(5); /* one block per upload, several in flight */
+    }
+    CHECK(wp_writer_flush(w) != 0);
+    CHECK(wp_writer_close(w) != 0);
+    s3_client_set_fault(storage_s3_client(c->st), NULL, NULL);
+    CHECK(a.failed > 0 && a.ok > 0 && a.ok_after_fail == 0);
+    CHECK(later_puts > 0); /* they were in flight while it failed */
+    fprintf(stderr, "  acked %d, failed %d, %d later uploads sent\n", a.ok, a.failed, later_puts);
+    /* a new writer recovers exactly the acked prefix: later blocks that
+     * landed after the failed one are cut */
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(wp_writer_close(w));
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &r) == 0);
+    wp_entry e;
+    int n = 0;
+    while (wp_reader_next(r, 300, &e) == WP_OK)
+        n++;
+    wp_reader_close(r);
+    CHECK(n == a.ok);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     if (env_load())
         return 1;
     RUN(roundtrip_roll_fence_truncate);
     RUN(kill9_during_uploads);
+    RUN(failed_upload_fails_every_later_one);
     return test_done();
 }
