@@ -1,0 +1,37 @@
+# plot.gp — the chart of bench/run.sh. Called as
+#   gnuplot -e "dir='DATA-DIR'; out='OUT.png'; title='TITLE'" bench/plot.gp
+# DATA-DIR holds (written by run.sh; "-" = not measured):
+#   thr.dat  entry-size  then MiB/s of each system (header row = system names)
+#   ack.dat  "system size"  ack p50  p99  p99.9 (ms)
+#   e2e.dat  "system size"  end-to-end p50  p99 (ms)
+set terminal pngcairo size 1200,1500 font "DejaVu Sans,11" noenhanced
+set output out
+set datafile missing "-"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics mytics lc rgb "#dddddd"
+set key outside top center horizontal
+set logscale y
+set format y "%g"
+set multiplot layout 3,1 title title font ",14"
+
+set title "Throughput (MiB/s, log scale; higher is better)"
+set ylabel "MiB/s"
+set xlabel "entry size"
+plot for [c=2:5] dir."/thr.dat" using c:xtic(1) title columnheader(c)
+
+set title "Ack latency: append call -> durable ack (ms, log scale; lower is better)"
+set ylabel "ms"
+set xlabel ""
+set xtics rotate by -30
+plot dir."/ack.dat" using 2:xtic(1) title "p50", \
+     ""           using 3 title "p99", \
+     ""           using 4 title "p99.9"
+
+set title "End-to-end latency: append call -> tailing reader receives (ms, log scale)"
+plot dir."/e2e.dat" using 2:xtic(1) title "p50", \
+     ""           using 3 title "p99"
+
+unset multiplot
