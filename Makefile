@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build demo test test-unit test-asan fuzz bench bench-peers bench-etcd clean
+.PHONY: all deps build demo test test-unit test-asan fuzz bench bench-peers bench-etcd bench-s3 clean
 
 all: build
 
@@ -47,6 +47,10 @@ bench-peers: build
 # etcd requests per segment roll / append, cross-process tail latency.
 bench-etcd: build
 	@bench/etcd.sh $(BUILD)/wp
+
+# Object storage (local Ceph RGW): Woodpecker vs raw parallel PUTs.
+bench-s3: build
+	@bench/s3.sh $(BUILD)/wp
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

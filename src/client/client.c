@@ -11,6 +11,7 @@
 #include "client/internal.h"
 #include "logstore/segment.h"
 #include "meta/etcd.h"
+#include "os/os.h"
 #include "storage/s3.h"
 
 /* ---- tail state -------------------------------------------------------- */
@@ -311,6 +312,8 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
         goto out_free;
     if (strcmp(cfg->meta_type, "etcd") == 0)
         rc = meta_etcd_open(cfg, &c->meta);
+    else if (!cfg->meta_path[0] && (rc = os_mkdir_p(cfg->storage_root))) /* default: under the root */
+        ;
     else
         rc = meta_sqlite_open(wp__config_meta_path(cfg, mpath, sizeof mpath), &c->meta);
     if (rc)

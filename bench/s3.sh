@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# s3.sh — Woodpecker on object storage against the raw limit of the same S3
+# server, in one run (make bench-s3):
+#   raw: THREADS threads of conditional 2 MiB PUTs (build/wp-s3put), the
+#        concurrency Woodpecker uses (flush.max_threads);
+#   wp:  `wp bench` async appends of 1 MiB and of 4 KiB entries with
+#        storage.type s3 (MemoryBuffer: flush.max_bytes 2 MiB,
+#        flush.max_interval_ms 200 by default) and a tailing reader;
+# and prints MiB/s, ack p50/p99, the ratio to raw and PUTs per GB.
+# The server is a local Ceph RGW started by scripts/rgw.sh (or the one
+# described by $WP_S3_ENV). Usage: bench/s3.sh path/to/wp
+set -euo pipefail
+WP=${1:-build/wp}
+WP=$(cd "$(dirname "$WP")" && pwd)/$(basename "$WP")
+PUT=$(dirname "$WP")/wp-s3put
+here=$(cd "$(dirname "$0")" && pwd)
+THREADS=${THREADS:-16}
+SECONDS_RAW=${SECONDS_RAW:-10}
+REPS=${REPS:-3}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/wp-bench-s3.XXXXXX")
+started=
+cleanup() { [ -n "$started" ] && bash "$here/../scripts/rgw.sh" stop "$tmp/rgw" >/dev/null 2>&1; rm -rf "$tmp"; }
+trap cleanup EXIT
+env_file=${WP_S3_ENV:-}
+if [ -z "$env_file" ]; then
+  bash "$here/../scripts/rgw.sh" start "$tmp/rgw" >/dev/null
+  started=1
+  env_file=$tmp/rgw/env
+fi
+# shellcheck disable=SC1090
+. "$env_file"
+echo "bench: S3 endpoint $WP_S3_ENDPOINT (bucket $WP_S3_BUCKET)"
+
+jget() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+# raw limit
+raws=()
+for r in $(seq "$REPS"); do
+  "$PUT" put "$env_file" $((2 * 1024 * 1024)) "$THREADS" "$SECONDS_RAW" >"$tmp/raw.$r.json"
+  raws+=("$(jget "$tmp/raw.$r.json" mib_per_s)")
+done
+raw=$(median "${raws[@]}")
+raw_p50=$(jget "$tmp/raw.1.json" put_p50_ms)
+echo "bench: raw 2 MiB PUTs x $THREADS threads: $raw MiB/s (runs: ${raws[*]})"
+
+S3=(-o storage.type=s3 -o "storage.s3.endpoint=$WP_S3_ENDPOINT" -o "storage.s3.bucket=$WP_S3_BUCKET"
+    -o "storage.s3.access_key=$WP_S3_ACCESS_KEY" -o "storage.s3.secret_key=$WP_S3_SECRET_KEY"
+    -o "storage.s3.region=${WP_S3_REGION:-us-east-1}" -o "flush.max_threads=$THREADS")
+rows=()
+wp_case() { # NAME ENTRIES SIZE WINDOW
+  local name=$1 entries=$2 size=$3 window=$4 mibs=() a50=() a99=() e50=() puts=0 bytes=0
+  for r in $(seq "$REPS"); do
+    local pfx="wpbench-$name-$r-$$"
+    "$WP" "${S3[@]}" -o "storage.s3.prefix=$pfx" -o "storage.root=$tmp/$name-$r" \
+      bench --log b --entries "$entries" --size "$size" --window "$window" --reader --json >"$tmp/$name.$r.json"
+    mibs+=("$(jget "$tmp/$name.$r.json" mib_per_s)")
+    a50+=("$(jget "$tmp/$name.$r.json" ack_p50_ms)"); a99+=("$(jget "$tmp/$name.$r.json" ack_p99_ms)")
+    e50+=("$(jget "$tmp/$name.$r.json" e2e_p50_ms)")
+    puts=$((puts + $("$PUT" count "$env_file" "$pfx/")))
+    bytes=$((bytes + $(python3 -c "print(int(float('$(jget "$tmp/$name.$r.json" bytes)')))")))
+  done
+  local m; m=$(median "${mibs[@]}")
+  rows+=("| wp $name | $m | $(median "${a50[@]}") | $(median "${a99[@]}") | $(median "${e50[@]}") | $(python3 -c "print(round($m / $raw, 2))") | $(python3 -c "print(round($puts / ($bytes / 2**30), 1))") |")
+  echo "bench: wp $name: $m MiB/s (runs: ${mibs[*]})"
+}
+wp_case async-1MiB 512 $((1024 * 1024)) 64
+wp_case async-4KiB 100000 4096 4096
+
+cat <<EOF
+
+## Object storage: Woodpecker vs raw PUTs to the same S3 server (median of $REPS runs)
+
+| case | MiB/s | ack p50 ms | ack p99 ms | tail-read p50 ms | ratio to raw | PUTs per GiB |
+|---|---:|---:|---:|---:|---:|---:|
+| raw 2 MiB PUTs, $THREADS threads | $raw | $raw_p50 (one PUT) | - | - | 1.00 | 512 |
+$(printf '%s\n' "${rows[@]}")
+
+Ack latency p50 is expected near flush.max_interval_ms (200 ms) + one PUT
+when the load does not fill 2 MiB blocks sooner. Commands:
+    $PUT put ENV $((2 * 1024 * 1024)) $THREADS $SECONDS_RAW
+    wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 512 --size 1MiB --window 64 --reader --json
+    wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 100000 --size 4096 --window 4096 --reader --json
+EOF
