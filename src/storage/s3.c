@@ -60,6 +60,10 @@
 #define FENCE_TRIES_MAX 1000
 /* Times reopen retries after losing its marker's number to a racer. */
 #define REOPEN_TRIES_MAX 16
+/* A reopen marker goes this many numbers past the last object listed: a
+ * fenced writer's uploads still in flight (at most flush.max_threads, 64,
+ * past its first missing number) land below it, where they are excluded. */
+#define REOPEN_MOAT 1024
 /* Segments listed per log. */
 #define LOG_SEGMENTS_MAX (1 << 24)
 /* <prefix>/<log id>/<segment id>/<n>.blk */
@@ -84,8 +88,13 @@ typedef struct {
     uint64_t size; /* object size */
     uint64_t off;  /* byte offset of a data object in the segment */
     int64_t epoch; /* of a marker */
+    int kind;      /* of a marker: MARK_* */
     bool marker;
+    bool excluded; /* data after a fence marker: a fenced writer's, not in the stream */
 } seg_obj;
+
+/* Bytes an object contributes to the segment's byte stream. */
+static uint64_t obj_bytes(const seg_obj *o) { return o->marker || o->excluded ? 0 : o->size; }
 
 /* What a listing says about a segment. */
 typedef struct {
@@ -93,6 +102,9 @@ typedef struct {
     size_t n, cap;
     uint64_t total;    /* bytes of data */
     int64_t max_epoch; /* highest marker epoch; INT64_MIN if none */
+    bool fenced;       /* the last marker classified is a fence marker */
+    bool prefix_only;  /* readers: stop at a missing number not followed by a
+                        * marker (an upload still in flight) */
 } seg_view;
 
 typedef struct {
@@ -110,9 +122,17 @@ struct st_writer {
     int failed;     /* atomic: concurrent seg_append_nth calls */
 };
 
+/* Readers keep the last object they fetched whole (objects up to this
+ * size), so reading a block header and then its records costs one GET. */
+#define READ_CACHE_BYTES_MAX (64 * 1024 * 1024)
+
 struct st_reader {
     seg_ref ref;
     seg_view view;
+    unsigned char *cache; /* object cache_n, cache_size bytes */
+    size_t cache_cap;
+    uint64_t cache_n, cache_size;
+    bool cached;
 };
 
 /* ---- keys and markers ------------------------------------------------------ */
@@ -191,7 +211,8 @@ static int marker_encode(const seg_ref *r, int kind, int64_t epoch, unsigned cha
 }
 
 /* True if m is a valid marker of segment r; its epoch in *epoch. */
-static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, int64_t *epoch)
+static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, int64_t *epoch,
+                          int *kind)
 {
     unsigned char c[8];
     if (len != MARKER_BYTES || memcmp(m, MARKER_MAGIC, 8) != 0 || m[8] != MARKER_VERSION || m[9] ||
@@ -201,6 +222,7 @@ static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, 
     if (memcmp(m + MARKER_CHECKED, c, 8) != 0)
         return false;
     *epoch = (int64_t)get_le64(m + 12);
+    *kind = m[10];
     return true;
 }
 
@@ -218,7 +240,7 @@ static int marker_put(const seg_ref *r, uint64_t n, int kind, int64_t epoch)
 }
 
 /* Reads block n: is it a marker (and of which epoch)? WP_ENOENT if gone. */
-static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *epoch)
+static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *epoch, int *kind)
 {
     unsigned char m[MARKER_BYTES + 1];
     char key[BLOCK_KEY_MAX];
@@ -228,7 +250,7 @@ static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *
     int rc = s3_get(r->s->c, key, 0, m, sizeof m, &got, &size);
     if (rc)
         return rc;
-    *is_marker = size == MARKER_BYTES && marker_decode(r, m, got, epoch);
+    *is_marker = size == MARKER_BYTES && marker_decode(r, m, got, epoch, kind);
     return 0;
 }
 
@@ -236,9 +258,11 @@ static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *
 
 static void view_free(seg_view *v)
 {
+    bool prefix_only = v->prefix_only;
     free(v->v);
     memset(v, 0, sizeof *v);
     v->max_epoch = INT64_MIN;
+    v->prefix_only = prefix_only;
 }
 
 static int view_push(seg_view *v, uint64_t n, uint64_t size)
@@ -275,26 +299,37 @@ static int on_block(void *arg, const char *key, uint64_t size)
 }
 
 /* Classifies objects [from, v->n): markers by content, offsets of data.
- * *new_marker tells whether one of them is a marker. Objects that vanish
- * meanwhile make it WP_EAGAIN (the caller lists again). */
+ * Data after a fence marker (until a create or reopen marker) belongs to a
+ * fenced writer and is excluded from the byte stream. With prefix_only the
+ * view ends before a missing number that is followed by data (an upload
+ * still in flight; a later listing finds it). *new_marker tells whether one
+ * of them is a marker. Objects that vanish meanwhile make it WP_EAGAIN (the
+ * caller lists again). */
 static int view_classify(const seg_ref *r, seg_view *v, size_t from, bool *new_marker)
 {
     *new_marker = false;
     for (size_t i = from; i < v->n; i++) {
         seg_obj *o = &v->v[i];
-        o->marker = false;
+        o->marker = o->excluded = false;
         if (o->size == MARKER_BYTES) {
-            int rc = marker_probe(r, o->n, &o->marker, &o->epoch);
+            int rc = marker_probe(r, o->n, &o->marker, &o->epoch, &o->kind);
             if (rc == WP_ENOENT)
                 return WP_EAGAIN;
             if (rc)
                 return rc;
         }
+        if (v->prefix_only && i > 0 && o->n != v->v[i - 1].n + 1 && !o->marker && !v->fenced) {
+            v->n = i; /* in flight below o: not readable yet */
+            break;
+        }
         o->off = v->total;
         if (o->marker) {
             *new_marker = true;
+            v->fenced = o->kind == MARK_FENCE;
             if (o->epoch > v->max_epoch)
                 v->max_epoch = o->epoch;
+        } else if (v->fenced) {
+            o->excluded = true;
         } else {
             if (o->size > (uint64_t)WP_SEGMENT_BYTES_MAX - v->total)
                 return wp__err(WP_ECORRUPT, "storage: segment %s exceeds %lld bytes", r->pfx,
@@ -424,7 +459,8 @@ static bool looks_like_marker(const st_writer *w, const struct iovec *iov, int i
         o += iov[i].iov_len;
     }
     int64_t e;
-    return marker_decode(&w->ref, m, o, &e);
+    int kind;
+    return marker_decode(&w->ref, m, o, &e, &kind);
 }
 
 static int s3_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
@@ -547,6 +583,22 @@ static int fence_place(const seg_ref *r, uint64_t n0, int64_t epoch)
     return fence_check_skipped(r, n0, n, epoch);
 }
 
+/* Where a fence goes: the first missing number after the last marker (the
+ * current writer's first upload that has not landed: with uploads in
+ * parallel, later ones may have), or after the last object. Nothing at or
+ * after it can then be acknowledged by that writer. */
+static uint64_t fence_start(const seg_view *v)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (v->v[i].marker)
+            m = i;
+    for (size_t i = m + 1; i < v->n; i++)
+        if (v->v[i].n != v->v[i - 1].n + 1)
+            return v->v[i - 1].n + 1;
+    return v->v[v->n - 1].n + 1;
+}
+
 static int s3_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch)
 {
     seg_ref r;
@@ -557,7 +609,7 @@ static int s3_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
     if (!rc && v.n == 0)
         rc = wp__err(WP_ENOENT, "fence: segment %s does not exist", r.pfx);
     if (!rc && v.max_epoch < epoch)
-        rc = fence_place(&r, v.v[v.n - 1].n + 1, epoch);
+        rc = fence_place(&r, fence_start(&v), epoch);
     view_free(&v);
     return rc;
 }
@@ -570,7 +622,7 @@ static int cut_point(const seg_ref *r, const seg_view *v, uint64_t len, size_t *
         return wp__err(WP_ECORRUPT, "segment %s: data is %" PRIu64 " bytes, shorter than reopen "
                        "length %" PRIu64, r->pfx, v->total, len);
     size_t i = 0;
-    while (i < v->n && (v->v[i].marker || v->v[i].off + v->v[i].size <= len))
+    while (i < v->n && (obj_bytes(&v->v[i]) == 0 || v->v[i].off + v->v[i].size <= len))
         i++;
     if (i < v->n && v->v[i].off != len)
         return wp__err(WP_ECORRUPT, "segment %s: reopen length %" PRIu64 " is inside object %"
@@ -584,10 +636,10 @@ static int cut_point(const seg_ref *r, const seg_view *v, uint64_t len, size_t *
 static int cut_data(const seg_ref *r, const seg_view *v, size_t from, uint64_t below)
 {
     char key[BLOCK_KEY_MAX];
-    for (size_t i = v->n; i > from; i--) {
+    for (size_t i = v->n; i > 0; i--) {
         const seg_obj *o = &v->v[i - 1];
-        if (o->marker || o->n >= below)
-            continue;
+        if (o->marker || o->n >= below || (i - 1 < from && !o->excluded))
+            continue; /* cut: data past the point, and every fenced writer's leftover */
         block_key(r, o->n, key);
         int rc = s3_delete(r->s->c, key);
         if (rc)
@@ -612,7 +664,7 @@ static int reopen_try(const seg_ref *r, int64_t epoch, uint64_t len, uint64_t *n
     if (!rc)
         rc = cut_point(r, &v, len, &first);
     if (!rc) {
-        at = v.v[v.n - 1].n + 1;
+        at = v.v[v.n - 1].n + 1 + (v.fenced ? REOPEN_MOAT : 0);
         rc = at < SEG_OBJECTS_MAX ? marker_put(r, at, MARK_REOPEN, epoch)
                                   : wp__err(WP_ETOOBIG, "segment %s: too many objects", r->pfx);
         if (rc == WP_EEXIST)
@@ -655,6 +707,7 @@ static void s3_reader_close(st_reader *r)
     if (!r)
         return;
     view_free(&r->view);
+    free(r->cache);
     free(r);
 }
 
@@ -665,6 +718,7 @@ static int s3_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_read
     if (!r)
         return wp__err(WP_ENOMEM, "storage: reader");
     r->view.max_epoch = INT64_MIN;
+    r->view.prefix_only = true;
     int rc = ref_make((s3_storage *)st, log_id, seg_id, &r->ref);
     if (!rc)
         rc = view_load(&r->ref, &r->view);
@@ -685,7 +739,7 @@ static size_t view_find(const seg_view *v, uint64_t off)
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const seg_obj *o = &v->v[mid];
-        uint64_t end = o->off + (o->marker ? 0 : o->size);
+        uint64_t end = o->off + obj_bytes(o);
         if (end <= off)
             lo = mid + 1;
         else
@@ -694,23 +748,61 @@ static size_t view_find(const seg_view *v, uint64_t off)
     return lo;
 }
 
-/* Reads [off, off+len) as the view maps it. WP_EAGAIN if an object does
- * not match the view (gone or another size): the view is stale. */
-static int view_read(const seg_ref *r, const seg_view *v, uint64_t off, unsigned char *buf,
-                     size_t len, size_t *got)
+/* Fetches object o whole into the reader's cache. WP_EAGAIN if it does not
+ * match the view. */
+static int cache_fill(st_reader *r, const seg_obj *o)
 {
+    if (r->cached && r->cache_n == o->n && r->cache_size == o->size)
+        return 0;
+    if (o->size > r->cache_cap) {
+        unsigned char *nb = realloc(r->cache, (size_t)o->size);
+        if (!nb)
+            return wp__err(WP_ENOMEM, "read %s: cache of %" PRIu64 " bytes", r->ref.pfx, o->size);
+        r->cache = nb;
+        r->cache_cap = (size_t)o->size;
+    }
+    char key[BLOCK_KEY_MAX];
+    size_t g = 0;
+    uint64_t osize = 0;
+    r->cached = false;
+    block_key(&r->ref, o->n, key);
+    int rc = s3_get(r->ref.s->c, key, 0, r->cache, (size_t)o->size, &g, &osize);
+    if (rc == WP_ENOENT || (!rc && (g != o->size || osize != o->size)))
+        return WP_EAGAIN;
+    if (rc)
+        return rc;
+    r->cached = true;
+    r->cache_n = o->n;
+    r->cache_size = o->size;
+    return 0;
+}
+
+/* Reads [off, off+len) as the view maps it, whole objects through the
+ * cache, larger ones by ranged GETs. WP_EAGAIN if an object does not match
+ * the view (gone or another size): the view is stale. */
+static int view_read(st_reader *r, uint64_t off, unsigned char *buf, size_t len, size_t *got)
+{
+    const seg_view *v = &r->view;
     char key[BLOCK_KEY_MAX];
     *got = 0;
     for (size_t i = view_find(v, off); i < v->n && *got < len; i++) {
         const seg_obj *o = &v->v[i];
-        if (o->marker || o->size == 0)
+        if (obj_bytes(o) == 0)
             continue;
         uint64_t pos = off + *got, in = pos - o->off;
         size_t take = o->size - in < len - *got ? (size_t)(o->size - in) : len - *got;
+        int rc;
+        if (o->size <= READ_CACHE_BYTES_MAX) {
+            if ((rc = cache_fill(r, o)))
+                return rc;
+            memcpy(buf + *got, r->cache + in, take);
+            *got += take;
+            continue;
+        }
         size_t g = 0;
         uint64_t osize = 0;
-        block_key(r, o->n, key);
-        int rc = s3_get(r->s->c, key, in, buf + *got, take, &g, &osize);
+        block_key(&r->ref, o->n, key);
+        rc = s3_get(r->ref.s->c, key, in, buf + *got, take, &g, &osize);
         if (rc == WP_ENOENT || (!rc && (g != take || osize != o->size)))
             return WP_EAGAIN;
         if (rc)
@@ -734,12 +826,12 @@ static int s3_seg_read(st_reader *r, uint64_t off, void *buf, size_t len, size_t
         return 0;
     if (len > r->view.total - off)
         len = (size_t)(r->view.total - off);
-    rc = view_read(&r->ref, &r->view, off, buf, len, got);
+    rc = view_read(r, off, buf, len, got);
     if (rc == WP_EAGAIN) { /* objects changed under us: list everything again */
         rc = view_load(&r->ref, &r->view);
         if (!rc && off < r->view.total) {
             len = len < r->view.total - off ? len : (size_t)(r->view.total - off);
-            rc = view_read(&r->ref, &r->view, off, buf, len, got);
+            rc = view_read(r, off, buf, len, got);
         }
         if (rc == WP_EAGAIN)
             rc = wp__err(WP_EIO, "read %s: objects keep changing under the reader", r->ref.pfx);

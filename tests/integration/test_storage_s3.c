@@ -487,7 +487,7 @@ TEST(fence_two_handles)
     static const struct {
         int n, kind;
         int64_t epoch;
-    } marks[] = {{0, 1, 1}, {2, 2, 2}, {3, 3, 2}};
+    } marks[] = {{0, 1, 1}, {2, 2, 2}, {3 + 1024, 3, 2}}; /* reopen: past REOPEN_MOAT */
     unsigned char m[3][64];
     for (int i = 0; i < 3; i++) {
         char key[300];
@@ -900,6 +900,60 @@ TEST(perf_figures)
     s3_client_close(c);
 }
 
+/* Parallel uploads: appends 1 and 3 of writer A landed, append 2 is still
+ * in flight when B fences. The fence must take append 2's number, so A can
+ * never acknowledge 2 or 3; A's append 3 is excluded from the stream; a
+ * late append 4 lands below B's reopen marker and is excluded too. */
+TEST(fence_with_upload_in_flight)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/inflight", run_prefix);
+    storage *a = store_at(prefix), *b = store_at(prefix);
+    REQUIRE(a && b && a->ops->seg_append_nth);
+    st_writer *wa = NULL, *wb = NULL;
+    REQUIRE(a->ops->seg_create(a, 1, 0, 1, &wa) == 0);
+    static char d1[100], d2[200], d3[300], d4[400];
+    memset(d1, '1', sizeof d1), memset(d2, '2', sizeof d2), memset(d3, '3', sizeof d3);
+    memset(d4, '4', sizeof d4);
+    struct iovec v1 = {d1, sizeof d1}, v2 = {d2, sizeof d2}, v3 = {d3, sizeof d3}, v4 = {d4, sizeof d4};
+    CHECK_OK(a->ops->seg_append_nth(wa, 0, &v1, 1)); /* append 0 is block 1 */
+    CHECK_OK(a->ops->seg_append_nth(wa, 2, &v3, 1)); /* block 3 lands before block 2 */
+    /* a reader sees only the contiguous prefix: block 3 waits for block 2 */
+    st_reader *r = NULL;
+    uint64_t size = 0;
+    REQUIRE(b->ops->seg_open_read(b, 1, 0, &r) == 0);
+    CHECK_OK(b->ops->seg_size(r, &size));
+    CHECK(size == sizeof d1);
+    b->ops->seg_reader_close(r);
+    CHECK_OK(b->ops->seg_fence(b, 1, 0, 2));
+    CHECK_RC(WP_EFENCED, a->ops->seg_append_nth(wa, 1, &v2, 1)); /* its number is the fence */
+    REQUIRE(b->ops->seg_open_read(b, 1, 0, &r) == 0);
+    CHECK_OK(b->ops->seg_size(r, &size));
+    CHECK(size == sizeof d1); /* block 3 is excluded */
+    b->ops->seg_reader_close(r);
+    CHECK_OK(b->ops->seg_reopen(b, 1, 0, 2, sizeof d1, &wb));
+    /* a last upload of A lands after the reopen: below B's marker, excluded */
+    s3_client *c = client_open();
+    REQUIRE(c);
+    char key[300];
+    snprintf(key, sizeof key, "%s/1/0/%012d.blk", prefix, 4);
+    CHECK_OK(s3_put(c, key, &v4, 1, S3_PUT_IF_ABSENT));
+    s3_client_close(c);
+    CHECK_OK(b->ops->seg_append(wb, &v2, 1));
+    REQUIRE(a->ops->seg_open_read(a, 1, 0, &r) == 0);
+    CHECK_OK(a->ops->seg_size(r, &size));
+    CHECK(size == sizeof d1 + sizeof d2);
+    char got[sizeof d1 + sizeof d2];
+    size_t n = 0;
+    CHECK_OK(a->ops->seg_read(r, 0, got, sizeof got, &n));
+    CHECK(n == sizeof got && !memcmp(got, d1, sizeof d1) && !memcmp(got + sizeof d1, d2, sizeof d2));
+    a->ops->seg_reader_close(r);
+    a->ops->seg_writer_close(wa);
+    b->ops->seg_writer_close(wb);
+    a->ops->close(a);
+    b->ops->close(b);
+}
+
 int main(void)
 {
     if (env_load() != 0) {
@@ -918,6 +972,7 @@ int main(void)
     RUN(https_with_ca_file);
     RUN(config_and_env_credentials);
     RUN(fence_two_handles);
+    RUN(fence_with_upload_in_flight);
     RUN(fence_while_appending);
     RUN(readers_follow_a_cut);
     RUN(racing_fencers);
