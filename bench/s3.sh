@@ -15,7 +15,7 @@ WP=$(cd "$(dirname "$WP")" && pwd)/$(basename "$WP")
 PUT=$(dirname "$WP")/wp-s3put
 here=$(cd "$(dirname "$0")" && pwd)
 THREADS=${THREADS:-16}
-SECONDS_RAW=${SECONDS_RAW:-10}
+SECONDS_RAW=${SECONDS_RAW:-5}
 REPS=${REPS:-3}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/wp-bench-s3.XXXXXX")
@@ -40,6 +40,7 @@ raws=()
 for r in $(seq "$REPS"); do
   "$PUT" put "$env_file" $((2 * 1024 * 1024)) "$THREADS" "$SECONDS_RAW" >"$tmp/raw.$r.json"
   raws+=("$(jget "$tmp/raw.$r.json" mib_per_s)")
+  "$PUT" delete "$env_file" "$(jget "$tmp/raw.$r.json" prefix)/" >/dev/null # RGW memstore is RAM
 done
 raw=$(median "${raws[@]}")
 raw_p50=$(jget "$tmp/raw.1.json" put_p50_ms)
@@ -60,6 +61,7 @@ wp_case() { # NAME ENTRIES SIZE WINDOW
     e50+=("$(jget "$tmp/$name.$r.json" e2e_p50_ms)")
     puts=$((puts + $("$PUT" count "$env_file" "$pfx/")))
     bytes=$((bytes + $(python3 -c "print(int(float('$(jget "$tmp/$name.$r.json" bytes)')))")))
+    "$PUT" delete "$env_file" "$pfx/" >/dev/null
   done
   local m; m=$(median "${mibs[@]}")
   rows+=("| wp $name | $m | $(median "${a50[@]}") | $(median "${a99[@]}") | $(median "${e50[@]}") | $(python3 -c "print(round($m / $raw, 2))") | $(python3 -c "print(round($puts / ($bytes / 2**30), 1))") |")

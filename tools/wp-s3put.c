@@ -6,6 +6,7 @@
  *
  *   wp-s3put put ENV_FILE SIZE THREADS SECONDS
  *   wp-s3put count ENV_FILE PREFIX
+ *   wp-s3put delete ENV_FILE PREFIX   (the test server keeps objects in memory)
  * ENV_FILE: the file scripts/rgw.sh writes (WP_S3_ENDPOINT=..., ...). */
 #include <inttypes.h>
 #include <pthread.h>
@@ -134,11 +135,25 @@ static int count_cb(void *arg, const char *key, uint64_t size)
     return 0;
 }
 
+typedef struct {
+    s3_client *c;
+    long n;
+} del_ctx;
+
+static int delete_cb(void *arg, const char *key, uint64_t size)
+{
+    (void)size;
+    del_ctx *d = arg;
+    d->n++;
+    return s3_delete(d->c, key);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4 || load_env(argv[2])) {
         fprintf(stderr, "usage: wp-s3put put ENV_FILE SIZE THREADS SECONDS\n"
-                        "       wp-s3put count ENV_FILE PREFIX\n");
+                        "       wp-s3put count ENV_FILE PREFIX\n"
+                        "       wp-s3put delete ENV_FILE PREFIX\n");
         return 2;
     }
     s3_options o = {.endpoint = endpoint, .bucket = bucket, .region = region,
@@ -155,6 +170,11 @@ int main(int argc, char **argv)
         rc = s3_list_all(c, argv[3], NULL, 1000, 100000000, count_cb, &n);
         if (!rc)
             printf("%ld\n", n);
+    } else if (!strcmp(argv[1], "delete")) {
+        del_ctx d = {c, 0};
+        rc = s3_list_all(c, argv[3], NULL, 1000, 100000000, delete_cb, &d);
+        if (!rc)
+            printf("%ld\n", d.n);
     } else if (!strcmp(argv[1], "put") && argc == 6) {
         long size = atol(argv[3]), threads = atol(argv[4]), secs = atol(argv[5]);
         if (size < 1 || size > 256L << 20 || threads < 1 || threads > THREADS_MAX || secs < 1 ||

@@ -298,6 +298,10 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
             c->cfg.flush_max_interval_ms = 200;
     }
     c->logger = (wp__logger){cfg->log_fn, cfg->log_arg, cfg->log_level};
+    c->poll_max_ns = cfg->reader_poll_max_ms * 1000000LL;
+    c->lac_hints = strcmp(cfg->storage_type, "s3") != 0;
+    if (strcmp(cfg->storage_type, "s3") == 0 && cfg->reader_poll_max_ms < READER_POLL_S3_MS)
+        c->poll_max_ns = READER_POLL_S3_MS * 1000000LL;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -27,6 +27,8 @@ typedef struct tailstate {
     bool deleted;
 } tailstate;
 
+#define READER_POLL_S3_MS 200
+
 struct wp_client {
     wp_config cfg;
     wp__logger logger;
@@ -42,6 +44,11 @@ struct wp_client {
     bool bg_stop;
     pthread_cond_t bg_cond;
     int64_t lease_id; /* reader registrations' lease; 0 none */
+    /* Longest sleep of a reader polling a writer in another process:
+     * reader.poll_max_ms, at least READER_POLL_S3_MS on object storage (each
+     * poll lists the segment: at most 1000/READER_POLL_S3_MS requests/s). */
+    int64_t poll_max_ns;
+    bool lac_hints; /* the storage publishes LAC hints (local); objects do not */
     int n_readers;
 };
 

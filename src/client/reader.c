@@ -59,11 +59,33 @@ static int64_t active_lac(wp_client *c, tailstate *t, int64_t log_id, int64_t se
     bool has_writer;
     if (tail_lac(t, seg_id, &lac, &seq, &has_writer))
         return lac;
+    if (!c->lac_hints) /* objects: visible only once durable */
+        return LSEG_LAC_UNKNOWN;
     lseg_r *r;
     if (lseg_open_read(c->st, log_id, seg_id, false, 0, &r))
         return -1;
-    if (lseg_read_lac(r, &lac))
+    int rc = lseg_read_lac(r, &lac);
+    if (rc == WP_ENOTSUP) /* objects: visible only once durable */
+        lac = LSEG_LAC_UNKNOWN;
+    else if (rc)
         lac = -1;
+    lseg_close_read(r);
+    return lac;
+}
+
+/* Last durable entry of an active segment; where the storage has no LAC
+ * hint (objects), found by walking the block headers of what is there. */
+static int64_t active_last(wp_client *c, tailstate *t, int64_t log_id, int64_t seg_id)
+{
+    int64_t lac = active_lac(c, t, log_id, seg_id);
+    if (lac != LSEG_LAC_UNKNOWN)
+        return lac;
+    lseg_r *r;
+    if (lseg_open_read(c->st, log_id, seg_id, false, 0, &r))
+        return -1;
+    lseg_entry e;
+    lseg_seek(r, INT64_MAX - 1); /* skips whole blocks by their headers */
+    lac = lseg_next(r, LSEG_LAC_UNKNOWN, &e) == WP_EAGAIN ? lseg_position(r) - 1 : -1;
     lseg_close_read(r);
     return lac;
 }
@@ -78,7 +100,7 @@ int wp__log_last_id(wp_log *log, wp_msg_id *out)
     *out = (wp_msg_id){-1, -1};
     for (size_t i = n; i-- > 0;) {
         int64_t last = segs[i].state == WP_SEG_ACTIVE
-                           ? active_lac(log->c, log->tail, log->log_id, segs[i].seg_id)
+                           ? active_last(log->c, log->tail, log->log_id, segs[i].seg_id)
                            : segs[i].last_entry_id;
         if (last >= 0) {
             *out = (wp_msg_id){segs[i].seg_id, last};
@@ -324,6 +346,16 @@ static int refresh_state(wp_reader *r)
     return WP_OK;
 }
 
+/* Reads the segment's state whatever the watch says: completed? */
+static bool completed_meanwhile(wp_reader *r)
+{
+    meta_seg s;
+    if (r->sr_completed ||
+        r->c->meta->ops->seg_get(r->c->meta, r->log->log_id, r->seg, &s) != WP_OK)
+        return false;
+    return s.state != WP_SEG_ACTIVE;
+}
+
 static int fill_entry(wp_reader *r, const lseg_entry *e, wp_entry *out)
 {
     out->id = (wp_msg_id){r->seg, e->entry_id};
@@ -384,6 +416,14 @@ static int try_next(wp_reader *r, wp_entry *out)
             r->entry = e.entry_id + 1;
             return fill_entry(r, &e, out);
         }
+        if (rc == WP_ECORRUPT && max == LSEG_LAC_UNKNOWN && completed_meanwhile(r)) {
+            /* objects: reading what is there ran into the index + footer of
+             * a segment completed meanwhile; read on with its index */
+            lseg_close_read(r->sr);
+            r->sr = NULL;
+            r->wait_seg = -1;
+            continue;
+        }
         if (rc != WP_EAGAIN)
             return rc;
         if (!r->sr_completed) {
@@ -439,8 +479,8 @@ int wp_reader_next(wp_reader *r, int timeout_ms, wp_entry *out)
             step = until - now;
         sleep_ns(step);
         r->poll_ns = r->poll_ns * 2;
-        if (r->poll_ns > r->c->cfg.reader_poll_max_ms * 1000000LL)
-            r->poll_ns = r->c->cfg.reader_poll_max_ms * 1000000LL;
+        if (r->poll_ns > r->c->poll_max_ns)
+            r->poll_ns = r->c->poll_max_ns;
         if (r->poll_ns < POLL_MIN_NS)
             r->poll_ns = POLL_MIN_NS * 2;
     }

@@ -533,20 +533,24 @@ static void seek_index(lseg_r *r)
 /* Loads the block at it.off, whose first entry must be next_id. */
 static int load_block(lseg_r *r, int64_t max_entry_id)
 {
-    if (r->next_id > max_entry_id)
-        return WP_EAGAIN;
-    int rc = biter_header(&r->it, r->st);
-    if (rc == WP_OK && r->it.h.first_entry_id != r->next_id)
-        rc = wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " starts at entry %" PRId64
-                     ", expected %" PRId64, r->it.off, r->it.h.first_entry_id, r->next_id);
-    /* Skip whole blocks below the target without reading their records. */
-    if (rc == WP_OK && r->target >= r->next_id + (int64_t)r->it.h.n_entries) {
+    int rc;
+    for (;;) {
+        if (r->next_id > max_entry_id)
+            return WP_EAGAIN;
+        rc = biter_header(&r->it, r->st);
+        if (rc == WP_OK && r->it.h.first_entry_id != r->next_id)
+            rc = wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " starts at entry %" PRId64
+                         ", expected %" PRId64, r->it.off, r->it.h.first_entry_id, r->next_id);
+        /* Skip whole blocks below the target without reading their records. */
+        if (rc != WP_OK || r->target < r->next_id + (int64_t)r->it.h.n_entries)
+            break;
         r->it.off += BLK_HEADER_SIZE + r->it.h.records_len;
         r->next_id += r->it.h.n_entries;
-        return load_block(r, max_entry_id);
     }
     if (rc == WP_OK)
         rc = biter_records(&r->it, r->st);
+    if (rc == WP_EAGAIN && max_entry_id == LSEG_LAC_UNKNOWN)
+        return WP_EAGAIN; /* not written yet */
     if (rc == WP_EAGAIN)
         /* entries up to max_entry_id are durable, so their bytes are there */
         rc = wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": durable entry %" PRId64
@@ -590,6 +594,8 @@ int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
             return WP_OK;
     }
 }
+
+int64_t lseg_position(const lseg_r *r) { return r->next_id; }
 
 int lseg_read_lac(lseg_r *r, int64_t *lac)
 {

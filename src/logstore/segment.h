@@ -78,9 +78,15 @@ typedef struct {
     rec_view rec;
 } lseg_entry;
 /* Next entry if its id <= max_entry_id (the LAC). WP_EAGAIN when it is not
- * there (yet); WP_ECORRUPT for a damaged durable block. The record's
- * pointers stay valid until the next call. */
+ * there (yet); WP_ECORRUPT for a damaged durable block. With
+ * LSEG_LAC_UNKNOWN (backends whose appends are visible only once durable,
+ * e.g. objects) every complete block there is readable and missing bytes
+ * mean "not yet". The record's pointers stay valid until the next call. */
+#define LSEG_LAC_UNKNOWN INT64_MAX
 int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out);
+/* The id of the entry the reader would look at next (after lseg_next
+ * returned WP_EAGAIN at the end: one past the last complete block). */
+int64_t lseg_position(const lseg_r *r);
 /* The published LAC hint of the segment (cross-process tailing). */
 int lseg_read_lac(lseg_r *r, int64_t *lac);
 void lseg_close_read(lseg_r *r);

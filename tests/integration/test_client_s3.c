@@ -296,6 +296,106 @@ TEST(failed_upload_fails_every_later_one)
     wp_client_close(c);
 }
 
+/* A reader in another process learns of new objects by listing (there is
+ * no LAC hint object), at most every 200 ms when idle. */
+TEST(reader_in_another_process)
+{
+    const char *dir = test_tmpdir("clients3xproc");
+    wp_client *c = open_s3("x", dir);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "x"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "x", &log) == 0);
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &r) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        wp_client *cc = open_s3("x", dir);
+        wp_log *l;
+        wp_writer *w;
+        if (!cc || wp_log_open(cc, "x", &l) || wp_writer_open(l, &w) || append_seq(w, 0, 300))
+            _exit(2);
+        test_sleep_ms(1500); /* the segment stays active while the reader catches up */
+        _exit(wp_writer_close(w) ? 3 : 0);
+    }
+    int got = 0, bad = 0;
+    wp_entry e;
+    while (got < 300 && wp_reader_next(r, 10000, &e) == WP_OK) {
+        char want[64];
+        int len = snprintf(want, sizeof want, "s3-entry-%d", got);
+        if (e.len != (size_t)len || memcmp(e.data, want, (size_t)len))
+            bad++;
+        got++;
+    }
+    CHECK(got == 300 && bad == 0);
+    wp_log_info info;
+    CHECK_OK(wp_log_stat(log, &info)); /* last id of an active segment, by its blocks */
+    CHECK(info.last_id.entry_id >= 0);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    wp_reader_close(r);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
+typedef struct {
+    wp_log *log;
+    int want, got, bad;
+} tailer;
+
+static void *tail_main(void *arg)
+{
+    tailer *t = arg;
+    wp_reader *r;
+    if (wp_reader_open(t->log, WP_EARLIEST, &r))
+        return NULL;
+    wp_entry e;
+    int rc = 0;
+    while (t->got < t->want && (rc = wp_reader_next(r, 10000, &e)) == WP_OK) {
+        char want[64];
+        int len = snprintf(want, sizeof want, "s3-entry-%d", t->got);
+        if (e.len < (size_t)len || memcmp(e.data, want, (size_t)len))
+            t->bad++;
+        t->got++;
+    }
+    if (rc)
+        fprintf(stderr, "  tail reader: %s (%s)\n", wp_strerror(rc), wp_errmsg());
+    wp_reader_close(r);
+    return NULL;
+}
+
+/* A reader in the writer's process tails it across many segment rolls while
+ * uploads run in parallel (it reads what is there; a segment completed
+ * meanwhile ends with its index and footer). */
+TEST(tail_across_rolls)
+{
+    const char *dir = test_tmpdir("clients3tail");
+    wp_client *c = open_s3("t", dir);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "t"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "t", &log) == 0);
+    tailer t = {.log = log, .want = 3000};
+    pthread_t th;
+    pthread_create(&th, NULL, tail_main, &t);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    int acked = 0;
+    static char buf[600];
+    for (int i = 0; i < 3000; i++) {
+        int len = snprintf(buf, sizeof buf, "s3-entry-%d", i);
+        memset(buf + len, '.', sizeof buf - (size_t)len);
+        CHECK_OK(wp_writer_append_async(w, buf, sizeof buf, count_cb, &acked));
+    }
+    CHECK_OK(wp_writer_close(w));
+    pthread_join(th, NULL);
+    CHECK(acked == 3000 && t.got == 3000 && t.bad == 0);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     if (env_load())
@@ -303,5 +403,7 @@ int main(void)
     RUN(roundtrip_roll_fence_truncate);
     RUN(kill9_during_uploads);
     RUN(failed_upload_fails_every_later_one);
+    RUN(reader_in_another_process);
+    RUN(tail_across_rolls);
     return test_done();
 }
