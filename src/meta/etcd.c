@@ -33,6 +33,7 @@
 #define META_ETCD_SCHEMA "1"
 /* Longest key: prefix (255 + '/') + "readers/" + 20 digits + '/' + name. */
 #define META_ETCD_KEY_MAX 512
+_Static_assert(256 + sizeof "nodes/" + WP_NODE_ID_MAX < META_ETCD_KEY_MAX, "node keys fit");
 /* Keys per range request in list calls. */
 #define META_ETCD_PAGE 512
 /* Bound on the rows one list call returns (as the SQLite backend). */
@@ -98,6 +99,11 @@ static void key_reader(const meta_etcd *m, keybuf k, int64_t log_id, const char 
     key_fmt(m, k, "readers/%020lld/", log_id, 0);
     size_t n = strlen(k);
     snprintf(k + n, META_ETCD_KEY_MAX - n, "%s", name);
+}
+
+static void key_node(const meta_etcd *m, keybuf k, const char *id)
+{
+    snprintf(k, META_ETCD_KEY_MAX, "%snodes/%s", m->prefix, id);
 }
 
 /* ---- value encoding (docs/metadata.md §5.2) ---------------------------- */
@@ -1138,6 +1144,131 @@ static int et_reader_list(meta *mm, int64_t log_id, meta_reader **out, size_t *n
     return list_recs(m, &rl, k, (void **)out, n);
 }
 
+/* ---- nodes ------------------------------------------------------------- */
+
+/* A node value (meta.h, docs/metadata.md §5.2) whose id is the key's suffix
+ * after P nodes/ and whose lease_id is the lease etcd reports for the key. */
+static int dec_node(const meta_etcd *m, const char *op, const etcd_kv *kv, meta_node *n)
+{
+    keybuf base;
+    key_node(m, base, "");
+    size_t plen = strlen(base), nlen = kv->key_len > plen ? kv->key_len - plen : 0;
+    memset(n, 0, sizeof *n);
+    if (strncmp(kv->key, base, plen) != 0 || !meta_node_id_valid(kv->key + plen, nlen))
+        return corrupt(op, kv->key, "node id");
+    const char *why = meta_node_decode(kv->value, kv->value_len, n);
+    if (why)
+        return corrupt(op, kv->key, why);
+    if (n->lease_id != kv->lease)
+        return corrupt(op, kv->key, "node lease_id differs from the key's lease");
+    if (kv->mod_rev < 1)
+        return corrupt(op, kv->key, "no revision");
+    memcpy(n->id, kv->key + plen, nlen);
+    n->rev = kv->mod_rev;
+    return 0;
+}
+
+static int decode_node(const meta_etcd *m, const char *op, const etcd_kv *kv, void *out)
+{
+    return dec_node(m, op, kv, out);
+}
+
+static int et_node_put(meta *mm, meta_node *n)
+{
+    static const char op[] = "node_put";
+    meta_etcd *m = me(mm);
+    int rc = meta_node_check(op, n);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    uint8_t val[META_NODE_VALUE_MAX];
+    size_t len = meta_node_encode(n, val);
+    key_node(m, k, n->id);
+    /* An upsert without compares: retrying after an unknown outcome is
+     * harmless; etcd refuses it (NotFound) if the lease is gone. */
+    etcd_op ok = {.kind = ETCD_OP_PUT, .key = k, .value = val, .value_len = len,
+                  .lease = n->lease_id};
+    wtxn w = {NULL, 0, &ok, NULL, 1, 0, NULL, 0, NULL};
+    etcd_result res;
+    int64_t rev = 0;
+    bool unknown;
+    rc = run_txn(m, op, &w, etcd_deadline(m->cli, 0), &res, &rev, &unknown);
+    if (rc == WP_ENOENT)
+        rc = wp__err(WP_ENOENT, "meta node_put %s: lease %lld expired or revoked (%s)", n->id,
+                     (long long)n->lease_id, wp_errmsg());
+    else if (rc == 0 && !res.succeeded) /* no compares: cannot fail */
+        rc = wp__err(WP_ECORRUPT, "meta node_put %s: etcd reported a txn without compares "
+                     "as failed", n->id);
+    else if (rc == 0)
+        n->rev = rev;
+    etcd_result_free(&res);
+    return rc;
+}
+
+static int et_node_get(meta *mm, const char *node_id, meta_node *out)
+{
+    static const char op[] = "node_get";
+    meta_etcd *m = me(mm);
+    int rc = meta_node_id_check(op, node_id);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    etcd_result res;
+    const etcd_kv *kv;
+    key_node(m, k, node_id);
+    if ((rc = get_key(m, op, k, 0, 0, &res, &kv)) < 0)
+        return rc;
+    if (!kv)
+        rc = wp__err(WP_ENOENT, "meta %s: no node '%s'", op, node_id);
+    else
+        rc = dec_node(m, op, kv, out);
+    etcd_result_free(&res);
+    return rc;
+}
+
+static int et_node_delete(meta *mm, const char *node_id)
+{
+    static const char op[] = "node_delete";
+    meta_etcd *m = me(mm);
+    int rc = meta_node_id_check(op, node_id);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    char what[WP_NODE_ID_MAX + 16];
+    key_node(m, k, node_id);
+    snprintf(what, sizeof what, "node '%s'", node_id);
+    return delete_key(m, op, k, 0, what);
+}
+
+static int et_node_list(meta *mm, const char *kind, meta_node **out, size_t *n)
+{
+    static const char op[] = "node_list";
+    meta_etcd *m = me(mm);
+    *out = NULL;
+    *n = 0;
+    if (!kind)
+        kind = "";
+    if (*kind && !meta_node_kind_valid(kind, strnlen(kind, META_NODE_KIND_MAX + 1)))
+        return wp__err(WP_EINVAL, "meta %s: bad kind (1..%d bytes of [a-z0-9_-])", op,
+                       META_NODE_KIND_MAX);
+    keybuf k;
+    key_node(m, k, "");
+    rec_list rl = {.m = m, .op = op, .elem = sizeof(meta_node), .decode = decode_node};
+    int rc = list_recs(m, &rl, k, (void **)out, n);
+    if (rc < 0 || !*kind)
+        return rc;
+    size_t kept = 0; /* keep the requested kind, in key (= id) order */
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*out)[i].kind, kind) == 0 && kept++ != i)
+            (*out)[kept - 1] = (*out)[i];
+    *n = kept;
+    if (kept == 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return 0;
+}
+
 /* ---- handle ------------------------------------------------------------ */
 
 static void et_close(meta *mm)
@@ -1170,6 +1301,10 @@ static const struct meta_ops etcd_ops = {
     .reader_delete = et_reader_delete,
     .reader_list = et_reader_list,
     .close = et_close,
+    .node_put = et_node_put,
+    .node_get = et_node_get,
+    .node_delete = et_node_delete,
+    .node_list = et_node_list,
 };
 
 static int client_from(const struct wp_config *cfg, etcd_client **cli)

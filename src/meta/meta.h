@@ -1,13 +1,15 @@
 /* meta.h — the metadata interface (ARCHITECTURE §6, docs/metadata.md).
  * Every record carries a revision `rev` (etcd's mod_revision); updates are
  * compare-and-swap on it, creations are "create only if absent". Every
- * backend passes tests/unit/test_meta_conformance.c.
+ * backend passes tests/conformance/meta_conformance.h.
  * All calls are safe from many threads and many processes. */
 #ifndef WP_META_META_H
 #define WP_META_META_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/err.h"
 #include "base/limits.h"
@@ -42,6 +44,24 @@ typedef struct {
     int64_t lease_id;
     int64_t rev;
 } meta_reader;
+
+/* Node registrations (docs/metadata.md §3.4). Bounds of the text fields:
+ * an id is 1..WP_NODE_ID_MAX bytes of [A-Za-z0-9._-] (it is part of a key),
+ * a kind 1..META_NODE_KIND_MAX bytes of [a-z0-9_-], an address
+ * 1..META_NODE_ADDR_MAX printable bytes without spaces (host:port). Here and
+ * not in limits.h because only the metadata layer uses them. */
+#define WP_NODE_ID_MAX 128
+#define META_NODE_KIND_MAX 31
+#define META_NODE_ADDR_MAX 255
+
+typedef struct {
+    char id[WP_NODE_ID_MAX + 1];
+    char kind[META_NODE_KIND_MAX + 1];  /* "logstore", "streaming", ... */
+    char addr[META_NODE_ADDR_MAX + 1];  /* where to reach it: host:port */
+    int64_t lease_id;      /* > 0: the lease keeping it alive (required) */
+    int64_t registered_ms; /* >= 0: unix ms, set by the caller (start time) */
+    int64_t rev;           /* set by the backend */
+} meta_node;
 
 struct meta_ops {
     const char *name;
@@ -80,11 +100,139 @@ struct meta_ops {
     int (*reader_list)(meta *, int64_t log_id, meta_reader **out, size_t *n);
 
     void (*close)(meta *);
+
+    /* Node registrations (LogStore / streaming nodes): upsert attached to
+     * n->lease_id (WP_ENOENT if the lease expired); they vanish with it. */
+    int (*node_put)(meta *, meta_node *n);
+    int (*node_get)(meta *, const char *node_id, meta_node *out); /* WP_ENOENT */
+    int (*node_delete)(meta *, const char *node_id);
+    int (*node_list)(meta *, const char *kind, meta_node **out, size_t *n); /* kind "" = all; sorted by id; free(*out) */
 };
 
 struct meta {
     const struct meta_ops *ops;
 };
+
+/* ---- node records: checks and value encoding, shared by the backends ---- */
+
+static inline bool meta_node_id_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > WP_NODE_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static inline bool meta_node_kind_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > META_NODE_KIND_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static inline bool meta_node_addr_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > META_NODE_ADDR_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e) /* printable ASCII, no space */
+            return false;
+    return true;
+}
+
+/* Checks a node id argument (NUL-terminated): WP_EINVAL naming it. */
+static inline int meta_node_id_check(const char *op, const char *id)
+{
+    if (!id || !meta_node_id_valid(id, strnlen(id, WP_NODE_ID_MAX + 1)))
+        return wp__err(WP_EINVAL, "meta %s: bad node id (1..%d bytes of [A-Za-z0-9._-])", op,
+                       WP_NODE_ID_MAX);
+    return 0;
+}
+
+/* Checks every field of n but rev: WP_EINVAL naming the bad field. */
+static inline int meta_node_check(const char *op, const meta_node *n)
+{
+    int rc = meta_node_id_check(op, n->id);
+    if (rc < 0)
+        return rc;
+    if (!meta_node_kind_valid(n->kind, strnlen(n->kind, sizeof n->kind)))
+        return wp__err(WP_EINVAL, "meta %s %s: bad kind (1..%d bytes of [a-z0-9_-])", op, n->id,
+                       META_NODE_KIND_MAX);
+    if (!meta_node_addr_valid(n->addr, strnlen(n->addr, sizeof n->addr)))
+        return wp__err(WP_EINVAL, "meta %s %s: bad addr (1..%d printable bytes, no spaces)", op,
+                       n->id, META_NODE_ADDR_MAX);
+    if (n->lease_id <= 0)
+        return wp__err(WP_EINVAL, "meta %s %s: bad lease_id %lld (a node needs a lease)", op,
+                       n->id, (long long)n->lease_id);
+    if (n->registered_ms < 0)
+        return wp__err(WP_EINVAL, "meta %s %s: bad registered_ms %lld", op, n->id,
+                       (long long)n->registered_ms);
+    return 0;
+}
+
+/* The stored value of a node record, the same bytes in both backends
+ * (docs/metadata.md §5.2): format 1, kind 'N', registered_ms and lease_id
+ * (int64 little-endian), the kind's length (1 byte), the kind, the address
+ * (the rest). The id is the key. */
+#define META_NODE_FORMAT 1
+#define META_NODE_VALUE_MIN (2 + 2 * 8 + 1 + 1 + 1)
+#define META_NODE_VALUE_MAX (2 + 2 * 8 + 1 + META_NODE_KIND_MAX + META_NODE_ADDR_MAX)
+
+/* Encodes a checked n into buf; returns the length. */
+static inline size_t meta_node_encode(const meta_node *n, uint8_t buf[META_NODE_VALUE_MAX])
+{
+    size_t klen = strlen(n->kind), alen = strlen(n->addr);
+    uint64_t f[2] = {(uint64_t)n->registered_ms, (uint64_t)n->lease_id};
+    buf[0] = META_NODE_FORMAT;
+    buf[1] = 'N';
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < 8; i++)
+            buf[2 + 8 * j + i] = (uint8_t)(f[j] >> (8 * i));
+    buf[18] = (uint8_t)klen;
+    memcpy(buf + 19, n->kind, klen);
+    memcpy(buf + 19 + klen, n->addr, alen);
+    return 19 + klen + alen;
+}
+
+/* Decodes an untrusted value into out's kind, addr, registered_ms and
+ * lease_id (id and rev untouched). NULL if valid, else what is wrong. */
+static inline const char *meta_node_decode(const uint8_t *v, size_t len, meta_node *out)
+{
+    if (len < 2 || v[0] != META_NODE_FORMAT)
+        return "unknown value format";
+    if (v[1] != 'N' || len < META_NODE_VALUE_MIN || len > META_NODE_VALUE_MAX)
+        return "wrong record kind or length";
+    uint64_t f[2] = {0, 0};
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < 8; i++)
+            f[j] |= (uint64_t)v[2 + 8 * j + i] << (8 * i);
+    size_t klen = v[18];
+    if (klen > len - 19 - 1)
+        return "node kind length";
+    const char *kind = (const char *)v + 19, *addr = kind + klen;
+    size_t alen = len - 19 - klen;
+    if (!meta_node_kind_valid(kind, klen) || !meta_node_addr_valid(addr, alen))
+        return "node kind or addr";
+    if ((int64_t)f[0] < 0 || (int64_t)f[1] <= 0)
+        return "node registered_ms or lease_id out of range";
+    memcpy(out->kind, kind, klen);
+    out->kind[klen] = '\0';
+    memcpy(out->addr, addr, alen);
+    out->addr[alen] = '\0';
+    out->registered_ms = (int64_t)f[0];
+    out->lease_id = (int64_t)f[1];
+    return NULL;
+}
 
 /* SQLite backend in one file (created if missing; WAL mode; safe across
  * processes). */

@@ -27,7 +27,8 @@
 #define META_SQLITE_APP_ID 0x57504d44
 /* How long a call waits for another connection's write lock. */
 #define META_SQLITE_BUSY_TIMEOUT_MS 5000
-/* Bound on the rows one list call returns (log_list, seg_list, reader_list). */
+/* Bound on the rows one list call returns (log_list, seg_list, reader_list,
+ * node_list). */
 #define META_LIST_ROWS_MAX (16 * 1024 * 1024)
 /* Bound on a lease's time to live (one day). */
 #define META_LEASE_TTL_MS_MAX (24LL * 3600 * 1000)
@@ -74,7 +75,8 @@ static int corrupt(meta_sqlite *m, const char *op, const char *what)
     return wp__err(WP_ECORRUPT, "meta sqlite %s (%s): corrupt record: %s", op, m->path, what);
 }
 
-/* Prepares sql and binds its parameters from fmt: 'i' int64_t, 's' string. */
+/* Prepares sql and binds its parameters from fmt: 'i' int64_t, 's' string,
+ * 'b' blob (two arguments: const void *, size_t). */
 static int vprep(meta_sqlite *m, const char *op, sqlite3_stmt **st, const char *sql,
                  const char *fmt, va_list ap)
 {
@@ -82,10 +84,15 @@ static int vprep(meta_sqlite *m, const char *op, sqlite3_stmt **st, const char *
     if (src != SQLITE_OK)
         return sql_err(m, src, op);
     for (int i = 0; fmt[i]; i++) {
-        if (fmt[i] == 'i')
+        if (fmt[i] == 'i') {
             src = sqlite3_bind_int64(*st, i + 1, va_arg(ap, int64_t));
-        else
+        } else if (fmt[i] == 'b') {
+            const void *p = va_arg(ap, const void *);
+            size_t len = va_arg(ap, size_t);
+            src = sqlite3_bind_blob(*st, i + 1, p, (int)len, SQLITE_TRANSIENT);
+        } else {
             src = sqlite3_bind_text(*st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+        }
         if (src != SQLITE_OK) {
             int rc = sql_err(m, src, op);
             sqlite3_finalize(*st);
@@ -215,6 +222,16 @@ static int rev_next(meta_sqlite *m, const char *op, int64_t *rev)
 
 /* ---- schema ------------------------------------------------------------ */
 
+/* The nodes table (docs/metadata.md §4.2): part of schema version 1 from
+ * the start, and created if missing when a version-1 file is opened, so a
+ * file that lacks it still works. value is the node value of §5.2. */
+#define NODES_TABLE_SQL                                                                  \
+    "CREATE TABLE IF NOT EXISTS nodes ("                                                 \
+    "  node_id TEXT PRIMARY KEY NOT NULL,"                                               \
+    "  value BLOB NOT NULL,"                                                             \
+    "  lease_id INTEGER NOT NULL,"                                                       \
+    "  rev INTEGER NOT NULL)"
+
 static const char schema_sql[] =
     "CREATE TABLE kv ("
     "  key TEXT PRIMARY KEY NOT NULL,"
@@ -253,11 +270,7 @@ static const char schema_sql[] =
     "  rev INTEGER NOT NULL,"
     "  PRIMARY KEY (log_id, name)) WITHOUT ROWID;"
     "CREATE INDEX readers_lease ON readers (lease_id);"
-    "CREATE TABLE nodes ("
-    "  node_id TEXT PRIMARY KEY NOT NULL,"
-    "  value BLOB NOT NULL,"
-    "  lease_id INTEGER NOT NULL,"
-    "  rev INTEGER NOT NULL);"
+    NODES_TABLE_SQL ";"
     "INSERT INTO kv (key, value) VALUES"
     "  ('version', 1),"
     "  ('instance', lower(hex(randomblob(16)))),"
@@ -332,8 +345,8 @@ static int schema_init(meta_sqlite *m)
         int src = sqlite3_exec(m->db, schema_sql, NULL, NULL, NULL);
         if (src != SQLITE_OK)
             rc = sql_err(m, src, op);
-    } else if (rc == 0) {
-        rc = schema_check(m);
+    } else if (rc == 0 && (rc = schema_check(m)) == 0) {
+        rc = exec(m, op, NULL, NODES_TABLE_SQL, "");
     }
     return tx_end(m, op, rc);
 }
@@ -817,12 +830,16 @@ out_unlock:
 
 /* ---- leases ------------------------------------------------------------ */
 
-/* Deletes expired leases and the readers attached to them (lazy expiry;
- * readers of expired leases are already invisible to every read). */
+/* Deletes expired leases and the readers and nodes attached to them (lazy
+ * expiry; keys of expired leases are already invisible to every read). */
 static int purge_expired(meta_sqlite *m, const char *op, int64_t now)
 {
     int rc = exec(m, op, NULL,
                   "DELETE FROM readers WHERE lease_id IN "
+                  "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
+    if (rc == 0)
+        rc = exec(m, op, NULL,
+                  "DELETE FROM nodes WHERE lease_id IN "
                   "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
     if (rc < 0)
         return rc;
@@ -892,6 +909,7 @@ static int sq_lease_revoke(meta *mm, int64_t lease_id)
         goto out_unlock;
     if ((rc = purge_expired(m, op, wp__wall_ms())) < 0 ||
         (rc = exec(m, op, NULL, "DELETE FROM readers WHERE lease_id = ?", "i", lease_id)) < 0 ||
+        (rc = exec(m, op, NULL, "DELETE FROM nodes WHERE lease_id = ?", "i", lease_id)) < 0 ||
         (rc = exec(m, op, &changes, "DELETE FROM leases WHERE lease_id = ?", "i", lease_id)) < 0)
         goto out_tx;
     if (changes == 0)
@@ -1034,6 +1052,168 @@ out_unlock:
     return 0;
 }
 
+/* ---- nodes ------------------------------------------------------------- */
+
+/* Live registrations only: a node whose lease expired is invisible (purged
+ * lazily). A lease_id <= 0 is never written, so such a row is shown and
+ * then reported corrupt rather than hidden. */
+#define NODE_SELECT                                                                      \
+    "SELECT n.node_id, n.value, n.lease_id, n.rev "                                      \
+    "FROM nodes n LEFT JOIN leases l ON l.lease_id = n.lease_id "                        \
+    "WHERE (n.lease_id <= 0 OR l.expires_ms > ?)"
+
+static int node_corrupt(meta_sqlite *m, const char *op, const char *id, const char *what)
+{
+    return wp__err(WP_ECORRUPT, "meta sqlite %s (%s): corrupt record: node '%s': %s", op,
+                   m->path, id, what);
+}
+
+static int row_node(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_node *n)
+{
+    memset(n, 0, sizeof *n);
+    int rc = col_name(m, op, st, 0, WP_NODE_ID_MAX, n->id);
+    if (rc < 0)
+        return rc;
+    if (!meta_node_id_valid(n->id, strlen(n->id)))
+        return corrupt(m, op, "node_id");
+    if (sqlite3_column_type(st, 1) != SQLITE_BLOB)
+        return node_corrupt(m, op, n->id, "value is not a blob");
+    const void *v = sqlite3_column_blob(st, 1);
+    int len = sqlite3_column_bytes(st, 1);
+    const char *why = v && len > 0 ? meta_node_decode(v, (size_t)len, n) : "empty value";
+    if (why)
+        return node_corrupt(m, op, n->id, why);
+    int64_t lease = 0;
+    if ((rc = col_i64(m, op, st, 2, 1, &lease)) < 0 || (rc = col_i64(m, op, st, 3, 1, &n->rev)) < 0)
+        return rc;
+    if (lease != n->lease_id)
+        return node_corrupt(m, op, n->id, "lease_id differs from the value's");
+    return 0;
+}
+
+static int sq_node_put(meta *mm, meta_node *n)
+{
+    static const char op[] = "node_put";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_node_check(op, n);
+    if (rc < 0)
+        return rc;
+    uint8_t val[META_NODE_VALUE_MAX];
+    size_t len = meta_node_encode(n, val);
+    int64_t rev = 0;
+    int changes = 0;
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = purge_expired(m, op, wp__wall_ms())) < 0)
+        goto out_tx;
+    /* A no-op write that tells whether the lease is live. */
+    rc = exec(m, op, &changes, "UPDATE leases SET ttl_ms = ttl_ms WHERE lease_id = ?", "i",
+              n->lease_id);
+    if (rc == 0 && changes == 0)
+        rc = wp__err(WP_ENOENT, "meta node_put %s: lease %lld expired or revoked", n->id,
+                     (long long)n->lease_id);
+    if (rc < 0 || (rc = rev_next(m, op, &rev)) < 0)
+        goto out_tx;
+    rc = exec(m, op, NULL,
+              "INSERT OR REPLACE INTO nodes (node_id, value, lease_id, rev) VALUES (?, ?, ?, ?)",
+              "sbii", n->id, (const void *)val, len, n->lease_id, rev);
+out_tx:
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    if (rc == 0)
+        n->rev = rev;
+    return rc;
+}
+
+static int sq_node_get(meta *mm, const char *node_id, meta_node *out)
+{
+    static const char op[] = "node_get";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_node_id_check(op, node_id);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&m->mu);
+    rc = prep(m, op, &st, NODE_SELECT " AND n.node_id = ?", "is", wp__wall_ms(), node_id);
+    if (rc < 0)
+        goto out_unlock;
+    rc = step(m, op, st);
+    if (rc == 1)
+        rc = row_node(m, op, st, out);
+    else if (rc == 0)
+        rc = wp__err(WP_ENOENT, "meta %s: no node '%s'", op, node_id);
+    sqlite3_finalize(st);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int sq_node_delete(meta *mm, const char *node_id)
+{
+    static const char op[] = "node_delete";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_node_id_check(op, node_id);
+    if (rc < 0)
+        return rc;
+    int changes = 0;
+    int64_t rev;
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = purge_expired(m, op, wp__wall_ms())) < 0 ||
+        (rc = exec(m, op, &changes, "DELETE FROM nodes WHERE node_id = ?", "s", node_id)) < 0)
+        goto out_tx;
+    if (changes == 0)
+        rc = wp__err(WP_ENOENT, "meta %s: no node '%s'", op, node_id);
+    else
+        rc = rev_next(m, op, &rev);
+out_tx:
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int sq_node_list(meta *mm, const char *kind, meta_node **out, size_t *n)
+{
+    static const char op[] = "node_list";
+    meta_sqlite *m = ms(mm);
+    meta_node *arr = NULL;
+    size_t cnt = 0, cap = 0;
+    sqlite3_stmt *st;
+    *out = NULL;
+    *n = 0;
+    if (!kind)
+        kind = "";
+    if (*kind && !meta_node_kind_valid(kind, strnlen(kind, META_NODE_KIND_MAX + 1)))
+        return wp__err(WP_EINVAL, "meta %s: bad kind (1..%d bytes of [a-z0-9_-])", op,
+                       META_NODE_KIND_MAX);
+    pthread_mutex_lock(&m->mu);
+    int rc = prep(m, op, &st, NODE_SELECT " ORDER BY n.node_id", "i", wp__wall_ms());
+    if (rc < 0)
+        goto out_unlock;
+    while ((rc = step(m, op, st)) == 1) {
+        if ((rc = grow((void **)&arr, &cap, cnt + 1, sizeof *arr, op)) < 0 ||
+            (rc = row_node(m, op, st, &arr[cnt])) < 0)
+            break;
+        cnt += !*kind || strcmp(arr[cnt].kind, kind) == 0;
+    }
+    sqlite3_finalize(st);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = cnt;
+    return 0;
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
 static void sq_close(meta *mm)
@@ -1065,6 +1245,10 @@ static const struct meta_ops sqlite_ops = {
     .reader_delete = sq_reader_delete,
     .reader_list = sq_reader_list,
     .close = sq_close,
+    .node_put = sq_node_put,
+    .node_get = sq_node_get,
+    .node_delete = sq_node_delete,
+    .node_list = sq_node_list,
 };
 
 int meta_sqlite_open(const char *path, meta **out)

@@ -786,6 +786,295 @@ TEST(mc_log_delete_cascade)
     mc_close(m);
 }
 
+/* ---- node registrations ----------------------------------------------- */
+
+static meta_node mc_node(const char *id, const char *kind, const char *addr, int64_t lease_id,
+                         int64_t registered_ms)
+{
+    meta_node n;
+    memset(&n, 0, sizeof n);
+    snprintf(n.id, sizeof n.id, "%s", id);
+    snprintf(n.kind, sizeof n.kind, "%s", kind);
+    snprintf(n.addr, sizeof n.addr, "%s", addr);
+    n.lease_id = lease_id;
+    n.registered_ms = registered_ms;
+    return n;
+}
+
+/* node_list(kind) returns exactly the ids want, in that order. */
+static bool mc_nodes_are(meta *m, const char *kind, const char *const *want, size_t n_want)
+{
+    meta_node *ns = NULL;
+    size_t n = 0;
+    int rc = m->ops->node_list(m, kind, &ns, &n);
+    if (rc != 0) {
+        fprintf(stderr, "  node_list(\"%s\"): %s\n", kind, wp_errmsg());
+        return false;
+    }
+    bool ok = n == n_want;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = strcmp(ns[i].id, want[i]) == 0 && (!*kind || strcmp(ns[i].kind, kind) == 0);
+    if (!ok) {
+        fprintf(stderr, "  node_list(\"%s\") returned %zu:", kind, n);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %s(%s)", ns[i].id, ns[i].kind);
+        fprintf(stderr, "\n");
+    }
+    free(ns);
+    return ok;
+}
+
+static bool mc_node_eq(const meta_node *a, const meta_node *b)
+{
+    return strcmp(a->id, b->id) == 0 && strcmp(a->kind, b->kind) == 0 &&
+           strcmp(a->addr, b->addr) == 0 && a->lease_id == b->lease_id &&
+           a->registered_ms == b->registered_ms && a->rev == b->rev;
+}
+
+TEST(mc_node_crud)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    CHECK(mc_nodes_are(m, "", NULL, 0));
+
+    meta_node ls2 = mc_node("ls-2", "logstore", "10.0.0.2:9000", lease, 1002);
+    meta_node ls1 = mc_node("ls-1", "logstore", "10.0.0.1:9000", lease, 1001);
+    meta_node st = mc_node("st.A_1", "streaming", "host-a.example:7000", lease, 0);
+    meta_node a9 = mc_node("A-9", "logstore", "[::1]:9009", lease, 1009);
+    CHECK_OK(m->ops->node_put(m, &ls2));
+    CHECK_OK(m->ops->node_put(m, &ls1));
+    CHECK_OK(m->ops->node_put(m, &st));
+    CHECK_OK(m->ops->node_put(m, &a9));
+    CHECK(ls2.rev > 0 && ls1.rev > ls2.rev && st.rev > ls1.rev && a9.rev > st.rev);
+
+    meta_node g;
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(mc_node_eq(&g, &ls1));
+    CHECK_OK(m->ops->node_get(m, "st.A_1", &g));
+    CHECK(mc_node_eq(&g, &st));
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "ls-3", &g));
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "ls-", &g));
+
+    /* Sorted by id bytewise ('A' < 'l'), not by insertion; filtered by kind. */
+    static const char *const all[] = {"A-9", "ls-1", "ls-2", "st.A_1"};
+    static const char *const logstores[] = {"A-9", "ls-1", "ls-2"};
+    static const char *const streaming[] = {"st.A_1"};
+    CHECK(mc_nodes_are(m, "", all, 4));
+    CHECK(mc_nodes_are(m, "logstore", logstores, 3));
+    CHECK(mc_nodes_are(m, "streaming", streaming, 1));
+    CHECK(mc_nodes_are(m, "logstor", NULL, 0)); /* whole kinds, not prefixes */
+    CHECK(mc_nodes_are(m, "other", NULL, 0));
+    meta_node *ns = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->node_list(m, "logstore", &ns, &n));
+    if (n == 3)
+        CHECK(mc_node_eq(&ns[0], &a9) && mc_node_eq(&ns[2], &ls2));
+    free(ns);
+
+    /* Upsert: a new address (and kind) and a new rev, still one record. */
+    meta_node up = ls1;
+    snprintf(up.addr, sizeof up.addr, "10.0.0.9:9001");
+    up.registered_ms = 2001;
+    up.rev = 12345; /* ignored */
+    CHECK_OK(m->ops->node_put(m, &up));
+    CHECK(up.rev > a9.rev);
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(mc_node_eq(&g, &up) && strcmp(g.addr, "10.0.0.9:9001") == 0);
+    CHECK(mc_nodes_are(m, "", all, 4));
+    meta_node moved = a9;
+    snprintf(moved.kind, sizeof moved.kind, "streaming");
+    CHECK_OK(m->ops->node_put(m, &moved));
+    static const char *const logstores2[] = {"ls-1", "ls-2"};
+    static const char *const streaming2[] = {"A-9", "st.A_1"};
+    CHECK(mc_nodes_are(m, "logstore", logstores2, 2));
+    CHECK(mc_nodes_are(m, "streaming", streaming2, 2));
+
+    /* Another handle sees the same records; delete is WP_ENOENT when gone. */
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    CHECK_OK(m2->ops->node_get(m2, "ls-1", &g));
+    CHECK(mc_node_eq(&g, &up));
+    CHECK(mc_nodes_are(m2, "", all, 4));
+    CHECK_OK(m2->ops->node_delete(m2, "ls-2"));
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "ls-2", &g));
+    CHECK_RC(WP_ENOENT, m->ops->node_delete(m, "ls-2"));
+    CHECK_RC(WP_ENOENT, m2->ops->node_delete(m2, "never"));
+    static const char *const after[] = {"A-9", "ls-1", "st.A_1"};
+    CHECK(mc_nodes_are(m, "", after, 3));
+    /* Deleting a node leaves the lease and its other keys alone. */
+    CHECK_OK(m->ops->lease_keepalive(m, lease));
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    CHECK(mc_nodes_are(m2, "", NULL, 0));
+    mc_close(m2);
+    mc_close(m);
+}
+
+TEST(mc_node_bad_fields)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_node ok = mc_node("ok", "logstore", "h:1", lease, 5), b, g;
+
+    /* The longest of each field is fine. */
+    meta_node lng = ok;
+    memset(lng.id, 'i', WP_NODE_ID_MAX);
+    lng.id[WP_NODE_ID_MAX] = '\0';
+    memset(lng.kind, 'k', sizeof lng.kind - 1);
+    lng.kind[sizeof lng.kind - 1] = '\0';
+    memset(lng.addr, 'a', sizeof lng.addr - 1);
+    lng.addr[sizeof lng.addr - 1] = '\0';
+    CHECK_OK(m->ops->node_put(m, &ok));
+    CHECK_OK(m->ops->node_put(m, &lng));
+    CHECK_OK(m->ops->node_get(m, lng.id, &g));
+    CHECK(mc_node_eq(&g, &lng));
+
+    static const char *const bad_ids[] = {"", "a/b", "a b", "a:b", "caf\xc3\xa9", "x\n"};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+        b = ok;
+        snprintf(b.id, sizeof b.id, "%s", bad_ids[i]);
+        CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+        CHECK(strstr(wp_errmsg(), "id") != NULL);
+        CHECK_RC(WP_EINVAL, m->ops->node_get(m, bad_ids[i], &g));
+        CHECK_RC(WP_EINVAL, m->ops->node_delete(m, bad_ids[i]));
+    }
+    b = ok;
+    memset(b.id, 'i', sizeof b.id); /* unterminated: too long */
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    char longid[WP_NODE_ID_MAX + 2];
+    memset(longid, 'i', WP_NODE_ID_MAX + 1);
+    longid[WP_NODE_ID_MAX + 1] = '\0';
+    CHECK_RC(WP_EINVAL, m->ops->node_get(m, longid, &g));
+    CHECK_RC(WP_EINVAL, m->ops->node_delete(m, longid));
+
+    static const char *const bad_kinds[] = {"", "LogStore", "log store", "a.b", "a/b"};
+    for (size_t i = 0; i < sizeof bad_kinds / sizeof *bad_kinds; i++) {
+        b = ok;
+        snprintf(b.kind, sizeof b.kind, "%s", bad_kinds[i]);
+        CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+        CHECK(strstr(wp_errmsg(), "kind") != NULL);
+        meta_node *ns = NULL;
+        size_t n = 0;
+        if (*bad_kinds[i]) /* "" lists all */
+            CHECK_RC(WP_EINVAL, m->ops->node_list(m, bad_kinds[i], &ns, &n));
+        free(ns);
+    }
+    b = ok;
+    memset(b.kind, 'k', sizeof b.kind);
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    CHECK(strstr(wp_errmsg(), "kind") != NULL);
+
+    static const char *const bad_addrs[] = {"", "h :1", "h\t:1", "h:1\x7f", "h\xc3\xa9:1"};
+    for (size_t i = 0; i < sizeof bad_addrs / sizeof *bad_addrs; i++) {
+        b = ok;
+        snprintf(b.addr, sizeof b.addr, "%s", bad_addrs[i]);
+        CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+        CHECK(strstr(wp_errmsg(), "addr") != NULL);
+    }
+    b = ok;
+    memset(b.addr, 'a', sizeof b.addr);
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    CHECK(strstr(wp_errmsg(), "addr") != NULL);
+
+    b = ok;
+    b.lease_id = 0; /* a node registration needs a lease */
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    CHECK(strstr(wp_errmsg(), "lease_id") != NULL);
+    b.lease_id = -1;
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    CHECK(strstr(wp_errmsg(), "lease_id") != NULL);
+    b = ok;
+    b.registered_ms = -1;
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    CHECK(strstr(wp_errmsg(), "registered_ms") != NULL);
+
+    /* Nothing bad was stored, and the good ones are unchanged. */
+    meta_node *ns = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->node_list(m, "", &ns, &n));
+    CHECK(n == 2);
+    if (n == 2)
+        CHECK(mc_node_eq(&ns[0], &lng) && mc_node_eq(&ns[1], &ok));
+    free(ns);
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    mc_close(m);
+}
+
+TEST(mc_node_lease)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    meta_node g;
+
+    /* A revoked lease: put is WP_ENOENT and stores nothing. */
+    int64_t gone = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &gone));
+    CHECK_OK(m->ops->lease_revoke(m, gone));
+    meta_node n1 = mc_node("n1", "logstore", "h1:1", gone, 1);
+    CHECK_RC(WP_ENOENT, m->ops->node_put(m, &n1));
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "n1", &g));
+
+    /* Revoke (from another handle) removes exactly the lease's nodes. */
+    int64_t la = 0, lb = 0, lc = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &la));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lb));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lc));
+    n1.lease_id = la;
+    meta_node n2 = mc_node("n2", "streaming", "h2:2", la, 2);
+    meta_node n3 = mc_node("n3", "logstore", "h3:3", lb, 3);
+    CHECK_OK(m->ops->node_put(m, &n1));
+    CHECK_OK(m->ops->node_put(m, &n2));
+    CHECK_OK(m->ops->node_put(m, &n3));
+    static const char *const three[] = {"n1", "n2", "n3"};
+    CHECK(mc_nodes_are(m2, "", three, 3));
+    CHECK_OK(m2->ops->lease_revoke(m2, la));
+    static const char *const only3[] = {"n3"};
+    CHECK(mc_nodes_are(m, "", only3, 1));
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "n1", &g));
+    CHECK_RC(WP_ENOENT, m->ops->node_delete(m, "n2"));
+    CHECK_RC(WP_ENOENT, m->ops->node_put(m, &n1));
+
+    /* An upsert moves the node to its new lease: revoking the old one
+     * leaves it. */
+    n3.lease_id = lc;
+    CHECK_OK(m->ops->node_put(m, &n3));
+    CHECK_OK(m->ops->lease_revoke(m, lb));
+    CHECK_OK(m2->ops->node_get(m2, "n3", &g));
+    CHECK(g.lease_id == lc && g.rev == n3.rev);
+
+    /* Expiry: without keepalive the node vanishes for every handle, and the
+     * expired lease cannot take a put. */
+    int64_t ls = 0;
+    CHECK_OK(m->ops->lease_grant(m, mc_lease_ttl_ms, &ls));
+    meta_node eph = mc_node("eph", "streaming", "h4:4", ls, 4);
+    CHECK_OK(m->ops->node_put(m, &eph));
+    CHECK_OK(m2->ops->node_get(m2, "eph", &g));
+    CHECK(mc_node_eq(&g, &eph));
+    mc_sleep_ms(mc_lease_ttl_ms + mc_lease_slack_ms);
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "eph", &g));
+    CHECK_RC(WP_ENOENT, m2->ops->node_get(m2, "eph", &g));
+    CHECK(mc_nodes_are(m, "", only3, 1));
+    CHECK(mc_nodes_are(m2, "streaming", NULL, 0));
+    CHECK_RC(WP_ENOENT, m->ops->node_delete(m, "eph"));
+    CHECK_RC(WP_ENOENT, m->ops->node_put(m, &eph));
+    CHECK_RC(WP_ENOENT, m2->ops->node_get(m2, "eph", &g));
+    CHECK_OK(m->ops->node_get(m, "n3", &g)); /* the long lease still holds */
+    CHECK_OK(m->ops->lease_revoke(m, lc));
+    CHECK(mc_nodes_are(m2, "", NULL, 0));
+    mc_close(m2);
+    mc_close(m);
+}
+
 static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_again)(void *arg),
                                  void *arg)
 {
@@ -805,6 +1094,9 @@ static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_ag
     RUN(mc_lease_expiry);
     RUN(mc_lease_revoke);
     RUN(mc_log_delete_cascade);
+    RUN(mc_node_crud);
+    RUN(mc_node_bad_fields);
+    RUN(mc_node_lease);
 }
 
 #endif
