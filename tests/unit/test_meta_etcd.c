@@ -771,10 +771,10 @@ TEST(et_tls)
         m->ops->close(m);
     }
     /* The server's certificate is not trusted without the CA... */
-    CHECK(open_tls(tc.endpoints, "", tls.client_cert, tls.client_key, 700) == NULL);
+    CHECK(open_tls(tc.endpoints, "", tls.client_cert, tls.client_key, 8000) == NULL);
     CHECK(strstr(wp_errmsg(), "SSL") != NULL || strstr(wp_errmsg(), "certificate") != NULL);
     /* ...and etcd refuses a client without a certificate. */
-    CHECK(open_tls(tc.endpoints, tls.ca, "", "", 700) == NULL);
+    CHECK(open_tls(tc.endpoints, tls.ca, "", "", 8000) == NULL);
     etcd_cluster_destroy(&tc);
 }
 
