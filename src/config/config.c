@@ -280,6 +280,8 @@ static int key_set(wp_config *c, const key_def *k, const char *value)
     return rc;
 }
 
+const char *wp__config_key_name(size_t i) { return i < N_KEYS ? KEYS[i].name : NULL; }
+
 bool wp__config_is_set(const wp_config *c, const char *key)
 {
     const key_def *k = key_find(key);

@@ -55,6 +55,9 @@ struct wp_config {
 /* Parses YAML text (as wp_config_load does for a file) over the defaults.
  * `origin` names the source in error messages. Used by the fuzz target. */
 int wp__config_load_buffer(const char *text, size_t len, const char *origin, wp_config **out);
+/* The i-th key's name (i from 0), NULL past the last: for tools and tests
+ * that go over every key. */
+const char *wp__config_key_name(size_t i);
 /* True if the key was given a value (file, environment or wp_config_set)
  * rather than left at its default. Lets defaults depend on other keys
  * (flush.* differs for storage.type s3). */

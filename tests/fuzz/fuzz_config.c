@@ -9,14 +9,6 @@
 
 #include "config/config.h"
 
-static const char *const KEYS[] = {
-    "storage.type",        "storage.root",        "meta.type",
-    "meta.path",           "meta.prefix",         "segment.max_bytes",
-    "segment.max_age_ms",  "segment.max_blocks",  "flush.max_bytes",
-    "flush.max_interval_ms", "flush.max_entries", "writer.max_pending_bytes",
-    "writer.max_entry_bytes", "retention.ttl_ms", "gc.interval_ms",
-    "reader.lease_ttl_ms", "reader.poll_max_ms",  "log.level",
-};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -30,10 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (!c || wp_config_default(&d) < 0)
         abort();
-    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
-        if (wp_config_get(c, KEYS[i], a, sizeof a) < 0 || wp_config_set(d, KEYS[i], a) < 0 ||
-            wp_config_get(d, KEYS[i], b, sizeof b) < 0 || strcmp(a, b) != 0) {
-            fprintf(stderr, "round trip failed for %s: '%s' (%s)\n", KEYS[i], a, wp_errmsg());
+    const char *k;
+    for (size_t i = 0; (k = wp__config_key_name(i)); i++) {
+        if (wp_config_get(c, k, a, sizeof a) < 0 || wp_config_set(d, k, a) < 0 ||
+            wp_config_get(d, k, b, sizeof b) < 0 || strcmp(a, b) != 0) {
+            fprintf(stderr, "round trip failed for %s: '%s' (%s)\n", k, a, wp_errmsg());
             abort();
         }
     }

@@ -539,6 +539,32 @@ TEST(test_example_file)
     wp_config_free(d);
 }
 
+/* Every key the table has (new ones included) reads back what it was set
+ * to, and reports being set by the user only once set. */
+TEST(test_every_key_round_trips)
+{
+    wp_config *c = NULL, *d = NULL;
+    REQUIRE(wp_config_default(&c) == 0 && wp_config_default(&d) == 0);
+    const char *k;
+    size_t n = 0;
+    char buf[WP_PATH_MAX + 1], b2[WP_PATH_MAX + 1];
+    for (size_t i = 0; (k = wp__config_key_name(i)); i++, n++) {
+        CHECK(!wp__config_is_set(d, k));
+        CHECK_OK(wp_config_get(c, k, buf, sizeof buf));
+        CHECK_OK(wp_config_set(d, k, buf));
+        CHECK(wp__config_is_set(d, k));
+        CHECK_OK(wp_config_get(d, k, b2, sizeof b2));
+        CHECK(strcmp(buf, b2) == 0);
+    }
+    CHECK(n == N_ALL + 19); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads, compaction.max_bytes */
+    CHECK_OK(wp_config_set(d, "meta.etcd.endpoints", "http://10.0.0.1:2379,http://10.0.0.2:2379"));
+    CHECK_RC(WP_EINVAL, wp_config_set(d, "meta.etcd.endpoints", "http://a b"));
+    CHECK_RC(WP_EINVAL, wp_config_set(d, "storage.s3.path_style", "yes"));
+    CHECK_RC(WP_EINVAL, wp_config_set(d, "flush.max_threads", "65"));
+    wp_config_free(c);
+    wp_config_free(d);
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -558,5 +584,6 @@ int main(void)
     RUN(test_env_overrides);
     RUN(test_dup_independent);
     RUN(test_example_file);
+    RUN(test_every_key_round_trips);
     return test_done();
 }
