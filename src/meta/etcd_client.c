@@ -880,6 +880,14 @@ typedef struct {
 } call_state;
 
 /* Outcome of one attempt: 1 = try again, 0 = done (json set), < 0 error. */
+/* Failures of TLS set-up that no retry or other endpoint will mend: an
+ * untrusted server certificate, unreadable CA/cert/key files. */
+static bool tls_config_error(CURLcode cc)
+{
+    return cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+           cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_SSL_ISSUER_ERROR;
+}
+
 static int call_step(call_state *s, cJSON **json)
 {
     etcd_client *c = s->c;
@@ -905,6 +913,10 @@ static int call_step(call_state *s, cJSON **json)
     if (a.body.too_big) {
         s->maybe_applied = !idem;
         rc = wp__err(WP_ETOOBIG, "etcd %s: response larger than %zu bytes", s->last, c->max_resp);
+        goto out;
+    }
+    if (tls_config_error(a.cc)) { /* retrying cannot fix a certificate problem */
+        rc = wp__err(WP_EUNAVAILABLE, "etcd %s (TLS)", s->last);
         goto out;
     }
     if (a.cc != CURLE_OK) {
