@@ -283,6 +283,32 @@ static void *bg_main(void *arg)
 
 /* ---- client ------------------------------------------------------------ */
 
+/* Object storage: does the endpoint honour If-None-Match? Read from the
+ * setting `conditionwrite`, probed and recorded when absent (format.md §11). */
+static int detect_cond_writes(wp_client *c)
+{
+    char v[8];
+    int rc = c->meta->ops->setting_get(c->meta, "conditionwrite", v, sizeof v);
+    if (rc == WP_ENOENT) {
+        bool honoured = false;
+        if ((rc = storage_s3_probe_conditional(c->st, &honoured)) != 0)
+            return wp__err(rc, "probing conditional writes: %s", wp_errmsg());
+        snprintf(v, sizeof v, "%s", honoured ? "true" : "false");
+        rc = c->meta->ops->setting_put(c->meta, "conditionwrite", v);
+    } else if (rc == WP_ETOOBIG) {
+        rc = wp__err(WP_ECORRUPT, "setting conditionwrite is neither true nor false");
+    }
+    if (rc)
+        return rc;
+    if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
+        return wp__err(WP_ECORRUPT, "setting conditionwrite is '%s', not true or false", v);
+    c->cond_writes = strcmp(v, "true") == 0;
+    if (!c->cond_writes)
+        wp__log(&c->logger, WP_LOG_WARN, "endpoint ignores If-None-Match: fencing falls back "
+                "to a metadata epoch check before every ack");
+    return 0;
+}
+
 int wp_client_open(const wp_config *cfg, wp_client **out)
 {
     if (!cfg || !out)
@@ -322,6 +348,9 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
         rc = meta_sqlite_open(wp__config_meta_path(cfg, mpath, sizeof mpath), &c->meta);
     if (rc)
         goto out_storage;
+    c->cond_writes = true;
+    if (strcmp(cfg->storage_type, "s3") == 0 && (rc = detect_cond_writes(c)) != 0)
+        goto out_meta;
     if (pthread_create(&c->bg, NULL, bg_main, c) != 0) {
         rc = wp__err(WP_ENOMEM, "cannot start the background thread");
         goto out_meta;

@@ -49,6 +49,10 @@ struct wp_client {
      * poll lists the segment: at most 1000/READER_POLL_S3_MS requests/s). */
     int64_t poll_max_ns;
     bool lac_hints; /* the storage publishes LAC hints (local); objects do not */
+    /* The storage fences by conditional PUT (always true on local disk; on
+     * S3 the setting `conditionwrite`, probed once per store). When false,
+     * writers check the log's epoch in metadata before every ack. */
+    bool cond_writes;
     int n_readers;
 };
 

@@ -276,6 +276,7 @@ static void wait_for_work(wp_writer *w)
 /* Runs callbacks of a detached batch with rc; returns entries acked. */
 static uint64_t run_callbacks(wp_writer *w, wblock **batch, int n, int rc)
 {
+    (void)w;
     uint64_t count = 0;
     for (int i = 0; i < n; i++) {
         wblock *b = batch[i];
@@ -317,6 +318,25 @@ static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Fallback fencing for endpoints that ignore If-None-Match (format.md
+ * §11): before an upload is acked, the log's epoch in metadata must still
+ * be ours. One metadata read per delivered upload. */
+static int epoch_still_ours(wp_writer *w)
+{
+    meta_log cur;
+    meta *m = w->c->meta;
+    int rc = m->ops->log_get(m, w->log->name, &cur);
+    if (rc == WP_ENOENT)
+        return wp__err(WP_ECLOSED, "log '%s' was deleted", w->log->name);
+    if (rc)
+        return rc;
+    if (cur.epoch != w->ml.epoch || cur.log_id != w->ml.log_id)
+        return wp__err(WP_EFENCED, "log '%s': epoch is now %lld, this writer's is %lld "
+                       "(metadata epoch check)", w->log->name, (long long)cur.epoch,
+                       (long long)w->ml.epoch);
+    return 0;
+}
+
 /* Delivers the oldest in-flight upload if it is done: records the outcome
  * in the segment, then acks or fails its entries. Called with w->mu held;
  * returns with it held. */
@@ -332,6 +352,8 @@ static bool deliver_one(wp_writer *w)
     int failed = w->failed;
     pthread_mutex_unlock(&w->mu);
     int rc = u->rc;
+    if (!failed && !rc && !w->c->cond_writes)
+        rc = epoch_still_ours(w);
     if (u->seg) /* prepared: the segment learns the outcome in order */
         rc = lseg_put_done(u->seg, &u->put, failed ? failed : rc);
     after_flush(w, u->batch, u->n, failed ? failed : rc);

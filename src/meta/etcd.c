@@ -51,7 +51,7 @@ _Static_assert(256 + sizeof "nodes/" + WP_NODE_ID_MAX < META_ETCD_KEY_MAX, "node
 
 _Static_assert(LOG_VALUE_LEN <= VALUE_MAX && SEG_VALUE_LEN <= VALUE_MAX, "values fit the cache");
 
-enum { KIND_LOG = 'L', KIND_SEG = 'S', KIND_READER = 'R', KIND_ID = 'I' };
+enum { KIND_LOG = 'L', KIND_SEG = 'S', KIND_READER = 'R', KIND_ID = 'I', KIND_SETTING = 'V' };
 
 typedef struct {
     char key[META_ETCD_KEY_MAX];
@@ -1269,6 +1269,78 @@ static int et_node_list(meta *mm, const char *kind, meta_node **out, size_t *n)
     return 0;
 }
 
+/* ---- settings ---------------------------------------------------------- */
+
+/* A setting is the key P<name>; its value is format 1, kind 'V', then the
+ * value's bytes (docs/metadata.md §5.2). */
+#define SETTING_VALUE_MAX (2 + META_SETTING_VALUE_MAX)
+
+static int dec_setting(const char *op, const etcd_kv *kv, const char *name, char *value,
+                       size_t cap)
+{
+    if (kv->value_len < 2 || kv->value[0] != META_ETCD_FORMAT)
+        return corrupt(op, kv->key, "unknown value format");
+    if (kv->value[1] != KIND_SETTING || kv->value_len > SETTING_VALUE_MAX)
+        return corrupt(op, kv->key, "wrong record kind or length");
+    const char *v = (const char *)kv->value + 2;
+    size_t len = kv->value_len - 2;
+    if (!meta_setting_value_valid(v, len))
+        return corrupt(op, kv->key, "setting value not printable");
+    return meta_setting_copy(op, name, v, len, value, cap);
+}
+
+static int et_setting_get(meta *mm, const char *name, char *value, size_t cap)
+{
+    static const char op[] = "setting_get";
+    meta_etcd *m = me(mm);
+    int rc = meta_setting_name_check(op, name);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    etcd_result res;
+    const etcd_kv *kv;
+    snprintf(k, sizeof k, "%s%s", m->prefix, name);
+    if ((rc = get_key(m, op, k, 0, 0, &res, &kv)) < 0)
+        return rc;
+    if (!kv)
+        rc = wp__err(WP_ENOENT, "meta %s: no setting '%s'", op, name);
+    else
+        rc = dec_setting(op, kv, name, value, cap);
+    etcd_result_free(&res);
+    return rc;
+}
+
+static int et_setting_put(meta *mm, const char *name, const char *value)
+{
+    static const char op[] = "setting_put";
+    meta_etcd *m = me(mm);
+    int rc = meta_setting_name_check(op, name);
+    if (rc == 0)
+        rc = meta_setting_value_check(op, name, value);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    uint8_t val[SETTING_VALUE_MAX];
+    size_t len = strlen(value);
+    snprintf(k, sizeof k, "%s%s", m->prefix, name);
+    val[0] = META_ETCD_FORMAT;
+    val[1] = KIND_SETTING;
+    memcpy(val + 2, value, len);
+    /* An upsert without compares: re-sending after an unknown outcome is
+     * harmless. */
+    etcd_op ok = {.kind = ETCD_OP_PUT, .key = k, .value = val, .value_len = len + 2};
+    wtxn w = {NULL, 0, &ok, NULL, 1, 0, NULL, 0, NULL};
+    etcd_result res;
+    int64_t rev = 0;
+    bool unknown;
+    rc = run_txn(m, op, &w, etcd_deadline(m->cli, 0), &res, &rev, &unknown);
+    if (rc == 0 && !res.succeeded) /* no compares: cannot fail */
+        rc = wp__err(WP_ECORRUPT, "meta %s %s: etcd reported a txn without compares as failed",
+                     op, name);
+    etcd_result_free(&res);
+    return rc;
+}
+
 /* ---- handle ------------------------------------------------------------ */
 
 static void et_close(meta *mm)
@@ -1305,6 +1377,8 @@ static const struct meta_ops etcd_ops = {
     .node_get = et_node_get,
     .node_delete = et_node_delete,
     .node_list = et_node_list,
+    .setting_get = et_setting_get,
+    .setting_put = et_setting_put,
 };
 
 static int client_from(const struct wp_config *cfg, etcd_client **cli)

@@ -107,6 +107,16 @@ struct meta_ops {
     int (*node_get)(meta *, const char *node_id, meta_node *out); /* WP_ENOENT */
     int (*node_delete)(meta *, const char *node_id);
     int (*node_list)(meta *, const char *kind, meta_node **out, size_t *n); /* kind "" = all; sorted by id; free(*out) */
+
+    /* Store-wide settings (docs/metadata.md §3.5), e.g. `conditionwrite`.
+     * A name is 1..META_SETTING_NAME_MAX bytes of [a-z_] and not one of the
+     * store's own keys (meta_setting_name_valid); a value is
+     * 0..META_SETTING_VALUE_MAX printable ASCII bytes; else WP_EINVAL.
+     * setting_get copies the value, NUL-terminated, into value[cap]
+     * (WP_ENOENT if absent, WP_ETOOBIG if cap is too small);
+     * setting_put upserts. */
+    int (*setting_get)(meta *, const char *name, char *value, size_t cap);
+    int (*setting_put)(meta *, const char *name, const char *value);
 };
 
 struct meta {
@@ -232,6 +242,72 @@ static inline const char *meta_node_decode(const uint8_t *v, size_t len, meta_no
     out->registered_ms = (int64_t)f[0];
     out->lease_id = (int64_t)f[1];
     return NULL;
+}
+
+/* ---- settings: checks shared by the backends ----------------------------- */
+
+#define META_SETTING_NAME_MAX 64
+#define META_SETTING_VALUE_MAX 256
+
+/* [a-z_]{1,64}, and not a name the store uses for itself (in etcd a
+ * setting is the key P<name>, next to P version, P instance, P logidgen;
+ * SQLite's kv table has revision and leaseidgen too). */
+static inline bool meta_setting_name_valid(const char *s)
+{
+    static const char *const reserved[] = {"version", "instance", "logidgen", "leaseidgen",
+                                           "revision"};
+    size_t len = s ? strnlen(s, META_SETTING_NAME_MAX + 1) : 0;
+    if (len < 1 || len > META_SETTING_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_'))
+            return false;
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
+        if (strcmp(s, reserved[i]) == 0)
+            return false;
+    return true;
+}
+
+/* 0..256 bytes of printable ASCII (0x20..0x7e). */
+static inline bool meta_setting_value_valid(const char *s, size_t len)
+{
+    if (len > META_SETTING_VALUE_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* Checks a name argument: WP_EINVAL naming it. */
+static inline int meta_setting_name_check(const char *op, const char *name)
+{
+    if (!meta_setting_name_valid(name))
+        return wp__err(WP_EINVAL, "meta %s: bad setting name (1..%d bytes of [a-z_], not a "
+                                  "reserved key)", op, META_SETTING_NAME_MAX);
+    return 0;
+}
+
+/* Checks a value argument: WP_EINVAL. */
+static inline int meta_setting_value_check(const char *op, const char *name, const char *value)
+{
+    if (!value || !meta_setting_value_valid(value, strnlen(value, META_SETTING_VALUE_MAX + 1)))
+        return wp__err(WP_EINVAL, "meta %s %s: bad value (0..%d printable ASCII bytes)", op,
+                       name, META_SETTING_VALUE_MAX);
+    return 0;
+}
+
+/* Copies a checked value of len bytes into value[cap]: WP_ETOOBIG if it
+ * does not fit with its NUL. */
+static inline int meta_setting_copy(const char *op, const char *name, const char *v, size_t len,
+                                    char *value, size_t cap)
+{
+    if (!value || len + 1 > cap)
+        return wp__err(WP_ETOOBIG, "meta %s %s: value of %zu bytes does not fit %zu", op, name,
+                       len, cap);
+    memcpy(value, v, len);
+    value[len] = '\0';
+    return 0;
 }
 
 /* SQLite backend in one file (created if missing; WAL mode; safe across

@@ -232,6 +232,15 @@ static int rev_next(meta_sqlite *m, const char *op, int64_t *rev)
     "  lease_id INTEGER NOT NULL,"                                                       \
     "  rev INTEGER NOT NULL)"
 
+/* The settings table (docs/metadata.md §3.5, §4.2): store-wide settings
+ * such as `conditionwrite`; created if missing at every open, like nodes,
+ * so files made before it existed keep working. */
+#define SETTINGS_TABLE_SQL                                                               \
+    "CREATE TABLE IF NOT EXISTS settings ("                                              \
+    "  name TEXT PRIMARY KEY NOT NULL,"                                                  \
+    "  value TEXT NOT NULL,"                                                             \
+    "  rev INTEGER NOT NULL)"
+
 static const char schema_sql[] =
     "CREATE TABLE kv ("
     "  key TEXT PRIMARY KEY NOT NULL,"
@@ -271,6 +280,7 @@ static const char schema_sql[] =
     "  PRIMARY KEY (log_id, name)) WITHOUT ROWID;"
     "CREATE INDEX readers_lease ON readers (lease_id);"
     NODES_TABLE_SQL ";"
+    SETTINGS_TABLE_SQL ";"
     "INSERT INTO kv (key, value) VALUES"
     "  ('version', 1),"
     "  ('instance', lower(hex(randomblob(16)))),"
@@ -347,6 +357,8 @@ static int schema_init(meta_sqlite *m)
             rc = sql_err(m, src, op);
     } else if (rc == 0 && (rc = schema_check(m)) == 0) {
         rc = exec(m, op, NULL, NODES_TABLE_SQL, "");
+        if (rc == 0)
+            rc = exec(m, op, NULL, SETTINGS_TABLE_SQL, "");
     }
     return tx_end(m, op, rc);
 }
@@ -1214,6 +1226,62 @@ out_unlock:
     return 0;
 }
 
+/* ---- settings ---------------------------------------------------------- */
+
+static int sq_setting_get(meta *mm, const char *name, char *value, size_t cap)
+{
+    static const char op[] = "setting_get";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_setting_name_check(op, name);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&m->mu);
+    rc = prep(m, op, &st, "SELECT value FROM settings WHERE name = ?", "s", name);
+    if (rc < 0)
+        goto out_unlock;
+    rc = step(m, op, st);
+    if (rc == 0) {
+        rc = wp__err(WP_ENOENT, "meta %s: no setting '%s'", op, name);
+    } else if (rc == 1) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        int len = sqlite3_column_bytes(st, 0);
+        if (sqlite3_column_type(st, 0) != SQLITE_TEXT || !v ||
+            !meta_setting_value_valid(v, (size_t)len))
+            rc = corrupt(m, op, "setting value");
+        else
+            rc = meta_setting_copy(op, name, v, (size_t)len, value, cap);
+    }
+    sqlite3_finalize(st);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int sq_setting_put(meta *mm, const char *name, const char *value)
+{
+    static const char op[] = "setting_put";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_setting_name_check(op, name);
+    if (rc == 0)
+        rc = meta_setting_value_check(op, name, value);
+    if (rc < 0)
+        return rc;
+    int64_t rev = 0;
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = rev_next(m, op, &rev)) == 0)
+        rc = exec(m, op, NULL,
+                  "INSERT OR REPLACE INTO settings (name, value, rev) VALUES (?, ?, ?)", "ssi",
+                  name, value, rev);
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
 static void sq_close(meta *mm)
@@ -1249,6 +1317,8 @@ static const struct meta_ops sqlite_ops = {
     .node_get = sq_node_get,
     .node_delete = sq_node_delete,
     .node_list = sq_node_list,
+    .setting_get = sq_setting_get,
+    .setting_put = sq_setting_put,
 };
 
 int meta_sqlite_open(const char *path, meta **out)

@@ -1116,3 +1116,43 @@ int storage_s3_open(const struct wp_config *cfg, const wp__logger *lg, storage *
 }
 
 s3_client *storage_s3_client(storage *s) { return ((s3_storage *)s)->c; }
+
+/* ---- conditional-write probe (format.md section 11) ------------------------ */
+
+/* <prefix>.probe/<32 hex digits> */
+#define PROBE_KEY_MAX (PREFIX_MAX + 8 + 32 + 1)
+
+static int probe_key(const s3_storage *s, char key[PROBE_KEY_MAX])
+{
+    unsigned char rnd[16];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return wp__err(WP_EIO, "storage: s3 probe: no random bytes");
+    int n = snprintf(key, PROBE_KEY_MAX, "%s.probe/", s->prefix);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        n += snprintf(key + n, PROBE_KEY_MAX - (size_t)n, "%02x", rnd[i]);
+    return 0;
+}
+
+int storage_s3_probe_conditional(storage *st, bool *honoured)
+{
+    s3_storage *s = (s3_storage *)st;
+    char key[PROBE_KEY_MAX];
+    static char first[] = "woodpecker conditional-write probe 1\n";
+    static char second[] = "woodpecker conditional-write probe 2\n";
+    struct iovec v1 = {first, sizeof first - 1}, v2 = {second, sizeof second - 1};
+    int rc = probe_key(s, key);
+    if (rc)
+        return rc;
+    if ((rc = s3_put(s->c, key, &v1, 1, S3_PUT_IF_ABSENT)) != 0)
+        goto out_delete;
+    rc = s3_put(s->c, key, &v2, 1, S3_PUT_IF_ABSENT);
+    if (rc == 0 || rc == WP_EEXIST) {
+        *honoured = rc == WP_EEXIST;
+        rc = 0;
+    }
+out_delete:;
+    int drc = s3_delete(s->c, key); /* idempotent: also after a failed first PUT */
+    if (rc == 0 && drc != 0)
+        rc = drc;
+    return rc;
+}

@@ -23,4 +23,11 @@ int storage_s3_open_client(s3_client *c, const char *prefix, const wp__logger *l
 /* The backend's client (for fault injection and counters in tests). */
 s3_client *storage_s3_client(storage *s);
 
+/* Tells whether the endpoint honours If-None-Match: * on PUT: puts the
+ * probe object <prefix>.probe/<random> twice with S3_PUT_IF_ABSENT; the
+ * second must be refused (412). *honoured is set only on success. The
+ * probe object is deleted again (a failed delete is returned as an
+ * error). Errors of the requests are returned as s3_put gives them. */
+int storage_s3_probe_conditional(storage *st, bool *honoured);
+
 #endif

@@ -1075,6 +1075,81 @@ TEST(mc_node_lease)
     mc_close(m);
 }
 
+/* Store-wide settings: absent, upsert, visible to other handles, checks. */
+TEST(mc_setting)
+{
+    meta *m = mc_fresh(mc_arg);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    meta *m2 = mc_again(mc_arg);
+    CHECK(m2 != NULL);
+    char v[META_SETTING_VALUE_MAX + 1];
+    CHECK_RC(WP_ENOENT, m->ops->setting_get(m, "conditionwrite", v, sizeof v));
+    CHECK_OK(m->ops->setting_put(m, "conditionwrite", "true"));
+    CHECK_OK(m->ops->setting_get(m, "conditionwrite", v, sizeof v));
+    CHECK(strcmp(v, "true") == 0);
+    if (m2) {
+        CHECK_OK(m2->ops->setting_get(m2, "conditionwrite", v, sizeof v));
+        CHECK(strcmp(v, "true") == 0);
+        CHECK_OK(m2->ops->setting_put(m2, "conditionwrite", "false")); /* upsert */
+    }
+    CHECK_OK(m->ops->setting_get(m, "conditionwrite", v, sizeof v));
+    CHECK(strcmp(v, m2 ? "false" : "true") == 0);
+    CHECK_RC(WP_ENOENT, m->ops->setting_get(m, "other_setting", v, sizeof v));
+
+    /* Bounds: a 256-byte value and an empty one are fine; the cap is kept. */
+    char big[META_SETTING_VALUE_MAX + 2];
+    memset(big, 'x', sizeof big);
+    big[META_SETTING_VALUE_MAX] = '\0';
+    CHECK_OK(m->ops->setting_put(m, "big", big));
+    CHECK_OK(m->ops->setting_get(m, "big", v, sizeof v));
+    CHECK(strcmp(v, big) == 0);
+    char small[8];
+    CHECK_RC(WP_ETOOBIG, m->ops->setting_get(m, "big", small, sizeof small));
+    CHECK_OK(m->ops->setting_put(m, "empty", ""));
+    CHECK_OK(m->ops->setting_get(m, "empty", small, sizeof small));
+    CHECK(small[0] == '\0');
+    big[META_SETTING_VALUE_MAX] = 'x';
+    big[META_SETTING_VALUE_MAX + 1] = '\0';
+    CHECK_RC(WP_EINVAL, m->ops->setting_put(m, "big", big));
+    CHECK_RC(WP_EINVAL, m->ops->setting_put(m, "big", "a\nb"));
+    CHECK_RC(WP_EINVAL, m->ops->setting_put(m, "big", "\x7f"));
+    CHECK_RC(WP_EINVAL, m->ops->setting_put(m, "big", NULL));
+    CHECK_OK(m->ops->setting_get(m, "big", v, sizeof v));
+    CHECK(strlen(v) == META_SETTING_VALUE_MAX);
+
+    /* Names: [a-z_]{1,64}, not the store's own keys. */
+    char longname[META_SETTING_NAME_MAX + 2];
+    memset(longname, 'n', sizeof longname);
+    longname[META_SETTING_NAME_MAX] = '\0';
+    CHECK_OK(m->ops->setting_put(m, longname, "1"));
+    longname[META_SETTING_NAME_MAX] = 'n';
+    longname[META_SETTING_NAME_MAX + 1] = '\0';
+    static const char *const bad[] = {"", "Cond", "a-b", "a/b", "a b", "x1", "version",
+                                      "instance", "logidgen"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_RC(WP_EINVAL, m->ops->setting_put(m, bad[i], "v"));
+        CHECK(strstr(wp_errmsg(), "name") != NULL);
+        CHECK_RC(WP_EINVAL, m->ops->setting_get(m, bad[i], v, sizeof v));
+    }
+    CHECK_RC(WP_EINVAL, m->ops->setting_put(m, longname, "v"));
+    CHECK_RC(WP_EINVAL, m->ops->setting_get(m, NULL, v, sizeof v));
+
+    /* The store itself is unharmed: a new handle opens it, logs work. */
+    mc_close(m2);
+    m2 = mc_again(mc_arg);
+    CHECK(m2 != NULL);
+    if (m2) {
+        meta_log l;
+        CHECK_OK(m2->ops->log_create(m2, "after_settings", 1, &l));
+        CHECK_OK(m2->ops->setting_get(m2, "empty", v, sizeof v));
+        CHECK(v[0] == '\0');
+    }
+    mc_close(m2);
+    mc_close(m);
+}
+
 static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_again)(void *arg),
                                  void *arg)
 {
@@ -1097,6 +1172,7 @@ static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_ag
     RUN(mc_node_crud);
     RUN(mc_node_bad_fields);
     RUN(mc_node_lease);
+    RUN(mc_setting);
 }
 
 #endif
