@@ -34,6 +34,7 @@
 
 #include <inttypes.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <openssl/sha.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -105,6 +106,7 @@ typedef struct {
     bool fenced;       /* the last marker classified is a fence marker */
     bool prefix_only;  /* readers: stop at a missing number not followed by a
                         * marker (an upload still in flight) */
+    uint64_t loads;    /* full listings so far (a reopen's cut shows up as one) */
 } seg_view;
 
 typedef struct {
@@ -126,6 +128,38 @@ struct st_writer {
  * size), so reading a block header and then its records costs one GET. */
 #define READ_CACHE_BYTES_MAX (64 * 1024 * 1024)
 
+/* Read-ahead (format.md section 11): when a reader moves to object i, it
+ * also fetches the next data objects of its view on its own threads, at
+ * most READ_AHEAD_OBJECTS of them and READ_AHEAD_BYTES in the ring (in
+ * flight or fetched, not yet read). Only whole-cached objects are fetched
+ * ahead. WP_S3_READ_AHEAD=0 in the environment turns it off (benchmarks). */
+#define READ_AHEAD_OBJECTS 4
+#define READ_AHEAD_BYTES (32 * 1024 * 1024)
+#define READ_AHEAD_THREADS READ_AHEAD_OBJECTS /* per reader, started lazily */
+
+_Static_assert(READ_AHEAD_BYTES <= READ_CACHE_BYTES_MAX, "ahead objects are cacheable");
+
+enum { SLOT_FREE = 0, SLOT_QUEUED, SLOT_FETCHING, SLOT_READY };
+
+/* One object fetched ahead. Only the reader's thread moves a slot out of
+ * FREE or READY; a worker moves it QUEUED -> FETCHING -> READY or FREE. */
+typedef struct {
+    int state;
+    uint64_t n, size; /* the object, as the view named it */
+    uint64_t gen;     /* the reader's gen when queued */
+    unsigned char *buf; /* READY: size bytes, owned by the slot */
+} ahead_slot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a slot was queued, or stop */
+    pthread_cond_t done; /* a fetch finished */
+    ahead_slot slot[READ_AHEAD_OBJECTS];
+    pthread_t thr[READ_AHEAD_THREADS];
+    int n_thr, idle;
+    bool stop;
+} ahead_ring;
+
 struct st_reader {
     seg_ref ref;
     seg_view view;
@@ -133,6 +167,8 @@ struct st_reader {
     size_t cache_cap;
     uint64_t cache_n, cache_size;
     bool cached;
+    bool ahead_on; /* read-ahead enabled and its ring initialised */
+    ahead_ring ahead; /* slots are valid only for the view.loads they were queued at */
 };
 
 /* ---- keys and markers ------------------------------------------------------ */
@@ -259,10 +295,12 @@ static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *
 static void view_free(seg_view *v)
 {
     bool prefix_only = v->prefix_only;
+    uint64_t loads = v->loads;
     free(v->v);
     memset(v, 0, sizeof *v);
     v->max_epoch = INT64_MIN;
     v->prefix_only = prefix_only;
+    v->loads = loads;
 }
 
 static int view_push(seg_view *v, uint64_t n, uint64_t size)
@@ -345,6 +383,7 @@ static int view_classify(const seg_ref *r, seg_view *v, size_t from, bool *new_m
 static int view_load(const seg_ref *r, seg_view *v)
 {
     int rc = WP_EAGAIN;
+    v->loads++;
     for (int tries = 0; rc == WP_EAGAIN && tries < REOPEN_TRIES_MAX; tries++) {
         view_free(v);
         list_ctx lc = {r, v};
@@ -700,12 +739,205 @@ static int s3_seg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     return writer_new(&r, epoch, next, len, out);
 }
 
+/* ---- read-ahead ---------------------------------------------------------------- */
+
+/* A worker: fetches queued slots, lowest block number first, until stop. */
+static void *ahead_main(void *arg)
+{
+    st_reader *r = arg;
+    ahead_ring *a = &r->ahead;
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop) {
+        ahead_slot *s = NULL;
+        for (int i = 0; i < READ_AHEAD_OBJECTS; i++)
+            if (a->slot[i].state == SLOT_QUEUED && (!s || a->slot[i].n < s->n))
+                s = &a->slot[i];
+        if (!s) {
+            a->idle++;
+            pthread_cond_wait(&a->work, &a->mu);
+            a->idle--;
+            continue;
+        }
+        s->state = SLOT_FETCHING;
+        uint64_t n = s->n, size = s->size;
+        pthread_mutex_unlock(&a->mu);
+        unsigned char *buf = malloc((size_t)size);
+        bool ok = false;
+        if (buf) {
+            char key[BLOCK_KEY_MAX];
+            size_t g = 0;
+            uint64_t osize = 0;
+            block_key(&r->ref, n, key);
+            /* gone, short or another size (a cut): the slot is dropped and
+             * the reader's own GET finds out */
+            ok = s3_get(r->ref.s->c, key, 0, buf, (size_t)size, &g, &osize) == 0 && g == size &&
+                 osize == size;
+        }
+        pthread_mutex_lock(&a->mu);
+        if (ok) {
+            s->buf = buf;
+            s->state = SLOT_READY;
+        } else {
+            free(buf);
+            s->state = SLOT_FREE;
+        }
+        pthread_cond_broadcast(&a->done);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static void ahead_init(st_reader *r)
+{
+    const char *env = getenv("WP_S3_READ_AHEAD");
+    if (env && strcmp(env, "0") == 0)
+        return;
+    ahead_ring *a = &r->ahead;
+    if (pthread_mutex_init(&a->mu, NULL))
+        return;
+    if (pthread_cond_init(&a->work, NULL))
+        goto out_mu;
+    if (pthread_cond_init(&a->done, NULL))
+        goto out_work;
+    r->ahead_on = true;
+    return;
+out_work:
+    pthread_cond_destroy(&a->work);
+out_mu:
+    pthread_mutex_destroy(&a->mu);
+}
+
+/* Stops the workers (each finishes the GET it is in), joins them, frees the slots. */
+static void ahead_close(st_reader *r)
+{
+    if (!r->ahead_on)
+        return;
+    ahead_ring *a = &r->ahead;
+    pthread_mutex_lock(&a->mu);
+    a->stop = true;
+    pthread_cond_broadcast(&a->work);
+    pthread_mutex_unlock(&a->mu);
+    for (int i = 0; i < a->n_thr; i++)
+        pthread_join(a->thr[i], NULL);
+    for (int i = 0; i < READ_AHEAD_OBJECTS; i++)
+        free(a->slot[i].buf);
+    pthread_cond_destroy(&a->done);
+    pthread_cond_destroy(&a->work);
+    pthread_mutex_destroy(&a->mu);
+    r->ahead_on = false;
+}
+
+/* Moves object o from the ring into the reader's cache if it was fetched
+ * ahead, waiting for its fetch if one is in flight. false: the caller GETs
+ * it (a queued slot is taken back: the reader fetches it now itself). */
+static bool ahead_take(st_reader *r, const seg_obj *o)
+{
+    if (!r->ahead_on)
+        return false;
+    ahead_ring *a = &r->ahead;
+    bool hit = false;
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < READ_AHEAD_OBJECTS; i++) {
+        ahead_slot *s = &a->slot[i];
+        if (s->state == SLOT_FREE || s->n != o->n || s->size != o->size ||
+            s->gen != r->view.loads)
+            continue;
+        if (s->state == SLOT_QUEUED) {
+            s->state = SLOT_FREE;
+            break;
+        }
+        while (s->state == SLOT_FETCHING) /* only this thread frees or requeues it */
+            pthread_cond_wait(&a->done, &a->mu);
+        if (s->state == SLOT_READY) {
+            free(r->cache);
+            r->cache = s->buf;
+            r->cache_cap = (size_t)s->size;
+            r->cache_n = s->n;
+            r->cache_size = s->size;
+            r->cached = true;
+            s->buf = NULL;
+            s->state = SLOT_FREE;
+            hit = true;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return hit;
+}
+
+/* Queues the objects after view index i (the one being read) that are not
+ * in the ring yet and drops what is no longer ahead; starts workers as
+ * needed. Best effort: without a slot, budget or thread it queues less. */
+static void ahead_schedule(st_reader *r, size_t i)
+{
+    const seg_view *v = &r->view;
+    ahead_ring *a = &r->ahead;
+    uint64_t want_n[READ_AHEAD_OBJECTS], want_size[READ_AHEAD_OBJECTS], bytes = 0;
+    bool have[READ_AHEAD_OBJECTS] = {false};
+    int nw = 0;
+    for (size_t j = i + 1; j < v->n && nw < READ_AHEAD_OBJECTS; j++) {
+        const seg_obj *o = &v->v[j];
+        if (obj_bytes(o) == 0)
+            continue;
+        if (o->size > READ_AHEAD_BYTES - bytes)
+            break; /* big objects are read by ranged GETs, not ahead */
+        want_n[nw] = o->n;
+        want_size[nw++] = o->size;
+        bytes += o->size;
+    }
+    pthread_mutex_lock(&a->mu);
+    uint64_t held = 0; /* bytes of slots kept: the budget */
+    int busy = 0;      /* slots queued or fetching */
+    for (int k = 0; k < READ_AHEAD_OBJECTS; k++) {
+        ahead_slot *s = &a->slot[k];
+        if (s->state == SLOT_FREE)
+            continue;
+        int w = 0;
+        while (w < nw && (want_n[w] != s->n || want_size[w] != s->size || s->gen != v->loads))
+            w++;
+        if (w < nw || s->state == SLOT_FETCHING) {
+            if (w < nw)
+                have[w] = true;
+            held += s->size;
+            busy += s->state != SLOT_READY;
+            continue;
+        }
+        free(s->buf); /* behind the reader, or after a seek: not needed */
+        s->buf = NULL;
+        s->state = SLOT_FREE;
+    }
+    for (int w = 0; w < nw; w++) {
+        if (have[w])
+            continue;
+        int k = 0;
+        while (k < READ_AHEAD_OBJECTS && a->slot[k].state != SLOT_FREE)
+            k++;
+        if (k == READ_AHEAD_OBJECTS || want_size[w] > READ_AHEAD_BYTES - held)
+            break;
+        a->slot[k] = (ahead_slot){.state = SLOT_QUEUED, .n = want_n[w], .size = want_size[w],
+                                  .gen = v->loads};
+        held += want_size[w];
+        busy++;
+    }
+    while (a->n_thr < READ_AHEAD_THREADS && a->n_thr < busy) {
+        if (pthread_create(&a->thr[a->n_thr], NULL, ahead_main, r))
+            break;
+        a->n_thr++;
+    }
+    if (a->n_thr == 0) /* no worker: nothing queued would ever be fetched */
+        for (int k = 0; k < READ_AHEAD_OBJECTS; k++)
+            a->slot[k].state = SLOT_FREE;
+    pthread_cond_broadcast(&a->work);
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* ---- readers ------------------------------------------------------------------ */
 
 static void s3_reader_close(st_reader *r)
 {
     if (!r)
         return;
+    ahead_close(r);
     view_free(&r->view);
     free(r->cache);
     free(r);
@@ -719,6 +951,7 @@ static int s3_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_read
         return wp__err(WP_ENOMEM, "storage: reader");
     r->view.max_epoch = INT64_MIN;
     r->view.prefix_only = true;
+    ahead_init(r);
     int rc = ref_make((s3_storage *)st, log_id, seg_id, &r->ref);
     if (!rc)
         rc = view_load(&r->ref, &r->view);
@@ -793,8 +1026,11 @@ static int view_read(st_reader *r, uint64_t off, unsigned char *buf, size_t len,
         size_t take = o->size - in < len - *got ? (size_t)(o->size - in) : len - *got;
         int rc;
         if (o->size <= READ_CACHE_BYTES_MAX) {
-            if ((rc = cache_fill(r, o)))
+            bool fresh = !r->cached || r->cache_n != o->n || r->cache_size != o->size;
+            if (fresh && !ahead_take(r, o) && (rc = cache_fill(r, o)))
                 return rc;
+            if (fresh && r->ahead_on)
+                ahead_schedule(r, i); /* moved to object i: fetch the next ones */
             memcpy(buf + *got, r->cache + in, take);
             *got += take;
             continue;
