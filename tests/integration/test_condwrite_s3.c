@@ -4,37 +4,20 @@
  * ignores If-None-Match (docs/format.md §11). */
 #include "test.h"
 
+#include "support/s3env.h"
 #include "support/testutil.h"
 
 #include "client/internal.h"
 #include "meta/meta.h"
 #include "storage/s3.h"
 
-static char endpoint[256], ak[128], sk[128], bucket[64], region[64], prefix[128];
+static test_s3_env env;
+static char prefix[128];
 
 static int env_load(void)
 {
-    const char *path = getenv("WP_TEST_S3_ENV");
-    FILE *f = path ? fopen(path, "r") : NULL;
-    if (!f) {
-        fprintf(stderr, "WP_TEST_S3_ENV (%s) unreadable: run through ctest (scripts/rgw.sh)\n",
-                path ? path : "unset");
-        return -1;
-    }
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = 0;
-        struct { const char *k; char *v; size_t n; } vars[] = {
-            {"WP_S3_ENDPOINT=", endpoint, sizeof endpoint}, {"WP_S3_ACCESS_KEY=", ak, sizeof ak},
-            {"WP_S3_SECRET_KEY=", sk, sizeof sk},           {"WP_S3_BUCKET=", bucket, sizeof bucket},
-            {"WP_S3_REGION=", region, sizeof region}};
-        for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-            if (!strncmp(line, vars[i].k, strlen(vars[i].k)))
-                snprintf(vars[i].v, vars[i].n, "%s", line + strlen(vars[i].k));
-    }
-    fclose(f);
     snprintf(prefix, sizeof prefix, "condtest-%d-%lld", (int)getpid(), (long long)test_now_ms());
-    return *endpoint && *bucket ? 0 : -1;
+    return test_s3_env_load(NULL, &env);
 }
 
 /* Log messages, for checking the fallback's warning. */
@@ -64,10 +47,10 @@ static wp_client *open_s3(const char *tag, const char *dir)
 {
     char pfx[256];
     snprintf(pfx, sizeof pfx, "%s/%s", prefix, tag);
-    const char *kv[] = {"storage.type", "s3", "storage.s3.endpoint", endpoint,
-                        "storage.s3.access_key", ak, "storage.s3.secret_key", sk,
-                        "storage.s3.bucket", bucket,
-                        "storage.s3.region", region[0] ? region : "us-east-1",
+    const char *kv[] = {"storage.type", "s3", "storage.s3.endpoint", env.endpoint,
+                        "storage.s3.access_key", env.access_key, "storage.s3.secret_key", env.secret_key,
+                        "storage.s3.bucket", env.bucket,
+                        "storage.s3.region", env.region,
                         "storage.s3.prefix", pfx, "flush.max_interval_ms", "5",
                         "storage.root", dir, NULL};
     wp_config *cfg;
