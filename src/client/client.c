@@ -236,8 +236,6 @@ int client_reader_lease(wp_client *c, int64_t *lease_id)
     return rc;
 }
 
-void client_reader_gone(wp_client *c) { (void)c; }
-
 static void keepalive(wp_client *c)
 {
     pthread_mutex_lock(&c->mu);

@@ -80,7 +80,6 @@ void tail_wait(tailstate *t, uint64_t seq, int64_t deadline_ns);
 
 /* Reader registrations (GC holds) under the client's lease. */
 int client_reader_lease(wp_client *c, int64_t *lease_id);
-void client_reader_gone(wp_client *c);
 
 /* Runs one GC pass over every log (exposed for tests and `wp`). */
 int wp__gc_run(wp_client *c, int64_t now_ms);

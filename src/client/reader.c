@@ -248,10 +248,8 @@ void wp_reader_close(wp_reader *r)
     if (r->watch)
         etcd_watch_stop(r->watch);
     lseg_close_read(r->sr);
-    if (r->registered) {
+    if (r->registered)
         r->c->meta->ops->reader_delete(r->c->meta, r->log->log_id, r->name);
-        client_reader_gone(r->c);
-    }
     free(r->keys);
     free(r->vals);
     free(r->pbuf);

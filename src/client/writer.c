@@ -274,9 +274,8 @@ static void wait_for_work(wp_writer *w)
 }
 
 /* Runs callbacks of a detached batch with rc; returns entries acked. */
-static uint64_t run_callbacks(wp_writer *w, wblock **batch, int n, int rc)
+static uint64_t run_callbacks(wblock **batch, int n, int rc)
 {
-    (void)w;
     uint64_t count = 0;
     for (int i = 0; i < n; i++) {
         wblock *b = batch[i];
@@ -309,7 +308,7 @@ static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
     pthread_mutex_unlock(&w->mu);
     if (!rc)
         tail_publish(w->log->tail, w, w->lac.segment_id, w->lac.entry_id);
-    uint64_t done = run_callbacks(w, batch, n, rc);
+    uint64_t done = run_callbacks(batch, n, rc);
     pthread_mutex_lock(&w->mu);
     w->n_done += done;
     for (int i = 0; i < n; i++)

@@ -3,6 +3,7 @@
 #include "logstore/segment.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -616,7 +617,6 @@ void lseg_close_read(lseg_r *r)
 
 static void problem(lseg_problem_fn fn, void *arg, int *bad, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-#include <stdarg.h>
 static void problem(lseg_problem_fn fn, void *arg, int *bad, const char *fmt, ...)
 {
     char buf[512];
