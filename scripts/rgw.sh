@@ -402,7 +402,9 @@ main() {
     DIR=${DIR%/}
     [ -n "$DIR" ] && [ "$DIR" != / ] || { echo "rgw.sh: refusing DIR '$2'" >&2; exit 2; }
     case "$1" in
-    start) cmd_start ;;
+    start) # a port taken between picking and binding, or a slow daemon
+           # on a loaded machine: one clean retry before giving up
+        ( cmd_start ) || { echo "rgw.sh: start failed; retrying once" >&2; stop_all; cmd_start; } ;;
     stop) stop_all; echo "rgw.sh: stopped" ;;
     status) running ;;
     *) echo "usage: $0 start|stop|status DIR" >&2; exit 2 ;;
