@@ -59,6 +59,7 @@ struct s3_client {
     s3_fault_fn fault;
     void *fault_arg;
     atomic_uint_fast64_t n_requests, n_attempts, n_retries, n_puts, n_put_bytes, n_own;
+    atomic_uint_fast64_t n_gets, n_deletes, n_batch_deletes;
 };
 
 typedef struct {
@@ -72,6 +73,8 @@ typedef struct {
     const char *sha256_hex; /* of the body */
     const char *hdr[S3_REQ_HDRS_MAX];
     int n_hdr;
+    const char *result_tag; /* a 200 whose body has it may list per-item <Error>s */
+    bool final_501;    /* 501 is an answer (unsupported), not a transient failure */
     void *sink;        /* 2xx body of a GET goes here ... */
     size_t sink_cap;   /* ... up to this many bytes */
     uint64_t skip;     /* leading 2xx body bytes to drop (a 200 to a ranged GET) */
@@ -794,16 +797,23 @@ static bool curl_retryable(CURLcode cc, const s3_req *q)
 
 static bool status_retryable(long st) { return st == 408 || st == 429 || (st >= 500 && st <= 599); }
 
-/* A 200 answer carrying an <Error> (S3 may do this on CompleteMultipartUpload). */
+/* A 200 answer carrying an <Error> (S3 may do this on CompleteMultipartUpload),
+ * unless it is a result that lists per-item errors (DeleteObjects). */
 static bool ok_with_error(const s3_req *q)
 {
-    return q->status == 200 && q->body_len_resp > 0 && memmem(q->body, q->body_len_resp, "<Error>", 7);
+    if (q->status != 200 || q->body_len_resp == 0)
+        return false;
+    if (q->result_tag && memmem(q->body, q->body_len_resp, q->result_tag, strlen(q->result_tag)))
+        return false;
+    return memmem(q->body, q->body_len_resp, "<Error>", 7) != NULL;
 }
 
 static bool attempt_done(const s3_req *q)
 {
     if (q->cc != CURLE_OK)
         return !curl_retryable(q->cc, q);
+    if (q->final_501 && q->status == 501)
+        return true;
     if (ok_with_error(q))
         return false;
     return !status_retryable(q->status);
@@ -894,46 +904,96 @@ static int iov_total(const struct iovec *iov, int iovcnt, uint64_t *total)
     return 0;
 }
 
-/* After a 412 on a retried conditional PUT: is the object there ours? */
-static bool own_object(s3_client *c, const char *key, uint64_t len, const unsigned char md5[16])
+/* After a 412 on a retried conditional PUT: is the object there ours? If
+ * so, *info (may be NULL) receives what the HEAD found. */
+static bool own_object(s3_client *c, const char *key, uint64_t len, const unsigned char md5[16],
+                       s3_obj_info *info)
 {
-    s3_obj_info info;
+    s3_obj_info found;
     char hex[33];
-    if (s3_head(c, key, &info) != 0)
+    if (s3_head(c, key, &found) != 0)
         return false;
     hex_encode(md5, 16, hex);
-    return info.size == len && strcasecmp(info.etag, hex) == 0;
+    if (found.size != len || strcasecmp(found.etag, hex) != 0)
+        return false;
+    if (info)
+        *info = found;
+    return true;
 }
 
-int s3_put(s3_client *c, const char *key, const struct iovec *iov, int iovcnt, unsigned flags)
+/* The header line "If-Match: v"; WP_EINVAL if v is empty, longer than a
+ * quoted ETag or holds bytes a header cannot carry. */
+static int if_match_line(const char *v, char *line, size_t cap)
 {
+    size_t n = strlen(v);
+    bool ok = n > 0 && n <= S3_ETAG_MAX + 1;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)v[i] >= 0x20 && v[i] != 0x7f;
+    if (!ok)
+        return wp__err(WP_EINVAL, "s3: bad If-Match value (empty, over %d bytes or control bytes)",
+                       S3_ETAG_MAX + 1);
+    snprintf(line, cap, "If-Match: %s", v);
+    return 0;
+}
+
+/* Settles a failed conditional PUT: a 412 after a possibly applied earlier
+ * attempt is 0 if the object is ours; a failed If-Match (412, or the 404
+ * AWS answers for a missing key) is WP_ECONFLICT. Else rc unchanged. */
+static int put_settle(s3_client *c, const s3_req *q, const char *key, const char *if_match,
+                      uint64_t len, const unsigned char md5[16], int rc, s3_obj_info *out)
+{
+    bool failed = rc == WP_EEXIST && q->status == 412;
+    bool missing = if_match && rc == WP_ENOENT && q->status == 404;
+    if (!failed && !missing)
+        return rc;
+    char detail[WP_ERRMSG_MAX];
+    snprintf(detail, sizeof detail, "%s", wp_errmsg());
+    if (failed && q->maybe_applied && own_object(c, key, len, md5, out)) {
+        atomic_fetch_add(&c->n_own, 1);
+        wp__err_clear();
+        return 0; /* an earlier attempt wrote it */
+    }
+    if (if_match)
+        return wp__err(WP_ECONFLICT, "%s; If-Match: %s", detail, if_match);
+    return wp__err(WP_EEXIST, "%s", detail);
+}
+
+int s3_put_ex(s3_client *c, const char *key, const struct iovec *iov, int iovcnt,
+              const s3_put_opts *o, s3_obj_info *out)
+{
+    static const s3_put_opts none = {0};
+    char sha[65], md5b64[32], hmd5[64], hmatch[S3_ETAG_MAX + 16];
+    unsigned char md5[16];
     uint64_t len = 0;
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!o)
+        o = &none;
     int rc = check_key(key);
+    if (!rc && o->if_match && (o->flags & S3_PUT_IF_ABSENT))
+        rc = wp__err(WP_EINVAL, "s3: PUT %s: If-Match and If-None-Match together", key);
+    if (!rc && o->if_match)
+        rc = if_match_line(o->if_match, hmatch, sizeof hmatch);
     if (!rc)
         rc = iov_total(iov, iovcnt, &len);
-    if (rc)
-        return rc;
-    char sha[65], md5b64[32], hmd5[64];
-    unsigned char md5[16];
-    rc = hash_iov(iov, iovcnt, sha, md5);
+    if (!rc)
+        rc = hash_iov(iov, iovcnt, sha, md5);
     if (rc)
         return rc;
     EVP_EncodeBlock((unsigned char *)md5b64, md5, 16);
     snprintf(hmd5, sizeof hmd5, "Content-MD5: %s", md5b64);
     s3_req q = {.method = "PUT", .key = key, .query = "", .iov = iov, .iovcnt = iovcnt,
                 .body_len = len, .sha256_hex = sha, .hdr = {hmd5}, .n_hdr = 1};
-    if (flags & S3_PUT_IF_ABSENT)
+    if (o->flags & S3_PUT_IF_ABSENT)
         q.hdr[q.n_hdr++] = "If-None-Match: *";
+    if (o->if_match)
+        q.hdr[q.n_hdr++] = hmatch;
     rc = s3_exec(c, &q);
-    if (rc == WP_EEXIST && q.maybe_applied) {
-        char detail[WP_ERRMSG_MAX];
-        snprintf(detail, sizeof detail, "%s", wp_errmsg());
-        if (own_object(c, key, len, md5)) {
-            atomic_fetch_add(&c->n_own, 1);
-            rc = 0; /* an earlier attempt wrote it */
-        } else {
-            rc = wp__err(WP_EEXIST, "%s", detail);
-        }
+    if (rc == 0 && out) {
+        out->size = len;
+        memcpy(out->etag, q.etag, sizeof out->etag);
+    } else if (rc) {
+        rc = put_settle(c, &q, key, o->if_match, len, md5, rc, out);
     }
     if (rc == 0) {
         atomic_fetch_add(&c->n_puts, 1);
@@ -941,6 +1001,12 @@ int s3_put(s3_client *c, const char *key, const struct iovec *iov, int iovcnt, u
     }
     req_free(&q);
     return rc;
+}
+
+int s3_put(s3_client *c, const char *key, const struct iovec *iov, int iovcnt, unsigned flags)
+{
+    s3_put_opts o = {.flags = flags};
+    return s3_put_ex(c, key, iov, iovcnt, &o, NULL);
 }
 
 int s3_head(s3_client *c, const char *key, s3_obj_info *out)
@@ -984,37 +1050,74 @@ static int get_check(const s3_client *c, const s3_req *q, const char *key, uint6
     return 0;
 }
 
-int s3_get(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, size_t *got,
-           uint64_t *obj_size)
+/* The ranged GET of s3_get_ex (len > 0): *found gets size and ETag;
+ * *past_end is set for a 416 (off at or past the end). */
+static int get_range(s3_client *c, const char *key, uint64_t off, void *buf, size_t len,
+                     size_t *got, s3_obj_info *found, bool *past_end)
 {
-    *got = 0;
-    uint64_t total = 0;
-    int rc = check_key(key);
-    if (rc)
-        return rc;
-    if (len == 0) {
-        s3_obj_info info;
-        rc = s3_head(c, key, &info);
-        if (!rc && obj_size)
-            *obj_size = info.size;
-        return rc;
-    }
     char range[80];
     snprintf(range, sizeof range, "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
     s3_req q = {.method = "GET", .key = key, .query = "", .hdr = {range}, .n_hdr = 1,
                 .sink = buf, .sink_cap = len, .skip = off};
-    rc = s3_exec(c, &q);
-    if (rc == WP_EIO && q.status == 416) {
+    int rc = s3_exec(c, &q);
+    *past_end = rc == WP_EIO && q.status == 416;
+    if (*past_end) {
         wp__err_clear();
-        rc = 0; /* off at or past the end */
-        total = q.has_range ? q.range_total : 0;
+        rc = 0;
+        found->size = q.has_range ? q.range_total : 0;
     } else if (rc == 0) {
-        rc = get_check(c, &q, key, off, len, &total);
+        rc = get_check(c, &q, key, off, len, &found->size);
         *got = rc ? 0 : q.sink_len;
     }
-    if (rc == 0 && obj_size)
-        *obj_size = total;
+    memcpy(found->etag, q.etag, sizeof found->etag);
     req_free(&q);
+    return rc;
+}
+
+/* s3_get_ex; with fill, a 416 without ETag (RGW's has neither ETag nor
+ * Content-Range) is completed by a HEAD if that shows an object that still
+ * ends at or before off (else it changed in between, or the HEAD failed:
+ * the ETag stays ""). */
+static int get_object(s3_client *c, const char *key, uint64_t off, void *buf, size_t len,
+                      size_t *got, s3_obj_info *info, bool fill)
+{
+    s3_obj_info found = {0}, now;
+    bool past_end = false;
+    *got = 0;
+    if (info)
+        memset(info, 0, sizeof *info);
+    int rc = check_key(key);
+    if (rc)
+        return rc;
+    if (len == 0)
+        rc = s3_head(c, key, &found);
+    else
+        rc = get_range(c, key, off, buf, len, got, &found, &past_end);
+    if (rc == 0 && past_end && fill && !found.etag[0]) {
+        if (s3_head(c, key, &now) == 0 && now.size <= off)
+            found = now;
+        wp__err_clear(); /* the read itself succeeded */
+    }
+    if (rc == 0 && info)
+        *info = found;
+    if (rc == 0)
+        atomic_fetch_add(&c->n_gets, 1);
+    return rc;
+}
+
+int s3_get_ex(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, size_t *got,
+              s3_obj_info *info)
+{
+    return get_object(c, key, off, buf, len, got, info, info != NULL);
+}
+
+int s3_get(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, size_t *got,
+           uint64_t *obj_size)
+{
+    s3_obj_info info;
+    int rc = get_object(c, key, off, buf, len, got, obj_size ? &info : NULL, false);
+    if (rc == 0 && obj_size)
+        *obj_size = info.size;
     return rc;
 }
 
@@ -1029,8 +1132,188 @@ int s3_delete(s3_client *c, const char *key)
         wp__err_clear();
         rc = 0;
     }
+    if (rc == 0)
+        atomic_fetch_add(&c->n_deletes, 1);
     req_free(&q);
     return rc;
+}
+
+/* ---- batch delete (DeleteObjects) ----------------------------------------- */
+
+/* True if XML 1.0 can carry key as text: valid UTF-8 (no surrogates, no
+ * U+FFFE/FFFF) without control bytes other than tab, LF and CR (which are
+ * sent as character references, so no parser normalizes them). */
+static bool xml_key_ok(const char *key)
+{
+    static const uint32_t min_cp[] = {0, 0x80, 0x800, 0x10000};
+    for (const unsigned char *p = (const unsigned char *)key; *p;) {
+        if (*p < 0x80) {
+            if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
+                return false;
+            p++;
+            continue;
+        }
+        int n = (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 : (*p & 0xF8) == 0xF0 ? 3 : 0;
+        if (n == 0)
+            return false;
+        uint32_t cp = *p & (0x3Fu >> n);
+        for (int i = 1; i <= n; i++) {
+            if ((p[i] & 0xC0) != 0x80) /* also stops at the NUL */
+                return false;
+            cp = cp << 6 | (p[i] & 0x3Fu);
+        }
+        if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE ||
+            cp == 0xFFFF)
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+/* Adds the XML text form of s at b + *o (b NULL: only counts). */
+static void xml_escape(const char *s, char *b, size_t *o)
+{
+    for (; *s; s++) {
+        const char *e = *s == '&'    ? "&amp;"
+                        : *s == '<'  ? "&lt;"
+                        : *s == '>'  ? "&gt;"
+                        : *s == '"'  ? "&quot;"
+                        : *s == '\'' ? "&apos;"
+                        : *s == '\t' ? "&#9;"
+                        : *s == '\n' ? "&#10;"
+                        : *s == '\r' ? "&#13;"
+                                     : NULL;
+        size_t n = e ? strlen(e) : 1;
+        if (b)
+            memcpy(b + *o, e ? e : s, n);
+        *o += n;
+    }
+}
+
+/* The quiet <Delete> body naming the keys XML can carry (*n_sent of them);
+ * NULL if out of memory. */
+static char *delete_body(const char *const *keys, size_t n, size_t *len, size_t *n_sent)
+{
+    static const char head[] = "<Delete><Quiet>true</Quiet>", tail[] = "</Delete>";
+    static const char open[] = "<Object><Key>", close[] = "</Key></Object>";
+    size_t o = sizeof head - 1 + sizeof tail - 1;
+    *n_sent = 0;
+    for (size_t i = 0; i < n; i++)
+        if (xml_key_ok(keys[i])) {
+            o += sizeof open - 1 + sizeof close - 1;
+            xml_escape(keys[i], NULL, &o);
+        }
+    char *b = malloc(o + 1);
+    if (!b)
+        return NULL;
+    memcpy(b, head, sizeof head - 1);
+    o = sizeof head - 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!xml_key_ok(keys[i]))
+            continue;
+        memcpy(b + o, open, sizeof open - 1);
+        o += sizeof open - 1;
+        xml_escape(keys[i], b, &o);
+        memcpy(b + o, close, sizeof close - 1);
+        o += sizeof close - 1;
+        ++*n_sent;
+    }
+    memcpy(b + o, tail, sizeof tail);
+    *len = o + sizeof tail - 1;
+    return b;
+}
+
+/* Checks a <DeleteResult> answer: 0 if it lists no <Error> but NoSuchKey,
+ * else WP_EIO naming the first failed key with its Code and Message. */
+static int delete_result(const s3_client *c, const char *xml, size_t len)
+{
+    const char *end = xml + len, *r = memmem(xml, len, "<DeleteResult", 13), *gt, *blk, *v;
+    size_t bn, vn;
+    if (!r || r + 13 >= end || !(r[13] == '>' || r[13] == '/' || isspace((unsigned char)r[13])) ||
+        !(gt = memchr(r, '>', (size_t)(end - r))) ||
+        (gt[-1] != '/' && !memmem(gt, (size_t)(end - gt), "</DeleteResult>", 15)))
+        return wp__err(WP_EIO, "s3: POST %s?delete: answer is not a complete <DeleteResult>",
+                       c->bucket);
+    for (const char *p = gt + 1; (p = xml_elem(p, end, "Error", &blk, &bn)) != NULL;) {
+        char code[S3_CODE_MAX], msg[160], key[S3_KEY_MAX + 1];
+        s3_parse_error(blk - 7, bn + 7, code, sizeof code, msg, sizeof msg); /* from "<Error>" */
+        if (strcmp(code, "NoSuchKey") == 0)
+            continue; /* already gone: deleted */
+        if (!xml_elem(blk, blk + bn, "Key", &v, &vn) || !xml_text(v, vn, key, sizeof key))
+            snprintf(key, sizeof key, "(no valid <Key>)");
+        return wp__err(WP_EIO, "s3: POST %s?delete: key %.300s: %s%s%s%s", c->bucket, key,
+                       *code ? code : "(no error code)", *msg ? " \"" : "", msg, *msg ? "\"" : "");
+    }
+    return 0;
+}
+
+/* Sends one DeleteObjects request; *unsupported is set (and 0 returned) if
+ * the server answers 501 or 405. */
+static int delete_post(s3_client *c, char *body, size_t len, size_t n_keys, bool *unsupported)
+{
+    char sha[65], md5b64[32], hmd5[64];
+    unsigned char md5[16];
+    struct iovec v = {body, len};
+    *unsupported = false;
+    int rc = hash_iov(&v, 1, sha, md5);
+    if (rc)
+        return rc;
+    EVP_EncodeBlock((unsigned char *)md5b64, md5, 16);
+    snprintf(hmd5, sizeof hmd5, "Content-MD5: %s", md5b64);
+    s3_req q = {.method = "POST", .key = "", .query = "delete=", .iov = &v, .iovcnt = 1,
+                .body_len = len, .sha256_hex = sha, .hdr = {hmd5, "Content-Type: application/xml"},
+                .n_hdr = 2, .result_tag = "<DeleteResult", .final_501 = true};
+    atomic_fetch_add(&c->n_batch_deletes, 1);
+    rc = s3_exec(c, &q);
+    if (rc && q.cc == CURLE_OK && (q.status == 501 || q.status == 405)) {
+        wp__log(c->logger, WP_LOG_WARN, "s3: POST %s?delete: HTTP %ld: deleting %zu keys one by one",
+                c->bucket, q.status, n_keys);
+        wp__err_clear();
+        *unsupported = true;
+        rc = 0;
+    } else if (rc == 0) {
+        rc = delete_result(c, q.body ? q.body : "", q.body_len_resp);
+        if (rc == 0)
+            atomic_fetch_add(&c->n_deletes, n_keys);
+    }
+    req_free(&q);
+    return rc;
+}
+
+/* Deletes keys[0..n) (n <= S3_DELETE_KEYS_MAX): one DeleteObjects request,
+ * then single DELETEs for the keys it could not name (or all of them if
+ * the server lacks DeleteObjects). */
+static int delete_batch(s3_client *c, const char *const *keys, size_t n)
+{
+    size_t len = 0, sent;
+    bool unsupported = false;
+    char *body = delete_body(keys, n, &len, &sent);
+    if (!body)
+        return wp__err(WP_ENOMEM, "s3: DeleteObjects body");
+    int rc = sent > 0 ? delete_post(c, body, len, sent, &unsupported) : 0;
+    free(body);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (unsupported || !xml_key_ok(keys[i]))
+            rc = s3_delete(c, keys[i]);
+    return rc;
+}
+
+int s3_delete_many(s3_client *c, const char *const *keys, size_t n)
+{
+    if (n > 0 && !keys)
+        return wp__err(WP_EINVAL, "s3: delete of %zu keys without keys", n);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = keys[i] ? strlen(keys[i]) : 0;
+        if (l == 0 || l > S3_KEY_MAX)
+            return wp__err(WP_EINVAL, "s3: delete: key %zu of %zu has bad length %zu", i, n, l);
+    }
+    for (size_t at = 0; at < n; at += S3_DELETE_KEYS_MAX) {
+        size_t m = n - at < S3_DELETE_KEYS_MAX ? n - at : S3_DELETE_KEYS_MAX;
+        int rc = delete_batch(c, keys + at, m);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- listing -------------------------------------------------------------- */
@@ -1430,4 +1713,7 @@ void s3_client_stats(s3_client *c, s3_stats *out)
     out->puts = atomic_load(&c->n_puts);
     out->put_bytes = atomic_load(&c->n_put_bytes);
     out->own_object_412 = atomic_load(&c->n_own);
+    out->gets = atomic_load(&c->n_gets);
+    out->deletes = atomic_load(&c->n_deletes);
+    out->batch_deletes = atomic_load(&c->n_batch_deletes);
 }

@@ -10,7 +10,8 @@
  * bucket, key and the S3 error Code from the XML body.
  *
  * Return codes: 0, or WP_ENOENT (404), WP_EEXIST (412 on a conditional PUT:
- * the key exists; callers map it to WP_EFENCED), WP_ETOOBIG (413 or an
+ * the key exists; callers map it to WP_EFENCED), WP_ECONFLICT (412 or 404
+ * on an If-Match PUT: the object is not the one named), WP_ETOOBIG (413 or an
  * answer larger than its bound), WP_ETIMEDOUT (retries exhausted, last
  * failure a timeout), WP_EUNAVAILABLE (retries exhausted otherwise),
  * WP_EIO (any other failure, including malformed answers), WP_EINVAL,
@@ -35,6 +36,7 @@
 #define S3_CODE_MAX 64               /* bytes kept of an S3 error Code */
 #define S3_XML_BYTES_MAX (8 * 1024 * 1024) /* an XML answer (list, error, ...) */
 #define S3_LIST_KEYS_MAX 1000        /* max-keys of one list page (S3's limit) */
+#define S3_DELETE_KEYS_MAX 1000      /* keys of one DeleteObjects request (S3's limit) */
 #define S3_RETRIES_MAX 30            /* cap on max_retries */
 #define S3_PARTS_MAX 10000           /* parts of a multipart upload (S3's limit) */
 #define S3_PART_BYTES_MIN (5 * 1024 * 1024) /* every part but the last (S3's limit) */
@@ -104,6 +106,10 @@ typedef struct {
     uint64_t puts;     /* successful object or part PUTs */
     uint64_t put_bytes;
     uint64_t own_object_412; /* conditional PUTs that found their own object */
+    uint64_t gets;     /* successful s3_get/s3_get_ex calls */
+    uint64_t deletes;  /* keys deleted, singly or in batches (missing ones too) */
+    uint64_t batch_deletes; /* DeleteObjects requests (one per batch; retries
+                             * are counted in attempts) */
 } s3_stats;
 void s3_client_stats(s3_client *c, s3_stats *out);
 
@@ -111,29 +117,65 @@ void s3_client_stats(s3_client *c, s3_stats *out);
 
 #define S3_PUT_IF_ABSENT 1u /* If-None-Match: *  (412 -> WP_EEXIST) */
 
+typedef struct {
+    uint64_t size;
+    char etag[S3_ETAG_MAX]; /* without quotes; "" if the answer had none */
+} s3_obj_info;
+
+typedef struct {
+    unsigned flags;       /* S3_PUT_IF_ABSENT */
+    const char *if_match; /* NULL, or the If-Match value, sent verbatim (RGW
+                           * matches only the unquoted ETag, AWS both forms) */
+} s3_put_opts;
+
 /* Uploads the bytes of iov (any iovcnt >= 0) as object key in one PUT with
- * x-amz-content-sha256 and Content-MD5. With S3_PUT_IF_ABSENT, WP_EEXIST
- * if the key exists, except when an earlier attempt of this same call may
- * have succeeded and the object found has our size and MD5: then 0. */
+ * x-amz-content-sha256 and Content-MD5. o may be NULL (no condition).
+ * With S3_PUT_IF_ABSENT, WP_EEXIST if the key exists; with if_match,
+ * WP_ECONFLICT if the object's ETag differs or the key is missing (412 or
+ * 404); both at once are WP_EINVAL. A 412 after an earlier attempt of this
+ * same call may have succeeded (its answer lost) is 0 if the object found
+ * has our size and MD5 (so identical bytes written by another count as
+ * ours: make bodies unique where that matters). out may be NULL; on
+ * success it receives our size and the new object's ETag from the answer
+ * (from a HEAD when the own-object check decided). */
+int s3_put_ex(s3_client *c, const char *key, const struct iovec *iov, int iovcnt,
+              const s3_put_opts *o, s3_obj_info *out);
+
+/* s3_put_ex with options {flags} and no out. */
 int s3_put(s3_client *c, const char *key, const struct iovec *iov, int iovcnt, unsigned flags);
 
 /* Reads up to len bytes of object key from byte off into buf (a ranged GET);
  * *got < len only at the object's end (0 if off is at or past it). If
  * obj_size is not NULL it receives the object's total size (when off is
  * past the end: what the 416 answer states, or 0). len == 0 reads nothing
- * but still checks the object exists. */
+ * but still checks the object exists (a HEAD). */
 int s3_get(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, size_t *got,
            uint64_t *obj_size);
 
-typedef struct {
-    uint64_t size;
-    char etag[S3_ETAG_MAX]; /* without quotes */
-} s3_obj_info;
+/* s3_get that also reports, if info is not NULL, the object's total size
+ * and the ETag of the answer the bytes came from: an If-Match PUT with it
+ * replaces exactly the object read. When off is at or past the end and the
+ * 416 answer names no ETag (RGW's names neither ETag nor size), a HEAD
+ * supplies both if it finds the object still ending at or before off;
+ * otherwise (changed in between, HEAD failed, no ETag at all) it is "". */
+int s3_get_ex(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, size_t *got,
+              s3_obj_info *info);
 
 int s3_head(s3_client *c, const char *key, s3_obj_info *out);
 
 /* Deletes key; a missing key is success (idempotent). */
 int s3_delete(s3_client *c, const char *key);
+
+/* Deletes the n keys (n == 0 does nothing) with DeleteObjects (POST
+ * /?delete, quiet, Content-MD5), S3_DELETE_KEYS_MAX keys per request, in
+ * order; a batch is re-sent whole on transient failures. Missing keys are
+ * success (also an <Error> with Code NoSuchKey); any other per-key <Error>
+ * is WP_EIO naming the first such key, its Code and Message (the batches
+ * before it are done; keys of its own batch may be). A batch answered 501
+ * or 405 is deleted with s3_delete, one key at a time, as are keys XML
+ * cannot carry (control bytes, invalid UTF-8). Every key is checked
+ * (WP_EINVAL) before anything is sent. */
+int s3_delete_many(s3_client *c, const char *const *keys, size_t n);
 
 /* ---- listing (ListObjectsV2) ------------------------------------------- */
 
