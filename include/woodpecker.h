@@ -162,6 +162,18 @@ int wp_log_segments(wp_log *, wp_segment_info **out, size_t *n);
 typedef void (*wp_verify_fn)(void *arg, int64_t segment_id, const char *problem);
 int wp_log_verify(wp_log *, wp_verify_fn fn, void *arg, int64_t *entries_checked);
 
+/* Compacts the log's completed segments now (object storage only:
+ * docs/format.md section 11.2; the client also does it in the background
+ * when compaction.enabled) and marks them sealed. Readers are not
+ * disturbed. `out` (may be NULL) gets the segments sealed and the PUTs the
+ * client made meanwhile (its PUTs, whatever made them). WP_ENOTSUP on
+ * local storage or when the endpoint cannot commit a compaction. */
+typedef struct {
+    int64_t segments_sealed;
+    int64_t puts, put_bytes;
+} wp_compact_info;
+int wp_log_compact(wp_log *, wp_compact_info *out);
+
 /* ---- writer ------------------------------------------------------------ */
 
 /* One entry to append: payload plus optional string properties. */

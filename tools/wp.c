@@ -8,7 +8,7 @@
  * Uses only the public API, include/woodpecker.h.
  *
  * Source: wp_util.h (errors, options, formatting), wp_io.h (append, read),
- * wp_bench.h (bench), this file (main, log commands, segments, verify). */
+ * wp_bench.h (bench), this file (main, log commands, segments, verify, compact). */
 #include "wp_util.h"
 #include "wp_io.h"
 #include "wp_bench.h"
@@ -48,6 +48,8 @@ static const char help_text[] =
     "  truncate NAME S:E          truncate the log up to S:E (inclusive)\n"
     "  segments NAME              list the log's segments\n"
     "  verify NAME                check every CRC, block, index and footer\n"
+    "  compact NAME               object storage: merge the completed segments' objects\n"
+    "                             now and mark them sealed (also done in the background)\n"
     "  bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync]\n"
     "        [--window N] [--reader] [--json]\n"
     "                             append benchmark: throughput, ack latency and with\n"
@@ -207,6 +209,26 @@ static int cmd_verify(cli *c, int argc, char **argv)
     return st;
 }
 
+static int cmd_compact(cli *c, int argc, char **argv)
+{
+    const char *name;
+    wp_log *log = NULL;
+    int st = one_name(argc, argv, "wp compact NAME", &name);
+    if (st || (st = cli_open_log(c, name, &log)))
+        return st;
+    wp_compact_info info;
+    int rc = wp_log_compact(log, &info);
+    if (rc)
+        st = fail(rc, "compacting '%s'", name);
+    else
+        printf("ok: %" PRId64 " segment(s) sealed, %" PRId64 " PUT(s) of %" PRId64 " bytes\n",
+               info.segments_sealed, info.puts, info.put_bytes);
+    wp_log_close(log);
+    if (finish_stdout())
+        st = EXIT_FAILURE;
+    return st;
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 typedef int (*cmd_fn)(cli *, int argc, char **argv);
@@ -220,6 +242,7 @@ static const struct {
     {"append", NULL, cmd_append},      {"read", NULL, cmd_read},
     {"truncate", NULL, cmd_truncate},  {"segments", NULL, cmd_segments},
     {"verify", NULL, cmd_verify},      {"bench", NULL, cmd_bench},
+    {"compact", NULL, cmd_compact},
 };
 
 /* The global options before COMMAND. */

@@ -279,6 +279,134 @@ static void *bg_main(void *arg)
     return NULL;
 }
 
+/* ---- compaction (object storage; format.md section 11.3) ---------------- */
+
+/* Finalizes (if needed) and compacts segment s; marks it SEALED once compact. */
+static int compact_seg(wp_client *c, const char *name, meta_seg *s, int *done)
+{
+    storage *st = c->st;
+    bool compact = false;
+    uint64_t max = (uint64_t)c->cfg.compaction_max_bytes;
+    int rc = st->ops->seg_compact(st, s->log_id, s->seg_id, max, &compact);
+    if (rc == WP_ENOENT) { /* completed but not finalized: the completer failed or crashed */
+        rc = st->ops->seg_finalize(st, s->log_id, s->seg_id, (uint64_t)s->bytes);
+        if (!rc)
+            rc = st->ops->seg_compact(st, s->log_id, s->seg_id, max, &compact);
+    }
+    if (rc || !compact)
+        return rc;
+    s->state = WP_SEG_SEALED;
+    rc = c->meta->ops->seg_update(c->meta, s);
+    if (rc == WP_ECONFLICT || rc == WP_ENOENT) /* truncated, deleted or sealed meanwhile */
+        return WP_OK;
+    if (!rc) {
+        (*done)++;
+        wp__log(&c->logger, WP_LOG_DEBUG, "compaction: log '%s': segment %" PRId64 " sealed", name,
+                s->seg_id);
+    }
+    return rc;
+}
+
+static int compact_log(wp_client *c, const char *name, int *budget, int *done)
+{
+    meta *m = c->meta;
+    meta_log ml;
+    meta_seg *segs = NULL;
+    size_t n = 0;
+    int rc = m->ops->log_get(m, name, &ml);
+    if (rc)
+        return rc == WP_ENOENT ? WP_OK : rc;
+    if ((rc = m->ops->seg_list(m, ml.log_id, &segs, &n)))
+        return rc;
+    for (size_t i = 0; i < n && *budget > 0 && !rc; i++) {
+        if (segs[i].state != WP_SEG_COMPLETED)
+            continue;
+        (*budget)--;
+        rc = compact_seg(c, name, &segs[i], done);
+    }
+    free(segs);
+    return rc;
+}
+
+int wp__compact_run(wp_client *c, int *done)
+{
+    int dummy = 0;
+    if (!done)
+        done = &dummy;
+    *done = 0;
+    if (!c->st->ops->seg_compact || !c->st->ops->seg_finalize)
+        return wp__err(WP_ENOTSUP, "compaction: storage '%s' has none", c->st->ops->name);
+    char **names;
+    size_t n;
+    int rc = c->meta->ops->log_list(c->meta, "", &names, &n), budget = COMPACT_SEGS_PER_PASS;
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && budget > 0; i++) {
+        int r = compact_log(c, names[i], &budget, done);
+        if (r == WP_ENOTSUP) {
+            rc = r;
+            break;
+        }
+        if (r && !rc)
+            rc = r;
+        if (r)
+            wp__log(&c->logger, WP_LOG_WARN, "compaction: log '%s': %s (%s)", names[i],
+                    wp_strerror(r), wp_errmsg());
+    }
+    wp_free_names(names, n);
+    return rc;
+}
+
+int wp_log_compact(wp_log *l, wp_compact_info *out)
+{
+    if (!l)
+        return wp__err(WP_EINVAL, "wp_log_compact: NULL log");
+    wp_client *c = l->c;
+    if (!c->st->ops->seg_compact || !c->st->ops->seg_finalize)
+        return wp__err(WP_ENOTSUP, "compaction: storage '%s' has none (object storage only)",
+                       c->st->ops->name);
+    bool s3 = strcmp(c->st->ops->name, "s3") == 0;
+    s3_stats s0 = {0}, s1 = {0};
+    if (s3)
+        s3_client_stats(storage_s3_client(c->st), &s0);
+    int done = 0, total = 0, rc;
+    do {
+        int budget = COMPACT_SEGS_PER_PASS;
+        done = 0;
+        rc = compact_log(c, l->name, &budget, &done);
+        total += done;
+    } while (!rc && done > 0);
+    if (s3)
+        s3_client_stats(storage_s3_client(c->st), &s1);
+    if (out)
+        *out = (wp_compact_info){total, (int64_t)(s1.puts - s0.puts),
+                                 (int64_t)(s1.put_bytes - s0.put_bytes)};
+    return rc;
+}
+
+static void *compactor_main(void *arg)
+{
+    wp_client *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->bg_stop && !c->compact_off) {
+        int64_t due = wp__now_ns() + c->cfg.gc_interval_ms * 1000000LL;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts);
+        if (c->bg_stop)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        int done = 0;
+        int rc = wp__compact_run(c, &done);
+        if (rc == WP_ENOTSUP) /* the endpoint cannot commit one: said once in the log */
+            wp__log(&c->logger, WP_LOG_WARN, "compaction off: %s", wp_errmsg());
+        pthread_mutex_lock(&c->mu);
+        if (rc == WP_ENOTSUP)
+            c->compact_off = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
 /* ---- client ------------------------------------------------------------ */
 
 /* Object storage: does the endpoint honour If-None-Match? Read from the
@@ -353,6 +481,11 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
         rc = wp__err(WP_ENOMEM, "cannot start the background thread");
         goto out_meta;
     }
+    if (c->cfg.compaction_enabled && c->st->ops->seg_compact) {
+        c->compactor_started = pthread_create(&c->compactor, NULL, compactor_main, c) == 0;
+        if (!c->compactor_started)
+            wp__log(&c->logger, WP_LOG_WARN, "cannot start the compaction thread: no compaction");
+    }
     *out = c;
     return WP_OK;
 out_meta:
@@ -375,6 +508,8 @@ void wp_client_close(wp_client *c)
     pthread_cond_broadcast(&c->bg_cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->bg, NULL);
+    if (c->compactor_started)
+        pthread_join(c->compactor, NULL);
     if (c->lease_id)
         c->meta->ops->lease_revoke(c->meta, c->lease_id);
     c->meta->ops->close(c->meta);

@@ -43,6 +43,11 @@ struct wp_client {
     bool bg_started;
     bool bg_stop;
     pthread_cond_t bg_cond;
+    /* Compaction thread (object storage, compaction.enabled): woken by
+     * bg_cond too; compact_off once the endpoint cannot commit one. */
+    pthread_t compactor;
+    bool compactor_started;
+    bool compact_off;
     int64_t lease_id; /* reader registrations' lease; 0 none */
     /* Longest sleep of a reader polling a writer in another process:
      * reader.poll_max_ms, at least READER_POLL_S3_MS on object storage (each
@@ -83,5 +88,11 @@ int client_reader_lease(wp_client *c, int64_t *lease_id);
 
 /* Runs one GC pass over every log (exposed for tests and `wp`). */
 int wp__gc_run(wp_client *c, int64_t now_ms);
+/* One compaction pass over every log (format.md section 11.3): finalizes
+ * and compacts up to COMPACT_SEGS_PER_PASS completed segments and marks
+ * them SEALED. *done (may be NULL) counts segments sealed. WP_ENOTSUP if
+ * the storage has no compaction. */
+#define COMPACT_SEGS_PER_PASS 16
+int wp__compact_run(wp_client *c, int *done);
 
 #endif

@@ -88,6 +88,7 @@ static const key_def KEYS[] = {
     NUM("storage.s3.max_retries", K_INT, s3_max_retries, "8", 0, 100),
     NUM("flush.max_threads", K_INT, flush_max_threads, "16", 1, 64),
     NUM("compaction.max_bytes", K_SIZE, compaction_max_bytes, "32MiB", WP_MiB, 4 * WP_GiB),
+    ENUM_I("compaction.enabled", compaction_enabled, "true", BOOLS),
     NUM("segment.max_bytes", K_SIZE, segment_max_bytes, "256MiB", 4 * WP_KiB, WP_SEGMENT_BYTES_MAX),
     NUM("segment.max_age_ms", K_DUR, segment_max_age_ms, "600000", 0, 7 * DAY_MS),
     NUM("segment.max_blocks", K_INT, segment_max_blocks, "100000", 1, WP_SEGMENT_BLOCKS_MAX),

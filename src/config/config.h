@@ -34,6 +34,7 @@ struct wp_config {
     int64_t s3_max_retries;         /* storage.s3.max_retries */
     int64_t flush_max_threads;      /* flush.max_threads: uploads in flight (object storage) */
     int64_t compaction_max_bytes;   /* compaction.max_bytes: merged object size */
+    int compaction_enabled;         /* compaction.enabled: false|true */
     int64_t segment_max_bytes;      /* segment.max_bytes */
     int64_t segment_max_age_ms;     /* segment.max_age_ms */
     int64_t segment_max_blocks;     /* segment.max_blocks */

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "base/limits.h"
+#include "storage/s3_layout.h"
 
 /* Objects per segment (data + markers): at most one append per block,
  * plus header, footer and markers. */
@@ -70,7 +71,13 @@
 /* <prefix>/<log id>/<segment id>/<n>.blk */
 #define PREFIX_MAX 256
 #define SEG_PFX_MAX (PREFIX_MAX + 2 * 21 + 4)
-#define BLOCK_KEY_MAX (SEG_PFX_MAX + 20 + 8) /* room for any u64 n */
+#define BLOCK_KEY_MAX (SEG_PFX_MAX + 48) /* room for m_<u64>_<u64>.blk */
+/* The footer object (format.md section 11.1). */
+#define FOOTER_NAME "footer.blk"
+/* Merged objects built at once by a compaction, and the memory they may
+ * take together (a run bigger than that is built alone). */
+#define COMPACT_THREADS 4
+#define COMPACT_BYTES (128ull * 1024 * 1024)
 
 _Static_assert(SEG_OBJECTS_MAX < 1000000000000ULL, "block numbers fit BLOCK_DIGITS");
 _Static_assert(BLOCK_KEY_MAX <= S3_KEY_MAX, "keys fit S3's limit");
@@ -78,14 +85,20 @@ _Static_assert(BLOCK_KEY_MAX <= S3_KEY_MAX, "keys fit S3's limit");
 static const char MARKER_MAGIC[8] = {'W', 'P', 'S', '3', 'M', 'A', 'R', 'K'};
 enum { MARK_CREATE = 1, MARK_FENCE = 2, MARK_REOPEN = 3 };
 
+/* How the endpoint compares If-Match on PUT (format.md section 11.2). */
+enum { IFMATCH_UNKNOWN = 0, IFMATCH_QUOTED, IFMATCH_BARE, IFMATCH_NONE };
+
 typedef struct {
     storage base;
     s3_client *c;
     char prefix[PREFIX_MAX]; /* "" or "a/b/" (with the trailing '/') */
+    pthread_mutex_t mu;      /* ifmatch */
+    int ifmatch;             /* IFMATCH_*, probed at the first compaction */
 } s3_storage;
 
 typedef struct {
-    uint64_t n;    /* block number */
+    uint64_t n;    /* block number (of a merged object: the first) */
+    uint64_t last; /* n, or the last block number of a merged object */
     uint64_t size; /* object size */
     uint64_t off;  /* byte offset of a data object in the segment */
     int64_t epoch; /* of a marker */
@@ -107,6 +120,8 @@ typedef struct {
     bool prefix_only;  /* readers: stop at a missing number not followed by a
                         * marker (an upload still in flight) */
     uint64_t loads;    /* full listings so far (a reopen's cut shows up as one) */
+    bool final;        /* loaded from the footer object: the segment is complete
+                        * and the view is exactly its byte stream */
 } seg_view;
 
 typedef struct {
@@ -145,7 +160,7 @@ enum { SLOT_FREE = 0, SLOT_QUEUED, SLOT_FETCHING, SLOT_READY };
  * FREE or READY; a worker moves it QUEUED -> FETCHING -> READY or FREE. */
 typedef struct {
     int state;
-    uint64_t n, size; /* the object, as the view named it */
+    uint64_t n, last, size; /* the object, as the view named it */
     uint64_t gen;     /* the reader's gen when queued */
     unsigned char *buf; /* READY: size bytes, owned by the slot */
 } ahead_slot;
@@ -163,9 +178,9 @@ typedef struct {
 struct st_reader {
     seg_ref ref;
     seg_view view;
-    unsigned char *cache; /* object cache_n, cache_size bytes */
+    unsigned char *cache; /* object (cache_n, cache_last), cache_size bytes */
     size_t cache_cap;
-    uint64_t cache_n, cache_size;
+    uint64_t cache_n, cache_last, cache_size;
     bool cached;
     bool ahead_on; /* read-ahead enabled and its ring initialised */
     ahead_ring ahead; /* slots are valid only for the view.loads they were queued at */
@@ -188,6 +203,21 @@ static int ref_make(s3_storage *s, int64_t log_id, int64_t seg_id, seg_ref *r)
 static void block_key(const seg_ref *r, uint64_t n, char key[BLOCK_KEY_MAX])
 {
     snprintf(key, BLOCK_KEY_MAX, "%s%0*" PRIu64 ".blk", r->pfx, BLOCK_DIGITS, n);
+}
+
+/* The key of a block object (first == last) or a merged object. */
+static void obj_key(const seg_ref *r, uint64_t first, uint64_t last, char key[BLOCK_KEY_MAX])
+{
+    if (first == last)
+        block_key(r, first, key);
+    else
+        snprintf(key, BLOCK_KEY_MAX, "%sm_%0*" PRIu64 "_%0*" PRIu64 ".blk", r->pfx, BLOCK_DIGITS,
+                 first, BLOCK_DIGITS, last);
+}
+
+static void footer_key(const seg_ref *r, char key[BLOCK_KEY_MAX])
+{
+    snprintf(key, BLOCK_KEY_MAX, "%s" FOOTER_NAME, r->pfx);
 }
 
 /* The block number of a key under r->pfx, or false for other names. */
@@ -318,22 +348,112 @@ static int view_push(seg_view *v, uint64_t n, uint64_t size)
         v->v = nv;
         v->cap = cap;
     }
-    v->v[v->n++] = (seg_obj){.n = n, .size = size};
+    v->v[v->n++] = (seg_obj){.n = n, .last = n, .size = size};
     return 0;
 }
 
 typedef struct {
     const seg_ref *r;
     seg_view *v;
+    bool footer; /* the listing has the footer object */
 } list_ctx;
 
 static int on_block(void *arg, const char *key, uint64_t size)
 {
     list_ctx *lc = arg;
     uint64_t n;
-    if (!block_number(lc->r, key, &n))
-        return 0; /* another kind of object: not part of the byte stream */
+    if (!block_number(lc->r, key, &n)) {
+        size_t pl = strlen(lc->r->pfx);
+        if (strncmp(key, lc->r->pfx, pl) == 0 && strcmp(key + pl, FOOTER_NAME) == 0)
+            lc->footer = true;
+        return 0; /* not a block object: not classified from the listing */
+    }
     return view_push(lc->v, n, size);
+}
+
+/* GETs the whole object key (at most max bytes) into *buf (malloc'd), with
+ * its ETag if etag is not NULL. */
+static int get_whole(s3_client *c, const char *key, uint64_t max, unsigned char **buf, size_t *len,
+                     char etag[S3_ETAG_MAX])
+{
+    size_t cap = 64 * 1024, got = 0;
+    unsigned char *b = NULL;
+    *buf = NULL;
+    *len = 0;
+    for (int tries = 0; tries < 4; tries++) {
+        unsigned char *nb = realloc(b, cap);
+        if (!nb) {
+            free(b);
+            return wp__err(WP_ENOMEM, "storage: %zu bytes for %s", cap, key);
+        }
+        b = nb;
+        s3_obj_info info = {0};
+        int rc = s3_get_ex(c, key, 0, b, cap, &got, &info);
+        if (rc) {
+            free(b);
+            return rc;
+        }
+        if (info.size > max) {
+            free(b);
+            return wp__err(WP_ECORRUPT, "storage: %s is %" PRIu64 " bytes, more than %" PRIu64,
+                           key, info.size, max);
+        }
+        if (got == info.size) {
+            if (etag)
+                memcpy(etag, info.etag, S3_ETAG_MAX);
+            *buf = b;
+            *len = got;
+            return 0;
+        }
+        cap = (size_t)info.size; /* it was bigger than the buffer (or changed): again */
+        if (cap == 0)
+            cap = 1;
+    }
+    free(b);
+    return wp__err(WP_EIO, "storage: %s keeps changing size while read", key);
+}
+
+/* Reads and decodes the footer object. WP_ENOENT if there is none. */
+static int footer_get(const seg_ref *r, s3_layout *l, char etag[S3_ETAG_MAX])
+{
+    char key[BLOCK_KEY_MAX];
+    unsigned char *b;
+    size_t len;
+    memset(l, 0, sizeof *l);
+    footer_key(r, key);
+    int rc = get_whole(r->s->c, key, S3_LAYOUT_BYTES_MAX, &b, &len, etag);
+    if (rc)
+        return rc;
+    rc = s3_layout_decode(b, len, r->log_id, r->seg_id, l);
+    free(b);
+    if (rc)
+        return wp__err(rc, "segment %s: %s", r->pfx, wp_errmsg());
+    return 0;
+}
+
+/* Replaces v with the byte stream the footer object names. WP_EAGAIN if
+ * it is gone (the segment was deleted meanwhile: list again). */
+static int view_from_footer(const seg_ref *r, seg_view *v)
+{
+    s3_layout l;
+    int rc = footer_get(r, &l, NULL);
+    if (rc == WP_ENOENT)
+        return WP_EAGAIN;
+    if (rc)
+        return rc;
+    view_free(v);
+    for (uint32_t i = 0; i < l.n_objs && !rc; i++) {
+        rc = view_push(v, l.objs[i].first, l.objs[i].size);
+        if (!rc) {
+            seg_obj *o = &v->v[v->n - 1];
+            o->last = l.objs[i].last;
+            o->off = v->total;
+            v->total += o->size;
+        }
+    }
+    v->final = rc == 0;
+    s3_layout_free(&l);
+    return rc;
 }
 
 /* Classifies objects [from, v->n): markers by content, offsets of data.
@@ -386,11 +506,11 @@ static int view_load(const seg_ref *r, seg_view *v)
     v->loads++;
     for (int tries = 0; rc == WP_EAGAIN && tries < REOPEN_TRIES_MAX; tries++) {
         view_free(v);
-        list_ctx lc = {r, v};
+        list_ctx lc = {r, v, false};
         bool nm;
         rc = s3_list_all(r->s->c, r->pfx, NULL, 0, SEG_OBJECTS_MAX, on_block, &lc);
         if (!rc)
-            rc = view_classify(r, v, 0, &nm);
+            rc = lc.footer ? view_from_footer(r, v) : view_classify(r, v, 0, &nm);
     }
     if (rc == WP_EAGAIN)
         rc = wp__err(WP_EIO, "storage: segment %s keeps changing while listed", r->pfx);
@@ -401,17 +521,19 @@ static int view_load(const seg_ref *r, seg_view *v)
  * new marker appeared (a reopen may have cut data). */
 static int view_refresh(const seg_ref *r, seg_view *v)
 {
+    if (v->final)
+        return 0; /* complete: it cannot grow */
     if (v->n == 0)
         return view_load(r, v);
     char after[BLOCK_KEY_MAX];
     block_key(r, v->v[v->n - 1].n, after);
     size_t from = v->n;
-    list_ctx lc = {r, v};
+    list_ctx lc = {r, v, false};
     bool nm = false;
     int rc = s3_list_all(r->s->c, r->pfx, after, 0, SEG_OBJECTS_MAX, on_block, &lc);
-    if (!rc)
+    if (!rc && !lc.footer)
         rc = view_classify(r, v, from, &nm);
-    if (rc == WP_EAGAIN || (!rc && nm))
+    if (rc == WP_EAGAIN || (!rc && (nm || lc.footer)))
         return view_load(r, v);
     return rc;
 }
@@ -581,7 +703,7 @@ static int fence_check_skipped(const seg_ref *r, uint64_t n0, uint64_t at, int64
 {
     seg_view v = {.max_epoch = INT64_MIN};
     char after[BLOCK_KEY_MAX];
-    list_ctx lc = {r, &v};
+    list_ctx lc = {r, &v, false};
     bool nm;
     block_key(r, n0 - 1, after); /* n0 >= 1: block 0 is the create marker */
     int rc = s3_list_all(r->s->c, r->pfx, after, 0, SEG_OBJECTS_MAX, on_block, &lc);
@@ -647,7 +769,7 @@ static int s3_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
         rc = view_load(&r, &v);
     if (!rc && v.n == 0)
         rc = wp__err(WP_ENOENT, "fence: segment %s does not exist", r.pfx);
-    if (!rc && v.max_epoch < epoch)
+    if (!rc && !v.final && v.max_epoch < epoch) /* complete: nothing can be added */
         rc = fence_place(&r, fence_start(&v), epoch);
     view_free(&v);
     return rc;
@@ -697,6 +819,8 @@ static int reopen_try(const seg_ref *r, int64_t epoch, uint64_t len, uint64_t *n
     int rc = view_load(r, &v);
     if (!rc && v.n == 0)
         rc = wp__err(WP_ENOENT, "segment %s does not exist", r->pfx);
+    if (!rc && v.final)
+        rc = wp__err(WP_EINVAL, "segment %s is complete (it has a footer object)", r->pfx);
     if (!rc && v.max_epoch > epoch)
         rc = wp__err(WP_EFENCED, "segment %s: fenced by epoch %" PRId64 " (reopen epoch %" PRId64
                      ")", r->pfx, v.max_epoch, epoch);
@@ -759,7 +883,7 @@ static void *ahead_main(void *arg)
             continue;
         }
         s->state = SLOT_FETCHING;
-        uint64_t n = s->n, size = s->size;
+        uint64_t n = s->n, last = s->last, size = s->size;
         pthread_mutex_unlock(&a->mu);
         unsigned char *buf = malloc((size_t)size);
         bool ok = false;
@@ -767,7 +891,7 @@ static void *ahead_main(void *arg)
             char key[BLOCK_KEY_MAX];
             size_t g = 0;
             uint64_t osize = 0;
-            block_key(&r->ref, n, key);
+            obj_key(&r->ref, n, last, key);
             /* gone, short or another size (a cut): the slot is dropped and
              * the reader's own GET finds out */
             ok = s3_get(r->ref.s->c, key, 0, buf, (size_t)size, &g, &osize) == 0 && g == size &&
@@ -839,7 +963,7 @@ static bool ahead_take(st_reader *r, const seg_obj *o)
     pthread_mutex_lock(&a->mu);
     for (int i = 0; i < READ_AHEAD_OBJECTS; i++) {
         ahead_slot *s = &a->slot[i];
-        if (s->state == SLOT_FREE || s->n != o->n || s->size != o->size ||
+        if (s->state == SLOT_FREE || s->n != o->n || s->last != o->last || s->size != o->size ||
             s->gen != r->view.loads)
             continue;
         if (s->state == SLOT_QUEUED) {
@@ -853,6 +977,7 @@ static bool ahead_take(st_reader *r, const seg_obj *o)
             r->cache = s->buf;
             r->cache_cap = (size_t)s->size;
             r->cache_n = s->n;
+            r->cache_last = s->last;
             r->cache_size = s->size;
             r->cached = true;
             s->buf = NULL;
@@ -872,7 +997,8 @@ static void ahead_schedule(st_reader *r, size_t i)
 {
     const seg_view *v = &r->view;
     ahead_ring *a = &r->ahead;
-    uint64_t want_n[READ_AHEAD_OBJECTS], want_size[READ_AHEAD_OBJECTS], bytes = 0;
+    uint64_t want_n[READ_AHEAD_OBJECTS], want_last[READ_AHEAD_OBJECTS];
+    uint64_t want_size[READ_AHEAD_OBJECTS], bytes = 0;
     bool have[READ_AHEAD_OBJECTS] = {false};
     int nw = 0;
     for (size_t j = i + 1; j < v->n && nw < READ_AHEAD_OBJECTS; j++) {
@@ -882,6 +1008,7 @@ static void ahead_schedule(st_reader *r, size_t i)
         if (o->size > READ_AHEAD_BYTES - bytes)
             break; /* big objects are read by ranged GETs, not ahead */
         want_n[nw] = o->n;
+        want_last[nw] = o->last;
         want_size[nw++] = o->size;
         bytes += o->size;
     }
@@ -893,7 +1020,8 @@ static void ahead_schedule(st_reader *r, size_t i)
         if (s->state == SLOT_FREE)
             continue;
         int w = 0;
-        while (w < nw && (want_n[w] != s->n || want_size[w] != s->size || s->gen != v->loads))
+        while (w < nw && (want_n[w] != s->n || want_last[w] != s->last ||
+                          want_size[w] != s->size || s->gen != v->loads))
             w++;
         if (w < nw || s->state == SLOT_FETCHING) {
             if (w < nw)
@@ -914,8 +1042,8 @@ static void ahead_schedule(st_reader *r, size_t i)
             k++;
         if (k == READ_AHEAD_OBJECTS || want_size[w] > READ_AHEAD_BYTES - held)
             break;
-        a->slot[k] = (ahead_slot){.state = SLOT_QUEUED, .n = want_n[w], .size = want_size[w],
-                                  .gen = v->loads};
+        a->slot[k] = (ahead_slot){.state = SLOT_QUEUED, .n = want_n[w], .last = want_last[w],
+                                  .size = want_size[w], .gen = v->loads};
         held += want_size[w];
         busy++;
     }
@@ -985,7 +1113,7 @@ static size_t view_find(const seg_view *v, uint64_t off)
  * match the view. */
 static int cache_fill(st_reader *r, const seg_obj *o)
 {
-    if (r->cached && r->cache_n == o->n && r->cache_size == o->size)
+    if (r->cached && r->cache_n == o->n && r->cache_last == o->last && r->cache_size == o->size)
         return 0;
     if (o->size > r->cache_cap) {
         unsigned char *nb = realloc(r->cache, (size_t)o->size);
@@ -998,7 +1126,7 @@ static int cache_fill(st_reader *r, const seg_obj *o)
     size_t g = 0;
     uint64_t osize = 0;
     r->cached = false;
-    block_key(&r->ref, o->n, key);
+    obj_key(&r->ref, o->n, o->last, key);
     int rc = s3_get(r->ref.s->c, key, 0, r->cache, (size_t)o->size, &g, &osize);
     if (rc == WP_ENOENT || (!rc && (g != o->size || osize != o->size)))
         return WP_EAGAIN;
@@ -1006,6 +1134,7 @@ static int cache_fill(st_reader *r, const seg_obj *o)
         return rc;
     r->cached = true;
     r->cache_n = o->n;
+    r->cache_last = o->last;
     r->cache_size = o->size;
     return 0;
 }
@@ -1026,7 +1155,8 @@ static int view_read(st_reader *r, uint64_t off, unsigned char *buf, size_t len,
         size_t take = o->size - in < len - *got ? (size_t)(o->size - in) : len - *got;
         int rc;
         if (o->size <= READ_CACHE_BYTES_MAX) {
-            bool fresh = !r->cached || r->cache_n != o->n || r->cache_size != o->size;
+            bool fresh = !r->cached || r->cache_n != o->n || r->cache_last != o->last ||
+                         r->cache_size != o->size;
             if (fresh && !ahead_take(r, o) && (rc = cache_fill(r, o)))
                 return rc;
             if (fresh && r->ahead_on)
@@ -1037,7 +1167,7 @@ static int view_read(st_reader *r, uint64_t off, unsigned char *buf, size_t len,
         }
         size_t g = 0;
         uint64_t osize = 0;
-        block_key(&r->ref, o->n, key);
+        obj_key(&r->ref, o->n, o->last, key);
         rc = s3_get(r->ref.s->c, key, in, buf + *got, take, &g, &osize);
         if (rc == WP_ENOENT || (!rc && (g != take || osize != o->size)))
             return WP_EAGAIN;
@@ -1116,14 +1246,25 @@ static int on_key(void *arg, const char *key, uint64_t size)
     return 0;
 }
 
-/* Deletes every key under prefix, last key first (the create marker of a
- * segment goes last, so a half-deleted segment still exists). */
+/* Deletes every key under prefix: all but the first in batches, last key
+ * first, then the first (the create marker of a segment goes last, so a
+ * half-deleted segment still exists). */
 static int delete_prefix(s3_storage *s, const char *prefix, size_t max_keys)
 {
     key_list kl = {0};
     int rc = s3_list_all(s->c, prefix, NULL, 0, max_keys, on_key, &kl);
-    for (size_t i = kl.n; rc == 0 && i > 0; i--)
-        rc = s3_delete(s->c, kl.keys[i - 1]);
+    if (!rc && kl.n > 1) {
+        const char **rev = malloc((kl.n - 1) * sizeof *rev);
+        if (!rev)
+            rc = wp__err(WP_ENOMEM, "storage: %zu keys to delete", kl.n);
+        for (size_t i = 0; !rc && i + 1 < kl.n; i++)
+            rev[i] = kl.keys[kl.n - 1 - i];
+        if (!rc)
+            rc = s3_delete_many(s->c, rev, kl.n - 1);
+        free(rev);
+    }
+    if (!rc && kl.n > 0)
+        rc = s3_delete(s->c, kl.keys[0]);
     for (size_t i = 0; i < kl.n; i++)
         free(kl.keys[i]);
     free(kl.keys);
@@ -1266,8 +1407,13 @@ static void s3_storage_close(storage *st)
     if (!s)
         return;
     s3_client_close(s->c);
+    pthread_mutex_destroy(&s->mu);
     free(s);
 }
+
+static int s3_seg_finalize(storage *st, int64_t log_id, int64_t seg_id, uint64_t len);
+static int s3_seg_compact(storage *st, int64_t log_id, int64_t seg_id, uint64_t max_bytes,
+                          bool *compact);
 
 static const struct storage_ops s3_ops = {
     .name = "s3",
@@ -1287,6 +1433,8 @@ static const struct storage_ops s3_ops = {
     .seg_delete = s3_seg_delete,
     .log_delete = s3_log_delete,
     .seg_list = s3_seg_list,
+    .seg_finalize = s3_seg_finalize,
+    .seg_compact = s3_seg_compact,
     .close = s3_storage_close,
 };
 
@@ -1316,6 +1464,7 @@ int storage_s3_open_client(s3_client *c, const char *prefix, const wp__logger *l
         return wp__err(WP_ENOMEM, "storage: s3 backend");
     }
     s->c = c;
+    pthread_mutex_init(&s->mu, NULL);
     int rc = prefix_normalize(prefix ? prefix : "", s->prefix);
     if (rc) {
         s3_storage_close(&s->base);
@@ -1392,3 +1541,340 @@ out_delete:;
         rc = drc;
     return rc;
 }
+/* ---- completion: the footer object (format.md section 11.1) ------------------- */
+
+/* PUTs the footer object l: only if absent (if_match NULL), or only over
+ * the object whose ETag matches. */
+static int footer_put(const seg_ref *r, const s3_layout *l, const char *if_match)
+{
+    int rc = s3_layout_check(l);
+    if (rc)
+        return wp__err(WP_EINVAL, "segment %s: bad footer object: %s", r->pfx, wp_errmsg());
+    size_t len = (size_t)s3_layout_size(l);
+    unsigned char *b = malloc(len);
+    if (!b)
+        return wp__err(WP_ENOMEM, "segment %s: footer object of %zu bytes", r->pfx, len);
+    s3_layout_encode(l, b);
+    char key[BLOCK_KEY_MAX];
+    footer_key(r, key);
+    struct iovec v = {b, len};
+    s3_put_opts o = {.flags = if_match ? 0 : S3_PUT_IF_ABSENT, .if_match = if_match};
+    rc = s3_put_ex(r->s->c, key, &v, 1, &o, NULL);
+    free(b);
+    return rc;
+}
+
+static int s3_seg_finalize(storage *st, int64_t log_id, int64_t seg_id, uint64_t len)
+{
+    seg_ref r;
+    seg_view v = {.max_epoch = INT64_MIN};
+    s3_layout l = {0};
+    size_t first = 0;
+    int rc = ref_make((s3_storage *)st, log_id, seg_id, &r);
+    for (int round = 0; !rc && round < 2; round++) {
+        rc = view_load(&r, &v);
+        if (!rc && v.n == 0)
+            rc = wp__err(WP_ENOENT, "finalize: segment %s does not exist", r.pfx);
+        if (rc)
+            break;
+        if (v.final) { /* done before, by us or by a racing completer */
+            if (v.total != len)
+                rc = wp__err(WP_ECORRUPT, "finalize %s: its footer object says %" PRIu64
+                             " bytes, not %" PRIu64, r.pfx, v.total, len);
+            break;
+        }
+        if ((rc = cut_point(&r, &v, len, &first)))
+            break;
+        l = (s3_layout){.generation = 0, .bytes = len, .log_id = log_id, .seg_id = seg_id};
+        l.objs = malloc((first ? first : 1) * sizeof *l.objs);
+        if (!l.objs) {
+            rc = wp__err(WP_ENOMEM, "finalize %s: %zu objects", r.pfx, first);
+            break;
+        }
+        for (size_t i = 0; i < first; i++)
+            if (obj_bytes(&v.v[i]))
+                l.objs[l.n_objs++] = (s3_layout_obj){v.v[i].n, v.v[i].n, v.v[i].size};
+        rc = footer_put(&r, &l, NULL);
+        free(l.objs);
+        l.objs = NULL;
+        if (rc != WP_EEXIST)
+            break;
+        rc = 0; /* someone finalized meanwhile: check theirs */
+    }
+    view_free(&v);
+    return rc;
+}
+
+/* ---- compaction: merged objects (format.md section 11.2) ----------------------- */
+
+/* Probes how the endpoint compares If-Match on PUT (once per backend). */
+static int ifmatch_probe(s3_storage *s)
+{
+    char key[PROBE_KEY_MAX];
+    static char body[] = "woodpecker if-match probe\n";
+    struct iovec v = {body, sizeof body - 1};
+    s3_obj_info info;
+    int rc = probe_key(s, key), mode = IFMATCH_NONE;
+    if (rc)
+        return rc;
+    s3_put_opts plain = {0};
+    if ((rc = s3_put_ex(s->c, key, &v, 1, &plain, &info)) != 0)
+        goto out_delete;
+    char quoted[S3_ETAG_MAX + 2];
+    snprintf(quoted, sizeof quoted, "\"%s\"", info.etag);
+    s3_put_opts wrong = {.if_match = "\"0123456789abcdef0123456789abcdef\""};
+    rc = s3_put_ex(s->c, key, &v, 1, &wrong, NULL);
+    if (rc == 0)
+        goto out_delete; /* ignored: IFMATCH_NONE */
+    if (rc != WP_ECONFLICT)
+        goto out_delete;
+    s3_put_opts q = {.if_match = quoted}, b = {.if_match = info.etag};
+    rc = s3_put_ex(s->c, key, &v, 1, &q, NULL);
+    if (rc == 0)
+        mode = IFMATCH_QUOTED;
+    else if (rc == WP_ECONFLICT && (rc = s3_put_ex(s->c, key, &v, 1, &b, NULL)) == 0)
+        mode = IFMATCH_BARE;
+    if (rc == WP_ECONFLICT)
+        rc = 0;
+out_delete:;
+    int drc = s3_delete(s->c, key);
+    if (!rc && drc)
+        rc = drc;
+    if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        s->ifmatch = mode;
+        pthread_mutex_unlock(&s->mu);
+        if (mode == IFMATCH_NONE)
+            wp__log(s->base.logger, WP_LOG_WARN, "storage: the S3 endpoint does not honour "
+                    "If-Match on PUT: compaction is off (segments keep their block objects)");
+    }
+    return rc;
+}
+
+/* Deletes the objects named by entries (batch DELETE; missing is fine). */
+static int delete_objs(const seg_ref *r, const s3_layout_obj *e, size_t n)
+{
+    if (n == 0)
+        return 0;
+    char (*keys)[BLOCK_KEY_MAX] = malloc(n * sizeof *keys);
+    const char **kp = malloc(n * sizeof *kp);
+    int rc = 0;
+    if (!keys || !kp)
+        rc = wp__err(WP_ENOMEM, "segment %s: %zu keys to delete", r->pfx, n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        obj_key(r, e[i].first, e[i].last, keys[i]);
+        kp[i] = keys[i];
+    }
+    if (!rc)
+        rc = s3_delete_many(r->s->c, kp, n);
+    free(kp);
+    free(keys);
+    return rc;
+}
+
+typedef struct {
+    uint32_t from, to; /* object entries [from, to) of the current generation */
+    uint64_t bytes;
+} compact_run;
+
+typedef struct {
+    const seg_ref *r;
+    const s3_layout *l;
+    const compact_run *runs;
+    size_t n_runs, next;
+    pthread_mutex_t mu;
+    int rc;
+    char err[512]; /* the first failure's detail */
+} compact_job;
+
+/* Builds merged object `run`: GETs its objects, PUTs their concatenation. */
+static int merge_run(const seg_ref *r, const s3_layout *l, const compact_run *run)
+{
+    unsigned char *buf = malloc((size_t)run->bytes);
+    if (!buf)
+        return wp__err(WP_ENOMEM, "compact %s: %" PRIu64 " bytes", r->pfx, run->bytes);
+    char key[BLOCK_KEY_MAX];
+    uint64_t off = 0;
+    int rc = 0;
+    for (uint32_t i = run->from; !rc && i < run->to; i++) {
+        const s3_layout_obj *o = &l->objs[i];
+        size_t got = 0;
+        uint64_t osize = 0;
+        obj_key(r, o->first, o->last, key);
+        rc = s3_get(r->s->c, key, 0, buf + off, (size_t)o->size, &got, &osize);
+        if (!rc && (got != o->size || osize != o->size))
+            rc = wp__err(WP_ECORRUPT, "compact %s: %s is %" PRIu64 " bytes, the footer object "
+                         "says %" PRIu64, r->pfx, key, osize, o->size);
+        off += o->size;
+    }
+    if (!rc) {
+        obj_key(r, l->objs[run->from].first, l->objs[run->to - 1].last, key);
+        struct iovec v = {buf, (size_t)run->bytes};
+        rc = s3_put(r->s->c, key, &v, 1, 0); /* the name fixes the bytes: see format.md */
+    }
+    free(buf);
+    return rc;
+}
+
+static void *compact_worker(void *arg)
+{
+    compact_job *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (j->rc == 0 && j->next < j->n_runs) {
+        size_t i = j->next++;
+        pthread_mutex_unlock(&j->mu);
+        int rc = merge_run(j->r, j->l, &j->runs[i]);
+        pthread_mutex_lock(&j->mu);
+        if (rc && j->rc == 0) {
+            j->rc = rc;
+            snprintf(j->err, sizeof j->err, "%s", wp_errmsg());
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* Cuts l's objects greedily into runs of at most max_bytes; keeps the runs
+ * of two or more objects. */
+static int compact_plan(const s3_layout *l, uint64_t max_bytes, compact_run **out, size_t *n)
+{
+    compact_run *runs = malloc(((size_t)l->n_objs / 2 + 1) * sizeof *runs);
+    if (!runs)
+        return wp__err(WP_ENOMEM, "compaction plan");
+    size_t k = 0;
+    for (uint32_t i = 0; i < l->n_objs;) {
+        uint32_t j = i;
+        uint64_t bytes = 0;
+        while (j < l->n_objs && (j == i || bytes + l->objs[j].size <= max_bytes))
+            bytes += l->objs[j++].size;
+        if (j - i >= 2 && bytes <= max_bytes)
+            runs[k++] = (compact_run){i, j, bytes};
+        i = j;
+    }
+    *out = runs;
+    *n = k;
+    return 0;
+}
+
+/* The next generation: each run replaced by its merged object, the
+ * replaced entries as garbage. */
+static int compact_next(const s3_layout *l, const compact_run *runs, size_t n_runs, s3_layout *nl)
+{
+    *nl = (s3_layout){.generation = l->generation + 1, .bytes = l->bytes, .log_id = l->log_id,
+                      .seg_id = l->seg_id};
+    nl->objs = malloc(l->n_objs * sizeof *nl->objs);
+    nl->garbage = malloc(l->n_objs * sizeof *nl->garbage);
+    if (!nl->objs || !nl->garbage) {
+        s3_layout_free(nl);
+        return wp__err(WP_ENOMEM, "compaction: %" PRIu32 " entries", l->n_objs);
+    }
+    size_t k = 0;
+    for (uint32_t i = 0; i < l->n_objs;) {
+        if (k < n_runs && runs[k].from == i) {
+            const compact_run *run = &runs[k++];
+            nl->objs[nl->n_objs++] = (s3_layout_obj){l->objs[run->from].first,
+                                                     l->objs[run->to - 1].last, run->bytes};
+            for (uint32_t j = run->from; j < run->to; j++)
+                nl->garbage[nl->n_garbage++] = l->objs[j];
+            i = run->to;
+        } else {
+            nl->objs[nl->n_objs++] = l->objs[i++];
+        }
+    }
+    return 0;
+}
+
+/* Builds the merged objects on up to COMPACT_THREADS threads. */
+static int compact_build(const seg_ref *r, const s3_layout *l, const compact_run *runs,
+                         size_t n_runs, uint64_t max_bytes)
+{
+    compact_job j = {.r = r, .l = l, .runs = runs, .n_runs = n_runs};
+    size_t want = COMPACT_BYTES / (max_bytes ? max_bytes : 1);
+    if (want < 1)
+        want = 1;
+    if (want > COMPACT_THREADS)
+        want = COMPACT_THREADS;
+    if (want > n_runs)
+        want = n_runs;
+    pthread_t thr[COMPACT_THREADS];
+    size_t started = 0;
+    if (pthread_mutex_init(&j.mu, NULL))
+        return wp__err(WP_ENOMEM, "compaction: mutex");
+    while (started + 1 < want && pthread_create(&thr[started], NULL, compact_worker, &j) == 0)
+        started++;
+    compact_worker(&j); /* the caller's thread works too */
+    for (size_t i = 0; i < started; i++)
+        pthread_join(thr[i], NULL);
+    pthread_mutex_destroy(&j.mu);
+    if (j.rc)
+        return wp__err(j.rc, "%s", j.err);
+    return 0;
+}
+
+static int s3_seg_compact(storage *st, int64_t log_id, int64_t seg_id, uint64_t max_bytes,
+                          bool *compact)
+{
+    s3_storage *s = (s3_storage *)st;
+    seg_ref r;
+    s3_layout l = {0}, nl = {0};
+    compact_run *runs = NULL;
+    size_t n_runs = 0;
+    char etag[S3_ETAG_MAX];
+    *compact = false;
+    if (max_bytes < 1)
+        return wp__err(WP_EINVAL, "compact: max_bytes 0");
+    int rc = ref_make(s, log_id, seg_id, &r);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->mu);
+    int mode = s->ifmatch;
+    pthread_mutex_unlock(&s->mu);
+    if (mode == IFMATCH_UNKNOWN) {
+        if ((rc = ifmatch_probe(s)))
+            return rc;
+        pthread_mutex_lock(&s->mu);
+        mode = s->ifmatch;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (mode == IFMATCH_NONE)
+        return wp__err(WP_ENOTSUP, "compact %s: the endpoint does not honour If-Match", r.pfx);
+    rc = footer_get(&r, &l, etag);
+    if (rc == WP_ENOENT)
+        return wp__err(WP_ENOENT, "compact %s: not finalized (no footer object)", r.pfx);
+    if (!rc)
+        rc = delete_objs(&r, l.garbage, l.n_garbage); /* left by a crash after a commit */
+    if (!rc)
+        rc = compact_plan(&l, max_bytes, &runs, &n_runs);
+    if (!rc && n_runs == 0) {
+        *compact = true;
+        goto out;
+    }
+    if (!rc)
+        rc = compact_build(&r, &l, runs, n_runs, max_bytes);
+    if (!rc)
+        rc = compact_next(&l, runs, n_runs, &nl);
+    if (!rc) {
+        char match[S3_ETAG_MAX + 2];
+        snprintf(match, sizeof match, mode == IFMATCH_QUOTED ? "\"%s\"" : "%s", etag);
+        rc = footer_put(&r, &nl, match); /* the commit point */
+        if (rc == WP_ECONFLICT) { /* another compactor committed first */
+            wp__log(s->base.logger, WP_LOG_INFO, "compact %s: generation %" PRIu64 " was "
+                    "committed by someone else", r.pfx, nl.generation);
+            rc = 0;
+            goto out;
+        }
+    }
+    if (!rc)
+        rc = delete_objs(&r, nl.garbage, nl.n_garbage);
+    if (!rc) {
+        wp__log(s->base.logger, WP_LOG_INFO, "compact %s: generation %" PRIu64 ": %" PRIu32
+                " objects -> %" PRIu32, r.pfx, nl.generation, l.n_objs, nl.n_objs);
+        *compact = true;
+    }
+out:
+    s3_layout_free(&l);
+    s3_layout_free(&nl);
+    free(runs);
+    return rc;
+}
+

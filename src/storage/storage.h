@@ -6,6 +6,7 @@
 #ifndef WP_STORAGE_STORAGE_H
 #define WP_STORAGE_STORAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -67,6 +68,21 @@ struct storage_ops {
     int (*log_delete)(storage *, int64_t log_id);
     /* Segment ids present for a log, ascending; free(*ids). */
     int (*seg_list)(storage *, int64_t log_id, int64_t **ids, size_t *n);
+
+    /* Optional (NULL: the backend needs neither). seg_finalize records that
+     * the segment is complete at len bytes (its stream ends with the
+     * logstore's footer): object storage writes the footer object, after
+     * which readers read exactly those bytes and the segment cannot change
+     * (format.md section 11.1). Idempotent; WP_ECORRUPT if it was
+     * finalized at another length, or len is not an append boundary.
+     * seg_compact rewrites a finalized segment's small objects into objects
+     * of about max_bytes, crash-safe and safe against concurrent
+     * compactors (section 11.2); *compact tells whether the segment is now
+     * compact. WP_ENOENT if not finalized, WP_ENOTSUP if the endpoint
+     * cannot commit a compaction. Readers see the same bytes throughout. */
+    int (*seg_finalize)(storage *, int64_t log_id, int64_t seg_id, uint64_t len);
+    int (*seg_compact)(storage *, int64_t log_id, int64_t seg_id, uint64_t max_bytes,
+                       bool *compact);
 
     void (*close)(storage *);
 };

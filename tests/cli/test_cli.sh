@@ -128,7 +128,7 @@ for bad in "bad name!" "" "$long" "a//b" "/lead"; do
 done
 run wp log create "$(printf 'n%.0s' $(seq 200))"
 expect_ok "create a 200-byte name"
-for cmd in "log info" "log delete" "read" "segments" "verify" "truncate"; do
+for cmd in "log info" "log delete" "read" "segments" "verify" "truncate" "compact"; do
   extra=()
   [ "$cmd" = truncate ] && extra=(0:0)
   # shellcheck disable=SC2086
@@ -240,6 +240,11 @@ expect "segments: segment 0 holds entries 0..99" -n "$(printf '%s' "$out" | grep
 run wp verify a
 expect_ok "verify"
 expect "verify: ok line" -n "$(printf '%s' "$out" | grep -E '^ok: [1-9][0-9]* entries checked$')"
+run wp compact a
+expect_error "compact on local storage" 1
+expect "compact: says object storage only" -n "$(printf '%s' "$err" | grep 'object storage only')"
+run wp compact
+expect_error "compact without a NAME" 2
 
 # ---- corruption -----------------------------------------------------------------
 

@@ -556,11 +556,14 @@ TEST(test_every_key_round_trips)
         CHECK_OK(wp_config_get(d, k, b2, sizeof b2));
         CHECK(strcmp(buf, b2) == 0);
     }
-    CHECK(n == N_ALL + 19); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads, compaction.max_bytes */
+    CHECK(n == N_ALL + 20); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads, compaction.* */
     CHECK_OK(wp_config_set(d, "meta.etcd.endpoints", "http://10.0.0.1:2379,http://10.0.0.2:2379"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "meta.etcd.endpoints", "http://a b"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "storage.s3.path_style", "yes"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "flush.max_threads", "65"));
+    CHECK_RC(WP_EINVAL, wp_config_set(d, "compaction.enabled", "1"));
+    CHECK_OK(wp_config_set(d, "compaction.enabled", "false"));
+    CHECK(d->compaction_enabled == 0);
     wp_config_free(c);
     wp_config_free(d);
 }
