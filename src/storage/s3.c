@@ -85,6 +85,53 @@ _Static_assert(BLOCK_KEY_MAX <= S3_KEY_MAX, "keys fit S3's limit");
 static const char MARKER_MAGIC[8] = {'W', 'P', 'S', '3', 'M', 'A', 'R', 'K'};
 enum { MARK_CREATE = 1, MARK_FENCE = 2, MARK_REOPEN = 3 };
 
+/* Readers keep the last object they fetched whole (objects up to this
+ * size), so reading a block header and then its records costs one GET. */
+#define READ_CACHE_BYTES_MAX (64 * 1024 * 1024)
+
+/* Read-ahead (format.md section 11): when a reader moves to object i, it
+ * also has the next data objects of its view fetched, at most
+ * READ_AHEAD_OBJECTS of them and READ_AHEAD_BYTES in its ring (in flight or
+ * fetched, not yet read), by the backend's pool of AHEAD_POOL_THREADS
+ * threads shared by all its readers, within AHEAD_POOL_BYTES for all of
+ * them. Only whole-cached objects are fetched ahead. WP_S3_READ_AHEAD=0 in
+ * the environment turns it off (benchmarks). */
+#define READ_AHEAD_OBJECTS 4
+#define READ_AHEAD_BYTES (32 * 1024 * 1024)
+#define AHEAD_POOL_THREADS 8
+#define AHEAD_POOL_BYTES (256ull * 1024 * 1024)
+
+_Static_assert(READ_AHEAD_BYTES <= READ_CACHE_BYTES_MAX, "ahead objects are cacheable");
+_Static_assert(READ_AHEAD_BYTES <= AHEAD_POOL_BYTES, "one reader fits the pool");
+
+enum { SLOT_FREE = 0, SLOT_QUEUED, SLOT_FETCHING, SLOT_READY };
+
+/* One object fetched ahead. Only the reader's thread moves a slot out of
+ * FREE or READY; a pool thread moves it QUEUED -> FETCHING -> READY or
+ * FREE. Under the pool's mutex. */
+typedef struct {
+    int state;
+    uint64_t n, last, size; /* the object, as the view named it */
+    uint64_t gen;     /* the reader's gen when queued */
+    unsigned char *buf; /* READY: size bytes, owned by the slot */
+} ahead_slot;
+
+typedef struct {
+    pthread_cond_t done; /* one of the slots' fetch finished */
+    ahead_slot slot[READ_AHEAD_OBJECTS];
+    st_reader *prev, *next; /* in the pool's list of readers */
+} ahead_ring;
+
+typedef struct {
+    pthread_mutex_t mu;  /* the pool and every reader's ring */
+    pthread_cond_t work; /* a slot was queued, or stop */
+    pthread_t thr[AHEAD_POOL_THREADS];
+    int n_thr, idle;
+    bool stop;
+    uint64_t held;       /* bytes of all slots that are not FREE */
+    st_reader *readers;  /* with read-ahead on */
+} ahead_pool;
+
 /* How the endpoint compares If-Match on PUT (format.md section 11.2). */
 enum { IFMATCH_UNKNOWN = 0, IFMATCH_QUOTED, IFMATCH_BARE, IFMATCH_NONE };
 
@@ -94,6 +141,7 @@ typedef struct {
     char prefix[PREFIX_MAX]; /* "" or "a/b/" (with the trailing '/') */
     pthread_mutex_t mu;      /* ifmatch */
     int ifmatch;             /* IFMATCH_*, probed at the first compaction */
+    ahead_pool pool;         /* read-ahead for every reader */
 } s3_storage;
 
 typedef struct {
@@ -138,42 +186,6 @@ struct st_writer {
     uint64_t size;  /* atomic */
     int failed;     /* atomic: concurrent seg_append_nth calls */
 };
-
-/* Readers keep the last object they fetched whole (objects up to this
- * size), so reading a block header and then its records costs one GET. */
-#define READ_CACHE_BYTES_MAX (64 * 1024 * 1024)
-
-/* Read-ahead (format.md section 11): when a reader moves to object i, it
- * also fetches the next data objects of its view on its own threads, at
- * most READ_AHEAD_OBJECTS of them and READ_AHEAD_BYTES in the ring (in
- * flight or fetched, not yet read). Only whole-cached objects are fetched
- * ahead. WP_S3_READ_AHEAD=0 in the environment turns it off (benchmarks). */
-#define READ_AHEAD_OBJECTS 4
-#define READ_AHEAD_BYTES (32 * 1024 * 1024)
-#define READ_AHEAD_THREADS READ_AHEAD_OBJECTS /* per reader, started lazily */
-
-_Static_assert(READ_AHEAD_BYTES <= READ_CACHE_BYTES_MAX, "ahead objects are cacheable");
-
-enum { SLOT_FREE = 0, SLOT_QUEUED, SLOT_FETCHING, SLOT_READY };
-
-/* One object fetched ahead. Only the reader's thread moves a slot out of
- * FREE or READY; a worker moves it QUEUED -> FETCHING -> READY or FREE. */
-typedef struct {
-    int state;
-    uint64_t n, last, size; /* the object, as the view named it */
-    uint64_t gen;     /* the reader's gen when queued */
-    unsigned char *buf; /* READY: size bytes, owned by the slot */
-} ahead_slot;
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t work; /* a slot was queued, or stop */
-    pthread_cond_t done; /* a fetch finished */
-    ahead_slot slot[READ_AHEAD_OBJECTS];
-    pthread_t thr[READ_AHEAD_THREADS];
-    int n_thr, idle;
-    bool stop;
-} ahead_ring;
 
 struct st_reader {
     seg_ref ref;
@@ -865,26 +877,55 @@ static int s3_seg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
 
 /* ---- read-ahead ---------------------------------------------------------------- */
 
-/* A worker: fetches queued slots, lowest block number first, until stop. */
-static void *ahead_main(void *arg)
+/* The queued slot to fetch next: the lowest block number of the first
+ * reader that has one (that reader then goes to the end of the list, so
+ * readers take turns). NULL if none. */
+static ahead_slot *pool_pick(ahead_pool *p, st_reader **who)
 {
-    st_reader *r = arg;
-    ahead_ring *a = &r->ahead;
-    pthread_mutex_lock(&a->mu);
-    while (!a->stop) {
+    for (st_reader *r = p->readers; r; r = r->ahead.next) {
         ahead_slot *s = NULL;
         for (int i = 0; i < READ_AHEAD_OBJECTS; i++)
-            if (a->slot[i].state == SLOT_QUEUED && (!s || a->slot[i].n < s->n))
-                s = &a->slot[i];
+            if (r->ahead.slot[i].state == SLOT_QUEUED && (!s || r->ahead.slot[i].n < s->n))
+                s = &r->ahead.slot[i];
+        if (!s)
+            continue;
+        if (r->ahead.next) { /* to the tail */
+            if (r->ahead.prev)
+                r->ahead.prev->ahead.next = r->ahead.next;
+            else
+                p->readers = r->ahead.next;
+            r->ahead.next->ahead.prev = r->ahead.prev;
+            st_reader *t = r->ahead.next;
+            while (t->ahead.next)
+                t = t->ahead.next;
+            t->ahead.next = r;
+            r->ahead.prev = t;
+            r->ahead.next = NULL;
+        }
+        *who = r;
+        return s;
+    }
+    return NULL;
+}
+
+/* A pool thread: fetches queued slots until the backend closes. */
+static void *pool_main(void *arg)
+{
+    s3_storage *st = arg;
+    ahead_pool *p = &st->pool;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        st_reader *r = NULL;
+        ahead_slot *s = pool_pick(p, &r);
         if (!s) {
-            a->idle++;
-            pthread_cond_wait(&a->work, &a->mu);
-            a->idle--;
+            p->idle++;
+            pthread_cond_wait(&p->work, &p->mu);
+            p->idle--;
             continue;
         }
-        s->state = SLOT_FETCHING;
+        s->state = SLOT_FETCHING; /* the reader waits for it before it closes */
         uint64_t n = s->n, last = s->last, size = s->size;
-        pthread_mutex_unlock(&a->mu);
+        pthread_mutex_unlock(&p->mu);
         unsigned char *buf = malloc((size_t)size);
         bool ok = false;
         if (buf) {
@@ -894,21 +935,44 @@ static void *ahead_main(void *arg)
             obj_key(&r->ref, n, last, key);
             /* gone, short or another size (a cut): the slot is dropped and
              * the reader's own GET finds out */
-            ok = s3_get(r->ref.s->c, key, 0, buf, (size_t)size, &g, &osize) == 0 && g == size &&
+            ok = s3_get(st->c, key, 0, buf, (size_t)size, &g, &osize) == 0 && g == size &&
                  osize == size;
         }
-        pthread_mutex_lock(&a->mu);
+        pthread_mutex_lock(&p->mu);
         if (ok) {
             s->buf = buf;
             s->state = SLOT_READY;
         } else {
             free(buf);
             s->state = SLOT_FREE;
+            p->held -= size;
         }
-        pthread_cond_broadcast(&a->done);
+        pthread_cond_broadcast(&r->ahead.done);
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&p->mu);
     return NULL;
+}
+
+static void pool_init(s3_storage *s)
+{
+    ahead_pool *p = &s->pool;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+}
+
+/* Stops the pool threads (each finishes the GET it is in) and joins them.
+ * Every reader is closed by then. */
+static void pool_close(s3_storage *s)
+{
+    ahead_pool *p = &s->pool;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_thr; i++)
+        pthread_join(p->thr[i], NULL);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->mu);
 }
 
 static void ahead_init(st_reader *r)
@@ -916,38 +980,45 @@ static void ahead_init(st_reader *r)
     const char *env = getenv("WP_S3_READ_AHEAD");
     if (env && strcmp(env, "0") == 0)
         return;
-    ahead_ring *a = &r->ahead;
-    if (pthread_mutex_init(&a->mu, NULL))
+    ahead_pool *p = &r->ref.s->pool;
+    if (pthread_cond_init(&r->ahead.done, NULL))
         return;
-    if (pthread_cond_init(&a->work, NULL))
-        goto out_mu;
-    if (pthread_cond_init(&a->done, NULL))
-        goto out_work;
+    pthread_mutex_lock(&p->mu);
+    r->ahead.prev = NULL;
+    r->ahead.next = p->readers;
+    if (p->readers)
+        p->readers->ahead.prev = r;
+    p->readers = r;
+    pthread_mutex_unlock(&p->mu);
     r->ahead_on = true;
-    return;
-out_work:
-    pthread_cond_destroy(&a->work);
-out_mu:
-    pthread_mutex_destroy(&a->mu);
 }
 
-/* Stops the workers (each finishes the GET it is in), joins them, frees the slots. */
+/* Takes the reader out of the pool: drops what is queued, waits for what
+ * is being fetched, frees what was fetched. */
 static void ahead_close(st_reader *r)
 {
     if (!r->ahead_on)
         return;
-    ahead_ring *a = &r->ahead;
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->work);
-    pthread_mutex_unlock(&a->mu);
-    for (int i = 0; i < a->n_thr; i++)
-        pthread_join(a->thr[i], NULL);
-    for (int i = 0; i < READ_AHEAD_OBJECTS; i++)
-        free(a->slot[i].buf);
-    pthread_cond_destroy(&a->done);
-    pthread_cond_destroy(&a->work);
-    pthread_mutex_destroy(&a->mu);
+    ahead_pool *p = &r->ref.s->pool;
+    pthread_mutex_lock(&p->mu);
+    if (r->ahead.prev)
+        r->ahead.prev->ahead.next = r->ahead.next;
+    else
+        p->readers = r->ahead.next;
+    if (r->ahead.next)
+        r->ahead.next->ahead.prev = r->ahead.prev;
+    for (int i = 0; i < READ_AHEAD_OBJECTS; i++) {
+        ahead_slot *s = &r->ahead.slot[i];
+        while (s->state == SLOT_FETCHING)
+            pthread_cond_wait(&r->ahead.done, &p->mu);
+        if (s->state != SLOT_FREE)
+            p->held -= s->size;
+        free(s->buf);
+        s->buf = NULL;
+        s->state = SLOT_FREE;
+    }
+    pthread_mutex_unlock(&p->mu);
+    pthread_cond_destroy(&r->ahead.done);
     r->ahead_on = false;
 }
 
@@ -958,20 +1029,21 @@ static bool ahead_take(st_reader *r, const seg_obj *o)
 {
     if (!r->ahead_on)
         return false;
-    ahead_ring *a = &r->ahead;
+    ahead_pool *p = &r->ref.s->pool;
     bool hit = false;
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&p->mu);
     for (int i = 0; i < READ_AHEAD_OBJECTS; i++) {
-        ahead_slot *s = &a->slot[i];
+        ahead_slot *s = &r->ahead.slot[i];
         if (s->state == SLOT_FREE || s->n != o->n || s->last != o->last || s->size != o->size ||
             s->gen != r->view.loads)
             continue;
         if (s->state == SLOT_QUEUED) {
             s->state = SLOT_FREE;
+            p->held -= s->size;
             break;
         }
         while (s->state == SLOT_FETCHING) /* only this thread frees or requeues it */
-            pthread_cond_wait(&a->done, &a->mu);
+            pthread_cond_wait(&r->ahead.done, &p->mu);
         if (s->state == SLOT_READY) {
             free(r->cache);
             r->cache = s->buf;
@@ -982,21 +1054,22 @@ static bool ahead_take(st_reader *r, const seg_obj *o)
             r->cached = true;
             s->buf = NULL;
             s->state = SLOT_FREE;
+            p->held -= s->size;
             hit = true;
         }
         break;
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&p->mu);
     return hit;
 }
 
 /* Queues the objects after view index i (the one being read) that are not
- * in the ring yet and drops what is no longer ahead; starts workers as
- * needed. Best effort: without a slot, budget or thread it queues less. */
+ * in the ring yet and drops what is no longer ahead; starts pool threads
+ * as needed. Best effort: without a slot, budget or thread it queues less. */
 static void ahead_schedule(st_reader *r, size_t i)
 {
     const seg_view *v = &r->view;
-    ahead_ring *a = &r->ahead;
+    ahead_pool *p = &r->ref.s->pool;
     uint64_t want_n[READ_AHEAD_OBJECTS], want_last[READ_AHEAD_OBJECTS];
     uint64_t want_size[READ_AHEAD_OBJECTS], bytes = 0;
     bool have[READ_AHEAD_OBJECTS] = {false};
@@ -1012,11 +1085,11 @@ static void ahead_schedule(st_reader *r, size_t i)
         want_size[nw++] = o->size;
         bytes += o->size;
     }
-    pthread_mutex_lock(&a->mu);
-    uint64_t held = 0; /* bytes of slots kept: the budget */
-    int busy = 0;      /* slots queued or fetching */
+    pthread_mutex_lock(&p->mu);
+    uint64_t held = 0; /* bytes of this reader's slots kept: its budget */
+    int busy = 0;      /* slots queued */
     for (int k = 0; k < READ_AHEAD_OBJECTS; k++) {
-        ahead_slot *s = &a->slot[k];
+        ahead_slot *s = &r->ahead.slot[k];
         if (s->state == SLOT_FREE)
             continue;
         int w = 0;
@@ -1027,36 +1100,42 @@ static void ahead_schedule(st_reader *r, size_t i)
             if (w < nw)
                 have[w] = true;
             held += s->size;
-            busy += s->state != SLOT_READY;
+            busy += s->state == SLOT_QUEUED;
             continue;
         }
         free(s->buf); /* behind the reader, or after a seek: not needed */
         s->buf = NULL;
         s->state = SLOT_FREE;
+        p->held -= s->size;
     }
     for (int w = 0; w < nw; w++) {
         if (have[w])
             continue;
         int k = 0;
-        while (k < READ_AHEAD_OBJECTS && a->slot[k].state != SLOT_FREE)
+        while (k < READ_AHEAD_OBJECTS && r->ahead.slot[k].state != SLOT_FREE)
             k++;
-        if (k == READ_AHEAD_OBJECTS || want_size[w] > READ_AHEAD_BYTES - held)
+        if (k == READ_AHEAD_OBJECTS || want_size[w] > READ_AHEAD_BYTES - held ||
+            want_size[w] > AHEAD_POOL_BYTES - p->held)
             break;
-        a->slot[k] = (ahead_slot){.state = SLOT_QUEUED, .n = want_n[w], .last = want_last[w],
-                                  .size = want_size[w], .gen = v->loads};
+        r->ahead.slot[k] = (ahead_slot){.state = SLOT_QUEUED, .n = want_n[w], .last = want_last[w],
+                                        .size = want_size[w], .gen = v->loads};
         held += want_size[w];
+        p->held += want_size[w];
         busy++;
     }
-    while (a->n_thr < READ_AHEAD_THREADS && a->n_thr < busy) {
-        if (pthread_create(&a->thr[a->n_thr], NULL, ahead_main, r))
+    for (int more = busy - p->idle; more > 0 && p->n_thr < AHEAD_POOL_THREADS; more--) {
+        if (pthread_create(&p->thr[p->n_thr], NULL, pool_main, r->ref.s))
             break;
-        a->n_thr++;
+        p->n_thr++;
     }
-    if (a->n_thr == 0) /* no worker: nothing queued would ever be fetched */
+    if (p->n_thr == 0) /* no thread: nothing queued would ever be fetched */
         for (int k = 0; k < READ_AHEAD_OBJECTS; k++)
-            a->slot[k].state = SLOT_FREE;
-    pthread_cond_broadcast(&a->work);
-    pthread_mutex_unlock(&a->mu);
+            if (r->ahead.slot[k].state == SLOT_QUEUED) {
+                r->ahead.slot[k].state = SLOT_FREE;
+                p->held -= r->ahead.slot[k].size;
+            }
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -1079,10 +1158,13 @@ static int s3_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_read
         return wp__err(WP_ENOMEM, "storage: reader");
     r->view.max_epoch = INT64_MIN;
     r->view.prefix_only = true;
-    ahead_init(r);
     int rc = ref_make((s3_storage *)st, log_id, seg_id, &r->ref);
-    if (!rc)
-        rc = view_load(&r->ref, &r->view);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    ahead_init(r);
+    rc = view_load(&r->ref, &r->view);
     if (!rc && r->view.n == 0)
         rc = wp__err(WP_ENOENT, "segment %s does not exist", r->ref.pfx);
     if (rc) {
@@ -1406,6 +1488,7 @@ static void s3_storage_close(storage *st)
     s3_storage *s = (s3_storage *)st;
     if (!s)
         return;
+    pool_close(s);
     s3_client_close(s->c);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -1465,6 +1548,7 @@ int storage_s3_open_client(s3_client *c, const char *prefix, const wp__logger *l
     }
     s->c = c;
     pthread_mutex_init(&s->mu, NULL);
+    pool_init(s);
     int rc = prefix_normalize(prefix ? prefix : "", s->prefix);
     if (rc) {
         s3_storage_close(&s->base);

@@ -7,6 +7,8 @@
  * 2 MiB PUT throughput and a 1 KiB PUT p50 (not asserted). */
 #include "test.h"
 
+#include <dirent.h>
+
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1069,6 +1071,89 @@ TEST(read_ahead)
     s->ops->close(s);
 }
 
+/* Many readers at once share the backend's read-ahead pool: at most 8
+ * threads fetch for all of them (not 4 per reader), and each reads right. */
+#define MANY_READERS 12
+typedef struct {
+    storage *s;
+    ra_hook_ctx *h;
+    int rc;
+} many_arg;
+
+static void *many_main(void *arg)
+{
+    many_arg *m = arg;
+    double secs;
+    uint64_t reqs;
+    st_reader *r = NULL;
+    m->rc = m->s->ops->seg_open_read(m->s, 1, 0, &r);
+    if (m->rc)
+        return NULL;
+    unsigned char *got = malloc(RA_CHUNK), *want = malloc(RA_CHUNK);
+    uint64_t total = (uint64_t)RA_OBJS * RA_OBJ;
+    for (uint64_t off = 0; !m->rc && off < total; off += RA_CHUNK) {
+        size_t len = total - off < RA_CHUNK ? (size_t)(total - off) : RA_CHUNK, n = 0;
+        m->rc = m->s->ops->seg_read(r, off, got, len, &n);
+        sc_fill(want, len, 9, off);
+        if (!m->rc && (n != len || memcmp(got, want, len) != 0))
+            m->rc = WP_ECORRUPT;
+    }
+    (void)secs;
+    (void)reqs;
+    m->s->ops->seg_reader_close(r);
+    free(got);
+    free(want);
+    return NULL;
+}
+
+static int task_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+TEST(read_ahead_pool_shared)
+{
+    storage *s = store_open("rapool");
+    REQUIRE(s);
+    st_writer *w = NULL;
+    REQUIRE(s->ops->seg_create(s, 1, 0, 1, &w) == 0);
+    for (int i = 0; i < RA_OBJS; i++)
+        CHECK_OK(sc_append(s, w, RA_OBJ, 9, (uint64_t)i * RA_OBJ, 1));
+    s->ops->seg_writer_close(w);
+    s3_client *c = storage_s3_client(s);
+    ra_hook_ctx h = {.main_thread = pthread_self(), .delay_ms = 5};
+    s3_client_set_fault(c, ra_hook, &h);
+    int base = task_count(), peak = base;
+    pthread_t t[MANY_READERS];
+    many_arg m[MANY_READERS];
+    for (int i = 0; i < MANY_READERS; i++) {
+        m[i] = (many_arg){s, &h, -1};
+        pthread_create(&t[i], NULL, many_main, &m[i]);
+    }
+    for (int k = 0; k < 400; k++) { /* while they read */
+        int n = task_count();
+        if (n > peak)
+            peak = n;
+        usleep(2000);
+    }
+    for (int i = 0; i < MANY_READERS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_OK(m[i].rc);
+    }
+    fprintf(stderr, "  threads: %d before, at most %d with %d readers\n", base, peak, MANY_READERS);
+    CHECK(peak - base <= MANY_READERS + 8);
+    CHECK(peak - base > MANY_READERS); /* the pool did fetch */
+    s3_client_set_fault(c, NULL, NULL);
+    s->ops->close(s);
+}
+
 int main(void)
 {
     if (env_load() != 0) {
@@ -1097,6 +1182,7 @@ int main(void)
     RUN(timeouts_exhausted);
     RUN(perf_figures);
     RUN(read_ahead);
+    RUN(read_ahead_pool_shared);
     cleanup_run();
     return test_done();
 }
