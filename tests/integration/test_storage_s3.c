@@ -984,7 +984,25 @@ static void ra_hook(void *arg, const s3_fault_req *req, s3_fault *out)
     }
 }
 
-/* Reads the whole segment in RA_CHUNK pieces; 0 if every byte matches. */
+/* Reads the whole segment through r in RA_CHUNK pieces; 0 if every byte matches. */
+static int ra_check(storage *s, st_reader *r)
+{
+    unsigned char *got = malloc(RA_CHUNK), *want = malloc(RA_CHUNK);
+    uint64_t total = (uint64_t)RA_OBJS * RA_OBJ;
+    int rc = got && want ? 0 : WP_ENOMEM;
+    for (uint64_t off = 0; !rc && off < total; off += RA_CHUNK) {
+        size_t len = total - off < RA_CHUNK ? (size_t)(total - off) : RA_CHUNK, n = 0;
+        rc = s->ops->seg_read(r, off, got, len, &n);
+        sc_fill(want, len, 9, off);
+        if (!rc && (n != len || memcmp(got, want, len) != 0))
+            rc = WP_ECORRUPT;
+    }
+    free(got);
+    free(want);
+    return rc;
+}
+
+/* Opens a reader (read-ahead on or off) and times ra_check. */
 static int ra_read_all(storage *s, ra_hook_ctx *h, bool ahead, double *secs, uint64_t *reqs)
 {
     setenv("WP_S3_READ_AHEAD", ahead ? "1" : "0", 1);
@@ -994,27 +1012,16 @@ static int ra_read_all(storage *s, ra_hook_ctx *h, bool ahead, double *secs, uin
     unsetenv("WP_S3_READ_AHEAD");
     if (rc)
         return rc;
-    unsigned char *got = malloc(RA_CHUNK), *want = malloc(RA_CHUNK);
     s3_stats a, b;
     s3_client_stats(c, &a);
     atomic_store(&h->gets, 0);
     atomic_store(&h->gets_elsewhere, 0);
     int64_t t0 = wp__now_ns();
-    uint64_t total = (uint64_t)RA_OBJS * RA_OBJ;
-    rc = got && want ? 0 : WP_ENOMEM;
-    for (uint64_t off = 0; !rc && off < total; off += RA_CHUNK) {
-        size_t len = total - off < RA_CHUNK ? (size_t)(total - off) : RA_CHUNK, n = 0;
-        rc = s->ops->seg_read(r, off, got, len, &n);
-        sc_fill(want, len, 9, off);
-        if (!rc && (n != len || memcmp(got, want, len) != 0))
-            rc = WP_ECORRUPT;
-    }
+    rc = ra_check(s, r);
     *secs = (double)(wp__now_ns() - t0) / 1e9;
     s3_client_stats(c, &b);
     *reqs = b.requests - a.requests;
     s->ops->seg_reader_close(r);
-    free(got);
-    free(want);
     return rc;
 }
 
@@ -1083,26 +1090,12 @@ typedef struct {
 static void *many_main(void *arg)
 {
     many_arg *m = arg;
-    double secs;
-    uint64_t reqs;
     st_reader *r = NULL;
     m->rc = m->s->ops->seg_open_read(m->s, 1, 0, &r);
     if (m->rc)
         return NULL;
-    unsigned char *got = malloc(RA_CHUNK), *want = malloc(RA_CHUNK);
-    uint64_t total = (uint64_t)RA_OBJS * RA_OBJ;
-    for (uint64_t off = 0; !m->rc && off < total; off += RA_CHUNK) {
-        size_t len = total - off < RA_CHUNK ? (size_t)(total - off) : RA_CHUNK, n = 0;
-        m->rc = m->s->ops->seg_read(r, off, got, len, &n);
-        sc_fill(want, len, 9, off);
-        if (!m->rc && (n != len || memcmp(got, want, len) != 0))
-            m->rc = WP_ECORRUPT;
-    }
-    (void)secs;
-    (void)reqs;
+    m->rc = ra_check(m->s, r);
     m->s->ops->seg_reader_close(r);
-    free(got);
-    free(want);
     return NULL;
 }
 
