@@ -18,55 +18,18 @@
 #include "config/config.h"
 #include "storage/s3.h"
 #include "storage/s3_client.h"
+#include "support/s3env.h"
 
 /* ---- the server's coordinates ------------------------------------------------ */
 
-static char env_endpoint[256], env_ak[128], env_sk[128], env_bucket[64], env_region[64];
-static char env_https[256], env_ca[1024]; /* optional: RGW's TLS endpoint */
+static test_s3_env env;
 static char run_prefix[128]; /* every key of this run lives under it */
 static int n_stores;
 
-static void env_set(const char *line)
-{
-    static const struct {
-        const char *name;
-        char *dst;
-        size_t cap;
-    } vars[] = {{"WP_S3_ENDPOINT=", env_endpoint, sizeof env_endpoint},
-                {"WP_S3_ACCESS_KEY=", env_ak, sizeof env_ak},
-                {"WP_S3_SECRET_KEY=", env_sk, sizeof env_sk},
-                {"WP_S3_BUCKET=", env_bucket, sizeof env_bucket},
-                {"WP_S3_REGION=", env_region, sizeof env_region},
-                {"WP_S3_HTTPS_ENDPOINT=", env_https, sizeof env_https},
-                {"WP_S3_CA_FILE=", env_ca, sizeof env_ca}};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        size_t l = strlen(vars[i].name);
-        if (strncmp(line, vars[i].name, l) == 0)
-            snprintf(vars[i].dst, vars[i].cap, "%.*s", (int)strcspn(line + l, "\r\n"), line + l);
-    }
-}
-
 static int env_load(void)
 {
-    const char *path = getenv("WP_TEST_S3_ENV");
-    if (!path || !*path) {
-        fprintf(stderr, "WP_TEST_S3_ENV is not set: run through ctest (it starts RGW with "
-                        "scripts/rgw.sh) or: scripts/rgw.sh start DIR; WP_TEST_S3_ENV=DIR/env\n");
+    if (test_s3_env_load(NULL, &env) != 0)
         return -1;
-    }
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cannot open %s (did scripts/rgw.sh start fail?)\n", path);
-        return -1;
-    }
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        env_set(line);
-    fclose(f);
-    if (!*env_endpoint || !*env_ak || !*env_sk || !*env_bucket) {
-        fprintf(stderr, "%s lacks WP_S3_ENDPOINT/ACCESS_KEY/SECRET_KEY/BUCKET\n", path);
-        return -1;
-    }
     snprintf(run_prefix, sizeof run_prefix, "wptest/%d-%lld", (int)getpid(),
              (long long)wp__wall_ms());
     return 0;
@@ -74,8 +37,8 @@ static int env_load(void)
 
 static s3_options base_options(void)
 {
-    s3_options o = {.endpoint = env_endpoint, .bucket = env_bucket, .region = env_region,
-                    .access_key = env_ak, .secret_key = env_sk, .path_style = true,
+    s3_options o = {.endpoint = env.endpoint, .bucket = env.bucket, .region = env.region,
+                    .access_key = env.access_key, .secret_key = env.secret_key, .path_style = true,
                     .timeout_ms = 10000, .max_retries = 4, .retry_base_ms = 5, .retry_cap_ms = 50};
     return o;
 }
@@ -178,7 +141,7 @@ TEST(sigv4_wrong_secret)
     CHECK(strstr(wp_errmsg(), "403") != NULL);
     CHECK(strstr(wp_errmsg(), "SignatureDoesNotMatch") != NULL);
     CHECK(strstr(wp_errmsg(), key) != NULL);
-    CHECK(strstr(wp_errmsg(), env_bucket) != NULL);
+    CHECK(strstr(wp_errmsg(), env.bucket) != NULL);
     s3_stats st;
     s3_client_stats(c, &st);
     CHECK(st.attempts == 1); /* a 403 is not retried */
@@ -354,7 +317,7 @@ TEST(virtual_host_addressing)
     /* RGW answers <bucket>.localhost (rgw_dns_name); libcurl resolves
      * *.localhost to the loopback address. */
     char ep[300];
-    const char *port = strrchr(env_endpoint, ':');
+    const char *port = strrchr(env.endpoint, ':');
     REQUIRE(port);
     snprintf(ep, sizeof ep, "http://localhost%s", port);
     s3_options o = base_options();
@@ -374,13 +337,13 @@ TEST(virtual_host_addressing)
 
 TEST(https_with_ca_file)
 {
-    if (!*env_https) {
+    if (!*env.https_endpoint) {
         fprintf(stderr, "  skipped: scripts/rgw.sh found no openssl, so RGW serves no HTTPS\n");
         return;
     }
     s3_options o = base_options();
-    o.endpoint = env_https;
-    o.ca_file = env_ca;
+    o.endpoint = env.https_endpoint;
+    o.ca_file = env.ca_file;
     s3_client *c = NULL;
     CHECK_OK(s3_client_open(&o, &c));
     REQUIRE(c);
@@ -405,9 +368,9 @@ TEST(config_and_env_credentials)
 {
     struct wp_config *cfg = calloc(1, sizeof *cfg);
     REQUIRE(cfg);
-    snprintf(cfg->s3_endpoint, sizeof cfg->s3_endpoint, "%s", env_endpoint);
-    snprintf(cfg->s3_bucket, sizeof cfg->s3_bucket, "%s", env_bucket);
-    snprintf(cfg->s3_region, sizeof cfg->s3_region, "%s", env_region);
+    snprintf(cfg->s3_endpoint, sizeof cfg->s3_endpoint, "%s", env.endpoint);
+    snprintf(cfg->s3_bucket, sizeof cfg->s3_bucket, "%s", env.bucket);
+    snprintf(cfg->s3_region, sizeof cfg->s3_region, "%s", env.region);
     snprintf(cfg->s3_prefix, sizeof cfg->s3_prefix, "/%s/cfg/", run_prefix);
     cfg->s3_path_style = 1;
     cfg->s3_timeout_ms = 5000;
@@ -418,8 +381,8 @@ TEST(config_and_env_credentials)
     storage *s = NULL;
     CHECK_RC(WP_EINVAL, storage_s3_open(cfg, NULL, &s));
     CHECK(strstr(wp_errmsg(), "AWS_ACCESS_KEY_ID") != NULL);
-    setenv("AWS_ACCESS_KEY_ID", env_ak, 1);
-    setenv("AWS_SECRET_ACCESS_KEY", env_sk, 1);
+    setenv("AWS_ACCESS_KEY_ID", env.access_key, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", env.secret_key, 1);
     CHECK_OK(storage_s3_open(cfg, NULL, &s));
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");

@@ -24,7 +24,9 @@ int test_s3_env_load(const char *path, test_s3_env *e)
                 {"WP_S3_ACCESS_KEY=", e->access_key, sizeof e->access_key},
                 {"WP_S3_SECRET_KEY=", e->secret_key, sizeof e->secret_key},
                 {"WP_S3_BUCKET=", e->bucket, sizeof e->bucket},
-                {"WP_S3_REGION=", e->region, sizeof e->region}};
+                {"WP_S3_REGION=", e->region, sizeof e->region},
+                {"WP_S3_HTTPS_ENDPOINT=", e->https_endpoint, sizeof e->https_endpoint},
+                {"WP_S3_CA_FILE=", e->ca_file, sizeof e->ca_file}};
     char line[512];
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
@@ -35,8 +37,9 @@ int test_s3_env_load(const char *path, test_s3_env *e)
     fclose(f);
     if (!e->region[0])
         snprintf(e->region, sizeof e->region, "us-east-1");
-    if (!e->endpoint[0] || !e->bucket[0] || !e->access_key[0]) {
-        fprintf(stderr, "%s lacks WP_S3_ENDPOINT, WP_S3_BUCKET or WP_S3_ACCESS_KEY\n", path);
+    if (!e->endpoint[0] || !e->bucket[0] || !e->access_key[0] || !e->secret_key[0]) {
+        fprintf(stderr, "%s lacks WP_S3_ENDPOINT, WP_S3_BUCKET, WP_S3_ACCESS_KEY or "
+                "WP_S3_SECRET_KEY\n", path);
         return -1;
     }
     return 0;

@@ -6,6 +6,7 @@
 
 typedef struct {
     char endpoint[256], access_key[128], secret_key[128], bucket[64], region[64];
+    char https_endpoint[256], ca_file[1024]; /* optional: the server's TLS endpoint */
 } test_s3_env;
 
 /* Reads $WP_TEST_S3_ENV (or `path` if not NULL) into *out; region defaults
