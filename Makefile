@@ -2,11 +2,12 @@
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
+BUILD_O3   ?= build-release
 JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build demo test test-unit test-asan fuzz bench bench-peers bench-etcd bench-s3 clean
+.PHONY: all deps build demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 clean
 
 all: build
 
@@ -21,8 +22,13 @@ build: deps
 demo: build
 	@scripts/demo.sh $(BUILD)/wp
 
-# Everything CI runs: the tests, the same tests under ASan+UBSan, a short fuzz run.
-test: test-unit test-asan fuzz
+# Everything CI runs: the tests, the same tests under ASan+UBSan, a -O3
+# build (its warnings differ; -Werror), a short fuzz run.
+test: test-unit test-asan test-release fuzz
+
+test-release: deps
+	@cmake -S . -B $(BUILD_O3) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD_O3) -j $(JOBS) >/dev/null
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -40,8 +40,9 @@ static int load_env(const char *path)
                     {"WP_S3_BUCKET=", bucket, sizeof bucket},
                     {"WP_S3_REGION=", region, sizeof region}};
         for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-            if (!strncmp(line, vars[i].k, strlen(vars[i].k)))
-                snprintf(vars[i].v, vars[i].n, "%s", line + strlen(vars[i].k));
+            if (!strncmp(line, vars[i].k, strlen(vars[i].k)) &&
+                snprintf(vars[i].v, vars[i].n, "%s", line + strlen(vars[i].k)) >= (int)vars[i].n)
+                *vars[i].v = '\0'; /* too long: treated as missing */
     }
     fclose(f);
     return *endpoint && *bucket ? 0 : -1;

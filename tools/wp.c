@@ -75,7 +75,7 @@ static int one_name(int argc, char **argv, const char *usage, const char **name)
 
 static int cmd_log_create(cli *c, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     int st = one_name(argc, argv, "wp log create NAME", &name);
     if (st || (st = check_name(name)) || (st = cli_open_client(c)))
         return st;
@@ -85,7 +85,7 @@ static int cmd_log_create(cli *c, int argc, char **argv)
 
 static int cmd_log_delete(cli *c, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     int st = one_name(argc, argv, "wp log delete NAME", &name);
     if (st || (st = check_name(name)) || (st = cli_open_client(c)))
         return st;
@@ -116,7 +116,7 @@ static int cmd_log_list(cli *c, int argc, char **argv)
 
 static int cmd_log_info(cli *c, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     wp_log *log = NULL;
     wp_log_info in;
     int st = one_name(argc, argv, "wp log info NAME", &name);
@@ -157,7 +157,7 @@ static int cmd_truncate(cli *c, int argc, char **argv)
 
 static int cmd_segments(cli *c, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     wp_log *log = NULL;
     wp_segment_info *segs = NULL;
     size_t n = 0;
@@ -191,7 +191,7 @@ static void verify_problem(void *arg, int64_t segment_id, const char *problem)
 
 static int cmd_verify(cli *c, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     wp_log *log = NULL;
     int64_t checked = 0, problems = 0;
     int st = one_name(argc, argv, "wp verify NAME", &name);
@@ -211,7 +211,7 @@ static int cmd_verify(cli *c, int argc, char **argv)
 
 static int cmd_compact(cli *c, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     wp_log *log = NULL;
     int st = one_name(argc, argv, "wp compact NAME", &name);
     if (st || (st = cli_open_log(c, name, &log)))

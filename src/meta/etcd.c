@@ -485,7 +485,7 @@ static int store_check(meta_etcd *m, const etcd_result *res)
         return wp__err(WP_EINVAL, "meta etcd open (%s): schema version %.20s, this build "
                        "supports version %s", m->prefix, ver ? (const char *)ver->value : "?",
                        META_ETCD_SCHEMA);
-    int64_t v;
+    int64_t v = 0;
     int rc = gen_parse(gen, &v);
     if (rc == 0) {
         m->gen_val = v;

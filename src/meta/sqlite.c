@@ -643,7 +643,7 @@ out_unlock:
 
 static int row_seg(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_seg *s)
 {
-    int64_t state;
+    int64_t state = 0;
     int rc;
     if ((rc = col_i64(m, op, st, 0, 1, &s->log_id)) < 0 ||
         (rc = col_i64(m, op, st, 1, 0, &s->seg_id)) < 0 ||

@@ -31,8 +31,9 @@ int test_s3_env_load(const char *path, test_s3_env *e)
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
         for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-            if (!strncmp(line, vars[i].k, strlen(vars[i].k)))
-                snprintf(vars[i].v, vars[i].n, "%s", line + strlen(vars[i].k));
+            if (!strncmp(line, vars[i].k, strlen(vars[i].k)) &&
+                snprintf(vars[i].v, vars[i].n, "%s", line + strlen(vars[i].k)) >= (int)vars[i].n)
+                *vars[i].v = '\0'; /* too long: treated as missing */
     }
     fclose(f);
     if (!e->region[0])
