@@ -1,10 +1,12 @@
 # plot.gp — the chart of bench/run.sh. Called as
-#   gnuplot -e "dir='DATA-DIR'; out='OUT.png'; title='TITLE'" bench/plot.gp
+#   gnuplot -e "dir='DATA-DIR'; out='OUT.png'; ncol=N; title='TITLE'" bench/plot.gp
+# (ncol: the last column of thr.dat = number of systems + 1; default 5)
 # DATA-DIR holds (written by run.sh; "-" = not measured):
 #   thr.dat  entry-size  then MiB/s of each system (header row = system names)
 #   ack.dat  "system size"  ack p50  p99  p99.9 (ms)
 #   e2e.dat  "system size"  end-to-end p50  p99 (ms)
-set terminal pngcairo size 1200,1500 font "DejaVu Sans,11" noenhanced
+if (!exists("ncol")) ncol = 5
+set terminal pngcairo size 1400,1600 font "DejaVu Sans,11" noenhanced
 set output out
 set datafile missing "-"
 set style data histograms
@@ -20,7 +22,7 @@ set multiplot layout 3,1 title title font ",14"
 set title "Throughput (MiB/s, log scale; higher is better)"
 set ylabel "MiB/s"
 set xlabel "entry size"
-plot for [c=2:5] dir."/thr.dat" using c:xtic(1) title columnheader(c)
+plot for [c=2:ncol] dir."/thr.dat" using c:xtic(1) title columnheader(c)
 
 set title "Ack latency: append call -> durable ack (ms, log scale; lower is better)"
 set ylabel "ms"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # run.sh — Woodpecker side by side with the systems users would pick instead
 # (issue 5). What `make bench-peers` runs:
-#   bench/run.sh [path/to/wp]
+#   bench/run.sh [path/to/wp]        (wp-s3put is taken from the same directory)
 # One writer, one log/stream, entries of 1 KiB, 16 KiB and 1 MiB, async
 # appends with a bounded window, every ack durable (see bench/README.md for
 # how each system is configured), a concurrent tailing reader for end-to-end
-# latency. Systems: Woodpecker embedded on local disk, fio (write + fdatasync
-# per write: the physical limit), Redis 7 Streams, NATS JetStream 2.9.
+# latency. Systems: Woodpecker embedded on local disk (SQLite metadata, the
+# default), the same with etcd metadata, fio (write + fdatasync per write: the
+# physical limit), Redis 7 Streams, NATS JetStream 2.9, Woodpecker embedded on
+# object storage (a local Ceph RGW) and that storage's limit (raw parallel
+# conditional 2 MiB PUTs, build/wp-s3put).
 # Writes bench/results/<YYYY-MM-DD>.{md,tsv,png} and prints the change
 # against the previous results file.
 #
@@ -17,6 +20,17 @@
 #   REPS [5]               runs per case; each metric is the median
 #   BENCH_WINDOW [256]     in-flight appends for 1 KiB and 16 KiB entries
 #   BENCH_WINDOW_LARGE [8] in-flight appends for 1 MiB entries
+#   BENCH_ETCD [1]         0 skips Woodpecker with etcd metadata
+#   BENCH_S3 [1]           0 skips the object storage rows (no Ceph needed)
+#   BENCH_S3_MIB [BENCH_MIB]  data per Woodpecker-on-S3 case (MiB)
+#   BENCH_S3_WINDOW_MIB [64]  in-flight bytes on S3 (window = this ÷ entry
+#                          size): an ack waits for flush.max_interval_ms
+#                          (200 ms) plus a PUT, so the window must be large
+#   BENCH_S3_THREADS [16]  flush.max_threads of Woodpecker = threads of the
+#                          raw PUT run
+#   BENCH_S3_RAW_S [5]     seconds per raw PUT run
+#   BENCH_S3_READER [1]    0 runs the S3 cases without the tailing reader
+#                          (it GETs every block back from the same RGW)
 #   BENCH_STRACE [1]       0 skips the fsync count check (needs strace)
 #   BENCH_FLAG_PCT [15]    a change worse than this is flagged "(!)"
 #   WP_BENCH_DIR           scratch parent [directory of the wp binary]; all
@@ -28,6 +42,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 WP=${1:-$here/../build/wp}
 [ -x "$WP" ] || { echo "bench: no wp binary at '$WP' (run 'make build' first)" >&2; exit 1; }
 WP=$(cd "$(dirname "$WP")" && pwd)/$(basename "$WP")
+S3PUT=$(dirname "$WP")/wp-s3put
+INVOCATION="bench/run.sh ${1:-build/wp}"
 MIB=${BENCH_MIB:-256}
 MAX_S=${BENCH_MAX_S:-20}
 REPS=${REPS:-5}
@@ -37,7 +53,20 @@ FLAG_PCT=${BENCH_FLAG_PCT:-15}
 RESULTS=${BENCH_RESULTS:-$here/results}
 DATE=$(date +%F)
 SIZES=(1024 16384 1048576)
-SYSTEMS=(woodpecker fio redis nats)
+DO_ETCD=${BENCH_ETCD:-1}
+DO_S3=${BENCH_S3:-1}
+S3_MIB=${BENCH_S3_MIB:-$MIB}
+S3_WIN_MIB=${BENCH_S3_WINDOW_MIB:-64}
+S3_THREADS=${BENCH_S3_THREADS:-16}
+S3_RAW_S=${BENCH_S3_RAW_S:-5}
+S3_READER=${BENCH_S3_READER:-1}
+# Table order. wp_etcd: Woodpecker with etcd metadata; wp_s3: Woodpecker on
+# S3; s3put: raw conditional 2 MiB PUTs to the same S3 server.
+SYSTEMS=(woodpecker)
+[ "$DO_ETCD" = 0 ] || SYSTEMS+=(wp_etcd)
+SYSTEMS+=(fio redis nats)
+[ "$DO_S3" = 0 ] || SYSTEMS+=(wp_s3 s3put)
+has_sys() { local s; for s in "${SYSTEMS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 # Strace check: entries of 1 KiB per system (not timed).
 CHECK_ENTRIES=20000
 
@@ -58,9 +87,12 @@ fmt3() {
 
 # Debian packages, installed only if missing (quietly).
 install_deps() {
-  local pkgs=(redis-server libhiredis-dev nats-server libnats-dev fio gnuplot-nox jq time gcc)
+  local pkgs=(redis-server libhiredis-dev nats-server libnats-dev fio gnuplot-nox jq time gcc curl)
   local missing=() p sudo=
   [ "${BENCH_STRACE:-1}" = 0 ] || pkgs+=(strace)
+  [ "$DO_ETCD" = 0 ] || pkgs+=(etcd-server)
+  # scripts/rgw.sh: one monitor, one memstore OSD, radosgw (python3 comes with ceph-common)
+  [ "$DO_S3" = 0 ] || pkgs+=(ceph-mon ceph-osd radosgw ceph-common)
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -73,6 +105,9 @@ install_deps() {
 }
 
 install_deps
+if [ "$DO_S3" != 0 ]; then
+  [ -x "$S3PUT" ] || die "no wp-s3put next to wp ('$S3PUT'; build it, or BENCH_S3=0)"
+fi
 parent=${WP_BENCH_DIR:-$(dirname "$WP")}
 tmp=$(mktemp -d "$parent/wp-peers.XXXXXX")
 declare -A LIVE=() # pid -> 1 for every process we started and did not reap yet
@@ -83,9 +118,13 @@ kill_tree() {
   kill -KILL "$1" 2>/dev/null || true
   for k in $kids; do kill_tree "$k"; done
 }
+RGW_DIR='' # set while the local Ceph RGW (scripts/rgw.sh) runs
+RGW_PIDS=() SRV_CPU_PIDS=() CFG_EXTRA=()
 cleanup() {
   local p
   for p in "${!LIVE[@]}"; do kill_tree "$p"; done
+  # rgw.sh stops its daemons by their PID files and removes the directory.
+  [ -z "$RGW_DIR" ] || bash "$here/../scripts/rgw.sh" stop "$RGW_DIR" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -178,6 +217,59 @@ EOF
   die "nats-server did not start: $(tail -3 "$dir/nats.log" 2>/dev/null)"
 }
 
+# start_etcd DIR: one etcd member on free ports of 127.0.0.1; sets SRV_PID,
+# SRV_PORT (client port). Ready when /health says so.
+start_etcd() {
+  local dir=$1 pport _
+  mkdir -p "$dir"
+  for _ in 1 2 3 4 5; do
+    SRV_PORT=$(free_port)
+    pport=$(free_port)
+    [ "$pport" != "$SRV_PORT" ] || continue
+    rm -rf "$dir/data"
+    etcd --name b1 --data-dir "$dir/data" --logger=zap --log-level=warn \
+      --listen-client-urls "http://127.0.0.1:$SRV_PORT" --advertise-client-urls "http://127.0.0.1:$SRV_PORT" \
+      --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+      --initial-cluster "b1=http://127.0.0.1:$pport" --initial-cluster-state new >"$dir/etcd.log" 2>&1 &
+    SRV_PID=$!
+    LIVE[$SRV_PID]=1
+    for _ in $(seq 150); do
+      curl -sf "http://127.0.0.1:$SRV_PORT/health" 2>/dev/null | grep -q true && return 0
+      kill -0 "$SRV_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    stop_pid "$SRV_PID"
+  done
+  die "etcd did not start: $(tail -3 "$dir/etcd.log" 2>/dev/null)"
+}
+
+# start_rgw: the local Ceph RGW for the object storage rows, once per run
+# (cold start 4-13 s); sets RGW_DIR, RGW_ENV, RGW_PIDS (array) and loads
+# WP_S3_*.
+# Every case deletes what it wrote (memstore: the OSD keeps objects in RAM,
+# capped at 4 GiB) and has RGW's garbage collector drop the deleted objects'
+# tails at once (it would wait 2 h otherwise).
+start_rgw() {
+  RGW_DIR=$tmp/rgw
+  log "starting a local Ceph RGW (scripts/rgw.sh)"
+  if ! bash "$here/../scripts/rgw.sh" start "$RGW_DIR" >"$tmp/rgw-start.log" 2>&1; then
+    cat "$tmp/rgw-start.log" >&2
+    die "scripts/rgw.sh start failed (BENCH_S3=0 skips object storage)"
+  fi
+  RGW_ENV=$RGW_DIR/env
+  # shellcheck disable=SC1090
+  . "$RGW_ENV"
+  mapfile -t RGW_PIDS < <(cat "$RGW_DIR"/pids/{mon,osd,rgw})
+  log "RGW at $WP_S3_ENDPOINT, bucket $WP_S3_BUCKET ($(tail -1 "$tmp/rgw-start.log"))"
+}
+
+# s3_drop PREFIX: delete every object under PREFIX/ and purge RGW's GC queue.
+s3_drop() {
+  "$S3PUT" delete "$RGW_ENV" "$1/" >/dev/null || log "warning: deleting $1/ failed"
+  timeout 60 radosgw-admin -c "$RGW_DIR/ceph.conf" gc process --include-all >/dev/null 2>&1 ||
+    log "warning: radosgw-admin gc process failed (memstore may fill up)"
+}
+
 # CPU seconds (user + system, including waited-for children such as Redis's
 # AOF rewrite) of a live process, from /proc/PID/stat.
 proc_cpu_s() {
@@ -185,12 +277,20 @@ proc_cpu_s() {
 }
 # Peak RSS (VmHWM) of a live process in MiB.
 proc_hwm_mib() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# srv_cpu PID...: the sum of proc_cpu_s (the RGW: monitor + OSD + radosgw).
+srv_cpu() {
+  local p t=0
+  for p in "$@"; do t=$(awk -v a="$t" -v b="$(proc_cpu_s "$p")" 'BEGIN { printf "%.3f", a + b }'); done
+  echo "$t"
+}
 
 # --------------------------------------------------------- the cases ---
 
 declare -A V=() CMD=() # V[sys|size|metric] = space-separated values, one per run
+# rss_svc: peak RSS of the service an embedded Woodpecker uses (etcd);
+# objs: objects written per case (S3 rows).
 METRICS=(entries mib_s entries_s ack_p50 ack_p99 ack_p999 e2e_p50 e2e_p99 cpu_gib cpu_srv cpu_cli rss rss_cli
-         mib_s_min mib_s_max)
+         mib_s_min mib_s_max rss_svc objs)
 
 window_for() { if [ "$1" -ge 1048576 ]; then echo "$WIN_LARGE"; else echo "$WIN_SMALL"; fi; }
 label() {
@@ -200,10 +300,12 @@ label() {
 # add SYS SIZE METRIC VALUE
 add() { V[$1|$2|$3]="${V[$1|$2|$3]:-} $4"; }
 
-# record SYS SIZE JSON TIMEFILE SRV_CPU SRV_RSS: one run of a wp-bench-style
-# client (JSON line) wrapped in GNU time (user sys maxrss-KiB).
+# record SYS SIZE JSON TIMEFILE SRV_CPU SRV_RSS [SVC_RSS]: one run of a
+# wp-bench-style client (JSON line) wrapped in GNU time (user sys
+# maxrss-KiB). SRV_RSS empty: the client is the process that counts
+# (embedded); SVC_RSS: peak RSS of the service it uses (etcd).
 record() {
-  local sys=$1 size=$2 json=$3 tf=$4 scpu=$5 srss=$6 vals ccpu crss
+  local sys=$1 size=$2 json=$3 tf=$4 scpu=$5 srss=$6 svc=${7:-nan} vals ccpu crss
   local ent bytes mibs eps a50 a99 a999 e50 e99
   vals=$(jq -r '[.entries, .bytes, .mib_per_s, .entries_per_s, .ack_p50_ms, .ack_p99_ms,
                  .ack_p999_ms, .e2e_p50_ms, .e2e_p99_ms] | map(. // "nan") | @tsv' "$json")
@@ -229,6 +331,7 @@ record() {
     add "$sys" "$size" rss "$crss"
     add "$sys" "$size" rss_cli nan
   fi
+  add "$sys" "$size" rss_svc "$svc"
   log "$sys $(label "$size"): $(fmt "$mibs" 1) MiB/s, ack p50 $(fmt "$a50" 3) ms" \
     "p99 $(fmt "$a99" 3) ms, e2e p99 $(fmt "$e99" 3) ms"
 }
@@ -253,32 +356,155 @@ timed() {
   run "$out" /usr/bin/time -f '%U %S %M' -o "$tf" "$@"
 }
 
-declare -A WP_N=() # entries per size for Woodpecker (scaled to the time cap)
+declare -A WP_N=() # entries per system and size (scaled to the time cap)
 
-case_wp() {
-  local size=$1 n w dir=$tmp/wp out=$tmp/wp.json tf=$tmp/wp.time secs
-  w=$(window_for "$size")
-  if [ -z "${WP_N[$size]:-}" ]; then # probe 1/16 of the data, scale to MAX_S
-    n=$((MIB * 1048576 / size))
+# wp_case SYS SIZE WINDOW MIB READER HOOK CONFIG...: `wp bench` embedded, with
+# CONFIG (-o key=value ...) before the subcommand. The entry count is MIB of
+# data, scaled down from a probe (1/16 of it, no reader) if that would take
+# over MAX_S. HOOK is called as `HOOK begin TAG` before each wp run (it may
+# add to CFG_EXTRA) and `HOOK end TAG` after it (cleanup); SRV_CPU_PIDS (array:
+# the servers whose CPU counts), SVC_PID (the service whose peak RSS counts)
+# and CMD_CFG (the configuration as shown in the results) are set by the
+# caller. Sets WP_OK=1 on success.
+wp_case() {
+  local sys=$1 size=$2 w=$3 mib=$4 rd=$5 hook=$6 n secs cpu0 cpu1 svc=nan ok=1
+  shift 6
+  local dir=$tmp/$sys out=$tmp/$sys.json tf=$tmp/$sys.time
+  local rdopt=()
+  [ "$rd" = 1 ] && rdopt=(--reader)
+  WP_OK=0
+  if [ -z "${WP_N[$sys|$size]:-}" ]; then # probe 1/16 of the data, scale to MAX_S
+    n=$((mib * 1048576 / size))
     local p=$((n / 16 < 16 ? (n < 16 ? n : 16) : n / 16))
     rm -rf "$dir"
-    run "$out" "$WP" -o storage.root="$dir" bench --log bench --entries "$p" --size "$size" \
-      --mode async --window "$w" --json
+    CFG_EXTRA=()
+    $hook begin probe
+    if ! run "$out" "$WP" "$@" "${CFG_EXTRA[@]}" -o storage.root="$dir" bench --log bench \
+      --entries "$p" --size "$size" --mode async --window "$w" --json; then
+      $hook end probe
+      log "$sys $(label "$size"): probe failed"
+      return 0
+    fi
+    $hook end probe
     secs=$(jq -r .seconds "$out")
     n=$(awk -v n="$n" -v p="$p" -v s="$secs" -v m="$MAX_S" \
       'BEGIN { e = s * n / p; if (e > m) n = int(n * m / e); if (n < 1) n = 1; print n }')
-    WP_N[$size]=$n
+    WP_N[$sys|$size]=$n
   fi
-  n=${WP_N[$size]}
+  n=${WP_N[$sys|$size]}
   rm -rf "$dir"
-  CMD[woodpecker|$size]="wp -o storage.root=DIR bench --log bench --entries $n --size $size --mode async --window $w --reader --json"
-  if ! timed "$tf" "$out" "$WP" -o storage.root="$dir" bench --log bench --entries "$n" \
-    --size "$size" --mode async --window "$w" --reader --json; then
-    log "woodpecker $(label "$size"): failed"
+  CFG_EXTRA=()
+  $hook begin run
+  CMD[$sys|$size]="wp ${CMD_CFG:-}-o storage.root=DIR bench --log bench --entries $n --size $size --mode async --window $w ${rdopt[*]:+${rdopt[*]} }--json"
+  cpu0=$(srv_cpu "${SRV_CPU_PIDS[@]}")
+  timed "$tf" "$out" "$WP" "$@" "${CFG_EXTRA[@]}" -o storage.root="$dir" bench --log bench \
+    --entries "$n" --size "$size" --mode async --window "$w" "${rdopt[@]}" --json || ok=0
+  cpu1=$(srv_cpu "${SRV_CPU_PIDS[@]}")
+  [ -n "${SVC_PID:-}" ] && svc=$(proc_hwm_mib "$SVC_PID")
+  $hook end run
+  rm -rf "$dir"
+  if [ "$ok" = 0 ]; then
+    log "$sys $(label "$size"): failed"
     return 0
   fi
-  record woodpecker "$size" "$out" "$tf" "" ""
-  rm -rf "$dir"
+  local scpu=
+  [ ${#SRV_CPU_PIDS[@]} -gt 0 ] && scpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.3f", b - a }')
+  record "$sys" "$size" "$out" "$tf" "$scpu" "" "$svc"
+  WP_OK=1
+}
+no_hook() { :; }
+
+# Woodpecker embedded, local disk, SQLite metadata (the default).
+case_woodpecker() {
+  SRV_CPU_PIDS=()
+  SVC_PID=''
+  CMD_CFG=''
+  wp_case woodpecker "$1" "$(window_for "$1")" "$MIB" 1 no_hook
+}
+
+# etcd_hook begin|end TAG: a fresh meta.prefix per wp run (the probe's log
+# metadata stays in etcd after its data directory is removed).
+etcd_hook() {
+  [ "$1" = begin ] && CFG_EXTRA=(-o "meta.prefix=bench-$2/")
+  return 0
+}
+
+# Woodpecker embedded, local disk data, metadata in a fresh one-member etcd
+# (its CPU counts as server CPU, its peak RSS is rss_svc).
+case_wp_etcd() {
+  local size=$1
+  rm -rf "$tmp/etcd"
+  start_etcd "$tmp/etcd"
+  SRV_CPU_PIDS=("$SRV_PID")
+  SVC_PID=$SRV_PID
+  CMD_CFG="-o meta.type=etcd -o meta.etcd.endpoints=http://127.0.0.1:PORT "
+  wp_case wp_etcd "$size" "$(window_for "$size")" "$MIB" 1 etcd_hook \
+    -o meta.type=etcd -o "meta.etcd.endpoints=http://127.0.0.1:$SRV_PORT"
+  stop_pid "$SRV_PID"
+  SRV_CPU_PIDS=()
+  SVC_PID=''
+  rm -rf "$tmp/etcd"
+}
+
+# The S3 cases' window: S3_WIN_MIB of entries in flight.
+s3_window() {
+  awk -v m="$S3_WIN_MIB" -v s="$1" 'BEGIN { w = int(m * 1048576 / s); if (w < 1) w = 1;
+                                            if (w > 1000000) w = 1000000; print w }'
+}
+S3_PFX=
+# s3_hook begin|end TAG: a unique object prefix per wp run; at the end,
+# count its objects (the timed run's: objs) and delete them.
+s3_hook() {
+  if [ "$1" = begin ]; then
+    S3_PFX="wpbench-$S3_CUR-$2-$$-$RANDOM$RANDOM"
+    CFG_EXTRA=(-o "storage.s3.prefix=$S3_PFX")
+  else
+    if [ "$2" = run ]; then
+      S3_OBJS=$("$S3PUT" count "$RGW_ENV" "$S3_PFX/" 2>/dev/null || echo nan)
+    fi
+    s3_drop "$S3_PFX"
+  fi
+}
+
+# Woodpecker embedded on the local RGW: default S3 settings (flush.max_bytes
+# 2 MiB, flush.max_interval_ms 200), flush.max_threads S3_THREADS.
+case_wp_s3() {
+  local size=$1
+  S3_CUR=$(label "$size") S3_OBJS=nan
+  SRV_CPU_PIDS=("${RGW_PIDS[@]}")
+  SVC_PID=''
+  CMD_CFG="-o storage.type=s3 -o storage.s3.endpoint=URL -o storage.s3.bucket=B -o storage.s3.access_key=K -o storage.s3.secret_key=S -o storage.s3.prefix=UNIQUE -o flush.max_threads=$S3_THREADS "
+  wp_case wp_s3 "$size" "$(s3_window "$size")" "$S3_MIB" "$S3_READER" s3_hook \
+    -o storage.type=s3 -o "storage.s3.endpoint=$WP_S3_ENDPOINT" -o "storage.s3.bucket=$WP_S3_BUCKET" \
+    -o "storage.s3.access_key=$WP_S3_ACCESS_KEY" -o "storage.s3.secret_key=$WP_S3_SECRET_KEY" \
+    -o "storage.s3.region=${WP_S3_REGION:-us-east-1}" -o "flush.max_threads=$S3_THREADS"
+  [ "$WP_OK" = 1 ] && add wp_s3 "$size" objs "$S3_OBJS"
+  SRV_CPU_PIDS=()
+}
+
+# The limit of the same RGW: S3_THREADS threads of conditional 2 MiB PUTs
+# (If-None-Match: *, like Woodpecker's block uploads) for S3_RAW_S seconds,
+# run next to the Woodpecker case of each entry size. ack = one PUT.
+case_s3put() {
+  local size=$1 out=$tmp/s3put.json tf=$tmp/s3put.time cpu0 cpu1 pfx failed
+  local obj=$((2 * 1048576))
+  CMD[s3put|$size]="wp-s3put put ENV $obj $S3_THREADS $S3_RAW_S"
+  cpu0=$(srv_cpu "${RGW_PIDS[@]}")
+  if ! timed "$tf" "$out" "$S3PUT" put "$RGW_ENV" "$obj" "$S3_THREADS" "$S3_RAW_S"; then
+    log "s3put ($(label "$size") case): failed"
+    return 0
+  fi
+  cpu1=$(srv_cpu "${RGW_PIDS[@]}")
+  pfx=$(jq -r .prefix "$out")
+  [ -n "$pfx" ] && [ "$pfx" != null ] && s3_drop "$pfx"
+  failed=$(jq -r '.failed // 0' "$out")
+  [ "$failed" = 0 ] || log "s3put: $failed PUTs failed"
+  # As a wp-bench JSON line: entries = PUTs, ack = one PUT's latency.
+  jq -c '{entries: .puts, bytes: (.puts * .size), mib_per_s: .mib_per_s,
+          entries_per_s: .puts_per_s, ack_p50_ms: .put_p50_ms, ack_p99_ms: .put_p99_ms,
+          ack_p999_ms: null, e2e_p50_ms: null, e2e_p99_ms: null}' "$out" >"$tmp/s3put.line"
+  record s3put "$size" "$tmp/s3put.line" "$tf" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.3f", b - a }')" ""
+  add s3put "$size" objs "$(jq -r .puts "$out")"
 }
 
 case_fio() {
@@ -327,11 +553,11 @@ case_peer() {
   rm -rf "$dir"
 }
 
-case_woodpecker() { case_wp "$1"; }
 case_redis() { case_peer redis "$1"; }
 case_nats() { case_peer nats "$1"; }
 
 t_start=$(date +%s)
+has_sys wp_s3 && start_rgw
 for rep in $(seq "$REPS"); do
   log "run $rep of $REPS"
   for size in "${SIZES[@]}"; do
@@ -380,8 +606,25 @@ if [ "${BENCH_STRACE:-1}" != 0 ] && command -v strace >/dev/null; then
     SYNCS[woodpecker]="$(jq -r .entries "$tmp/wpc.json") $(sum_syncs "$tmp/wp.strace")"
   fi
   rm -rf "$tmp/wpc"
+  if has_sys wp_etcd; then # the embedded process's calls; etcd's own WAL syncs are not counted
+    rm -rf "$tmp/etcd"
+    start_etcd "$tmp/etcd"
+    if run "$tmp/wpe.json" strace -f -c -e trace="$SYNC_CALLS" -o "$tmp/wpe.strace" "$WP" \
+      -o meta.type=etcd -o "meta.etcd.endpoints=http://127.0.0.1:$SRV_PORT" \
+      -o storage.root="$tmp/wpe" bench --log bench --entries "$CHECK_ENTRIES" --size 1024 \
+      --window "$WIN_SMALL" --json; then
+      SYNCS[wp_etcd]="$(jq -r .entries "$tmp/wpe.json") $(sum_syncs "$tmp/wpe.strace")"
+    fi
+    stop_pid "$SRV_PID"
+    rm -rf "$tmp/wpe" "$tmp/etcd"
+  fi
   check_peer redis
   check_peer nats
+fi
+# The RGW is not needed any more: stop it now (cleanup would, too).
+if [ -n "$RGW_DIR" ]; then
+  bash "$here/../scripts/rgw.sh" stop "$RGW_DIR" >/dev/null 2>&1 || log "warning: scripts/rgw.sh stop failed"
+  RGW_DIR=
 fi
 t_total=$(($(date +%s) - t_start))
 
@@ -435,21 +678,36 @@ T() {
     END { if (!found) print "nan" }' "${4:-$new_tsv}"
 }
 
-# change NEW OLD HIGHER_IS_BETTER: "+12.3%" with "(!)" if worse than FLAG_PCT.
+# change NEW OLD HIGHER_IS_BETTER: "+12.3%" with "(!)" if worse than FLAG_PCT;
+# "new" if only NEW has a value (a row or metric the previous run lacked),
+# "gone" if only OLD has one.
 change() {
   awk -v n="$1" -v o="$2" -v up="$3" -v f="$FLAG_PCT" 'BEGIN {
+    if (n != "nan" && o == "nan") { print "new"; exit }
+    if (n == "nan" && o != "nan") { print "gone"; exit }
     if (n == "nan" || o == "nan" || o + 0 == 0) { print "-"; exit }
     d = (n - o) / o * 100; worse = up ? -d : d
     printf "%+.1f%%%s", d, (worse > f ? " (!)" : "") }'
 }
 
 declare -A NAME=(
-  [woodpecker]="Woodpecker (embedded, local disk)"
-  [fio]="fio write+fdatasync (physical limit)"
+  [woodpecker]="Woodpecker (embedded, local disk, SQLite metadata)"
+  [wp_etcd]="Woodpecker (embedded, local disk, etcd metadata)"
+  [fio]="fio write+fdatasync (physical limit of the disk)"
   [redis]="Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') Streams"
   [nats]="NATS JetStream $(nats-server --version | sed 's/.*v//')"
+  [wp_s3]="Woodpecker (embedded, object storage: local Ceph RGW)"
+  [s3put]="raw conditional PUTs of 2 MiB objects, $S3_THREADS threads, same RGW (physical limit of the object store)"
 )
-short() { case $1 in woodpecker) echo wp ;; *) echo "$1" ;; esac; }
+short() {
+  case $1 in woodpecker) echo wp ;; wp_etcd) echo wp-etcd ;; wp_s3) echo wp-s3 ;;
+    s3put) echo raw-put ;; *) echo "$1" ;; esac
+}
+# entry_label SYS SIZE: the entry column; raw-put rows are 2 MiB objects
+# measured next to the wp-s3 case of that entry size.
+entry_label() {
+  if [ "$1" = s3put ]; then echo "2MiB obj. (next to $(label "$2"))"; else label "$2"; fi
+}
 
 # ratio A B: A / B with 2 decimals ("-" if either is missing or B is 0).
 ratio() {
@@ -478,6 +736,8 @@ print_change() {
         n=$(T "$sys" "$size" "$m") o=$(T "$sys" "$size" "$m" "$prev")
         if [ "$n" = nan ] && [ "$o" = nan ]; then
           cells+=("-")
+        elif [ "$o" = nan ]; then
+          cells+=("new: $(fmt "$n" 2)")
         else
           cells+=("$(fmt "$o" 2) -> $(fmt "$n" 2) $(change "$n" "$o" "$up")")
         fi
@@ -494,29 +754,56 @@ machine() {
   echo "$(nproc) CPUs ($cpu), $mem RAM, Linux $(uname -r), $fs"
 }
 
+# ratio_row LABEL A-SYS B-SYS SIZE: a row of the ratio table (A ÷ B).
+ratio_row() {
+  local cells=() m
+  for m in mib_s ack_p50 ack_p99 e2e_p99 cpu_gib rss; do
+    cells+=("$(ratio "$(T "$2" "$4" "$m")" "$(T "$3" "$4" "$m")")")
+  done
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$4")" "$1" "${cells[@]}"
+}
+
 write_md() {
   local sys size out=$1
   {
     echo "# Side-by-side benchmark, $DATE"
     echo
-    echo "Command: \`make bench-peers\` (\`bench/run.sh build/wp\`), REPS=$REPS, BENCH_MIB=$MIB,"
-    echo "BENCH_MAX_S=$MAX_S; the whole run took $t_total s."
+    echo "Command: \`$INVOCATION\` (\`make bench-peers\` runs \`bench/run.sh build/wp\`),"
+    echo "REPS=$REPS, BENCH_MIB=$MIB, BENCH_MAX_S=$MAX_S, BENCH_WINDOW=$WIN_SMALL,"
+    echo "BENCH_WINDOW_LARGE=$WIN_LARGE$(has_sys wp_s3 && echo ", BENCH_S3_MIB=$S3_MIB, BENCH_S3_WINDOW_MIB=$S3_WIN_MIB, BENCH_S3_THREADS=$S3_THREADS, BENCH_S3_RAW_S=$S3_RAW_S, BENCH_S3_READER=$S3_READER")"
+    echo "$(has_sys wp_etcd || echo '(BENCH_ETCD=0: no etcd rows) ')$(has_sys wp_s3 || echo '(BENCH_S3=0: no object storage rows) ')The whole run took $t_total s."
     echo
     echo "Machine: $(machine)."
     echo "Versions: Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')," \
       "hiredis $(dpkg-query -W -f='${Version}' libhiredis-dev 2>/dev/null)," \
       "nats-server $(nats-server --version | sed 's/.*v//')," \
-      "cnats $(dpkg-query -W -f='${Version}' libnats-dev 2>/dev/null), $(fio --version)."
+      "cnats $(dpkg-query -W -f='${Version}' libnats-dev 2>/dev/null), $(fio --version)$(
+      has_sys wp_etcd && echo ", etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')")$(
+      has_sys wp_s3 && echo ", Ceph RGW $(dpkg-query -W -f='${Version}' radosgw 2>/dev/null) (memstore OSD)")."
     echo
     echo "Workload: one writer, one log/stream, async appends with at most $WIN_SMALL in flight"
     echo "(1 KiB, 16 KiB) or $WIN_LARGE (1 MiB), $MIB MiB per case or $MAX_S s, whichever"
     echo "comes first; a tailing reader (own thread, own connection for the peers)"
     echo "measures end-to-end latency from a CLOCK_MONOTONIC stamp in the payload."
-    echo "Every number is the median of $REPS runs (per metric). All data on the same"
-    echo "file system. Servers are restarted with an empty data directory per run."
+    if has_sys wp_s3; then
+      echo "On object storage (wp-s3) the window is $S3_WIN_MIB MiB of entries instead"
+      echo "($(for size in "${SIZES[@]}"; do printf '%s for %s, ' "$(s3_window "$size")" "$(label "$size")"; done | sed 's/, $//'))"
+      echo "and a case is $S3_MIB MiB: an ack waits for the 200 ms flush interval plus a PUT,"
+      echo "so a small window would measure the interval, not the store."
+      if [ "$S3_READER" = 1 ]; then
+        echo "Its tailing reader GETs every block back from the same RGW."
+      else
+        echo "BENCH_S3_READER=0: the wp-s3 cases ran without the tailing reader."
+      fi
+    fi
+    echo "Every number is the median of $REPS runs (per metric). All local data on the same"
+    echo "file system. Redis, NATS and etcd are restarted with an empty data directory"
+    echo "per run; the RGW runs for the whole benchmark and every case deletes its objects."
     echo
-    echo "Systems: wp = ${NAME[woodpecker]}; fio = ${NAME[fio]};"
-    echo "redis = ${NAME[redis]}; nats = ${NAME[nats]} (not durable at ack, see below)."
+    echo "Systems:"
+    for sys in "${SYSTEMS[@]}"; do
+      echo "- $(short "$sys") = ${NAME[$sys]}$([ "$sys" = nats ] && echo " (not durable at ack, see below)")"
+    done
     echo
     echo "![chart]($DATE.png)"
     echo
@@ -530,7 +817,7 @@ write_md() {
           da=$(change "$(T "$sys" "$size" ack_p99)" "$(T "$sys" "$size" ack_p99 "$prev")" 0)
         fi
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-          "$(short "$sys")" "$(label "$size")" "$(fmt "$(T "$sys" "$size" entries)" 0)" \
+          "$(short "$sys")" "$(entry_label "$sys" "$size")" "$(fmt "$(T "$sys" "$size" entries)" 0)" \
           "$(fmt "$(T "$sys" "$size" mib_s)" 1) ($(fmt3 "$(T "$sys" "$size" mib_s_min)")–$(fmt3 "$(T "$sys" "$size" mib_s_max)"))" \
           "$(fmt "$(T "$sys" "$size" entries_s)" 0)" \
           "$(fmt "$(T "$sys" "$size" ack_p50)" 3)" "$(fmt "$(T "$sys" "$size" ack_p99)" 3)" \
@@ -542,7 +829,7 @@ write_md() {
     echo
     if [ -n "$prev" ]; then
       echo "Δ columns: change against \`$(basename "$prev")\`; (!) marks a change worse"
-      echo "than $FLAG_PCT %."
+      echo "than $FLAG_PCT %; \"new\": that file has no value for this row."
     else
       echo "Δ columns: empty, no previous results (this run is the baseline)."
     fi
@@ -551,34 +838,39 @@ write_md() {
     echo
     echo "Columns: MiB/s and entries/s over the writer's time (first append to last"
     echo "ack). ack = append call → durable ack (fio: fdatasync latency of one write,"
-    echo "without the write(2) itself). e2e = append call → the tailing reader has the"
-    echo "entry. CPU s/GiB = user+system CPU seconds of the server process (from"
+    echo "without the write(2) itself; raw-put: latency of one 2 MiB PUT with"
+    echo "$S3_THREADS in flight, entries = PUTs). e2e = append call → the tailing reader"
+    echo "has the entry. CPU s/GiB = user+system CPU seconds of the server process (from"
     echo "/proc/<pid>/stat utime+stime+cutime+cstime, delta over the client run) plus the"
     echo "client process (GNU time, getrusage of the child: writer and reader threads,"
     echo "startup included), per GiB acked. Woodpecker and fio are one process, so"
-    echo "theirs is the whole process. Peak RSS = VmHWM of the server (Redis, NATS) or"
-    echo "of the embedded process (Woodpecker: includes the benchmark's per-entry"
-    echo "latency arrays, 24 bytes per entry) or of fio."
+    echo "theirs is the whole process; for wp-etcd the server is etcd, for wp-s3 and"
+    echo "raw-put it is the whole Ceph cluster (monitor + memstore OSD + radosgw), which"
+    echo "shares the 2 cores with the client. Peak RSS = VmHWM of the server (Redis, NATS)"
+    echo "or of the embedded process (Woodpecker, every mode: includes the benchmark's"
+    echo "per-entry latency arrays, 24 bytes per entry, and on S3 the $S3_WIN_MIB MiB window)"
+    echo "or of fio or wp-s3put."
+    has_sys wp_etcd && echo "Not in that column: etcd's peak RSS (column \`rss_svc\` of the .tsv:" \
+      "$(for size in "${SIZES[@]}"; do printf '%s MiB at %s, ' "$(fmt "$(T wp_etcd "$size" rss_svc)" 1)" "$(label "$size")"; done | sed 's/, $//'))."
+    has_sys wp_s3 && echo "The RGW's RSS is not reported: memstore keeps every object in RAM, so it is the data, not a cost."
     echo
     echo "With W appends in flight, ack latency is mostly queueing: about W ÷"
     echo "entries/s (Little's law). fio has one write in flight, so its ack latency is"
     echo "one fdatasync; compare the others' latencies with each other, not with fio."
     echo
-    echo "## Ratios (Woodpecker ÷ other)"
+    echo "## Ratios"
     echo
-    echo "Throughput: > 1 means Woodpecker is faster. Latency, CPU and RSS: < 1 means"
-    echo "Woodpecker needs less."
+    echo "Throughput: > 1 means the first system is faster. Latency, CPU and RSS: < 1"
+    echo "means it needs less."
     echo
-    echo "| entry | vs | MiB/s | ack p50 | ack p99 | e2e p99 | CPU s/GiB | peak RSS |"
+    echo "| entry | ratio | MiB/s | ack p50 | ack p99 | e2e p99 | CPU s/GiB | peak RSS |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
     for size in "${SIZES[@]}"; do
       for sys in fio redis nats; do
-        local cells=() m
-        for m in mib_s ack_p50 ack_p99 e2e_p99 cpu_gib rss; do
-          cells+=("$(ratio "$(T woodpecker "$size" "$m")" "$(T "$sys" "$size" "$m")")")
-        done
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$size")" "$sys" "${cells[@]}"
+        ratio_row "wp ÷ $sys" woodpecker "$sys" "$size"
       done
+      has_sys wp_etcd && ratio_row "wp-etcd ÷ wp (etcd vs SQLite metadata)" wp_etcd woodpecker "$size"
+      has_sys wp_s3 && ratio_row "wp-s3 ÷ raw-put (2 MiB objects × $S3_THREADS threads)" wp_s3 s3put "$size"
     done
     echo
     echo "### Where the other side wins"
@@ -587,9 +879,18 @@ write_md() {
     echo
     echo "## Durability at ack: how each system is configured"
     echo
-    echo "- **Woodpecker**: embedded, default configuration (group commit: a flush"
+    echo "- **Woodpecker (wp)**: embedded, default configuration (group commit: a flush"
     echo "  writes the buffered entries and fdatasyncs the segment; the append callback"
     echo "  runs after that fdatasync). \`wp bench --mode async --window W --reader\`."
+    if has_sys wp_etcd; then
+      echo "- **Woodpecker with etcd metadata (wp-etcd)**: the same data path and"
+      echo "  durability as wp (fdatasync per flush, local disk); logs, segments and"
+      echo "  readers are kept in a one-member etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p') on 127.0.0.1 (started"
+      echo "  fresh per case, data directory on the same file system, which fsyncs its"
+      echo "  own WAL) instead of the embedded SQLite: \`-o meta.type=etcd"
+      echo "  -o meta.etcd.endpoints=http://127.0.0.1:PORT\`. An append makes no etcd"
+      echo "  request; segment rolls and the writer's open/close do."
+    fi
     echo "- **fio**: \`--ioengine=sync --rw=write --fdatasync=1\`: write(2) then"
     echo "  fdatasync(2) for every block of the entry size; no batching. The limit for"
     echo "  one durable write at a time; group-committing systems can exceed it."
@@ -610,6 +911,22 @@ write_md() {
     echo "  the run). Reported as is: these are *not* durable-at-ack numbers."
     echo "  Client: bench/peers/nats_bench.c (cnats, js_PublishAsync with MaxPending"
     echo "  = W; reader = ordered push consumer on a second connection)."
+    if has_sys wp_s3; then
+      echo "- **Woodpecker on object storage (wp-s3)**: \`-o storage.type=s3\` against a"
+      echo "  local Ceph RGW (scripts/rgw.sh: one monitor, one memstore OSD, radosgw, all"
+      echo "  on 127.0.0.1), S3 defaults (flush.max_bytes 2 MiB, flush.max_interval_ms"
+      echo "  200), flush.max_threads $S3_THREADS. **Ack = the PUT of the block that holds"
+      echo "  the entry succeeded** (conditional PUT, If-None-Match: *); nothing is on"
+      echo "  local disk but the SQLite metadata. The object store is only as durable as"
+      echo "  its PUT: this RGW's memstore OSD keeps objects in RAM (a test server, so"
+      echo "  these numbers show Woodpecker's S3 path, not a disk-backed S3)."
+      echo "- **raw-put**: \`wp-s3put put ENV 2097152 $S3_THREADS $S3_RAW_S\`: $S3_THREADS threads,"
+      echo "  each PUTting 2 MiB objects one after another, conditional (If-None-Match:"
+      echo "  *) like Woodpecker's block uploads, for $S3_RAW_S s, against the same RGW;"
+      echo "  ack = the PUT's 200 answer. It is the object store's limit at Woodpecker's"
+      echo "  concurrency and block size, whatever the entry size (the entry column says"
+      echo "  which wp-s3 case it ran next to)."
+    fi
     echo
     if [ ${#SYNCS[@]} -gt 0 ]; then
       echo "Check (strace -f -c on the server / embedded process, separate untimed run"
@@ -618,7 +935,7 @@ write_md() {
       echo
       echo "| system | acks | fsync-family calls | acks per call |"
       echo "|---|---:|---:|---:|"
-      for sys in woodpecker redis nats; do
+      for sys in woodpecker wp_etcd redis nats; do
         [ -n "${SYNCS[$sys]:-}" ] || continue
         read -r a c <<<"${SYNCS[$sys]}"
         printf '| %s | %s | %s | %s |\n' "$(short "$sys")" "$a" "$c" \
@@ -629,12 +946,38 @@ write_md() {
       echo "written before it). Zero calls means no entry was durable when acked."
       echo "strace slows every system call, so the batching here is not the batching"
       echo "of the timed runs; the counts show whether and how acks are made durable."
+      has_sys wp_etcd && echo "For wp-etcd only the embedded process is traced (etcd's WAL syncs are etcd's own)."
+      has_sys wp_s3 && echo "wp-s3 makes no fsync: its acks follow PUTs (next section)."
       echo
     fi
     echo "## Object storage"
     echo
-    echo "Object storage: not measured yet (Woodpecker on S3 vs raw parallel PUTs to"
-    echo "a local Ceph RGW; see the hook in bench/run.sh)."
+    if has_sys wp_s3; then
+      echo "Woodpecker on S3 against the limit of the same server: raw conditional"
+      echo "PUTs of **2 MiB objects with $S3_THREADS threads** (Woodpecker's block size and"
+      echo "upload concurrency), measured right after the wp-s3 case of each entry size."
+      echo "RGW, its OSD and the benchmark share the 2 cores$( [ "$S3_READER" = 1 ] && echo "; wp-s3's tailing reader
+GETs every block back from the same RGW while the writer PUTs, raw-put has no reader")."
+      echo
+      echo "| entry | wp-s3 MiB/s | raw-put MiB/s (2 MiB × $S3_THREADS thr.) | wp-s3 ÷ raw-put | wp-s3 ack p50 / p99 ms | one PUT p50 / p99 ms | objects per GiB (wp-s3; raw: 512) |"
+      echo "|---|---:|---:|---:|---:|---:|---:|"
+      for size in "${SIZES[@]}"; do
+        printf '| %s | %s | %s | %s | %s / %s | %s / %s | %s |\n' "$(label "$size")" \
+          "$(fmt "$(T wp_s3 "$size" mib_s)" 1)" "$(fmt "$(T s3put "$size" mib_s)" 1)" \
+          "$(ratio "$(T wp_s3 "$size" mib_s)" "$(T s3put "$size" mib_s)")" \
+          "$(fmt "$(T wp_s3 "$size" ack_p50)" 0)" "$(fmt "$(T wp_s3 "$size" ack_p99)" 0)" \
+          "$(fmt "$(T s3put "$size" ack_p50)" 0)" "$(fmt "$(T s3put "$size" ack_p99)" 0)" \
+          "$(awk -v o="$(T wp_s3 "$size" objs)" -v e="$(T wp_s3 "$size" entries)" -v s="$size" \
+            'BEGIN { if (o == "nan" || e == "nan" || e + 0 == 0) print "-"; else printf "%.0f", o / (e * s / 1073741824) }')"
+      done
+      echo
+      echo "An ack on S3 waits for flush.max_interval_ms (200 ms) or 2 MiB of entries,"
+      echo "then for the PUT, behind up to $S3_WIN_MIB MiB of queued entries: hundreds of ms, not"
+      echo "the single-digit ms of the local disk. Objects per GiB below 512 means ready"
+      echo "blocks were coalesced into larger objects."
+    else
+      echo "Not measured in this run (BENCH_S3=0)."
+    fi
     echo
     echo "## Commands"
     echo
@@ -643,6 +986,7 @@ write_md() {
         [ -n "${CMD[$sys|$size]:-}" ] && echo "    ${CMD[$sys|$size]}"
       done
     done
+    has_sys wp_s3 && echo "    (after every S3 case: wp-s3put delete ENV PREFIX/; radosgw-admin gc process --include-all)"
     echo
     echo "Raw medians: \`$DATE.tsv\` (the next run compares against it)."
   } >"$out"
@@ -691,25 +1035,22 @@ write_plot() {
   : >"$pd/e2e.dat"
   for sys in "${SYSTEMS[@]}"; do
     for size in "${SIZES[@]}"; do
-      printf '"%s %s"\t%s\t%s\t%s\n' "$(short "$sys")" "$(label "$size")" \
+      local xl
+      xl="$(short "$sys") $(label "$size")"
+      [ "$sys" = s3put ] && xl="raw-put 2MiB ($(label "$size"))"
+      printf '"%s"\t%s\t%s\t%s\n' "$xl" \
         "$(fmt "$(T "$sys" "$size" ack_p50)" 4)" "$(fmt "$(T "$sys" "$size" ack_p99)" 4)" \
         "$(fmt "$(T "$sys" "$size" ack_p999)" 4)" >>"$pd/ack.dat"
-      [ "$sys" = fio ] && continue
+      case $sys in fio | s3put) continue ;; esac
       printf '"%s %s"\t%s\t%s\n' "$(short "$sys")" "$(label "$size")" \
         "$(fmt "$(T "$sys" "$size" e2e_p50)" 4)" "$(fmt "$(T "$sys" "$size" e2e_p99)" 4)" >>"$pd/e2e.dat"
     done
   done
-  gnuplot -e "dir='$pd'; out='$1'; title='Woodpecker vs fio, Redis Streams, NATS JetStream ($DATE, fio ack = fdatasync only, NATS 2.9 not durable at ack)'" \
-    "$here/plot.gp"
+  local t="Woodpecker side by side, $DATE (fio ack = fdatasync only; NATS 2.9 not durable at ack"
+  has_sys wp_s3 && t="$t; raw-put = 2 MiB x $S3_THREADS threads"
+  t="$t)"
+  gnuplot -e "dir='$pd'; out='$1'; ncol=$((${#SYSTEMS[@]} + 1)); title='$t'" "$here/plot.gp"
 }
-
-# ------------------------------------------------- object storage hook ---
-# Object storage: not measured yet. When the S3 backend and scripts/rgw.sh
-# (local Ceph RGW) are ready, add here: Woodpecker with storage.type=s3 against
-# the local RGW (same workload), and the physical limit: raw parallel PUTs of
-# the same object sizes to the same RGW. Add their systems to SYSTEMS and a
-# case_<name> function each; the tables, chart and change column follow.
-log "object storage: not measured yet"
 
 print_change
 write_md "$tmp/new.md"
@@ -719,4 +1060,5 @@ cp "$tmp/new.md" "$RESULTS/$DATE.md"
 cp "$tmp/new.png" "$RESULTS/$DATE.png"
 echo
 sed -n '/^| system | entry/,/^$/p' "$RESULTS/$DATE.md"
+sed -n '/^| entry | wp-s3 MiB/,/^$/p' "$RESULTS/$DATE.md"
 echo "Results: $RESULTS/$DATE.md, $RESULTS/$DATE.png, $RESULTS/$DATE.tsv (took $t_total s)"
