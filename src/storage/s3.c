@@ -132,6 +132,33 @@ typedef struct {
     st_reader *readers;  /* with read-ahead on */
 } ahead_pool;
 
+/* Objects this backend uploaded lately, kept while it has readers open or
+ * had one in the last RECENT_LINGER_NS: a reader in the same process (a
+ * tailing one, typically, which opens each new segment after the writer
+ * started it) takes them from here instead of GETting them back
+ * (format.md section 11). Only block objects (written once: their bytes
+ * never change), at most RECENT_OBJ_BYTES each and RECENT_BYTES together,
+ * oldest dropped first. */
+#define RECENT_BYTES (64ull * 1024 * 1024)
+#define RECENT_OBJ_BYTES (16ull * 1024 * 1024)
+#define RECENT_LINGER_NS (10 * 1000000000LL)
+
+typedef struct recent_obj {
+    struct recent_obj *next;
+    int64_t log_id, seg_id;
+    uint64_t n, size;
+    unsigned char data[];
+} recent_obj;
+
+typedef struct {
+    pthread_mutex_t mu;
+    recent_obj *head, *tail; /* oldest first */
+    uint64_t bytes;
+    int readers;             /* open readers of the backend */
+    int64_t until_ns;        /* keep copies until then (monotonic) */
+    uint64_t hits;           /* objects served from here (tests) */
+} recent_cache;
+
 /* How the endpoint compares If-Match on PUT (format.md section 11.2). */
 enum { IFMATCH_UNKNOWN = 0, IFMATCH_QUOTED, IFMATCH_BARE, IFMATCH_NONE };
 
@@ -142,6 +169,7 @@ typedef struct {
     pthread_mutex_t mu;      /* ifmatch */
     int ifmatch;             /* IFMATCH_*, probed at the first compaction */
     ahead_pool pool;         /* read-ahead for every reader */
+    recent_cache recent;     /* uploaded lately, for readers in this process */
 } s3_storage;
 
 typedef struct {
@@ -195,6 +223,7 @@ struct st_reader {
     uint64_t cache_n, cache_last, cache_size;
     bool cached;
     bool ahead_on; /* read-ahead enabled and its ring initialised */
+    bool counted;  /* in the backend's recent.readers */
     ahead_ring ahead; /* slots are valid only for the view.loads they were queued at */
 };
 
@@ -304,6 +333,10 @@ static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, 
     return true;
 }
 
+static void recent_put(const seg_ref *r, uint64_t n, const struct iovec *iov, int iovcnt,
+                       uint64_t total);
+static bool recent_get(const seg_ref *r, uint64_t n, uint64_t size, unsigned char *buf);
+
 /* PUTs a marker at block n, only if absent (WP_EEXIST if taken). */
 static int marker_put(const seg_ref *r, uint64_t n, int kind, int64_t epoch)
 {
@@ -314,7 +347,12 @@ static int marker_put(const seg_ref *r, uint64_t n, int kind, int64_t epoch)
         return rc;
     block_key(r, n, key);
     struct iovec v = {m, sizeof m};
-    return s3_put(r->s->c, key, &v, 1, S3_PUT_IF_ABSENT);
+    rc = s3_put(r->s->c, key, &v, 1, S3_PUT_IF_ABSENT);
+    /* Create and reopen markers stay as long as their segment; a fence
+     * marker may be removed again (fence_check_skipped), so it is not kept. */
+    if (rc == 0 && kind != MARK_FENCE)
+        recent_put(r, n, &v, 1, sizeof m);
+    return rc;
 }
 
 /* Reads block n: is it a marker (and of which epoch)? WP_ENOENT if gone. */
@@ -324,6 +362,10 @@ static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *
     char key[BLOCK_KEY_MAX];
     size_t got;
     uint64_t size = 0;
+    if (recent_get(r, n, MARKER_BYTES, m)) {
+        *is_marker = marker_decode(r, m, MARKER_BYTES, epoch, kind);
+        return 0;
+    }
     block_key(r, n, key);
     int rc = s3_get(r->s->c, key, 0, m, sizeof m, &got, &size);
     if (rc)
@@ -550,6 +592,101 @@ static int view_refresh(const seg_ref *r, seg_view *v)
     return rc;
 }
 
+/* ---- objects uploaded lately ---------------------------------------------------- */
+
+static void recent_init(recent_cache *rc) { pthread_mutex_init(&rc->mu, NULL); }
+
+static void recent_drop_all(recent_cache *rc)
+{
+    while (rc->head) {
+        recent_obj *o = rc->head;
+        rc->head = o->next;
+        free(o);
+    }
+    rc->tail = NULL;
+    rc->bytes = 0;
+}
+
+static void recent_close(recent_cache *rc)
+{
+    recent_drop_all(rc);
+    pthread_mutex_destroy(&rc->mu);
+}
+
+/* Keeps a copy of the object just PUT at block n, if a reader is open. */
+static void recent_put(const seg_ref *r, uint64_t n, const struct iovec *iov, int iovcnt,
+                       uint64_t total)
+{
+    recent_cache *rc = &r->s->recent;
+    if (total > RECENT_OBJ_BYTES)
+        return;
+    pthread_mutex_lock(&rc->mu);
+    bool wanted = rc->readers > 0 || wp__now_ns() < rc->until_ns;
+    if (!wanted)
+        recent_drop_all(rc); /* no reader lately: no memory held */
+    pthread_mutex_unlock(&rc->mu);
+    if (!wanted)
+        return;
+    recent_obj *o = malloc(sizeof *o + (size_t)total);
+    if (!o)
+        return; /* only a cache */
+    *o = (recent_obj){NULL, r->log_id, r->seg_id, n, total};
+    size_t off = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(o->data + off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    pthread_mutex_lock(&rc->mu);
+    if (rc->tail)
+        rc->tail->next = o;
+    else
+        rc->head = o;
+    rc->tail = o;
+    rc->bytes += total;
+    while (rc->bytes > RECENT_BYTES && rc->head) {
+        recent_obj *old = rc->head;
+        rc->head = old->next;
+        if (!rc->head)
+            rc->tail = NULL;
+        rc->bytes -= old->size;
+        free(old);
+    }
+    pthread_mutex_unlock(&rc->mu);
+}
+
+/* Copies block object n of r (size bytes) into buf if it is kept. */
+static bool recent_get(const seg_ref *r, uint64_t n, uint64_t size, unsigned char *buf)
+{
+    recent_cache *rc = &r->s->recent;
+    bool hit = false;
+    pthread_mutex_lock(&rc->mu);
+    for (recent_obj *o = rc->head; o && !hit; o = o->next)
+        if (o->n == n && o->seg_id == r->seg_id && o->log_id == r->log_id && o->size == size) {
+            memcpy(buf, o->data, (size_t)size);
+            hit = true;
+            rc->hits++;
+        }
+    pthread_mutex_unlock(&rc->mu);
+    return hit;
+}
+
+static void recent_reader(s3_storage *s, int delta)
+{
+    pthread_mutex_lock(&s->recent.mu);
+    s->recent.readers += delta;
+    s->recent.until_ns = wp__now_ns() + RECENT_LINGER_NS;
+    pthread_mutex_unlock(&s->recent.mu);
+}
+
+uint64_t storage_s3_recent_hits(storage *st)
+{
+    s3_storage *s = (s3_storage *)st;
+    pthread_mutex_lock(&s->recent.mu);
+    uint64_t h = s->recent.hits;
+    pthread_mutex_unlock(&s->recent.mu);
+    return h;
+}
+
 /* ---- writers ------------------------------------------------------------------ */
 
 static int writer_new(const seg_ref *r, int64_t epoch, uint64_t next, uint64_t size, st_writer **out)
@@ -660,6 +797,7 @@ static int s3_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
         return fenced_at(w, w->next);
     if (rc)
         return writer_fail(w, rc);
+    recent_put(&w->ref, w->next, iov, iovcnt, total);
     w->next++;
     w->size += total;
     return 0;
@@ -685,6 +823,7 @@ static int s3_seg_append_nth(st_writer *w, uint64_t k, const struct iovec *iov, 
         return fenced_at(w, n);
     if (rc)
         return writer_fail(w, rc);
+    recent_put(&w->ref, n, iov, iovcnt, total);
     uint64_t cur = __atomic_load_n(&w->next, __ATOMIC_SEQ_CST);
     while (cur < n + 1 &&
            !__atomic_compare_exchange_n(&w->next, &cur, n + 1, false, __ATOMIC_SEQ_CST,
@@ -935,8 +1074,9 @@ static void *pool_main(void *arg)
             obj_key(&r->ref, n, last, key);
             /* gone, short or another size (a cut): the slot is dropped and
              * the reader's own GET finds out */
-            ok = s3_get(st->c, key, 0, buf, (size_t)size, &g, &osize) == 0 && g == size &&
-                 osize == size;
+            ok = (n == last && recent_get(&r->ref, n, size, buf)) ||
+                 (s3_get(st->c, key, 0, buf, (size_t)size, &g, &osize) == 0 && g == size &&
+                  osize == size);
         }
         pthread_mutex_lock(&p->mu);
         if (ok) {
@@ -1145,6 +1285,8 @@ static void s3_reader_close(st_reader *r)
     if (!r)
         return;
     ahead_close(r);
+    if (r->counted)
+        recent_reader(r->ref.s, -1);
     view_free(&r->view);
     free(r->cache);
     free(r);
@@ -1164,6 +1306,8 @@ static int s3_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_read
         return rc;
     }
     ahead_init(r);
+    recent_reader(r->ref.s, 1);
+    r->counted = true;
     rc = view_load(&r->ref, &r->view);
     if (!rc && r->view.n == 0)
         rc = wp__err(WP_ENOENT, "segment %s does not exist", r->ref.pfx);
@@ -1208,12 +1352,14 @@ static int cache_fill(st_reader *r, const seg_obj *o)
     size_t g = 0;
     uint64_t osize = 0;
     r->cached = false;
-    obj_key(&r->ref, o->n, o->last, key);
-    int rc = s3_get(r->ref.s->c, key, 0, r->cache, (size_t)o->size, &g, &osize);
-    if (rc == WP_ENOENT || (!rc && (g != o->size || osize != o->size)))
-        return WP_EAGAIN;
-    if (rc)
-        return rc;
+    if (o->n != o->last || !recent_get(&r->ref, o->n, o->size, r->cache)) {
+        obj_key(&r->ref, o->n, o->last, key);
+        int rc = s3_get(r->ref.s->c, key, 0, r->cache, (size_t)o->size, &g, &osize);
+        if (rc == WP_ENOENT || (!rc && (g != o->size || osize != o->size)))
+            return WP_EAGAIN;
+        if (rc)
+            return rc;
+    }
     r->cached = true;
     r->cache_n = o->n;
     r->cache_last = o->last;
@@ -1489,6 +1635,7 @@ static void s3_storage_close(storage *st)
     if (!s)
         return;
     pool_close(s);
+    recent_close(&s->recent);
     s3_client_close(s->c);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -1549,6 +1696,7 @@ int storage_s3_open_client(s3_client *c, const char *prefix, const wp__logger *l
     s->c = c;
     pthread_mutex_init(&s->mu, NULL);
     pool_init(s);
+    recent_init(&s->recent);
     int rc = prefix_normalize(prefix ? prefix : "", s->prefix);
     if (rc) {
         s3_storage_close(&s->base);

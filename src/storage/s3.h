@@ -22,6 +22,9 @@ int storage_s3_open_client(s3_client *c, const char *prefix, const wp__logger *l
 
 /* The backend's client (for fault injection and counters in tests). */
 s3_client *storage_s3_client(storage *s);
+/* Objects readers of this backend took from its copies of recent uploads
+ * instead of GETting them (tests). */
+uint64_t storage_s3_recent_hits(storage *s);
 
 /* Tells whether the endpoint honours If-None-Match: * on PUT: puts the
  * probe object <prefix>.probe/<random> twice with S3_PUT_IF_ABSENT; the

@@ -361,6 +361,9 @@ TEST(tail_across_rolls)
     wp_log *log;
     REQUIRE(wp_log_open(c, "t", &log) == 0);
     tailer t = {.log = log, .want = 3000};
+    s3_stats s0, s1;
+    s3_client_stats(storage_s3_client(c->st), &s0);
+    uint64_t hits0 = storage_s3_recent_hits(c->st);
     pthread_t th;
     pthread_create(&th, NULL, tail_main, &t);
     wp_writer *w;
@@ -375,6 +378,13 @@ TEST(tail_across_rolls)
     CHECK_OK(wp_writer_close(w));
     pthread_join(th, NULL);
     CHECK(acked == 3000 && t.got == 3000 && t.bad == 0);
+    /* The tailing reader took what the writer had just uploaded from the
+     * backend's copies: few of the objects were GET back. */
+    s3_client_stats(storage_s3_client(c->st), &s1);
+    uint64_t hits = storage_s3_recent_hits(c->st) - hits0, puts = s1.puts - s0.puts;
+    fprintf(stderr, "  %" PRIu64 " PUTs, %" PRIu64 " GETs, %" PRIu64 " objects from memory\n", puts,
+            s1.gets - s0.gets, hits);
+    CHECK(hits > 0 && hits + 10 >= puts / 2);
     wp_log_close(log);
     wp_client_close(c);
 }
