@@ -292,6 +292,10 @@ static int compact_seg(wp_client *c, const char *name, meta_seg *s, int *done)
         rc = st->ops->seg_finalize(st, s->log_id, s->seg_id, (uint64_t)s->bytes);
         if (!rc)
             rc = st->ops->seg_compact(st, s->log_id, s->seg_id, max, &compact);
+        if (rc == WP_ENOENT) { /* deleted meanwhile (GC, log deletion): nothing to do */
+            wp__err_clear();
+            return WP_OK;
+        }
     }
     if (rc || !compact)
         return rc;

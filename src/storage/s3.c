@@ -2043,6 +2043,37 @@ static int compact_build(const seg_ref *r, const s3_layout *l, const compact_run
     return 0;
 }
 
+/* The commit failed its If-Match: another compactor committed first (its
+ * footer names what it needs; ours are left to segment deletion), or the
+ * segment was deleted meanwhile (GC): then the merged objects we wrote
+ * would outlive it, so they go. */
+static int compact_lost(const seg_ref *r, const s3_layout *l, const compact_run *runs,
+                        size_t n_runs, uint64_t gen)
+{
+    char key[BLOCK_KEY_MAX];
+    s3_obj_info info;
+    footer_key(r, key);
+    int rc = s3_head(r->s->c, key, &info);
+    if (rc == 0) {
+        wp__log(r->s->base.logger, WP_LOG_INFO, "compact %s: generation %" PRIu64 " was "
+                "committed by someone else", r->pfx, gen);
+        return 0;
+    }
+    if (rc != WP_ENOENT)
+        return rc;
+    wp__err_clear();
+    s3_layout_obj *mine = malloc((n_runs ? n_runs : 1) * sizeof *mine);
+    if (!mine)
+        return wp__err(WP_ENOMEM, "compact %s: %zu runs", r->pfx, n_runs);
+    for (size_t i = 0; i < n_runs; i++)
+        mine[i] = (s3_layout_obj){l->objs[runs[i].from].first, l->objs[runs[i].to - 1].last, 0};
+    rc = delete_objs(r, mine, n_runs);
+    free(mine);
+    if (!rc)
+        rc = wp__err(WP_ENOENT, "compact %s: the segment was deleted meanwhile", r->pfx);
+    return rc;
+}
+
 static int s3_seg_compact(storage *st, int64_t log_id, int64_t seg_id, uint64_t max_bytes,
                           bool *compact)
 {
@@ -2089,10 +2120,8 @@ static int s3_seg_compact(storage *st, int64_t log_id, int64_t seg_id, uint64_t 
         char match[S3_ETAG_MAX + 2];
         snprintf(match, sizeof match, mode == IFMATCH_QUOTED ? "\"%s\"" : "%s", etag);
         rc = footer_put(&r, &nl, match); /* the commit point */
-        if (rc == WP_ECONFLICT) { /* another compactor committed first */
-            wp__log(s->base.logger, WP_LOG_INFO, "compact %s: generation %" PRIu64 " was "
-                    "committed by someone else", r.pfx, nl.generation);
-            rc = 0;
+        if (rc == WP_ECONFLICT) { /* another compactor committed first, or the segment is gone */
+            rc = compact_lost(&r, &l, runs, n_runs, nl.generation);
             goto out;
         }
     }

@@ -413,6 +413,55 @@ TEST(ifmatch_ignored)
     st->ops->close(st);
 }
 
+/* The commit's If-Match fails: if the footer object is still there another
+ * compactor won (our merged objects stay, unnamed); if it is gone the
+ * segment was deleted meanwhile and our merged objects go too. */
+static void lost_hook(void *arg, const s3_fault_req *req, s3_fault *out)
+{
+    bool gone = *(bool *)arg;
+    if (!strstr(req->key, "footer.blk"))
+        return;
+    if (strcmp(req->method, "PUT") == 0) {
+        out->kind = S3_FAULT_STATUS;
+        out->status = 412;
+        out->body = "<Error><Code>PreconditionFailed</Code></Error>";
+    } else if (gone && strcmp(req->method, "HEAD") == 0) {
+        out->kind = S3_FAULT_STATUS;
+        out->status = 404;
+    }
+}
+
+TEST(commit_lost)
+{
+    storage *st = store_open("lost");
+    REQUIRE(st);
+    for (int gone = 0; gone < 2; gone++) {
+        uint64_t len = mk_segment(st, gone, 24, 100 * 1024);
+        REQUIRE(len > 0);
+        CHECK_OK(st->ops->seg_finalize(st, 1, gone, len));
+        CHECK_OK(compact_until_done(st, gone, 50 * 1024)); /* the If-Match probe, nothing merged */
+        bool flag = gone, done = true;
+        s3_client_set_fault(storage_s3_client(st), lost_hook, &flag);
+        int rc = st->ops->seg_compact(st, 1, gone, WP_MiB, &done);
+        s3_client_set_fault(storage_s3_client(st), NULL, NULL);
+        CHECK(!done);
+        census c = count_objects(st, "lost", gone);
+        if (gone) {
+            CHECK_RC(WP_ENOENT, rc);
+            CHECK(c.merged == 0 && c.blocks == 25);
+        } else {
+            CHECK_OK(rc);
+            CHECK(c.merged == 3 && c.blocks == 25); /* unnamed until a commit names them */
+            CHECK_OK(compact_until_done(st, gone, WP_MiB)); /* the same plan: they are reused */
+            c = count_objects(st, "lost", gone);
+            CHECK(c.merged == 3 && c.blocks == 1);
+        }
+        CHECK(check_all(st, gone, len) == 0);
+        CHECK_OK(st->ops->seg_delete(st, 1, gone));
+    }
+    st->ops->close(st);
+}
+
 /* ---- through the client --------------------------------------------------------- */
 
 static wp_client *open_client(const char *tag, const char *dir, const char *max_bytes)
@@ -622,6 +671,7 @@ int main(void)
     RUN(failure_at_each_step);
     RUN(racing_compactors);
     RUN(ifmatch_ignored);
+    RUN(commit_lost);
     RUN(client_seals_segments);
     RUN(kill9_during_compaction);
     return test_done();
