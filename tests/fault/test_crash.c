@@ -189,6 +189,9 @@ TEST(kill9_loses_no_acked_entry)
     ackrec *all = NULL;
     size_t n_all = 0;
     for (int it = 0; it < ITERATIONS; it++) {
+        /* A child killed before it opens the ack file (a slow start under
+         * load) must not leave the previous child's acks to be counted twice. */
+        unlink(ackpath);
         pid_t pid = fork();
         REQUIRE(pid >= 0);
         if (pid == 0)
@@ -214,6 +217,19 @@ TEST(kill9_loses_no_acked_entry)
     free(all);
 }
 
+/* Waits (up to 20 s: the machine may be loaded) until the ack file at
+ * path holds a record. */
+static bool wait_acks(const char *path)
+{
+    for (int i = 0; i < 2000; i++) {
+        struct stat st;
+        if (stat(path, &st) == 0 && st.st_size >= (off_t)sizeof(ackrec))
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
 TEST(two_processes_race_as_writers)
 {
     const char *dir = test_tmpdir("race");
@@ -228,7 +244,7 @@ TEST(two_processes_race_as_writers)
     REQUIRE(p1 >= 0);
     if (p1 == 0)
         child_append(dir, ack1, 0, 1, "race");
-    sleep_ms(100);
+    CHECK(wait_acks(ack1)); /* the first writer has acked entries */
     pid_t p2 = fork();
     REQUIRE(p2 >= 0);
     if (p2 == 0)
@@ -237,7 +253,8 @@ TEST(two_processes_race_as_writers)
     /* the first writer is fenced and exits with status 4 by itself */
     waitpid(p1, &st1, 0);
     CHECK(WIFEXITED(st1) && WEXITSTATUS(st1) == 4);
-    sleep_ms(100);
+    CHECK(wait_acks(ack2)); /* so has the second */
+    sleep_ms(50);
     kill(p2, SIGKILL);
     waitpid(p2, &st2, 0);
     size_t n1, n2;
