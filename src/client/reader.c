@@ -102,6 +102,11 @@ int wp__log_last_id(wp_log *log, wp_msg_id *out)
         int64_t last = segs[i].state == WP_SEG_ACTIVE
                            ? active_last(log->c, log->tail, log->log_id, segs[i].seg_id)
                            : segs[i].last_entry_id;
+        meta_seg now;
+        if (last < 0 && segs[i].state == WP_SEG_ACTIVE &&
+            log->c->meta->ops->seg_get(log->c->meta, log->log_id, segs[i].seg_id, &now) == 0 &&
+            now.state != WP_SEG_ACTIVE)
+            last = now.last_entry_id; /* completed meanwhile: its walk met the footer */
         if (last >= 0) {
             *out = (wp_msg_id){segs[i].seg_id, last};
             break;
