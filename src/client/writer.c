@@ -2,11 +2,14 @@
  * fencing at open, entry ids, group commit into blocks, in-order acks, the
  * LAC, segment rolling, bounded memory with backpressure.
  *
- * Appenders encode records into the tail block of a queue under w->mu; one
- * flusher thread takes ready blocks, writes them with one durable append
+ * Appenders reserve room for a record in the tail block of a queue under
+ * w->mu and encode it after unlocking (the copy and CRC of the payload do
+ * not hold up the other threads); one flusher thread takes ready blocks
+ * whose records are all encoded, writes them with one durable append
  * (lseg_write), then runs the callbacks in id order. Because one thread
  * does every write, finish and create, acks are in id order across
  * segments too. Any storage or metadata error fails the writer for good. */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +21,13 @@
 /* One flush writes at most this many blocks / bytes (bounds latency). */
 #define FLUSH_BATCH_BLOCKS_MAX 256
 #define FLUSH_BATCH_BYTES_MAX (64 * WP_MiB)
-#define FREE_BLOCKS_MAX 8
+/* Parallel uploads (object storage): uploads finished but not yet acked
+ * (waiting for an earlier one) keep no worker busy; at most this many per
+ * worker may wait, so that one slow PUT does not idle the others. */
+#define UPLOADS_WAITING_PER_WORKER 4
 #define EPOCH_CAS_TRIES_MAX 64
+/* Free blocks an idle writer (nothing buffered) keeps for reuse. */
+#define FREE_BLOCKS_IDLE_MAX 8
 
 typedef struct {
     wp_append_cb cb;
@@ -34,7 +42,9 @@ typedef struct wblock {
     ackcb *cbs;
     size_t cbcap;
     int64_t t0_ns; /* first append, for flush.max_interval_ms */
+    int writers;   /* records reserved, still being encoded outside w->mu */
     bool sealed;
+    bool announced; /* the flusher was woken for this block */
 } wblock;
 
 /* One append in flight: ready blocks of one segment, uploaded as one
@@ -59,7 +69,8 @@ struct wp_writer {
     pthread_mutex_t mu;
     pthread_cond_t cond_work, cond_space, cond_done;
     wblock *head, *tail;
-    wblock *free_blocks;
+    wblock *free_blocks; /* for reuse: their pages are already mapped */
+    size_t free_bytes;   /* capacity of free_blocks */
     int n_free;
     int64_t cur_seg, next_entry;           /* id of the next append */
     uint64_t seg_bytes;                    /* bytes assigned to cur_seg */
@@ -73,7 +84,8 @@ struct wp_writer {
     wp_msg_id lac;
     int close_rc;
     upload *in_head, *in_tail; /* dispatched, not yet delivered */
-    int n_inflight, max_inflight;
+    int n_inflight, max_inflight; /* dispatched, not yet delivered */
+    int n_running, max_running;   /* dispatched, upload not finished */
     upload *todo_head, *todo_tail; /* waiting for a worker */
     pthread_cond_t cond_todo;
     pthread_t *workers; /* NULL: uploads run on the flusher thread */
@@ -94,6 +106,7 @@ static wblock *block_get(wp_writer *w, int64_t seg_id, int64_t first)
     wblock *b = w->free_blocks;
     if (b) {
         w->free_blocks = b->next;
+        w->free_bytes -= b->cap;
         w->n_free--;
     } else {
         b = calloc(1, sizeof *b);
@@ -105,16 +118,23 @@ static wblock *block_get(wp_writer *w, int64_t seg_id, int64_t first)
     b->b.first_entry_id = first;
     b->b.n_entries = 0;
     b->b.len = BLK_HEADER_SIZE;
+    b->writers = 0;
     b->sealed = false;
+    b->announced = false;
     b->t0_ns = wp__now_ns();
     return b;
 }
 
 static void block_put(wp_writer *w, wblock *b)
 {
-    if (w->n_free < FREE_BLOCKS_MAX && b->cap <= (size_t)w->cfg->flush_max_bytes * 2) {
+    /* Kept while the buffered and the kept blocks fit writer.max_pending_bytes
+     * together: a writer at its limit then allocates (and the kernel zeroes
+     * pages) no more, and holds no more memory than the limit when idle. */
+    if (b->cap <= (size_t)w->cfg->flush_max_bytes * 2 &&
+        (int64_t)(w->free_bytes + b->cap) + w->pending_bytes <= w->cfg->writer_max_pending_bytes) {
         b->next = w->free_blocks;
         w->free_blocks = b;
+        w->free_bytes += b->cap;
         w->n_free++;
         return;
     }
@@ -123,12 +143,31 @@ static void block_put(wp_writer *w, wblock *b)
     free(b);
 }
 
-static int block_reserve(wblock *b, size_t rec_len)
+/* Once nothing is buffered, gives back all but FREE_BLOCKS_IDLE_MAX blocks. */
+static void blocks_trim(wp_writer *w)
+{
+    while (w->pending_bytes == 0 && w->n_free > FREE_BLOCKS_IDLE_MAX) {
+        wblock *b = w->free_blocks;
+        w->free_blocks = b->next;
+        w->free_bytes -= b->cap;
+        w->n_free--;
+        free(b->b.buf);
+        free(b->cbs);
+        free(b);
+    }
+}
+
+/* Makes room for a record of rec_len bytes and its callback. The buffer is
+ * sized once for a full block (flush.max_bytes), so it only grows while the
+ * block is empty (a first record above that): records being encoded
+ * outside w->mu never see it move. */
+static int block_reserve(wblock *b, size_t rec_len, size_t flush_max_bytes)
 {
     if (b->b.len + rec_len > b->cap) {
-        size_t cap = b->cap ? b->cap : 64 * 1024;
-        while (cap < b->b.len + rec_len)
-            cap *= 2;
+        assert(b->b.n_entries == 0 && b->writers == 0);
+        size_t cap = BLK_HEADER_SIZE + flush_max_bytes;
+        if (cap < b->b.len + rec_len)
+            cap = b->b.len + rec_len;
         uint8_t *nb = realloc(b->b.buf, cap);
         if (!nb)
             return wp__err(WP_ENOMEM, "block buffer of %zu bytes", cap);
@@ -230,20 +269,44 @@ static int prepare_upload(wp_writer *w, upload *u)
 
 /* ---- flusher thread ---------------------------------------------------- */
 
-static bool block_ready(const wp_writer *w, const wblock *b, int64_t now)
+static bool block_due(const wp_writer *w, const wblock *b, int64_t now)
 {
     return b->sealed || w->closing || w->failed || w->cfg->flush_max_interval_ms == 0 ||
            now - b->t0_ns >= w->cfg->flush_max_interval_ms * 1000000LL;
 }
 
-/* Detaches ready blocks of one segment from the head of the queue. */
-static int take_batch(wp_writer *w, wblock **batch, int64_t now)
+/* Due, and every record reserved in it is encoded. */
+static bool block_ready(const wp_writer *w, const wblock *b, int64_t now)
+{
+    return b->writers == 0 && block_due(w, b, now);
+}
+
+/* Bytes one upload may carry (it takes the ready blocks that fit, at
+ * least one). Sequential (local disk): everything ready, in one durable
+ * append. Parallel (object storage): max_pending_bytes / flush.max_threads
+ * (at least flush.max_bytes), so that a writer which is behind still
+ * coalesces ready blocks into fewer, larger PUTs (a PUT costs the store
+ * CPU of its own), but no upload is so large that the others, and every
+ * ack behind it, wait for one long PUT while the buffer is full. */
+static size_t batch_bytes_max(const wp_writer *w)
+{
+    if (!w->workers)
+        return FLUSH_BATCH_BYTES_MAX;
+    size_t max = (size_t)(w->cfg->writer_max_pending_bytes / w->max_running);
+    if (max < (size_t)w->cfg->flush_max_bytes)
+        max = (size_t)w->cfg->flush_max_bytes;
+    return max < FLUSH_BATCH_BYTES_MAX ? max : FLUSH_BATCH_BYTES_MAX;
+}
+
+/* Detaches ready blocks of one segment from the head of the queue, up to
+ * bytes_max of them (but at least one block). */
+static int take_batch(wp_writer *w, wblock **batch, int64_t now, size_t bytes_max)
 {
     int n = 0;
     size_t bytes = 0;
     while (w->head && n < FLUSH_BATCH_BLOCKS_MAX && block_ready(w, w->head, now) &&
            (n == 0 || (batch[0]->seg_id == w->head->seg_id &&
-                       bytes + w->head->b.len <= FLUSH_BATCH_BYTES_MAX))) {
+                       bytes + w->head->b.len <= bytes_max))) {
         wblock *b = w->head;
         if (b->b.n_entries == 0)
             break; /* only the tail can be empty; nothing to do */
@@ -313,6 +376,7 @@ static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
     w->n_done += done;
     for (int i = 0; i < n; i++)
         block_put(w, batch[i]);
+    blocks_trim(w);
     pthread_cond_broadcast(&w->cond_done);
     pthread_mutex_unlock(&w->mu);
 }
@@ -365,7 +429,8 @@ static bool deliver_one(wp_writer *w)
  * Called with w->mu held; returns with it held; false if nothing to do. */
 static bool dispatch_one(wp_writer *w)
 {
-    if (w->n_inflight >= w->max_inflight || !w->head || !w->head->b.n_entries)
+    if (w->n_running >= w->max_running || w->n_inflight >= w->max_inflight || !w->head ||
+        !w->head->b.n_entries)
         return false;
     bool roll = !w->seg || w->mseg.seg_id != w->head->seg_id;
     if (roll && w->n_inflight > 0)
@@ -373,7 +438,7 @@ static bool dispatch_one(wp_writer *w)
     upload *u = calloc(1, sizeof *u);
     if (!u)
         return false; /* retried when woken; memory is bounded by pending bytes */
-    u->n = take_batch(w, u->batch, wp__now_ns());
+    u->n = take_batch(w, u->batch, wp__now_ns(), batch_bytes_max(w));
     if (u->n == 0) {
         free(u);
         return false;
@@ -397,6 +462,7 @@ static bool dispatch_one(wp_writer *w)
         u->done = true;
         return true;
     }
+    w->n_running++;
     if (w->todo_tail)
         w->todo_tail->next_todo = u;
     else
@@ -425,6 +491,7 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&w->mu);
         u->rc = rc;
         u->done = true;
+        w->n_running--;
         pthread_cond_broadcast(&w->cond_work);
     }
     pthread_mutex_unlock(&w->mu);
@@ -527,7 +594,7 @@ static int recover(wp_writer *w)
 /* Object storage: flush.max_threads uploads in flight, each on a worker. */
 static int start_workers(wp_writer *w)
 {
-    w->max_inflight = 1;
+    w->max_inflight = w->max_running = 1;
     if (!w->c->st->ops->seg_append_nth || w->cfg->flush_max_threads <= 1)
         return WP_OK;
     w->workers = calloc((size_t)w->cfg->flush_max_threads, sizeof *w->workers);
@@ -540,7 +607,8 @@ static int start_workers(wp_writer *w)
         }
         w->n_workers++;
     }
-    w->max_inflight = w->n_workers;
+    w->max_running = w->n_workers;
+    w->max_inflight = w->n_workers * UPLOADS_WAITING_PER_WORKER;
     return WP_OK;
 }
 
@@ -680,8 +748,11 @@ static int wait_space(wp_writer *w, size_t rec_len, int flags)
     return WP_OK;
 }
 
-static int append_locked(wp_writer *w, const wp_payload *p, size_t rec_len, int flags,
-                         wp_append_cb cb, void *arg)
+/* Reserves room for a record of rec_len bytes in the tail block and
+ * assigns its id; the caller encodes it at (*out)->b.buf + *off, then calls
+ * append_done. Called with w->mu held. */
+static int append_reserve(wp_writer *w, size_t rec_len, int flags, wp_append_cb cb, void *arg,
+                          wblock **out, size_t *off)
 {
     int rc = wait_space(w, rec_len, flags);
     if (rc)
@@ -698,12 +769,13 @@ static int append_locked(wp_writer *w, const wp_payload *p, size_t rec_len, int 
     wblock *b = tail_block(w, rec_len);
     if (!b)
         return wp__err(WP_ENOMEM, "block");
-    if ((rc = block_reserve(b, rec_len)))
+    if ((rc = block_reserve(b, rec_len, (size_t)w->cfg->flush_max_bytes)))
         return rc;
-    rec_encode(p, b->b.buf + b->b.len);
+    *off = b->b.len;
     b->b.len += rec_len;
     b->cbs[b->b.n_entries] = (ackcb){cb, arg};
     b->b.n_entries++;
+    b->writers++;
     w->next_entry++;
     w->seg_bytes += rec_len;
     w->pending_bytes += (int64_t)rec_len;
@@ -711,8 +783,23 @@ static int append_locked(wp_writer *w, const wp_payload *p, size_t rec_len, int 
     if (b->b.len - BLK_HEADER_SIZE >= (size_t)w->cfg->flush_max_bytes ||
         b->b.n_entries >= (uint32_t)w->cfg->flush_max_entries)
         b->sealed = true;
-    pthread_cond_signal(&w->cond_work);
+    *out = b;
     return WP_OK;
+}
+
+/* A reserved record of b is encoded. Wakes the flusher when it has
+ * something new: a block to time (its first records) or one to take. Not
+ * on every append: a 4 KiB append would otherwise cost a wakeup. Called
+ * with w->mu held. */
+static void append_done(wp_writer *w, wblock *b)
+{
+    assert(b->writers > 0);
+    if (--b->writers > 0)
+        return;
+    if (!b->announced || block_ready(w, b, wp__now_ns())) {
+        b->announced = true;
+        pthread_cond_signal(&w->cond_work);
+    }
 }
 
 int wp_writer_append_entry_async(wp_writer *w, const wp_payload *p, int flags, wp_append_cb cb,
@@ -723,11 +810,19 @@ int wp_writer_append_entry_async(wp_writer *w, const wp_payload *p, int flags, w
     int rc = rec_check(p, (size_t)w->cfg->writer_max_entry_bytes);
     if (rc)
         return rc;
-    size_t rec_len = rec_size(p);
+    size_t rec_len = rec_size(p), off = 0;
+    wblock *b = NULL;
     pthread_mutex_lock(&w->mu);
-    rc = append_locked(w, p, rec_len, flags, cb, arg);
+    rc = append_reserve(w, rec_len, flags, cb, arg, &b, &off);
     pthread_mutex_unlock(&w->mu);
-    return rc;
+    if (rc)
+        return rc;
+    /* b stays in the queue (and its buffer in place) while b->writers > 0 */
+    rec_encode(p, b->b.buf + off);
+    pthread_mutex_lock(&w->mu);
+    append_done(w, b);
+    pthread_mutex_unlock(&w->mu);
+    return WP_OK;
 }
 
 int wp_writer_append_async(wp_writer *w, const void *data, size_t len, wp_append_cb cb, void *arg)
