@@ -149,6 +149,11 @@ rgw_dns_name = localhost
 rgw_thread_pool_size = 64
 rgw_enable_usage_log = false
 rgw_enable_ops_log = false
+# The OSD keeps objects in RAM: the tails of deleted objects larger than the
+# 4 MiB head (merged objects of compaction, raw PUTs) are freed by RGW's GC,
+# which by default waits 2 h; here it runs every 30 s on what is 30 s old.
+rgw_gc_obj_min_wait = 30
+rgw_gc_processor_period = 30
 EOF
 }
 
