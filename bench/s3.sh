@@ -50,21 +50,39 @@ S3=(-o storage.type=s3 -o "storage.s3.endpoint=$WP_S3_ENDPOINT" -o "storage.s3.b
     -o "storage.s3.access_key=$WP_S3_ACCESS_KEY" -o "storage.s3.secret_key=$WP_S3_SECRET_KEY"
     -o "storage.s3.region=${WP_S3_REGION:-us-east-1}" -o "flush.max_threads=$THREADS")
 rows=()
+# s3_drop PREFIX: delete what a case wrote, and have RGW free the deleted
+# objects' tails now (its memstore OSD is RAM).
+s3_drop() {
+  "$PUT" delete "$env_file" "$1/" >/dev/null
+  if [ -n "$started" ]; then
+    timeout 60 radosgw-admin -c "$tmp/rgw/ceph.conf" gc process --include-all >/dev/null 2>&1 || true
+  fi
+}
 wp_case() { # NAME ENTRIES SIZE WINDOW [--reader]
   local name=$1 entries=$2 size=$3 window=$4 rd=${5:-} mibs=() a50=() a99=() e50=() puts=0 bytes=0
+  local cputs=0 objs=0 csecs=()
   for r in $(seq "$REPS"); do
     local pfx="wpbench-$name-$r-$$"
-    "$WP" "${S3[@]}" -o "storage.s3.prefix=$pfx" -o "storage.root=$tmp/$name-$r" \
+    # compaction off while appending (it would run at a random point of the
+    # measurement); then `wp compact` of what was written, timed
+    "$WP" "${S3[@]}" -o "storage.s3.prefix=$pfx" -o "storage.root=$tmp/$name-$r" -o compaction.enabled=false \
       bench --log b --entries "$entries" --size "$size" --window "$window" $rd --json >"$tmp/$name.$r.json"
     mibs+=("$(jget "$tmp/$name.$r.json" mib_per_s)")
     a50+=("$(jget "$tmp/$name.$r.json" ack_p50_ms)"); a99+=("$(jget "$tmp/$name.$r.json" ack_p99_ms)")
     e50+=("$(jget "$tmp/$name.$r.json" e2e_p50_ms | sed 's/None/-/')")
     puts=$((puts + $("$PUT" count "$env_file" "$pfx/")))
     bytes=$((bytes + $(python3 -c "print(int(float('$(jget "$tmp/$name.$r.json" bytes)')))")))
-    "$PUT" delete "$env_file" "$pfx/" >/dev/null
+    local t0 t1 out
+    t0=$(date +%s.%N)
+    out=$("$WP" "${S3[@]}" -o "storage.s3.prefix=$pfx" -o "storage.root=$tmp/$name-$r" compact b)
+    t1=$(date +%s.%N)
+    csecs+=("$(python3 -c "print(round($t1 - $t0, 2))")")
+    cputs=$((cputs + $(printf '%s\n' "$out" | sed -n 's/^ok: [0-9]* segment(s) sealed, \([0-9]*\) PUT(s).*/\1/p')))
+    objs=$((objs + $("$PUT" count "$env_file" "$pfx/")))
+    s3_drop "$pfx"
   done
-  local m; m=$(median "${mibs[@]}")
-  rows+=("| wp $name | $m | $(median "${a50[@]}") | $(median "${a99[@]}") | $(median "${e50[@]}") | $(python3 -c "print(round($m / $raw, 2))") | $(python3 -c "print(round($puts / ($bytes / 2**30), 1))") |")
+  local m gib; m=$(median "${mibs[@]}"); gib=$(python3 -c "print($bytes / 2**30)")
+  rows+=("| wp $name | $m | $(median "${a50[@]}") | $(median "${a99[@]}") | $(median "${e50[@]}") | $(python3 -c "print(round($m / $raw, 2))") | $(python3 -c "print(round($puts / $gib, 1))") | $(python3 -c "print(round($cputs / $gib, 1))") ($(median "${csecs[@]}") s) | $(python3 -c "print(round($objs / $gib, 1))") |")
   echo "bench: wp $name: $m MiB/s (runs: ${mibs[*]})"
 }
 # Throughput cases without a reader (it would GET everything back from the
@@ -77,15 +95,19 @@ cat <<EOF
 
 ## Object storage: Woodpecker vs raw PUTs to the same S3 server (median of $REPS runs)
 
-| case | MiB/s | ack p50 ms | ack p99 ms | tail-read p50 ms (in process) | ratio to raw | PUTs per GiB |
-|---|---:|---:|---:|---:|---:|---:|
-| raw 2 MiB PUTs, $THREADS threads | $raw | $raw_p50 (one PUT) | - | - | 1.00 | 512 |
+| case | MiB/s | ack p50 ms | ack p99 ms | tail-read p50 ms (in process) | ratio to raw | PUTs per GiB appending | compaction PUTs per GiB (wp compact time) | objects per GiB after |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| raw 2 MiB PUTs, $THREADS threads | $raw | $raw_p50 (one PUT) | - | - | 1.00 | 512 | - | 512 |
 $(printf '%s\n' "${rows[@]}")
 
 Ack latency p50 is expected near flush.max_interval_ms (200 ms) + one PUT
-when the load does not fill 2 MiB blocks sooner. Commands:
+when the load does not fill 2 MiB blocks sooner. PUTs per GiB appending
+counts every object a case left (data, markers, footer objects); then
+\`wp compact\` merges each completed segment into objects of
+compaction.max_bytes (32 MiB) and PUTs its footer object. Commands:
     $PUT put ENV $((2 * 1024 * 1024)) $THREADS $SECONDS_RAW
     wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 512 --size 1MiB --window 64 --json
     wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 100000 --size 4096 --window 16384 --json
     wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 5000 --size 4096 --window 64 --reader --json
+    (each with -o compaction.enabled=false, then: wp ... compact b)
 EOF
