@@ -382,8 +382,8 @@ TEST(tail_across_rolls)
      * backend's copies: few of the objects were GET back. */
     s3_client_stats(storage_s3_client(c->st), &s1);
     uint64_t hits = storage_s3_recent_hits(c->st) - hits0, puts = s1.puts - s0.puts;
-    fprintf(stderr, "  %" PRIu64 " PUTs, %" PRIu64 " GETs, %" PRIu64 " objects from memory\n", puts,
-            s1.gets - s0.gets, hits);
+    fprintf(stderr, "  %" PRIu64 " PUTs, %" PRIu64 " GETs, %" PRIu64 " requests, %" PRIu64
+            " objects from memory\n", puts, s1.gets - s0.gets, s1.requests - s0.requests, hits);
     CHECK(hits > 0 && hits + 10 >= puts / 2);
     wp_log_close(log);
     wp_client_close(c);
