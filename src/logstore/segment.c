@@ -88,7 +88,6 @@ static int biter_records(biter *it, const storage *st)
 struct lseg_w {
     storage *st;
     st_writer *sw;
-    int64_t log_id, seg_id;
     uint64_t bytes;
     int64_t next_entry;
     uint64_t appends; /* storage appends so far (the header is append 0) */
@@ -97,16 +96,13 @@ struct lseg_w {
     int failed;
 };
 
-static int lseg_w_new(storage *st, st_writer *sw, int64_t log_id, int64_t seg_id, uint64_t bytes,
-                      lseg_w **out)
+static int lseg_w_new(storage *st, st_writer *sw, uint64_t bytes, lseg_w **out)
 {
     lseg_w *w = calloc(1, sizeof *w);
     if (!w)
         return wp__err(WP_ENOMEM, "segment writer");
     w->st = st;
     w->sw = sw;
-    w->log_id = log_id;
-    w->seg_id = seg_id;
     w->bytes = bytes;
     *out = w;
     return WP_OK;
@@ -125,7 +121,7 @@ int lseg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, lseg
     rc = st->ops->seg_append(sw, &iov, 1);
     if (rc)
         goto out_close;
-    rc = lseg_w_new(st, sw, log_id, seg_id, SEG_HEADER_SIZE, out);
+    rc = lseg_w_new(st, sw, SEG_HEADER_SIZE, out);
     if (rc)
         goto out_close;
     (*out)->appends = 1;
@@ -213,21 +209,6 @@ int lseg_write(lseg_w *w, lseg_block *const *blocks, int n)
     return lseg_put_done(w, &p, lseg_put_run(w, &p, false));
 }
 
-/* Records the completion in storage (object storage: the footer object).
- * Best effort: the stream already ends with the footer, and recovery or
- * the compactor finalize a completed segment that was not. */
-static void finalize(storage *st, int64_t log_id, int64_t seg_id, uint64_t bytes)
-{
-    if (!st->ops->seg_finalize)
-        return;
-    int rc = st->ops->seg_finalize(st, log_id, seg_id, bytes);
-    if (rc) {
-        wp__log(st->logger, WP_LOG_WARN, "segment %" PRId64 "/%" PRId64 ": finalize failed, "
-                "left to the compactor: %s (%s)", log_id, seg_id, wp_strerror(rc), wp_errmsg());
-        wp__err_clear();
-    }
-}
-
 int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
 {
     if (w->failed)
@@ -252,7 +233,6 @@ int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
     }
     w->bytes += ilen + FTR_SIZE;
     w->failed = WP_ECLOSED; /* nothing may follow the footer */
-    finalize(w->st, w->log_id, w->seg_id, w->bytes);
     if (last_entry_id)
         *last_entry_id = w->next_entry - 1;
     if (bytes)
@@ -395,7 +375,6 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
     if (size >= SEG_HEADER_SIZE + FTR_SIZE && footer_read(st, r, size, &f) == WP_OK) {
         *last_entry_id = f.last_entry_id; /* completed before the crash */
         *bytes = size;
-        finalize(st, log_id, seg_id, size);
         goto out_reader;
     }
     int64_t lac_hint = -1;
@@ -412,7 +391,7 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
     }
     if (rc)
         goto out_reader;
-    rc = lseg_w_new(st, NULL, log_id, seg_id, SEG_HEADER_SIZE, &w);
+    rc = lseg_w_new(st, NULL, SEG_HEADER_SIZE, &w);
     if (rc)
         goto out_reader;
     if (!rewrite_header) {
