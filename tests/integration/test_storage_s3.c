@@ -988,15 +988,29 @@ static int ra_read_all(storage *s, ra_hook_ctx *h, bool ahead, double *secs, uin
     return rc;
 }
 
+/* A backend holding segment 1/0 of RA_OBJS objects of RA_OBJ bytes. */
+static storage *ra_store(const char *tag)
+{
+    storage *s = store_open(tag);
+    st_writer *w = NULL;
+    if (!s)
+        return NULL;
+    int rc = s->ops->seg_create(s, 1, 0, 1, &w);
+    for (int i = 0; !rc && i < RA_OBJS; i++)
+        rc = sc_append(s, w, RA_OBJ, 9, (uint64_t)i * RA_OBJ, 1);
+    if (w)
+        s->ops->seg_writer_close(w);
+    if (rc) {
+        s->ops->close(s);
+        return NULL;
+    }
+    return s;
+}
+
 TEST(read_ahead)
 {
-    storage *s = store_open("ra");
+    storage *s = ra_store("ra");
     REQUIRE(s);
-    st_writer *w = NULL;
-    REQUIRE(s->ops->seg_create(s, 1, 0, 1, &w) == 0);
-    for (int i = 0; i < RA_OBJS; i++)
-        CHECK_OK(sc_append(s, w, RA_OBJ, 9, (uint64_t)i * RA_OBJ, 1));
-    s->ops->seg_writer_close(w);
     s3_client *c = storage_s3_client(s);
     ra_hook_ctx h = {.main_thread = pthread_self()};
     s3_client_set_fault(c, ra_hook, &h);
@@ -1046,7 +1060,6 @@ TEST(read_ahead)
 #define MANY_READERS 12
 typedef struct {
     storage *s;
-    ra_hook_ctx *h;
     int rc;
 } many_arg;
 
@@ -1076,13 +1089,8 @@ static int task_count(void)
 
 TEST(read_ahead_pool_shared)
 {
-    storage *s = store_open("rapool");
+    storage *s = ra_store("rapool");
     REQUIRE(s);
-    st_writer *w = NULL;
-    REQUIRE(s->ops->seg_create(s, 1, 0, 1, &w) == 0);
-    for (int i = 0; i < RA_OBJS; i++)
-        CHECK_OK(sc_append(s, w, RA_OBJ, 9, (uint64_t)i * RA_OBJ, 1));
-    s->ops->seg_writer_close(w);
     s3_client *c = storage_s3_client(s);
     ra_hook_ctx h = {.main_thread = pthread_self(), .delay_ms = 5};
     s3_client_set_fault(c, ra_hook, &h);
@@ -1090,7 +1098,7 @@ TEST(read_ahead_pool_shared)
     pthread_t t[MANY_READERS];
     many_arg m[MANY_READERS];
     for (int i = 0; i < MANY_READERS; i++) {
-        m[i] = (many_arg){s, &h, -1};
+        m[i] = (many_arg){s, -1};
         pthread_create(&t[i], NULL, many_main, &m[i]);
     }
     for (int k = 0; k < 400; k++) { /* while they read */
