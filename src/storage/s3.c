@@ -1883,22 +1883,22 @@ out_delete:;
     return rc;
 }
 
-/* Deletes the objects named by entries (batch DELETE; missing is fine). */
+/* Deletes the objects named by entries (batch DELETEs of at most
+ * S3_DELETE_KEYS_MAX keys; missing is fine). */
 static int delete_objs(const seg_ref *r, const s3_layout_obj *e, size_t n)
 {
-    if (n == 0)
-        return 0;
-    char (*keys)[BLOCK_KEY_MAX] = malloc(n * sizeof *keys);
-    const char **kp = malloc(n * sizeof *kp);
-    int rc = 0;
-    if (!keys || !kp)
-        rc = wp__err(WP_ENOMEM, "segment %s: %zu keys to delete", r->pfx, n);
-    for (size_t i = 0; !rc && i < n; i++) {
-        obj_key(r, e[i].first, e[i].last, keys[i]);
-        kp[i] = keys[i];
+    char (*keys)[BLOCK_KEY_MAX] = malloc(S3_DELETE_KEYS_MAX * sizeof *keys);
+    const char **kp = malloc(S3_DELETE_KEYS_MAX * sizeof *kp);
+    int rc = keys && kp ? 0 : wp__err(WP_ENOMEM, "segment %s: keys to delete", r->pfx);
+    for (size_t done = 0; !rc && done < n;) {
+        size_t k = n - done < S3_DELETE_KEYS_MAX ? n - done : S3_DELETE_KEYS_MAX;
+        for (size_t i = 0; i < k; i++) {
+            obj_key(r, e[done + i].first, e[done + i].last, keys[i]);
+            kp[i] = keys[i];
+        }
+        rc = s3_delete_many(r->s->c, kp, k);
+        done += k;
     }
-    if (!rc)
-        rc = s3_delete_many(r->s->c, kp, n);
     free(kp);
     free(keys);
     return rc;
@@ -1979,7 +1979,7 @@ static int compact_plan(const s3_layout *l, uint64_t max_bytes, compact_run **ou
         uint64_t bytes = 0;
         while (j < l->n_objs && (j == i || bytes + l->objs[j].size <= max_bytes))
             bytes += l->objs[j++].size;
-        if (j - i >= 2 && bytes <= max_bytes)
+        if (j - i >= 2) /* then bytes <= max_bytes */
             runs[k++] = (compact_run){i, j, bytes};
         i = j;
     }
