@@ -102,9 +102,9 @@ $(printf '%s\n' "${rows[@]}")
 
 Ack latency p50 is expected near flush.max_interval_ms (200 ms) + one PUT
 when the load does not fill 2 MiB blocks sooner. PUTs per GiB appending
-counts every object a case left (data, markers, footer objects); then
-\`wp compact\` merges each completed segment into objects of
-compaction.max_bytes (32 MiB) and PUTs its footer object. Commands:
+counts every object a case left (data and markers); then \`wp compact\`
+PUTs each completed segment's footer object and merges its objects into
+objects of compaction.max_bytes (32 MiB). Commands:
     $PUT put ENV $((2 * 1024 * 1024)) $THREADS $SECONDS_RAW
     wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 512 --size 1MiB --window 64 --json
     wp ${S3[*]} -o storage.s3.prefix=P -o storage.root=D bench --log b --entries 100000 --size 4096 --window 16384 --json
