@@ -28,6 +28,8 @@
 #define EPOCH_CAS_TRIES_MAX 64
 /* Free blocks an idle writer (nothing buffered) keeps for reuse. */
 #define FREE_BLOCKS_IDLE_MAX 8
+/* The flusher retries after this long when it could not allocate an upload. */
+#define ALLOC_RETRY_MS 10
 
 typedef struct {
     wp_append_cb cb;
@@ -91,6 +93,7 @@ struct wp_writer {
     pthread_t *workers; /* NULL: uploads run on the flusher thread */
     int n_workers;
     bool workers_stop;
+    bool alloc_retry; /* the flusher could not allocate an upload: retry soon */
 
     /* Flusher thread only. */
     lseg_w *seg;
@@ -155,6 +158,17 @@ static void blocks_trim(wp_writer *w)
         free(b->cbs);
         free(b);
     }
+}
+
+/* Detaches the head block of the queue. */
+static wblock *head_pop(wp_writer *w)
+{
+    wblock *b = w->head;
+    w->head = b->next;
+    if (w->tail == b)
+        w->tail = NULL;
+    b->next = NULL;
+    return b;
 }
 
 /* Makes room for a record of rec_len bytes and its callback. The buffer is
@@ -298,24 +312,33 @@ static size_t batch_bytes_max(const wp_writer *w)
     return max < FLUSH_BATCH_BYTES_MAX ? max : FLUSH_BATCH_BYTES_MAX;
 }
 
+/* Recycles empty blocks at the head of the queue. None should be there
+ * (append_reserve takes back a block it could not fill), but one left
+ * queued would stop the flusher for good, with every append behind it.
+ * An empty block has no record being encoded: nobody else refers to it. */
+static void drop_empty_head(wp_writer *w)
+{
+    while (w->head && w->head->b.n_entries == 0) {
+        assert(w->head->writers == 0);
+        block_put(w, head_pop(w));
+    }
+}
+
 /* Detaches ready blocks of one segment from the head of the queue, up to
  * bytes_max of them (but at least one block). */
 static int take_batch(wp_writer *w, wblock **batch, int64_t now, size_t bytes_max)
 {
     int n = 0;
     size_t bytes = 0;
+    drop_empty_head(w);
     while (w->head && n < FLUSH_BATCH_BLOCKS_MAX && block_ready(w, w->head, now) &&
            (n == 0 || (batch[0]->seg_id == w->head->seg_id &&
                        bytes + w->head->b.len <= bytes_max))) {
-        wblock *b = w->head;
-        if (b->b.n_entries == 0)
-            break; /* only the tail can be empty; nothing to do */
-        w->head = b->next;
-        if (w->tail == b)
-            w->tail = NULL;
+        wblock *b = head_pop(w);
         b->sealed = true;
         batch[n++] = b;
         bytes += b->b.len;
+        drop_empty_head(w);
     }
     return n;
 }
@@ -325,6 +348,13 @@ static int take_batch(wp_writer *w, wblock **batch, int64_t now, size_t bytes_ma
  * upload can unblock the flusher, so it waits for that signal. */
 static void wait_for_work(wp_writer *w)
 {
+    if (w->alloc_retry) {
+        w->alloc_retry = false;
+        int64_t due = wp__now_ns() + ALLOC_RETRY_MS * 1000000LL;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_cond_timedwait(&w->cond_work, &w->mu, &ts);
+        return;
+    }
     if (w->head && w->head->b.n_entries && w->cfg->flush_max_interval_ms > 0) {
         int64_t due = w->head->t0_ns + w->cfg->flush_max_interval_ms * 1000000LL;
         if (due > wp__now_ns()) {
@@ -429,15 +459,17 @@ static bool deliver_one(wp_writer *w)
  * Called with w->mu held; returns with it held; false if nothing to do. */
 static bool dispatch_one(wp_writer *w)
 {
-    if (w->n_running >= w->max_running || w->n_inflight >= w->max_inflight || !w->head ||
-        !w->head->b.n_entries)
+    drop_empty_head(w);
+    if (w->n_running >= w->max_running || w->n_inflight >= w->max_inflight || !w->head)
         return false;
     bool roll = !w->seg || w->mseg.seg_id != w->head->seg_id;
     if (roll && w->n_inflight > 0)
         return false; /* a segment completes only after all its uploads */
     upload *u = calloc(1, sizeof *u);
-    if (!u)
-        return false; /* retried when woken; memory is bounded by pending bytes */
+    if (!u) { /* nothing taken yet: retried in ALLOC_RETRY_MS, even if nothing wakes us */
+        w->alloc_retry = true;
+        return false;
+    }
     u->n = take_batch(w, u->batch, wp__now_ns(), batch_bytes_max(w));
     if (u->n == 0) {
         free(u);
@@ -505,7 +537,7 @@ static void *flusher_main(void *arg)
     for (;;) {
         if (deliver_one(w) || dispatch_one(w))
             continue;
-        if (w->closing && !w->in_head && (!w->head || w->head->b.n_entries == 0))
+        if (w->closing && !w->in_head && !w->head)
             break;
         wait_for_work(w);
     }
@@ -625,9 +657,11 @@ static void stop_workers(wp_writer *w)
 
 static void writer_free(wp_writer *w)
 {
-    while (w->head) { /* only empty blocks can remain */
-        wblock *b = w->head;
-        w->head = b->next;
+    /* The flusher delivers every block before it exits; should one remain,
+     * its appends still get their one callback. */
+    while (w->head) {
+        wblock *b = head_pop(w);
+        run_callbacks(&b, 1, WP_ECLOSED);
         free(b->b.buf);
         free(b->cbs);
         free(b);
@@ -730,6 +764,23 @@ static wblock *tail_block(wp_writer *w, size_t rec_len)
     return b;
 }
 
+/* Takes back b, the block tail_block just queued after prev, which stayed
+ * empty (its reservation failed): the queue and the segment's counts are
+ * as before, and b goes back to the free list. An empty block left queued
+ * would be sealed by the next roll and stop the flusher at it. */
+static void tail_unqueue(wp_writer *w, wblock *b, wblock *prev)
+{
+    assert(w->tail == b && b->b.n_entries == 0 && b->writers == 0);
+    if (prev)
+        prev->next = NULL;
+    else
+        w->head = NULL;
+    w->tail = prev;
+    w->seg_blocks--;
+    w->seg_bytes -= BLK_HEADER_SIZE;
+    block_put(w, b);
+}
+
 /* Waits for room under writer.max_pending_bytes; called with w->mu held. */
 static int wait_space(wp_writer *w, size_t rec_len, int flags)
 {
@@ -766,11 +817,15 @@ static int append_reserve(wp_writer *w, size_t rec_len, int flags, wp_append_cb 
         w->seg_blocks = 0;
         w->seg_t0_ns = wp__now_ns();
     }
+    wblock *prev = w->tail;
     wblock *b = tail_block(w, rec_len);
     if (!b)
         return wp__err(WP_ENOMEM, "block");
-    if ((rc = block_reserve(b, rec_len, (size_t)w->cfg->flush_max_bytes)))
+    if ((rc = block_reserve(b, rec_len, (size_t)w->cfg->flush_max_bytes))) {
+        if (b != prev) /* new and still empty: the queue must not keep it */
+            tail_unqueue(w, b, prev);
         return rc;
+    }
     *off = b->b.len;
     b->b.len += rec_len;
     b->cbs[b->b.n_entries] = (ackcb){cb, arg};
