@@ -27,7 +27,14 @@
 
 /* Segments. */
 #define WP_SEGMENT_BLOCKS_MAX (1 << 22)           /* index entries per footer */
-#define WP_SEGMENT_BYTES_MAX (64 * WP_GiB)
+#define WP_SEGMENT_BYTES_MAX (64 * WP_GiB)        /* a whole segment, index and footer included */
+/* The largest index (16 bytes per block) and footer (64 bytes) that
+ * completing a segment appends (docs/format.md §6, §7). */
+#define WP_SEGMENT_TAIL_BYTES_MAX (WP_SEGMENT_BLOCKS_MAX * 16LL + 64)
+/* Upper bound of segment.max_bytes. The writer rolls before a segment's
+ * data (header, blocks) would pass segment.max_bytes, so a full segment
+ * still has room for its index and footer, whatever segment.max_blocks. */
+#define WP_SEGMENT_MAX_BYTES_MAX (63 * WP_GiB)
 
 /* Flush policy bounds (configurable values are checked against these). */
 #define WP_FLUSH_BYTES_MIN 512
@@ -50,6 +57,8 @@ _Static_assert(WP_BLOCK_BYTES_MAX < (1LL << 32), "block length fits the u32 head
 _Static_assert(WP_PROPS_MAX <= 65535, "property count fits u16");
 _Static_assert(WP_PROP_KEY_MAX <= 65535, "key length fits u16");
 _Static_assert(WP_FLUSH_BYTES_MAX <= WP_BLOCK_BYTES_MAX, "flush fits a block");
+_Static_assert(WP_SEGMENT_MAX_BYTES_MAX + WP_SEGMENT_TAIL_BYTES_MAX <= WP_SEGMENT_BYTES_MAX,
+               "a segment filled to segment.max_bytes can complete (see also writer.c)");
 _Static_assert(WP_LOG_NAME_MAX < 256, "name fits wp_log_info.name");
 
 #endif

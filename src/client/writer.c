@@ -729,6 +729,17 @@ out_free:
 
 /* ---- append ------------------------------------------------------------ */
 
+/* A segment's size: seg_bytes (its header and blocks, exactly what lseg
+ * writes) + its index and footer. need_roll keeps seg_bytes at most
+ * segment.max_bytes, except for a segment's first entry, which is always
+ * accepted. It does not count the index and footer: the bound of
+ * segment.max_bytes leaves room for them (WP_SEGMENT_MAX_BYTES_MAX, and
+ * its _Static_assert in limits.h); a segment of one entry fits too: */
+_Static_assert(WP_SEGMENT_TAIL_BYTES_MAX == WP_SEGMENT_BLOCKS_MAX * (long long)IDX_ENTRY_SIZE + FTR_SIZE,
+               "index and footer of a full segment");
+_Static_assert(SEG_HEADER_SIZE + WP_BLOCK_BYTES_MAX + IDX_ENTRY_SIZE + FTR_SIZE <= WP_SEGMENT_BYTES_MAX,
+               "a segment holding one entry of any size completes");
+
 static bool need_roll(const wp_writer *w, size_t rec_len)
 {
     if (w->next_entry == 0)

@@ -47,6 +47,7 @@ typedef struct {
     int flags;                  /* F_* */
     const char *const *choices; /* enums: accepted values (NULL-terminated) */
     const char *const *later;   /* enums: known but not supported yet */
+    const char *why;            /* numbers: why the upper bound, added to its error */
 } key_def;
 
 static const char *const STORAGE_TYPES[] = {"local", "s3", NULL};
@@ -58,10 +59,11 @@ static const char *const BOOLS[] = {"false", "true", NULL};
 static const char *const LOG_LEVELS[] = {"debug", "info", "warn", "error", NULL};
 
 #define FIELD(f) offsetof(struct wp_config, f), sizeof(((struct wp_config *)0)->f)
-#define STR(n, f, def, lo, hi, fl) {n, K_STR, FIELD(f), def, lo, hi, fl, NULL, NULL}
-#define ENUM_S(n, f, def, ch, la) {n, K_ENUM_STR, FIELD(f), def, 0, 0, 0, ch, la}
-#define ENUM_I(n, f, def, ch) {n, K_ENUM_INT, FIELD(f), def, 0, 0, 0, ch, NULL}
-#define NUM(n, k, f, def, lo, hi) {n, k, FIELD(f), def, lo, hi, 0, NULL, NULL}
+#define STR(n, f, def, lo, hi, fl) {n, K_STR, FIELD(f), def, lo, hi, fl, NULL, NULL, NULL}
+#define ENUM_S(n, f, def, ch, la) {n, K_ENUM_STR, FIELD(f), def, 0, 0, 0, ch, la, NULL}
+#define ENUM_I(n, f, def, ch) {n, K_ENUM_INT, FIELD(f), def, 0, 0, 0, ch, NULL, NULL}
+#define NUM(n, k, f, def, lo, hi) {n, k, FIELD(f), def, lo, hi, 0, NULL, NULL, NULL}
+#define NUM_WHY(n, k, f, def, lo, hi, why) {n, k, FIELD(f), def, lo, hi, 0, NULL, NULL, why}
 
 static const key_def KEYS[] = {
     ENUM_S("storage.type", storage_type, "local", STORAGE_TYPES, STORAGE_LATER),
@@ -89,7 +91,10 @@ static const key_def KEYS[] = {
     NUM("flush.max_threads", K_INT, flush_max_threads, "16", 1, 64),
     NUM("compaction.max_bytes", K_SIZE, compaction_max_bytes, "32MiB", WP_MiB, 4 * WP_GiB),
     ENUM_I("compaction.enabled", compaction_enabled, "true", BOOLS),
-    NUM("segment.max_bytes", K_SIZE, segment_max_bytes, "256MiB", 4 * WP_KiB, WP_SEGMENT_BYTES_MAX),
+    NUM_WHY("segment.max_bytes", K_SIZE, segment_max_bytes, "256MiB", 4 * WP_KiB,
+            WP_SEGMENT_MAX_BYTES_MAX,
+            "a full segment must keep room for its index (16 bytes per block, up to 4194304 "
+            "blocks) and 64-byte footer within the format's 64GiB"),
     NUM("segment.max_age_ms", K_DUR, segment_max_age_ms, "600000", 0, 7 * DAY_MS),
     NUM("segment.max_blocks", K_INT, segment_max_blocks, "100000", 1, WP_SEGMENT_BLOCKS_MAX),
     NUM("flush.max_bytes", K_SIZE, flush_max_bytes, "256KiB", WP_FLUSH_BYTES_MIN, WP_FLUSH_BYTES_MAX),
@@ -107,6 +112,8 @@ static const key_def KEYS[] = {
 _Static_assert(N_KEYS <= sizeof(((struct wp_config *)0)->set_by_user), "set_by_user has a slot per key");
 
 _Static_assert(WP_ENTRY_BYTES_DEFAULT == 64 * WP_MiB, "writer.max_entry_bytes default text");
+_Static_assert(WP_SEGMENT_BLOCKS_MAX == 4194304 && WP_SEGMENT_BYTES_MAX == 64 * WP_GiB,
+               "segment.max_bytes 'why' text");
 _Static_assert(WP_LOG_DEBUG == 0 && WP_LOG_ERROR == 3, "log.level indexes");
 
 static const key_def *key_find(const char *name)
@@ -212,9 +219,11 @@ static int set_number(const key_def *k, const char *value, int64_t *out)
     format_num(k->kind, k->max, hi, sizeof hi);
     if (r == NUM_SYNTAX)
         return wp__err(WP_EINVAL, "%s: '%s' is not %s", k->name, quote(value, q), what[k->kind]);
-    if (r == NUM_OVERFLOW || v < k->min || v > k->max)
-        return wp__err(WP_EINVAL, "%s: %s is out of range [%s, %s]", k->name, quote(value, q), lo,
-                       hi);
+    if (r == NUM_OVERFLOW || v < k->min || v > k->max) {
+        bool why = k->why && (r == NUM_OVERFLOW || v > k->max);
+        return wp__err(WP_EINVAL, "%s: %s is out of range [%s, %s]%s%s", k->name, quote(value, q),
+                       lo, hi, why ? ": " : "", why ? k->why : "");
+    }
     *out = v;
     return 0;
 }

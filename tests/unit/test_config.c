@@ -228,8 +228,8 @@ TEST(test_size_suffixes)
     }
     CHECK_OK(wp_config_set(c, "segment.max_bytes", "2G"));
     CHECK(c->segment_max_bytes == 2 * WP_GiB);
-    CHECK_OK(wp_config_set(c, "segment.max_bytes", "64GiB"));
-    CHECK(c->segment_max_bytes == 64 * WP_GiB);
+    CHECK_OK(wp_config_set(c, "segment.max_bytes", "63GiB"));
+    CHECK(c->segment_max_bytes == 63 * WP_GiB);
     CHECK_OK(wp_config_set(c, "flush.max_bytes", "1MiB"));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_RC(WP_EINVAL, wp_config_set(c, "flush.max_bytes", bad[i]));
@@ -278,7 +278,7 @@ TEST(test_bounds)
     static const struct {
         const char *key, *low, *lowest_ok, *highest_ok, *high;
     } b[] = {
-        {"segment.max_bytes", "4095", "4KiB", "64GiB", "68719476737"},
+        {"segment.max_bytes", "4095", "4KiB", "63GiB", "67645734913"},
         {"segment.max_age_ms", NULL, "0", "604800000", "604800001"},
         {"segment.max_blocks", "0", "1", "4194304", "4194305"},
         {"flush.max_bytes", "511", "512", "256MiB", "268435457"},
@@ -568,6 +568,51 @@ TEST(test_every_key_round_trips)
     wp_config_free(d);
 }
 
+/* Largest value of a numeric key that wp_config_set accepts in [lo, hi]
+ * (binary search; lo must be accepted): what the table really allows. */
+static int64_t highest_accepted(wp_config *c, const char *key, int64_t lo, int64_t hi)
+{
+    char v[32];
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        snprintf(v, sizeof v, "%lld", (long long)mid);
+        if (wp_config_set(c, key, v) == 0)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Issue 9, item 10: segment.max_bytes = 64GiB was accepted, but the writer
+ * fills a segment up to segment.max_bytes of data (header, blocks) and
+ * completing it appends the index (16 bytes per block) and the 64-byte
+ * footer, which the storage refuses past WP_SEGMENT_BYTES_MAX (64 GiB):
+ * WP_ETOOBIG at every completion and every recovery. At the highest
+ * values the config accepts, a full segment must still complete. */
+TEST(test_segment_max_bytes_leaves_room_to_complete)
+{
+    wp_config *c = NULL;
+    REQUIRE(wp_config_default(&c) == 0);
+    CHECK_RC(WP_EINVAL, wp_config_set(c, "segment.max_bytes", "64GiB"));
+    CHECK(has("segment.max_bytes") && has("out of range") && has("63GiB"));
+    CHECK(has("index") && has("footer"));
+    CHECK(c->segment_max_bytes == 256 * WP_MiB); /* unchanged */
+    CHECK_RC(WP_EINVAL, wp_config_set(c, "segment.max_bytes", "4095"));
+    CHECK(strcmp(wp_errmsg(), "segment.max_bytes: 4095 is out of range [4KiB, 63GiB]") == 0);
+    CHECK_RC(WP_EINVAL, load_text("segment:\n  max_bytes: 64GiB\n"));
+    CHECK(has("t.yaml:2: segment.max_bytes"));
+    int64_t max_bytes = highest_accepted(c, "segment.max_bytes", 4 * WP_KiB, 64 * WP_GiB);
+    int64_t max_blocks = highest_accepted(c, "segment.max_blocks", 1, 1LL << 40);
+    /* data up to segment.max_bytes, then 16 bytes of index per block and
+     * the footer (docs/format.md §6, §7) */
+    CHECK(max_bytes + 16 * max_blocks + 64 <= WP_SEGMENT_BYTES_MAX);
+    /* a segment's first entry is always accepted, even above max_bytes:
+     * header, one block holding the largest entry, index, footer */
+    CHECK(48 + WP_BLOCK_BYTES_MAX + 16 + 64 <= WP_SEGMENT_BYTES_MAX);
+    wp_config_free(c);
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -588,5 +633,6 @@ int main(void)
     RUN(test_dup_independent);
     RUN(test_example_file);
     RUN(test_every_key_round_trips);
+    RUN(test_segment_max_bytes_leaves_room_to_complete);
     return test_done();
 }
