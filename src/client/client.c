@@ -162,6 +162,26 @@ static bool seg_wholly_truncated(const meta_log *ml, const meta_seg *s)
            (s->seg_id == ml->trunc_seg && s->last_entry_id <= ml->trunc_entry);
 }
 
+void wp__gc_test_delay(wp_client *c, int64_t ms)
+{
+    pthread_mutex_lock(&c->mu);
+    c->test_gc_delay_ms = ms;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The test hook's sleep (wp__gc_test_delay); ends early at close. */
+static void gc_test_sleep(wp_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->test_gc_delay_ms > 0) {
+        int64_t due = wp__now_ns() + c->test_gc_delay_ms * 1000000LL;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        while (!c->bg_stop && pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 static int gc_log(wp_client *c, const char *name, int64_t now_ms)
 {
     meta *m = c->meta;
@@ -190,6 +210,7 @@ static int gc_log(wp_client *c, const char *name, int64_t now_ms)
         if (s->state != WP_SEG_TRUNCATED || now_ms - s->truncated_ms < c->cfg.retention_ttl_ms ||
             s->seg_id >= hold)
             continue;
+        gc_test_sleep(c);
         /* data first, then metadata: a crash in between is resumed next pass */
         if ((rc = c->st->ops->seg_delete(c->st, ml.log_id, s->seg_id)))
             break;

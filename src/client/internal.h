@@ -59,6 +59,11 @@ struct wp_client {
      * writers check the log's epoch in metadata before every ack. */
     bool cond_writes;
     int n_readers;
+    /* Test hooks (wp__gc_test_delay, wp__reader_test_on_resolved); zero in
+     * normal use. test_gc_delay_ms is read under mu. */
+    int64_t test_gc_delay_ms;
+    void (*test_resolved_fn)(void *arg);
+    void *test_resolved_arg;
 };
 
 struct wp_log {
@@ -88,6 +93,14 @@ int client_reader_lease(wp_client *c, int64_t *lease_id);
 
 /* Runs one GC pass over every log (exposed for tests and `wp`). */
 int wp__gc_run(wp_client *c, int64_t now_ms);
+/* Test hook: GC sleeps ms before deleting each segment's data, like a slow
+ * object store (a background pass then lasts longer than a reader lease).
+ * The sleep ends early when the client closes. 0 turns it off. */
+void wp__gc_test_delay(wp_client *c, int64_t ms);
+/* Test hook: wp_reader_open calls fn(arg) once it has resolved the start
+ * position, before it returns (NULL turns it off). Set it before opening
+ * readers; it is not synchronized with readers being opened. */
+void wp__reader_test_on_resolved(wp_client *c, void (*fn)(void *arg), void *arg);
 /* One compaction pass over every log (format.md section 11.3): finalizes
  * and compacts up to COMPACT_SEGS_PER_PASS completed segments and marks
  * them SEALED. *done (may be NULL) counts segments sealed. WP_ENOTSUP if

@@ -116,6 +116,40 @@ int wp__log_last_id(wp_log *log, wp_msg_id *out)
     return WP_OK;
 }
 
+/* ---- missing segments -------------------------------------------------- */
+
+/* Whether (seg, entry) is at or below the log's truncation point. */
+static bool pos_truncated(const meta_log *ml, int64_t seg, int64_t entry)
+{
+    return ml->trunc_seg >= 0 &&
+           wp_msg_id_cmp((wp_msg_id){seg, entry}, (wp_msg_id){ml->trunc_seg, ml->trunc_entry}) <= 0;
+}
+
+/* Segment `seg` is not among `segs` (the log's segments, in id order).
+ * Segment ids are dense, and GC deletes only completed segments wholly at
+ * or below the truncation point, never the last one. So:
+ * - no later segment: `seg` is not created yet (WP_EAGAIN);
+ * - a later one, and (seg, entry) at or below the truncation point: `seg`
+ *   was deleted with entries at or after (seg, entry) (WP_ETRUNCATED);
+ * - a later one, and (seg, entry) above the truncation point: `seg` held
+ *   nothing at or after (seg, entry) (deleted once wholly truncated, so
+ *   entry is past its end; or never created), and reading goes on with the
+ *   next segment that exists, *next (WP_OK). */
+static int seg_missing(const wp_reader *r, const meta_log *ml, const meta_seg *segs, size_t n,
+                       int64_t seg, int64_t entry, const meta_seg **next)
+{
+    size_t i = 0;
+    while (i < n && segs[i].seg_id <= seg)
+        i++;
+    if (i == n)
+        return WP_EAGAIN;
+    if (pos_truncated(ml, seg, entry))
+        return wp__err(WP_ETRUNCATED, "log '%s': position %" PRId64 ":%" PRId64 " was truncated "
+                       "and segment %" PRId64 " deleted", r->log->name, seg, entry, seg);
+    *next = &segs[i];
+    return WP_OK;
+}
+
 /* Resolves WP_EARLIEST / WP_LATEST / an id to a concrete position and
  * checks it is still retained. */
 static int resolve_start(wp_reader *r, wp_msg_id from)
@@ -151,11 +185,12 @@ static int resolve_start(wp_reader *r, wp_msg_id from)
     } else {
         r->seg = from.segment_id;
         r->entry = from.entry_id;
-        /* segments are deleted lowest first and the last one is kept */
-        if (from.segment_id < first_seg && n > 0)
-            rc = wp__err(WP_ETRUNCATED, "log '%s': position %" PRId64 ":%" PRId64
-                         " was truncated and its data deleted", r->log->name,
-                         from.segment_id, from.entry_id);
+        bool exists = false;
+        for (size_t i = 0; i < n && !exists; i++)
+            exists = segs[i].seg_id == r->seg;
+        const meta_seg *next;
+        if (!exists && (rc = seg_missing(r, &ml, segs, n, r->seg, r->entry, &next)) == WP_EAGAIN)
+            rc = WP_OK; /* not created yet: waits for it */
     }
     free(segs);
     return rc;
@@ -214,6 +249,12 @@ static void on_watch_err(void *arg, int rc, const char *msg)
 
 /* ---- open/close -------------------------------------------------------- */
 
+void wp__reader_test_on_resolved(wp_client *c, void (*fn)(void *arg), void *arg)
+{
+    c->test_resolved_fn = fn;
+    c->test_resolved_arg = arg;
+}
+
 int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
 {
     if (!log || !out)
@@ -234,6 +275,8 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
                                       &r->watch);
     if (rc == WP_OK)
         rc = resolve_start(r, from);
+    if (rc == WP_OK && r->c->test_resolved_fn)
+        r->c->test_resolved_fn(r->c->test_resolved_arg);
     if (rc == WP_OK)
         rc = register_position(r);
     if (rc) {
@@ -263,8 +306,46 @@ void wp_reader_close(wp_reader *r)
 
 /* ---- next -------------------------------------------------------------- */
 
-/* Opens the segment at r->seg (or the next existing one). WP_EAGAIN if it
- * does not exist yet. */
+/* Segment r->seg is not in metadata: the log's segments and truncation
+ * point decide (seg_missing). WP_OK with *s the segment to read (r->seg,
+ * or the next one that exists, then at entry 0). */
+static int find_segment(wp_reader *r, meta_seg *s)
+{
+    meta *m = r->c->meta;
+    meta_log ml;
+    int rc = m->ops->log_get(m, r->log->name, &ml);
+    if (rc == WP_ENOENT || (rc == WP_OK && ml.log_id != r->log->log_id))
+        return wp__err(WP_ECLOSED, "log '%s' was deleted", r->log->name);
+    if (rc)
+        return rc;
+    meta_seg *segs;
+    size_t n;
+    if ((rc = m->ops->seg_list(m, r->log->log_id, &segs, &n)))
+        return rc;
+    const meta_seg *next = NULL;
+    for (size_t i = 0; i < n && !next; i++)
+        if (segs[i].seg_id == r->seg) /* created meanwhile */
+            next = &segs[i];
+    if (!next)
+        rc = seg_missing(r, &ml, segs, n, r->seg, r->entry, &next);
+    if (rc == WP_OK) {
+        if (next->seg_id != r->seg) {
+            r->seg = next->seg_id;
+            r->entry = 0;
+        }
+        *s = *next;
+    } else if (rc == WP_EAGAIN) {
+        r->wait_seg = r->seg; /* not created yet */
+        r->wait_meta_valid = false;
+    }
+    free(segs);
+    return rc;
+}
+
+/* Opens the segment at r->seg, or the first one after it that holds
+ * entries at or after the position (a completed segment that ends before
+ * r->entry has nothing for us). WP_EAGAIN if it does not exist yet;
+ * WP_ETRUNCATED if entries we need were deleted. */
 static int open_segment(wp_reader *r)
 {
     meta *m = r->c->meta;
@@ -276,38 +357,16 @@ static int open_segment(wp_reader *r)
         s = r->wait_meta;
         goto open_data;
     }
-    rc = m->ops->seg_get(m, r->log->log_id, r->seg, &s);
-    if (rc == WP_ENOENT) {
-        meta_log ml;
-        if (m->ops->log_get(m, r->log->name, &ml) == WP_ENOENT || ml.log_id != r->log->log_id)
-            return wp__err(WP_ECLOSED, "log '%s' was deleted", r->log->name);
-        meta_seg *segs;
-        size_t n;
-        if ((rc = m->ops->seg_list(m, r->log->log_id, &segs, &n)))
-            return rc;
-        rc = WP_EAGAIN;
-        for (size_t i = 0; i < n; i++) {
-            if (segs[i].seg_id > r->seg) { /* skip a gap (never expected) */
-                r->seg = segs[i].seg_id;
-                r->entry = 0;
-                s = segs[i];
-                rc = WP_OK;
-                break;
-            }
-        }
-        if (n && r->seg < segs[0].seg_id && rc == WP_EAGAIN)
-            rc = WP_ETRUNCATED;
-        free(segs);
-        if (rc == WP_EAGAIN) {
-            r->wait_seg = r->seg; /* not created yet */
-            r->wait_meta_valid = false;
-        }
+    for (;;) {
+        rc = m->ops->seg_get(m, r->log->log_id, r->seg, &s);
+        if (rc == WP_ENOENT)
+            rc = find_segment(r, &s);
         if (rc)
-            return rc == WP_ETRUNCATED
-                       ? wp__err(rc, "log '%s': segment %" PRId64 " was deleted", r->log->name, r->seg)
-                       : rc;
-    } else if (rc) {
-        return rc;
+            return rc;
+        if (s.state == WP_SEG_ACTIVE || r->entry <= s.last_entry_id)
+            break;
+        r->seg++; /* completed before r->entry (or empty): nothing to read in it */
+        r->entry = 0;
     }
 open_data:
     r->sr_completed = s.state != WP_SEG_ACTIVE;
@@ -331,13 +390,19 @@ open_data:
     return WP_OK;
 }
 
-/* The active segment ran dry: has it been completed meanwhile? */
+/* The active segment ran dry: has it been completed meanwhile? Closes
+ * r->sr if the segment is gone from metadata. */
 static int refresh_state(wp_reader *r)
 {
     meta_seg s;
     if (!meta_stale(r))
         return WP_OK;
     int rc = r->c->meta->ops->seg_get(r->c->meta, r->log->log_id, r->seg, &s);
+    if (rc == WP_ENOENT) { /* completed, truncated and deleted since */
+        lseg_close_read(r->sr);
+        r->sr = NULL; /* open_segment decides: deleted what we need, or go on */
+        return WP_OK;
+    }
     if (rc)
         return rc;
     if (s.state != WP_SEG_ACTIVE) {
@@ -432,6 +497,8 @@ static int try_next(wp_reader *r, wp_entry *out)
         if (!r->sr_completed) {
             if ((rc = refresh_state(r)))
                 return rc;
+            if (!r->sr)
+                continue;
             if (!r->sr_completed)
                 return WP_EAGAIN;
             continue; /* completed meanwhile: read up to its last entry */
