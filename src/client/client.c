@@ -1,6 +1,6 @@
 /* client.c — the client: backends, log handles, tail notification state,
- * truncation, and the background thread (GC of truncated segments and the
- * reader lease keepalive). */
+ * truncation, reader registrations, and the background threads (GC of
+ * truncated segments; the reader lease keepalive on its own). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -152,7 +152,7 @@ static int check_name(const char *name)
     return WP_OK;
 }
 
-/* ---- background: GC and lease keepalive -------------------------------- */
+/* ---- background: GC ----------------------------------------------------- */
 
 static bool seg_wholly_truncated(const meta_log *ml, const meta_seg *s)
 {
@@ -169,16 +169,14 @@ void wp__gc_test_delay(wp_client *c, int64_t ms)
     pthread_mutex_unlock(&c->mu);
 }
 
+static bool bg_sleep(wp_client *c, int64_t ms);
+
 /* The test hook's sleep (wp__gc_test_delay); ends early at close. */
 static void gc_test_sleep(wp_client *c)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->test_gc_delay_ms > 0) {
-        int64_t due = wp__now_ns() + c->test_gc_delay_ms * 1000000LL;
-        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
-        while (!c->bg_stop && pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts) == 0)
-            ;
-    }
+    if (c->test_gc_delay_ms > 0)
+        bg_sleep(c, c->test_gc_delay_ms);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -246,54 +244,138 @@ int wp__gc_run(wp_client *c, int64_t now_ms)
     return rc;
 }
 
-int client_reader_lease(wp_client *c, int64_t *lease_id)
+/* ---- reader registrations and their lease ------------------------------ */
+
+/* Puts rg's registration under the current lease. reg_mu held. */
+static int reg_put(wp_client *c, const reader_reg *rg)
 {
-    int rc = WP_OK;
-    pthread_mutex_lock(&c->mu);
-    if (c->lease_id == 0)
-        rc = c->meta->ops->lease_grant(c->meta, c->cfg.reader_lease_ttl_ms, &c->lease_id);
-    *lease_id = c->lease_id;
-    pthread_mutex_unlock(&c->mu);
+    meta_reader mr = {.log_id = rg->log_id, .seg_id = rg->seg_id, .entry_id = rg->entry_id,
+                      .lease_id = c->lease_id};
+    memcpy(mr.name, rg->name, sizeof mr.name);
+    return c->meta->ops->reader_put(c->meta, &mr);
+}
+
+/* Grants a new lease and registers every listed reader under it: the old
+ * lease (if any) is gone, and its registrations with it. A reader whose
+ * data GC deleted meanwhile finds out when it reads (WP_ETRUNCATED).
+ * reg_mu held. */
+static int lease_renew(wp_client *c)
+{
+    int64_t lease;
+    int rc = c->meta->ops->lease_grant(c->meta, c->cfg.reader_lease_ttl_ms, &lease);
+    if (rc) {
+        c->lease_id = 0; /* tried again at the next registration or keepalive tick */
+        return rc;
+    }
+    c->lease_id = lease;
+    for (reader_reg *rg = c->regs; rg; rg = rg->next) {
+        int r = reg_put(c, rg);
+        if (r && r != WP_ENOENT) /* ENOENT: its log was deleted */
+            wp__log(&c->logger, WP_LOG_WARN, "reader %s: cannot register again: %s (%s)",
+                    rg->name, wp_strerror(r), wp_errmsg());
+    }
+    return WP_OK;
+}
+
+int client_reader_register(wp_client *c, reader_reg *rg, int64_t seg, int64_t entry)
+{
+    pthread_mutex_lock(&c->reg_mu);
+    rg->seg_id = seg;
+    rg->entry_id = entry;
+    int rc = c->lease_id ? WP_OK : lease_renew(c);
+    if (rc == WP_OK)
+        rc = reg_put(c, rg);
+    /* ENOENT: the lease expired (and the keepalive has not noticed yet), or
+     * the log is gone */
+    if (rc == WP_ENOENT && c->meta->ops->lease_keepalive(c->meta, c->lease_id) == WP_ENOENT) {
+        wp__log(&c->logger, WP_LOG_WARN, "reader lease %" PRId64 " expired; registering every "
+                "reader again under a new one", c->lease_id);
+        rc = lease_renew(c);
+        if (rc == WP_OK)
+            rc = reg_put(c, rg);
+    }
+    if (!rg->listed) {
+        rg->next = c->regs;
+        c->regs = rg;
+        rg->listed = true;
+    }
+    pthread_mutex_unlock(&c->reg_mu);
     return rc;
 }
 
-static void keepalive(wp_client *c)
+void client_reader_unregister(wp_client *c, reader_reg *rg)
 {
-    pthread_mutex_lock(&c->mu);
-    int64_t lease = c->lease_id;
-    pthread_mutex_unlock(&c->mu);
-    if (!lease)
-        return;
-    int rc = c->meta->ops->lease_keepalive(c->meta, lease);
-    if (rc == WP_ENOENT) {
-        wp__log(&c->logger, WP_LOG_WARN, "reader lease %" PRId64 " expired; taking a new one", lease);
-        pthread_mutex_lock(&c->mu);
-        if (c->lease_id == lease)
-            c->lease_id = 0;
-        pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&c->reg_mu);
+    if (rg->listed) {
+        reader_reg **pp = &c->regs;
+        while (*pp != rg)
+            pp = &(*pp)->next;
+        *pp = rg->next;
+        rg->listed = false;
+        c->meta->ops->reader_delete(c->meta, rg->log_id, rg->name);
     }
+    pthread_mutex_unlock(&c->reg_mu);
 }
 
+/* Renews the lease; if it expired anyway (a stalled process, metadata
+ * unreachable for longer than the TTL), takes a new one and registers
+ * every open reader again at once. */
+static void keepalive(wp_client *c)
+{
+    pthread_mutex_lock(&c->reg_mu);
+    int64_t lease = c->lease_id;
+    bool readers = c->regs != NULL;
+    pthread_mutex_unlock(&c->reg_mu);
+    if (!lease && !readers)
+        return;
+    int rc = lease ? c->meta->ops->lease_keepalive(c->meta, lease) : WP_ENOENT;
+    if (rc != WP_ENOENT)
+        return; /* done, or failed: tried again next tick, well within the TTL */
+    pthread_mutex_lock(&c->reg_mu);
+    if (c->lease_id == lease) { /* nobody renewed it meanwhile */
+        if (lease)
+            wp__log(&c->logger, WP_LOG_WARN, "reader lease %" PRId64 " expired; registering "
+                    "every reader again under a new one", lease);
+        if ((rc = lease_renew(c)))
+            wp__log(&c->logger, WP_LOG_WARN, "cannot take a new reader lease: %s (%s)",
+                    wp_strerror(rc), wp_errmsg());
+    }
+    pthread_mutex_unlock(&c->reg_mu);
+}
+
+/* Sleeps on bg_cond for ms; false once the client is stopping. mu held. */
+static bool bg_sleep(wp_client *c, int64_t ms)
+{
+    int64_t due = wp__now_ns() + ms * 1000000LL;
+    struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+    while (!c->bg_stop && pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts) == 0)
+        ;
+    return !c->bg_stop;
+}
+
+/* The keepalive thread: a third of the TTL between renewals, so that two
+ * can fail before the lease runs out. Nothing else runs here. */
+static void *lease_main(void *arg)
+{
+    wp_client *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (bg_sleep(c, c->cfg.reader_lease_ttl_ms / 3)) {
+        pthread_mutex_unlock(&c->mu);
+        keepalive(c);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* The GC thread: one pass every gc.interval_ms. */
 static void *bg_main(void *arg)
 {
     wp_client *c = arg;
-    int64_t tick_ms = c->cfg.reader_lease_ttl_ms / 3;
-    if (tick_ms > c->cfg.gc_interval_ms)
-        tick_ms = c->cfg.gc_interval_ms;
-    int64_t next_gc = wp__now_ns() + c->cfg.gc_interval_ms * 1000000LL;
     pthread_mutex_lock(&c->mu);
-    while (!c->bg_stop) {
-        int64_t due = wp__now_ns() + tick_ms * 1000000LL;
-        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
-        pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts);
-        if (c->bg_stop)
-            break;
+    while (bg_sleep(c, c->cfg.gc_interval_ms)) {
         pthread_mutex_unlock(&c->mu);
-        keepalive(c);
-        if (wp__now_ns() >= next_gc) {
-            wp__gc_run(c, wp__wall_ms());
-            next_gc = wp__now_ns() + c->cfg.gc_interval_ms * 1000000LL;
-        }
+        wp__gc_run(c, wp__wall_ms());
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -480,6 +562,7 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     if (strcmp(cfg->storage_type, "s3") == 0 && cfg->reader_poll_max_ms < READER_POLL_S3_MS)
         c->poll_max_ns = READER_POLL_S3_MS * 1000000LL;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->reg_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -502,9 +585,13 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     c->cond_writes = true;
     if (strcmp(cfg->storage_type, "s3") == 0 && (rc = detect_cond_writes(c)) != 0)
         goto out_meta;
+    if (pthread_create(&c->lease_thr, NULL, lease_main, c) != 0) {
+        rc = wp__err(WP_ENOMEM, "cannot start the reader lease thread");
+        goto out_meta;
+    }
     if (pthread_create(&c->bg, NULL, bg_main, c) != 0) {
         rc = wp__err(WP_ENOMEM, "cannot start the background thread");
-        goto out_meta;
+        goto out_lease_thr;
     }
     if (c->cfg.compaction_enabled && c->st->ops->seg_compact) {
         c->compactor_started = pthread_create(&c->compactor, NULL, compactor_main, c) == 0;
@@ -513,12 +600,19 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     }
     *out = c;
     return WP_OK;
+out_lease_thr:
+    pthread_mutex_lock(&c->mu);
+    c->bg_stop = true;
+    pthread_cond_broadcast(&c->bg_cond);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->lease_thr, NULL);
 out_meta:
     c->meta->ops->close(c->meta);
 out_storage:
     c->st->ops->close(c->st);
 out_free:
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->reg_mu);
     pthread_cond_destroy(&c->bg_cond);
     free(c);
     return rc;
@@ -533,6 +627,7 @@ void wp_client_close(wp_client *c)
     pthread_cond_broadcast(&c->bg_cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->bg, NULL);
+    pthread_join(c->lease_thr, NULL);
     if (c->compactor_started)
         pthread_join(c->compactor, NULL);
     if (c->lease_id)
@@ -545,6 +640,7 @@ void wp_client_close(wp_client *c)
         free(t);
     }
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->reg_mu);
     pthread_cond_destroy(&c->bg_cond);
     free(c);
 }

@@ -29,6 +29,18 @@ typedef struct tailstate {
 
 #define READER_POLL_S3_MS 200
 
+/* A reader's registration (its GC hold, docs/metadata.md §3.3). The client
+ * lists every open reader's, so that when its lease expired it registers
+ * them all again under a new one. Fields under the client's reg_mu; only
+ * the reader's own thread changes the position. */
+typedef struct reader_reg {
+    struct reader_reg *next;
+    int64_t log_id;
+    char name[WP_READER_NAME_MAX + 1];
+    int64_t seg_id, entry_id; /* registered position: at or below the reader's */
+    bool listed;
+} reader_reg;
+
 struct wp_client {
     wp_config cfg;
     wp__logger logger;
@@ -38,9 +50,12 @@ struct wp_client {
     tailstate *tails;
     int n_logs; /* open wp_log handles */
 
-    /* Background: GC of truncated segments and reader lease keepalive. */
+    /* Background threads, stopped by bg_stop (under mu) and woken by
+     * bg_cond: GC of truncated segments (bg), and the reader lease
+     * keepalive on a thread of its own (lease_thr), so that it never waits
+     * behind a GC pass, however long its deletions take. */
     pthread_t bg;
-    bool bg_started;
+    pthread_t lease_thr;
     bool bg_stop;
     pthread_cond_t bg_cond;
     /* Compaction thread (object storage, compaction.enabled): woken by
@@ -48,7 +63,11 @@ struct wp_client {
     pthread_t compactor;
     bool compactor_started;
     bool compact_off;
-    int64_t lease_id; /* reader registrations' lease; 0 none */
+    /* Reader registrations: the lease they hang on (0: none yet) and every
+     * open reader's, under reg_mu (never taken while holding mu). */
+    pthread_mutex_t reg_mu;
+    int64_t lease_id;
+    reader_reg *regs;
     /* Longest sleep of a reader polling a writer in another process:
      * reader.poll_max_ms, at least READER_POLL_S3_MS on object storage (each
      * poll lists the segment: at most 1000/READER_POLL_S3_MS requests/s). */
@@ -58,7 +77,6 @@ struct wp_client {
      * S3 the setting `conditionwrite`, probed once per store). When false,
      * writers check the log's epoch in metadata before every ack. */
     bool cond_writes;
-    int n_readers;
     /* Test hooks (wp__gc_test_delay, wp__reader_test_on_resolved); zero in
      * normal use. test_gc_delay_ms is read under mu. */
     int64_t test_gc_delay_ms;
@@ -88,8 +106,15 @@ void tail_bump(tailstate *t);
 /* Waits until t->seq != seq or the deadline (CLOCK_MONOTONIC ns, -1: none). */
 void tail_wait(tailstate *t, uint64_t seq, int64_t deadline_ns);
 
-/* Reader registrations (GC holds) under the client's lease. */
-int client_reader_lease(wp_client *c, int64_t *lease_id);
+/* Registers a reader at (seg, entry), or moves its registration there
+ * (rg->log_id and rg->name set; rg zeroed otherwise before the first
+ * call, and then listed in the client until client_reader_unregister).
+ * One reader_put under the client's lease, granted on first use; if the
+ * lease has expired, a new one is granted and every listed reader is
+ * registered again. */
+int client_reader_register(wp_client *c, reader_reg *rg, int64_t seg, int64_t entry);
+/* Unlists rg and deletes its registration (no-op if never listed). */
+void client_reader_unregister(wp_client *c, reader_reg *rg);
 
 /* Runs one GC pass over every log (exposed for tests and `wp`). */
 int wp__gc_run(wp_client *c, int64_t now_ms);

@@ -28,10 +28,8 @@ struct wp_reader {
     bool sr_completed;
     int64_t sr_last;    /* last entry of a completed segment */
     int64_t poll_ns;
-    /* registration (GC hold) */
-    char name[WP_READER_NAME_MAX + 1];
-    int64_t reg_seg;
-    bool registered;
+    /* registration (GC hold), listed in the client */
+    reader_reg reg;
     /* With etcd metadata: a watch on the log's segment records marks the
      * reader's view stale, so it reads segment metadata only after a change
      * (never polls etcd). NULL with SQLite, where a read is a local query. */
@@ -200,19 +198,7 @@ static int resolve_start(wp_reader *r, wp_msg_id from)
 
 static int register_position(wp_reader *r)
 {
-    int64_t lease;
-    int rc = client_reader_lease(r->c, &lease);
-    if (rc)
-        return rc;
-    meta_reader mr = {.log_id = r->log->log_id, .seg_id = r->seg, .entry_id = r->entry,
-                      .lease_id = lease};
-    memcpy(mr.name, r->name, sizeof mr.name);
-    rc = r->c->meta->ops->reader_put(r->c->meta, &mr);
-    if (rc == WP_OK) {
-        r->registered = true;
-        r->reg_seg = r->seg;
-    }
-    return rc;
+    return client_reader_register(r->c, &r->reg, r->seg, r->entry);
 }
 
 /* ---- metadata changes ------------------------------------------------ */
@@ -242,7 +228,7 @@ static void on_watch_err(void *arg, int rc, const char *msg)
 {
     wp_reader *r = arg;
     wp__log(&r->c->logger, WP_LOG_WARN, "reader %s: segment watch ended: %s (%s); reading "
-            "metadata on every poll", r->name, wp_strerror(rc), msg);
+            "metadata on every poll", r->reg.name, wp_strerror(rc), msg);
     __atomic_store_n(&r->meta_dirty, true, __ATOMIC_SEQ_CST);
     __atomic_store_n(&r->watch_failed, true, __ATOMIC_SEQ_CST);
 }
@@ -265,8 +251,9 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
     r->log = log;
     r->c = log->c;
     static _Atomic uint64_t counter;
-    snprintf(r->name, sizeof r->name, "r-%d-%" PRIx64 "-%" PRIu64, (int)getpid(),
+    snprintf(r->reg.name, sizeof r->reg.name, "r-%d-%" PRIx64 "-%" PRIu64, (int)getpid(),
              (uint64_t)wp__now_ns(), (uint64_t)++counter);
+    r->reg.log_id = log->log_id;
     int rc = WP_OK;
     r->meta_dirty = true;
     r->wait_seg = -1;
@@ -282,6 +269,7 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
     if (rc) {
         if (r->watch)
             etcd_watch_stop(r->watch);
+        client_reader_unregister(r->c, &r->reg);
         free(r);
         return rc;
     }
@@ -296,8 +284,7 @@ void wp_reader_close(wp_reader *r)
     if (r->watch)
         etcd_watch_stop(r->watch);
     lseg_close_read(r->sr);
-    if (r->registered)
-        r->c->meta->ops->reader_delete(r->c->meta, r->log->log_id, r->name);
+    client_reader_unregister(r->c, &r->reg);
     free(r->keys);
     free(r->vals);
     free(r->pbuf);
@@ -385,8 +372,8 @@ open_data:
         return rc;
     r->wait_meta_valid = false;
     lseg_seek(r->sr, r->entry);
-    if (r->registered && r->reg_seg != r->seg)
-        register_position(r); /* best effort: the lease keeps the old hold */
+    if (r->reg.seg_id != r->seg)
+        register_position(r); /* best effort: the old, lower registration holds it too */
     return WP_OK;
 }
 

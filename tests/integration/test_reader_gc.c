@@ -1,6 +1,7 @@
 /* test_reader_gc.c — readers against GC (ARCHITECTURE §4): a reader gets
  * every entry in order or WP_ETRUNCATED, never a silent jump over deleted
- * data. Embedded default: local disk + SQLite. */
+ * data; its registration holds GC while it is open, also when a GC pass
+ * outlasts the reader lease. Embedded default: local disk + SQLite. */
 #include "test.h"
 #include "support/testutil.h"
 
@@ -225,9 +226,93 @@ TEST(reader_passes_gaps_and_empty_segments)
     wp_client_close(c);
 }
 
+/* The reader lease is kept alive while a GC pass runs longer than the
+ * lease TTL (slow deletions of another log): the reader's registration
+ * stays, GC keeps its segments, and it reads every entry. */
+TEST(lease_keepalive_not_blocked_by_slow_gc)
+{
+    const char *kv[] = {"segment.max_bytes", "4096", "retention.ttl_ms", "0",
+                        "reader.lease_ttl_ms", "1000", "gc.interval_ms", "100", NULL};
+    wp_client *c = test_client_open(test_tmpdir("rgc_b1"), kv);
+    REQUIRE(c);
+    layout big, lo;
+    REQUIRE(make_log(c, "big", 600, &big) == 0 && big.n_segs > 4);
+    REQUIRE(make_log(c, "r", 600, &lo) == 0 && lo.n_segs > 4);
+    wp_log *lbig, *log;
+    REQUIRE(wp_log_open(c, "big", &lbig) == 0 && wp_log_open(c, "r", &log) == 0);
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, (wp_msg_id){0, 0}, &r) == 0);
+    wp__gc_test_delay(c, 1500); /* 3 segments of "big": a pass of 4.5 s */
+    CHECK_OK(wp_log_truncate(lbig, (wp_msg_id){2, big.last[2]}));
+    CHECK_OK(wp_log_truncate(log, (wp_msg_id){2, lo.last[2]}));
+    test_sleep_ms(2500); /* 2.5 lease TTLs into the pass */
+    CHECK(n_registered(c, log->log_id, NULL) == 1);
+    int64_t t0 = test_now_ms();
+    while (first_seg(lbig) != 3 && test_now_ms() - t0 < 20000)
+        test_sleep_ms(50);
+    CHECK(first_seg(lbig) == 3); /* the slow pass is over */
+    wp__gc_test_delay(c, 0);
+    CHECK_OK(wp__gc_run(c, wp__wall_ms()));
+    CHECK(first_seg(log) == 0); /* held by the reader */
+    int got;
+    CHECK_RC(WP_ETIMEDOUT, read_in_order(r, 0, &got));
+    CHECK(got == 600);
+    wp_reader_close(r);
+    wp_log_close(lbig);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
+/* When the lease expires anyway, the client takes a new one and every
+ * open reader registers again at once, without waiting to change segment. */
+TEST(expired_lease_reregisters_every_reader)
+{
+    const char *kv[] = {"segment.max_bytes", "4096", "retention.ttl_ms", "0",
+                        "reader.lease_ttl_ms", "1000", "gc.interval_ms", "3600000", NULL};
+    wp_client *c = test_client_open(test_tmpdir("rgc_b2"), kv);
+    REQUIRE(c);
+    layout lo;
+    REQUIRE(make_log(c, "x", 600, &lo) == 0 && lo.n_segs > 4);
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "x", &log) == 0);
+    wp_reader *ra, *rb;
+    wp_entry e;
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &ra) == 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(wp_reader_next(ra, 200, &e));
+    REQUIRE(wp_reader_open(log, (wp_msg_id){1, 0}, &rb) == 0);
+    REQUIRE(n_registered(c, log->log_id, NULL) == 2);
+    CHECK_OK(c->meta->ops->lease_revoke(c->meta, c->lease_id)); /* as if expired */
+    CHECK(n_registered(c, log->log_id, NULL) == 0);
+    int64_t t0 = test_now_ms();
+    while (n_registered(c, log->log_id, NULL) != 2 && test_now_ms() - t0 < 3000)
+        test_sleep_ms(20);
+    meta_reader *rds = NULL;
+    size_t n = n_registered(c, log->log_id, &rds);
+    CHECK(n == 2);
+    if (n == 2)
+        CHECK((rds[0].seg_id == 0 && rds[1].seg_id == 1) ||
+              (rds[0].seg_id == 1 && rds[1].seg_id == 0));
+    free(rds);
+    CHECK_OK(wp_log_truncate(log, (wp_msg_id){2, lo.last[2]}));
+    CHECK_OK(wp__gc_run(c, wp__wall_ms()));
+    CHECK(first_seg(log) == 0);
+    int got;
+    CHECK_RC(WP_ETIMEDOUT, read_in_order(ra, 3, &got));
+    CHECK(got == 600 - 3);
+    CHECK_RC(WP_ETIMEDOUT, read_in_order(rb, lo.first[1], &got));
+    CHECK(got == 600 - lo.first[1]);
+    wp_reader_close(ra);
+    wp_reader_close(rb);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     RUN(reader_gets_etruncated_not_a_later_segment);
     RUN(reader_passes_gaps_and_empty_segments);
+    RUN(lease_keepalive_not_blocked_by_slow_gc);
+    RUN(expired_lease_reregisters_every_reader);
     return test_done();
 }
