@@ -216,46 +216,30 @@ int os_mkdir_p(const char *path)
     if (len >= WP_PATH_MAX)
         return wp__err(WP_EINVAL, "mkdir: path too long: %.64s...", path);
     char buf[WP_PATH_MAX];
-    memcpy(buf, path, len);
-    buf[len] = '\0';
 
-    /* Walk back to the deepest directory that exists (usually the parent),
-     * then create forward, syncing each new directory into its parent. */
-    size_t end = len;
-    bool created;
-    for (;;) {
-        if (mkdir_one(buf, &created) == 0)
-            break;
-        if (errno != ENOENT)
-            return wp__err_sys(errno, "mkdir", buf);
-        size_t cut = end;
-        while (cut > 0 && buf[cut - 1] != '/')
-            cut--;
-        while (cut > 1 && buf[cut - 1] == '/')
-            cut--;
-        if (cut == 0 || (cut == 1 && buf[0] == '/'))
-            return wp__err_sys(ENOENT, "mkdir", path);
-        buf[cut] = '\0';
-        end = cut;
-    }
-    for (;;) {
-        if (created) {
-            int rc = fsync_parent(buf);
-            if (rc)
-                return rc;
-        }
-        if (end == len)
-            return 0;
-        /* Extend to the next component. */
+    /* Every component, from the top, is created if missing and then synced
+     * into its parent, whether it is new or not: a directory that exists
+     * may come from a create that crashed before its parent's fsync, and
+     * would vanish at the next power loss (fsync of a clean directory is
+     * cheap). */
+    size_t end = 0;
+    while (end < len) {
         while (end < len && path[end] == '/')
             end++;
         while (end < len && path[end] != '/')
             end++;
         memcpy(buf, path, end);
         buf[end] = '\0';
+        bool created;
         if (mkdir_one(buf, &created) != 0)
             return wp__err_sys(errno, "mkdir", buf);
+        if (strcmp(buf, "/") != 0) {
+            int rc = fsync_parent(buf);
+            if (rc)
+                return rc;
+        }
     }
+    return 0;
 }
 
 static int list_dir_fd(int fd, const char *path, char ***names, size_t *n)

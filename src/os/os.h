@@ -36,7 +36,8 @@ int os_pread_full(int fd, void *buf, size_t n, off_t off, size_t *got, const cha
 /* fdatasync / fsync with detail on failure. */
 int os_fdatasync(int fd, const char *path);
 int os_fsync_path(const char *path); /* opens, fsyncs, closes (for directories) */
-/* mkdir -p; each directory created is made durable (parent fsync'd). */
+/* mkdir -p; every directory of the path, new or existing, is made durable
+ * in its parent (parent fsync'd), so a crash cannot leave a half-synced chain. */
 int os_mkdir_p(const char *path);
 /* Removes a directory tree (missing is fine); parent fsync'd. */
 int os_rm_rf(const char *path);
