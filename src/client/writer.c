@@ -577,6 +577,13 @@ static int recover_segment(wp_writer *w, meta_seg *s)
 {
     int64_t last;
     uint64_t bytes;
+    /* A segment a newer writer created is not ours to recover: this writer
+     * is the stale one (the storage and the segment header say the same,
+     * lseg_recover checks those too). */
+    if (s->epoch > w->ml.epoch)
+        return wp__err(WP_EFENCED, "log '%s': segment %" PRId64 " was created by epoch %" PRId64
+                       ", above this writer's %" PRId64, w->log->name, s->seg_id, s->epoch,
+                       w->ml.epoch);
     int rc = lseg_recover(w->c->st, s->log_id, s->seg_id, w->ml.epoch, &w->c->logger, &last,
                           &bytes);
     if (rc)

@@ -277,7 +277,10 @@ static int footer_read(const storage *st, st_reader *r, uint64_t size, seg_foote
     return WP_OK;
 }
 
-static int header_check(const storage *st, st_reader *r, int64_t log_id, int64_t seg_id)
+/* Reads and checks the segment header: WP_EAGAIN if fewer than 48 bytes
+ * are there, WP_ECORRUPT if they do not decode or name another segment. */
+static int header_check(const storage *st, st_reader *r, int64_t log_id, int64_t seg_id,
+                        seg_header *out)
 {
     uint8_t hb[SEG_HEADER_SIZE];
     size_t got;
@@ -293,15 +296,23 @@ static int header_check(const storage *st, st_reader *r, int64_t log_id, int64_t
     if (h.log_id != log_id || h.segment_id != seg_id)
         return wp__err(WP_ECORRUPT, "segment header names log %" PRId64 " segment %" PRId64
                        ", expected %" PRId64 "/%" PRId64, h.log_id, h.segment_id, log_id, seg_id);
+    if (out)
+        *out = h;
     return WP_OK;
 }
 
-/* Scans the blocks of a segment from its header on, collecting the index.
- * Stops at the first position that is not a complete valid block; that
- * position goes to *end. A damaged block whose entries the LAC hint
- * declares durable is corruption (WP_ECORRUPT). */
-static int scan_blocks(const storage *st, st_reader *r, uint64_t size, int64_t lac_hint,
-                       lseg_w *w, uint64_t *end)
+/* How a scan of blocks ended (docs/format.md section 8). */
+typedef struct {
+    uint64_t end; /* first position that is not a complete valid block */
+    int stop;     /* WP_OK: the bytes end there; WP_EAGAIN: a block cut short
+                   * (header or records); WP_ECORRUPT: damaged bytes */
+    char why[256];
+} scan_end;
+
+/* Scans the blocks of a segment from its header on, collecting the index
+ * and the dense ids in w, up to `size` bytes. Returns only hard errors
+ * (I/O, memory); where and why the valid blocks end goes to *se. */
+static int scan_blocks(const storage *st, st_reader *r, uint64_t size, lseg_w *w, scan_end *se)
 {
     biter it = {.r = r, .off = SEG_HEADER_SIZE, .limit = size};
     int rc;
@@ -313,19 +324,13 @@ static int scan_blocks(const storage *st, st_reader *r, uint64_t size, int64_t l
             rc = wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " starts at entry %" PRId64
                          ", expected %" PRId64, it.off, it.h.first_entry_id, w->next_entry);
         if (rc == WP_EAGAIN || rc == WP_ECORRUPT) {
-            if (rc == WP_ECORRUPT && w->next_entry <= lac_hint) {
-                if (lac_hint != INT64_MAX) /* INT64_MAX: verify of a completed segment */
-                    rc = wp__err(WP_ECORRUPT, "durable entry %" PRId64 " (LAC hint %" PRId64
-                                 ") is damaged: %s", w->next_entry, lac_hint, wp_errmsg());
-                break;
-            }
-            if (size - it.off > TORN_TAIL_BYTES_MAX) {
-                rc = wp__err(WP_ECORRUPT, "damage at offset %" PRIu64 " with %" PRIu64
-                             " bytes after it: longer than one flush, not a torn tail",
-                             it.off, size - it.off);
-                break;
-            }
-            rc = WP_OK; /* torn tail: an append that was never acknowledged */
+            se->stop = rc == WP_EAGAIN && it.off >= size ? WP_OK : rc;
+            if (rc == WP_EAGAIN)
+                snprintf(se->why, sizeof se->why, "block at offset %" PRIu64 " is cut short "
+                         "(%" PRIu64 " bytes left)", it.off, size - it.off);
+            else
+                snprintf(se->why, sizeof se->why, "%s", wp_errmsg());
+            rc = WP_OK;
             break;
         }
         if (rc)
@@ -337,8 +342,33 @@ static int scan_blocks(const storage *st, st_reader *r, uint64_t size, int64_t l
         it.off += BLK_HEADER_SIZE + it.h.records_len;
     }
     free(it.buf);
-    *end = it.off;
+    se->end = it.off;
     return rc;
+}
+
+/* True if the bytes from `end` (where the valid blocks stop) to `size` are
+ * exactly the index and footer of those blocks: the footer decodes, its
+ * geometry matches, its index sits at the end of the last block, parses
+ * and lists exactly the scanned blocks, and its last entry is the last
+ * scanned one and covers the LAC hint. A footer-shaped tail of an entry's
+ * payload is inside a block, so it can never pass. */
+static bool footer_proven(const storage *st, st_reader *r, uint64_t size, const lseg_w *w,
+                          uint64_t end, int64_t lac_hint, seg_footer *f)
+{
+    if (footer_read(st, r, size, f) != WP_OK || f->index_offset != end ||
+        f->n_blocks != w->n_idx || f->last_entry_id != w->next_entry - 1 ||
+        f->last_entry_id < lac_hint)
+        return false;
+    size_t ilen = (size_t)f->n_blocks * IDX_ENTRY_SIZE, got;
+    uint8_t *ib = malloc(ilen ? ilen : 1);
+    idx_entry *idx = malloc((f->n_blocks ? f->n_blocks : 1) * sizeof *idx);
+    bool ok = ib && idx && read_exact(r, st, end, ib, ilen, &got) == WP_OK && got == ilen &&
+              idx_decode(ib, f, idx) == WP_OK &&
+              (ilen == 0 || memcmp(idx, w->idx, f->n_blocks * sizeof *idx) == 0);
+    free(ib);
+    free(idx);
+    wp__err_clear();
+    return ok;
 }
 
 static int recover_open(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch)
@@ -357,9 +387,61 @@ static int recover_open(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
     return st->ops->seg_fence(st, log_id, seg_id, epoch);
 }
 
+/* The header of a segment being recovered. *rewrite is set when it never
+ * became durable, so the segment provably holds no acknowledged entry: a
+ * header is written and synced before any block, so that is only when
+ * nothing follows it (local: at most 48 bytes, of which a torn write may
+ * have left garbage; object storage: no bytes at all). Any other bad
+ * header is corruption. A header of a higher epoch is a newer writer's
+ * segment: not ours to touch. */
+static int recover_header(const storage *st, st_reader *r, int64_t log_id, int64_t seg_id,
+                          int64_t epoch, uint64_t size, bool *rewrite)
+{
+    seg_header h;
+    int rc = header_check(st, r, log_id, seg_id, &h);
+    bool never_durable = st->ops->appends_atomic ? size == 0 : size <= SEG_HEADER_SIZE;
+    *rewrite = false;
+    if ((rc == WP_EAGAIN || rc == WP_ECORRUPT) && never_durable) {
+        wp__err_clear();
+        *rewrite = true;
+        return WP_OK;
+    }
+    if (rc == WP_EAGAIN)
+        return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": header cut short at %"
+                       PRIu64 " bytes", log_id, seg_id, size);
+    if (rc)
+        return wp__err(rc, "segment %" PRId64 "/%" PRId64 " (%" PRIu64 " bytes): %s", log_id,
+                       seg_id, size, wp_errmsg());
+    if (h.epoch > epoch)
+        return wp__err(WP_EFENCED, "segment %" PRId64 "/%" PRId64 " was created by epoch %" PRId64
+                       ", above this writer's %" PRId64, log_id, seg_id, h.epoch, epoch);
+    return WP_OK;
+}
+
+/* The torn-tail rule (docs/format.md section 8) for valid blocks ending at
+ * se->end < size: WP_OK if the rest is an append that was never
+ * acknowledged and may be cut, WP_ECORRUPT otherwise. */
+static int torn_tail_rule(const storage *st, int64_t log_id, int64_t seg_id, uint64_t size,
+                          const lseg_w *w, const scan_end *se, int64_t lac_hint)
+{
+    if (st->ops->appends_atomic)
+        return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": %s (appends are atomic: "
+                       "no torn tail, this is damage)", log_id, seg_id, se->why);
+    if (w->next_entry <= lac_hint)
+        return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": durable entry %" PRId64
+                       " (LAC hint %" PRId64 ") is damaged: %s", log_id, seg_id, w->next_entry,
+                       lac_hint, se->why);
+    if (size - se->end > TORN_TAIL_BYTES_MAX)
+        return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": %s, with %" PRIu64
+                       " bytes after it: longer than one flush, not a torn tail", log_id, seg_id,
+                       se->why, size - se->end);
+    return WP_OK;
+}
+
 int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
                  const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes)
 {
+    /* The fence refuses a segment owned by a higher epoch (WP_EFENCED). */
     int rc = recover_open(st, log_id, seg_id, epoch);
     if (rc)
         return rc;
@@ -371,38 +453,40 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
     rc = st->ops->seg_size(r, &size);
     if (rc)
         goto out_reader;
-    seg_footer f;
-    if (size >= SEG_HEADER_SIZE + FTR_SIZE && footer_read(st, r, size, &f) == WP_OK) {
-        *last_entry_id = f.last_entry_id; /* completed before the crash */
-        *bytes = size;
-        goto out_reader;
-    }
     int64_t lac_hint = -1;
     if (st->ops->seg_read_lac(r, &lac_hint))
         lac_hint = -1;
-    lseg_w *w = NULL;
-    st_writer *sw = NULL;
-    uint64_t end = 0;
-    rc = header_check(st, r, log_id, seg_id);
-    bool rewrite_header = false;
-    if (rc == WP_EAGAIN || (rc == WP_ECORRUPT && lac_hint < 0 && size < 4096)) {
-        rewrite_header = true; /* the header itself never became durable */
-        rc = WP_OK;
-    }
+    bool rewrite_header;
+    rc = recover_header(st, r, log_id, seg_id, epoch, size, &rewrite_header);
     if (rc)
         goto out_reader;
+    lseg_w *w = NULL;
+    st_writer *sw = NULL;
+    scan_end se = {.end = SEG_HEADER_SIZE, .stop = WP_OK};
     rc = lseg_w_new(st, NULL, SEG_HEADER_SIZE, &w);
     if (rc)
         goto out_reader;
     if (!rewrite_header) {
-        rc = scan_blocks(st, r, size, lac_hint, w, &end);
+        rc = scan_blocks(st, r, size, w, &se);
         if (rc)
             goto out_w;
     }
-    if (end < size || rewrite_header)
+    if (!rewrite_header && se.end < size) {
+        seg_footer f;
+        if (footer_proven(st, r, size, w, se.end, lac_hint, &f)) {
+            *last_entry_id = f.last_entry_id; /* completed before the crash */
+            *bytes = size;
+            goto out_w;
+        }
+        rc = torn_tail_rule(st, log_id, seg_id, size, w, &se, lac_hint);
+        if (rc)
+            goto out_w;
+    }
+    if (se.end < size || rewrite_header)
         wp__log(lg, WP_LOG_WARN, "segment %" PRId64 "/%" PRId64 ": cutting torn tail at %" PRIu64
-                " (%" PRIu64 " bytes)", log_id, seg_id, end, size - end);
-    rc = st->ops->seg_reopen(st, log_id, seg_id, epoch, end, &sw);
+                " (%" PRIu64 " bytes)", log_id, seg_id, rewrite_header ? 0 : se.end,
+                size - (rewrite_header ? 0 : se.end));
+    rc = st->ops->seg_reopen(st, log_id, seg_id, epoch, rewrite_header ? 0 : se.end, &sw);
     if (rc)
         goto out_w;
     w->sw = sw;
@@ -415,15 +499,13 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
         if (rc)
             goto out_w;
     }
-    w->bytes = rewrite_header ? SEG_HEADER_SIZE : end;
+    w->bytes = se.end;
     rc = lseg_finish(w, last_entry_id, bytes);
 out_w:
-    if (w) {
-        if (!w->sw)
-            free(w->idx), free(w);
-        else
-            lseg_close(w);
-    }
+    if (!w->sw)
+        free(w->idx), free(w);
+    else
+        lseg_close(w);
 out_reader:
     st->ops->seg_reader_close(r);
     return rc;
@@ -680,7 +762,7 @@ int lseg_verify(storage *st, int64_t log_id, int64_t seg_id, bool completed, uin
         problem(fn, arg, &bad, "size %" PRIu64 " but metadata says %" PRIu64, size, bytes);
     if (completed)
         size = bytes; /* bytes past the committed length (a fenced writer's) are ignored */
-    rc = header_check(st, r, log_id, seg_id);
+    rc = header_check(st, r, log_id, seg_id, NULL);
     if (rc)
         problem(fn, arg, &bad, "header: %s", rc == WP_EAGAIN ? "missing" : wp_errmsg());
     lseg_w w = {.bytes = SEG_HEADER_SIZE};
@@ -692,15 +774,17 @@ int lseg_verify(storage *st, int64_t log_id, int64_t seg_id, bool completed, uin
             limit = footer_read(st, r, size, &f) == WP_OK ? f.index_offset
                                                           : (size > FTR_SIZE ? size - FTR_SIZE : size);
         }
-        /* lac_hint INT64_MAX: every damaged block counts as corruption */
-        rc = scan_blocks(st, r, limit, completed ? INT64_MAX : -1, &w, &end);
+        scan_end se = {0};
+        rc = scan_blocks(st, r, limit, &w, &se);
+        end = se.end;
         if (rc)
             problem(fn, arg, &bad, "%s", wp_errmsg());
-        else if (completed && end != limit)
-            problem(fn, arg, &bad, "damaged block at offset %" PRIu64, end);
+        else if (completed && se.stop != WP_OK)
+            problem(fn, arg, &bad, "%s", se.why);
         else if (!completed && end != size)
             problem(fn, arg, &bad, "active segment: %" PRIu64 " unreadable bytes at offset %" PRIu64
-                    " (a torn tail is cut at recovery; damage if acknowledged)", size - end, end);
+                    " (%s; a torn tail is cut at recovery; damage if acknowledged)", size - end, end,
+                    se.why);
         if (completed)
             verify_footer(st, r, size, &w, end, last_entry_id, fn, arg, &bad);
     }

@@ -55,9 +55,14 @@ int64_t lseg_last_entry(const lseg_w *w);
 void lseg_close(lseg_w *w);
 
 /* Fences the segment against writers older than `epoch` (creating it empty
- * if it is missing in storage), finds the last valid block, cuts a torn
- * tail, and writes index + footer. WP_ECORRUPT if a block before the end
- * is damaged (nothing is cut then). */
+ * if it is missing in storage), finds the last valid block, and either
+ * recognises a segment completed before the crash (an index + footer that
+ * the scanned blocks prove), or cuts a torn tail and writes index +
+ * footer (docs/format.md section 8). WP_EFENCED if a higher epoch owns the
+ * segment or created it (nothing is touched); WP_ECORRUPT for damage that
+ * is not a torn tail: a bad header with blocks after it, damage below the
+ * LAC hint, any damage on a backend whose appends are atomic (nothing is
+ * cut then). */
 int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
                  const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes);
 

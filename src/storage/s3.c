@@ -868,6 +868,9 @@ static int fence_check_skipped(const seg_ref *r, uint64_t n0, uint64_t at, int64
         wp__log(r->s->base.logger, WP_LOG_WARN, "segment %s: fence of epoch %" PRId64 " raced "
                 "one of epoch %" PRId64 "; removing block %" PRIu64, r->pfx, epoch, v.max_epoch, at);
         rc = s3_delete(r->s->c, key);
+        if (rc == WP_OK)
+            rc = wp__err(WP_EFENCED, "fence: segment %s is owned by epoch %" PRId64 " (fence "
+                         "epoch %" PRId64 ")", r->pfx, v.max_epoch, epoch);
     }
     view_free(&v);
     return rc == WP_EAGAIN ? 0 : rc; /* EAGAIN: a skipped object vanished (a cut) */
@@ -920,6 +923,9 @@ static int s3_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
         rc = view_load(&r, &v);
     if (!rc && v.n == 0)
         rc = wp__err(WP_ENOENT, "fence: segment %s does not exist", r.pfx);
+    if (!rc && v.max_epoch > epoch)
+        rc = wp__err(WP_EFENCED, "fence: segment %s is owned by epoch %" PRId64 " (fence epoch %"
+                     PRId64 ")", r.pfx, v.max_epoch, epoch);
     if (!rc && !v.final && v.max_epoch < epoch) /* complete: nothing can be added */
         rc = fence_place(&r, fence_start(&v), epoch);
     view_free(&v);
@@ -1647,6 +1653,7 @@ static int s3_seg_compact(storage *st, int64_t log_id, int64_t seg_id, uint64_t 
 
 static const struct storage_ops s3_ops = {
     .name = "s3",
+    .appends_atomic = true, /* one object per append */
     .seg_create = s3_seg_create,
     .seg_reopen = s3_seg_reopen,
     .seg_append = s3_seg_append,

@@ -19,12 +19,27 @@ typedef struct st_reader st_reader;
 
 struct storage_ops {
     const char *name;
-    /* Creates segment (log_id, seg_id) empty and durable (its directory
-     * entry fsync'd), owned by writer epoch `epoch`. WP_EEXIST if present. */
+    /* Capabilities (code above asks these, never the name):
+     * appends_atomic: an append becomes visible whole or not at all, even
+     * across a crash (one object per append), so recovery never meets a
+     * torn append: damage anywhere is corruption, only a missing append at
+     * the end was never written. */
+    bool appends_atomic;
+    /* Ownership, one rule for every backend: a segment is owned by the
+     * highest epoch that created, fenced or reopened it, and nobody acts on
+     * a segment owned by a higher epoch than its own (WP_EFENCED).
+     *
+     * Creates segment (log_id, seg_id) empty and durable (its directory
+     * entry fsync'd), owned by writer epoch `epoch`. WP_EEXIST if present;
+     * WP_EFENCED if a higher epoch already claimed it. */
     int (*seg_create)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch, st_writer **out);
     /* Opens an existing segment for appending at byte len (cutting anything
      * after it, e.g. a torn tail), for the writer of epoch `epoch` which must
-     * have fenced it first (used to write the footer during recovery). */
+     * have fenced it first (used to write the footer during recovery).
+     * WP_EFENCED if it is owned by a higher epoch; the owner check and the
+     * cut are atomic with respect to other fencers and reopeners, and no
+     * higher epoch's fence can slip between the cut and this writer's
+     * appends without failing them. */
     int (*seg_reopen)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch, uint64_t len,
                       st_writer **out);
     /* Appends the bytes at the end. Returns 0 only when they are durable
@@ -51,7 +66,9 @@ struct storage_ops {
     void (*seg_writer_close)(st_writer *);
 
     /* Fences the segment against every writer of an epoch < `epoch`: after
-     * this returns, no such writer's seg_append returns 0. Idempotent. */
+     * this returns, no such writer's seg_append returns 0. Idempotent at
+     * the same epoch; WP_EFENCED (nothing done) if a higher epoch owns the
+     * segment; WP_ENOENT if it does not exist. */
     int (*seg_fence)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch);
 
     /* Readers. seg_read returns *got < len only at the current end. */

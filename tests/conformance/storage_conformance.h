@@ -292,9 +292,9 @@ TEST(sc_fence)
     CHECK_RC(WP_EFENCED, sc_append(s, w1, 100, 99, 0, 1));
     CHECK_RC(WP_EFENCED, sc_append(s, w1, 100, 99, 0, 1));
     CHECK_RC(WP_EFENCED, s->ops->seg_append(w1, NULL, 0));
-    /* Fencing is idempotent, and a lower epoch does not undo it. */
+    /* Fencing is idempotent; a lower epoch is refused and does not undo it. */
     CHECK_OK(s->ops->seg_fence(s, 6, 0, 2));
-    CHECK_OK(s->ops->seg_fence(s, 6, 0, 1));
+    CHECK_RC(WP_EFENCED, s->ops->seg_fence(s, 6, 0, 1));
     CHECK_RC(WP_EFENCED, sc_append(s, w1, 1, 99, 0, 1));
 
     /* The fencing writer reopens at the last good length and appends. */
@@ -302,7 +302,7 @@ TEST(sc_fence)
     REQUIRE(w2);
     CHECK_OK(sc_append(s, w2, 300, 22, 0, 3));
     CHECK_OK(s->ops->seg_fence(s, 6, 0, 2)); /* again: w2 is not stopped */
-    CHECK_OK(s->ops->seg_fence(s, 6, 0, 1));
+    CHECK_RC(WP_EFENCED, s->ops->seg_fence(s, 6, 0, 1));
     CHECK_OK(sc_append(s, w2, 200, 22, 300, 1));
     CHECK_RC(WP_EFENCED, sc_append(s, w1, 1, 99, 0, 1));
 
@@ -544,6 +544,47 @@ TEST(sc_data_outlives_writer)
     s->ops->close(s);
 }
 
+/* The ownership rule (storage.h), the same on every backend: nobody acts
+ * on a segment owned by a higher epoch. A stale recoverer (epoch 2) that
+ * finds a segment a newer writer (epoch 3) created can neither fence it
+ * nor reopen (cut) it, and the newer writer goes on (issue 9, item 1). */
+TEST(sc_owner_rule)
+{
+    storage *s = sc_open();
+    REQUIRE(s);
+    st_writer *w3 = NULL, *w2 = NULL;
+    CHECK_OK(s->ops->seg_create(s, 6, 3, 3, &w3));
+    REQUIRE(w3);
+    CHECK_OK(sc_append(s, w3, 300, 31, 0, 1));
+    CHECK_RC(WP_EFENCED, s->ops->seg_fence(s, 6, 3, 2));
+    CHECK_RC(WP_EFENCED, s->ops->seg_reopen(s, 6, 3, 2, 100, &w2));
+    CHECK(w2 == NULL);
+    CHECK_RC(WP_EEXIST, s->ops->seg_create(s, 6, 3, 2, &w2));
+    CHECK(w2 == NULL);
+    CHECK_OK(sc_append(s, w3, 200, 31, 300, 2));
+    CHECK_OK(s->ops->seg_fence(s, 6, 3, 3)); /* its own epoch: a no-op */
+    CHECK_OK(sc_append(s, w3, 100, 31, 500, 1));
+    st_reader *r = NULL;
+    CHECK_OK(s->ops->seg_open_read(s, 6, 3, &r));
+    REQUIRE(r);
+    CHECK(sc_size(s, r) == 600);
+    CHECK(sc_matches(s, r, 0, 600, 31, 0));
+    s->ops->seg_reader_close(r);
+    s->ops->seg_writer_close(w3);
+    /* A newer epoch takes it over; then the old owner is the stale one. */
+    st_writer *w4 = NULL;
+    CHECK_OK(s->ops->seg_fence(s, 6, 3, 4));
+    CHECK_OK(s->ops->seg_reopen(s, 6, 3, 4, 600, &w4));
+    CHECK_RC(WP_EFENCED, s->ops->seg_fence(s, 6, 3, 3));
+    CHECK_RC(WP_EFENCED, s->ops->seg_reopen(s, 6, 3, 3, 600, &w2));
+    CHECK(w2 == NULL);
+    if (w4) {
+        CHECK_OK(sc_append(s, w4, 10, 41, 0, 1));
+        s->ops->seg_writer_close(w4);
+    }
+    s->ops->close(s);
+}
+
 static void storage_conformance_run(storage *(*open_fresh)(void *arg), void *arg)
 {
     sc_open_fresh = open_fresh;
@@ -555,6 +596,7 @@ static void storage_conformance_run(storage *(*open_fresh)(void *arg), void *arg
     RUN(sc_reopen_cuts_tail);
     RUN(sc_fence);
     RUN(sc_fence_before_first_append);
+    RUN(sc_owner_rule);
     RUN(sc_lac);
     RUN(sc_list);
     RUN(sc_delete);

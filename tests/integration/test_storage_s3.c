@@ -19,6 +19,8 @@
 #include "storage/s3.h"
 #include "storage/s3_client.h"
 #include "support/s3env.h"
+#include "support/segtest.h"
+#include "codec/codec.h"
 
 /* ---- the server's coordinates ------------------------------------------------ */
 
@@ -616,7 +618,8 @@ TEST(racing_fencers)
     CHECK_OK(sc_append(a, w, 10, 1, 0, 1));
     race_fence rf = {.newer = b};
     s3_client_set_fault(storage_s3_client(a), race_fence_hook, &rf);
-    CHECK_OK(a->ops->seg_fence(a, 1, 0, 2));
+    /* The outdated fencer learns it lost (storage.h's ownership rule). */
+    CHECK_RC(WP_EFENCED, a->ops->seg_fence(a, 1, 0, 2));
     s3_client_set_fault(storage_s3_client(a), NULL, NULL);
     CHECK(atomic_load(&rf.fired) == 1);
     CHECK_RC(WP_EFENCED, sc_append(a, w, 10, 1, 10, 1));
@@ -635,6 +638,90 @@ TEST(racing_fencers)
     b->ops->seg_writer_close(w5);
     a->ops->close(a);
     b->ops->close(b);
+}
+
+/* ---- recovery on object storage (issue 9, items 2 and 6) ---------------------- */
+
+static int count_key(void *arg, const char *key, uint64_t size)
+{
+    (void)key;
+    (void)size;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int count_objects(storage *s, const char *pfx)
+{
+    int n = 0;
+    char p[300];
+    snprintf(p, sizeof p, "%s/", pfx);
+    return s3_list_all(storage_s3_client(s), p, NULL, 0, 100000, count_key, &n) ? -1 : n;
+}
+
+/* Objects are written whole: an invalid one is corruption, never a torn
+ * tail, and recovery deletes nothing (item 6). */
+TEST(recovery_corrupt_object_is_not_cut)
+{
+    char prefix[256], key[400];
+    snprintf(prefix, sizeof prefix, "%s/reccorrupt", run_prefix);
+    storage *s = store_at(prefix);
+    REQUIRE(s);
+    lseg_w *w = NULL;
+    CHECK_OK(lseg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(segtest_write_str(w, 0, "zero"));
+    CHECK_OK(segtest_write_str(w, 1, "one"));
+    CHECK_OK(segtest_write_str(w, 2, "two, in the last object"));
+    lseg_close(w);
+    /* Objects: 0 create marker, 1 header, 2..4 blocks. Damage object 4 (a
+     * flipped byte in its records, same size). */
+    snprintf(key, sizeof key, "%s/1/0/000000000004.blk", prefix);
+    uint8_t b[256];
+    size_t got = 0;
+    CHECK_OK(s3_get(storage_s3_client(s), key, 0, b, sizeof b, &got, NULL));
+    REQUIRE(got > BLK_HEADER_SIZE + 10);
+    b[got - 3] ^= 0x40;
+    struct iovec v = {b, got};
+    CHECK_OK(s3_put(storage_s3_client(s), key, &v, 1, 0));
+    int before = count_objects(s, prefix);
+    int64_t last = -7;
+    uint64_t bytes = 0;
+    CHECK_RC(WP_ECORRUPT, lseg_recover(s, 1, 0, 2, NULL, &last, &bytes));
+    CHECK(strstr(wp_errmsg(), "atomic") != NULL);
+    /* The fence marker is the only new object; nothing was deleted. */
+    CHECK(count_objects(s, prefix) == before + 1);
+    size_t got2 = 0;
+    CHECK_OK(s3_get(storage_s3_client(s), key, 0, b, sizeof b, &got2, NULL));
+    CHECK(got2 == got);
+    s->ops->close(s);
+}
+
+/* A payload ending in a footer-shaped 64 bytes is not a footer (item 2). */
+TEST(recovery_forged_footer)
+{
+    storage *s = store_open("recforged");
+    REQUIRE(s);
+    lseg_w *w = NULL;
+    CHECK_OK(lseg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(segtest_write_str(w, 0, "first"));
+    enum { L = 300 };
+    uint8_t payload[L];
+    memset(payload, 'q', sizeof payload);
+    uint64_t end = lseg_bytes(w) + 52 + L;
+    seg_footer f = {.n_blocks = 0, .index_offset = end - FTR_SIZE, .last_entry_id = -1,
+                    .index_crc = crc32c(0, "", 0)};
+    ftr_encode(&f, payload + L - FTR_SIZE);
+    const void *pp = payload;
+    size_t pl = L;
+    CHECK_OK(segtest_write_block(w, 1, &pp, &pl, 1));
+    lseg_close(w);
+    int64_t last = -7;
+    uint64_t bytes = 0;
+    CHECK_OK(lseg_recover(s, 1, 0, 2, NULL, &last, &bytes));
+    CHECK(last == 1);
+    CHECK(segtest_count(s, 1, 0, bytes, last) == 2);
+    s->ops->close(s);
 }
 
 /* ---- injected faults ------------------------------------------------------------- */
@@ -1140,6 +1227,8 @@ int main(void)
     RUN(fence_while_appending);
     RUN(readers_follow_a_cut);
     RUN(racing_fencers);
+    RUN(recovery_corrupt_object_is_not_cut);
+    RUN(recovery_forged_footer);
     RUN(retry_503_burst);
     RUN(retry_resets);
     RUN(foreign_412_is_fenced);

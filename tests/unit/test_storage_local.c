@@ -169,8 +169,8 @@ TEST(layout_on_disk)
     CHECK(read_file(path, buf, sizeof buf, &len) == 0);
     static const unsigned char fence[8] = {0x05, 0x04, 0x03, 0x02, 0x01, 0, 0, 0};
     CHECK(len == 8 && memcmp(buf, fence, 8) == 0);
-    /* A lower fence leaves the stored epoch alone. */
-    CHECK_OK(s->ops->seg_fence(s, 7, 3, 7));
+    /* A lower fence is refused and leaves the stored epoch alone. */
+    CHECK_RC(WP_EFENCED, s->ops->seg_fence(s, 7, 3, 7));
     CHECK(read_file(path, buf, sizeof buf, &len) == 0);
     CHECK(len == 8 && memcmp(buf, fence, 8) == 0);
 
@@ -217,22 +217,25 @@ TEST(one_fdatasync_per_append)
         CHECK_OK(append_str(s, w, "some bytes"));
     CHECK(atomic_load(&n_fdatasync) == 20);
     CHECK(atomic_load(&n_fsync) == 0);
-    /* Publishing the lac hint syncs nothing. */
+    /* The lac hint is synced when its file is created (with its directory),
+     * then not again until LAC_SYNC_BYTES (8 MiB) more were appended. */
     CHECK_OK(s->ops->seg_publish_lac(w, 19));
+    CHECK(atomic_load(&n_fdatasync) == 21);
+    CHECK(atomic_load(&n_fsync) == 1);
     CHECK_OK(s->ops->seg_publish_lac(w, 20));
-    CHECK(atomic_load(&n_fdatasync) == 20);
-    CHECK(atomic_load(&n_fsync) == 0);
-    /* A reopen syncs the data once (it may have cut a tail). */
+    CHECK(atomic_load(&n_fdatasync) == 21);
+    CHECK(atomic_load(&n_fsync) == 1);
+    /* A reopen syncs the fence file and the data once (it may have cut a tail). */
     s->ops->seg_writer_close(w);
     w = NULL;
     CHECK_OK(s->ops->seg_fence(s, 1, 0, 2));
     atomic_store(&n_fdatasync, 0);
     CHECK_OK(s->ops->seg_reopen(s, 1, 0, 2, 100, &w));
-    CHECK(atomic_load(&n_fdatasync) == 1);
+    CHECK(atomic_load(&n_fdatasync) == 2);
     /* The fencer's appends are one fdatasync each too. */
     for (int i = 0; w && i < 5; i++)
         CHECK_OK(append_str(s, w, "more"));
-    CHECK(atomic_load(&n_fdatasync) == 6);
+    CHECK(atomic_load(&n_fdatasync) == 7);
     os_sys_reset();
     if (w)
         s->ops->seg_writer_close(w);
@@ -253,17 +256,18 @@ TEST(directories_fsynced)
     counting_on();
     st_writer *w = NULL;
     CHECK_OK(s->ops->seg_create(s, 4, 9, 1, &w));
-    /* New log dir into root, new segment dir into log dir, data into segment. */
+    /* New log dir into root, new segment dir into log dir, data and fence
+     * into segment; the fence file holds the creator's epoch (synced). */
     CHECK(was_fsynced(root));
     CHECK(was_fsynced(logdir));
     CHECK(was_fsynced(segdir));
-    CHECK(atomic_load(&n_fdatasync) == 0);
+    CHECK(atomic_load(&n_fdatasync) == 1);
     if (w)
         s->ops->seg_writer_close(w);
 
     nfsynced = 0;
     CHECK_OK(s->ops->seg_create(s, 4, 10, 1, &w));
-    CHECK(!was_fsynced(root)); /* the log dir already existed */
+    CHECK(was_fsynced(root)); /* the log dir exists, and is synced again */
     CHECK(was_fsynced(logdir));
     CHECK(was_fsynced(segdir2));
     if (w)
@@ -285,6 +289,57 @@ TEST(directories_fsynced)
     CHECK(was_fsynced(root));
     CHECK(!exists(logdir));
     os_sys_reset();
+    s->ops->close(s);
+}
+
+/* A directory that exists may come from a create that crashed before
+ * its parent's fsync: creating under it syncs it into its parent again
+ * (issue 9, item 9). */
+TEST(existing_dirs_synced_again)
+{
+    const char *root = new_root("stsync2");
+    storage *s = NULL;
+    CHECK_OK(storage_local_open(root, NULL, &s));
+    REQUIRE(s);
+    char logdir[1200];
+    snprintf(logdir, sizeof logdir, "%s/5", root);
+    CHECK(mkdir(logdir, 0755) == 0); /* as left by a crash: never synced */
+    counting_on();
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 5, 0, 1, &w));
+    CHECK(was_fsynced(root));   /* the log dir's entry */
+    CHECK(was_fsynced(logdir)); /* the segment dir's entry */
+    os_sys_reset();
+    if (w)
+        s->ops->seg_writer_close(w);
+    s->ops->close(s);
+}
+
+/* The lac hint must survive a power loss: its file is synced (with its
+ * directory entry) when created, then every LAC_SYNC_BYTES of data. */
+TEST(lac_file_synced)
+{
+    storage *s = open_fresh(NULL);
+    REQUIRE(s);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(append_str(s, w, "x"));
+    counting_on();
+    CHECK_OK(s->ops->seg_publish_lac(w, 0));
+    CHECK(atomic_load(&n_fdatasync) == 1 && atomic_load(&n_fsync) == 1);
+    /* Another 8 MiB: the next publish syncs it again. */
+    static char big[1 << 20];
+    struct iovec v = {big, sizeof big};
+    for (int i = 0; i < 8; i++)
+        CHECK_OK(s->ops->seg_append(w, &v, 1));
+    atomic_store(&n_fdatasync, 0);
+    CHECK_OK(s->ops->seg_publish_lac(w, 8));
+    CHECK(atomic_load(&n_fdatasync) == 1);
+    CHECK_OK(s->ops->seg_publish_lac(w, 9));
+    CHECK(atomic_load(&n_fdatasync) == 1);
+    os_sys_reset();
+    s->ops->seg_writer_close(w);
     s->ops->close(s);
 }
 
@@ -385,7 +440,7 @@ TEST(fence_epochs)
     CHECK_OK(s->ops->seg_reopen(s, 3, 0, 8, 6, &w5));
     REQUIRE(w5);
     CHECK_OK(append_str(s, w5, "jkl"));
-    CHECK_OK(s->ops->seg_fence(s, 3, 0, 7));
+    CHECK_RC(WP_EFENCED, s->ops->seg_fence(s, 3, 0, 7)); /* owned by 8 */
     CHECK_OK(append_str(s, w5, "mno"));
     CHECK_OK(s->ops->seg_fence(s, 3, 0, 9));
     CHECK_RC(WP_EFENCED, append_str(s, w5, "pqr"));
@@ -626,6 +681,8 @@ int main(void)
     RUN(root_handling);
     RUN(one_fdatasync_per_append);
     RUN(directories_fsynced);
+    RUN(existing_dirs_synced_again);
+    RUN(lac_file_synced);
     RUN(list_ignores_other_names);
     RUN(lac_file_validation);
     RUN(fence_epochs);

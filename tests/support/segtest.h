@@ -1,0 +1,20 @@
+/* segtest.h — building segments block by block with the logstore layer,
+ * for recovery tests on any storage backend. */
+#ifndef WP_TEST_SEGTEST_H
+#define WP_TEST_SEGTEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logstore/segment.h"
+
+/* Writes one block of n entries (payloads[i] of lens[i] bytes), the first
+ * with id `first`, as one durable append. */
+int segtest_write_block(lseg_w *w, int64_t first, const void *const *payloads,
+                        const size_t *lens, int n);
+/* One block with one entry: the string str. */
+int segtest_write_str(lseg_w *w, int64_t first, const char *str);
+/* Counts the entries of a completed segment of `bytes` up to last. */
+int segtest_count(storage *s, int64_t log_id, int64_t seg_id, uint64_t bytes, int64_t last);
+
+#endif
