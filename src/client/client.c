@@ -166,18 +166,39 @@ void wp__gc_test_delay(wp_client *c, int64_t ms)
 {
     pthread_mutex_lock(&c->mu);
     c->test_gc_delay_ms = ms;
+    pthread_cond_broadcast(&c->bg_cond); /* a sleep under way follows the new delay */
     pthread_mutex_unlock(&c->mu);
 }
-
-static bool bg_sleep(wp_client *c, int64_t ms);
 
 /* The test hook's sleep (wp__gc_test_delay); ends early at close. */
 static void gc_test_sleep(wp_client *c)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->test_gc_delay_ms > 0)
-        bg_sleep(c, c->test_gc_delay_ms);
+    int64_t t0 = wp__now_ns();
+    while (!c->bg_stop && c->test_gc_delay_ms > 0) {
+        int64_t due = t0 + c->test_gc_delay_ms * 1000000LL;
+        if (wp__now_ns() >= due)
+            break;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_cond_timedwait(&c->bg_cond, &c->mu, &ts);
+    }
     pthread_mutex_unlock(&c->mu);
+}
+
+/* The lowest segment a live reader of the log needs (INT64_MAX: none). */
+static int gc_hold(wp_client *c, int64_t log_id, int64_t *hold)
+{
+    meta_reader *rds;
+    size_t n;
+    int rc = c->meta->ops->reader_list(c->meta, log_id, &rds, &n);
+    if (rc)
+        return rc;
+    *hold = INT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (rds[i].seg_id < *hold)
+            *hold = rds[i].seg_id;
+    free(rds);
+    return WP_OK;
 }
 
 static int gc_log(wp_client *c, const char *name, int64_t now_ms)
@@ -188,15 +209,11 @@ static int gc_log(wp_client *c, const char *name, int64_t now_ms)
     if (rc || ml.trunc_seg < 0)
         return rc == WP_ENOENT ? WP_OK : rc;
     meta_seg *segs = NULL;
-    meta_reader *rds = NULL;
-    size_t n = 0, nr = 0;
-    if ((rc = m->ops->seg_list(m, ml.log_id, &segs, &n)) ||
-        (rc = m->ops->reader_list(m, ml.log_id, &rds, &nr)))
-        goto out;
-    int64_t hold = INT64_MAX; /* lowest segment a live reader needs */
-    for (size_t i = 0; i < nr; i++)
-        if (rds[i].seg_id < hold)
-            hold = rds[i].seg_id;
+    size_t n = 0;
+    if ((rc = m->ops->seg_list(m, ml.log_id, &segs, &n)))
+        return rc;
+    int64_t hold = INT64_MAX; /* lowest segment a live reader needs, as last read */
+    bool hold_read = false;
     for (size_t i = 0; i + 1 < n; i++) { /* the last segment is kept: it holds the id high-water mark */
         meta_seg *s = &segs[i];
         if (s->state != WP_SEG_TRUNCATED && seg_wholly_truncated(&ml, s)) {
@@ -206,7 +223,18 @@ static int gc_log(wp_client *c, const char *name, int64_t now_ms)
                 continue;
         }
         if (s->state != WP_SEG_TRUNCATED || now_ms - s->truncated_ms < c->cfg.retention_ttl_ms ||
-            s->seg_id >= hold)
+            (hold_read && s->seg_id >= hold))
+            continue;
+        /* The readers are read again right before each deletion: one that
+         * registered since the pass began (deletions can take long) holds
+         * too. A reader registers before it resolves its start, so only a
+         * deletion whose readers were read before that registration can
+         * remove a segment it resolved; it then reads WP_ETRUNCATED, never
+         * skips (docs/metadata.md §3.3). */
+        if ((rc = gc_hold(c, ml.log_id, &hold)))
+            break;
+        hold_read = true;
+        if (s->seg_id >= hold)
             continue;
         gc_test_sleep(c);
         /* data first, then metadata: a crash in between is resumed next pass */
@@ -219,9 +247,7 @@ static int gc_log(wp_client *c, const char *name, int64_t now_ms)
             break;
         wp__log(&c->logger, WP_LOG_INFO, "gc: log '%s': deleted segment %" PRId64, name, s->seg_id);
     }
-out:
     free(segs);
-    free(rds);
     return rc;
 }
 

@@ -120,7 +120,8 @@ void client_reader_unregister(wp_client *c, reader_reg *rg);
 int wp__gc_run(wp_client *c, int64_t now_ms);
 /* Test hook: GC sleeps ms before deleting each segment's data, like a slow
  * object store (a background pass then lasts longer than a reader lease).
- * The sleep ends early when the client closes. 0 turns it off. */
+ * A sleep under way follows a new setting (0 ends it) and ends when the
+ * client closes. 0 turns it off. */
 void wp__gc_test_delay(wp_client *c, int64_t ms);
 /* Test hook: wp_reader_open calls fn(arg) once it has resolved the start
  * position, before it returns (NULL turns it off). Set it before opening

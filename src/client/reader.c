@@ -148,8 +148,8 @@ static int seg_missing(const wp_reader *r, const meta_log *ml, const meta_seg *s
     return WP_OK;
 }
 
-/* Resolves WP_EARLIEST / WP_LATEST / an id to a concrete position and
- * checks it is still retained. */
+/* Resolves WP_EARLIEST / WP_LATEST / an id (not negative) to a concrete
+ * position and checks it is still retained. */
 static int resolve_start(wp_reader *r, wp_msg_id from)
 {
     meta *m = r->c->meta;
@@ -177,9 +177,6 @@ static int resolve_start(wp_reader *r, wp_msg_id from)
         r->entry = last.entry_id + 1;
         if (last.segment_id < 0)
             r->entry = 0;
-    } else if (from.segment_id < 0 || from.entry_id < 0) {
-        rc = wp__err(WP_EINVAL, "reader position %" PRId64 ":%" PRId64 " is negative",
-                     from.segment_id, from.entry_id);
     } else {
         r->seg = from.segment_id;
         r->entry = from.entry_id;
@@ -260,11 +257,23 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
     if (strcmp(r->c->cfg.meta_type, "etcd") == 0) /* before reading state: no missed change */
         rc = meta_etcd_watch_segments(r->c->meta, log->log_id, 0, on_seg_event, on_watch_err, r,
                                       &r->watch);
+    /* Registered first, at a position that holds whatever the start
+     * resolves to: `from` itself, or 0:0 (every segment) for earliest and
+     * latest. A GC pass from then on keeps it; what GC deleted before,
+     * resolve_start sees (WP_ETRUNCATED at once). Then the registration
+     * moves up to the resolved position. */
+    bool exact = wp_msg_id_cmp(from, WP_EARLIEST) != 0 && wp_msg_id_cmp(from, WP_LATEST) != 0;
+    wp_msg_id hold = exact ? from : (wp_msg_id){0, 0};
+    if (rc == WP_OK && (hold.segment_id < 0 || hold.entry_id < 0))
+        rc = wp__err(WP_EINVAL, "reader position %" PRId64 ":%" PRId64 " is negative",
+                     from.segment_id, from.entry_id);
+    if (rc == WP_OK)
+        rc = client_reader_register(r->c, &r->reg, hold.segment_id, hold.entry_id);
     if (rc == WP_OK)
         rc = resolve_start(r, from);
     if (rc == WP_OK && r->c->test_resolved_fn)
         r->c->test_resolved_fn(r->c->test_resolved_arg);
-    if (rc == WP_OK)
+    if (rc == WP_OK && (r->seg != hold.segment_id || r->entry != hold.entry_id))
         rc = register_position(r);
     if (rc) {
         if (r->watch)

@@ -1,7 +1,8 @@
 /* test_reader_gc.c — readers against GC (ARCHITECTURE §4): a reader gets
  * every entry in order or WP_ETRUNCATED, never a silent jump over deleted
  * data; its registration holds GC while it is open, also when a GC pass
- * outlasts the reader lease. Embedded default: local disk + SQLite. */
+ * outlasts the reader lease and across the opening of the reader. Embedded
+ * default: local disk + SQLite. */
 #include "test.h"
 #include "support/testutil.h"
 
@@ -308,11 +309,101 @@ TEST(expired_lease_reregisters_every_reader)
     wp_client_close(c);
 }
 
+typedef struct {
+    wp_client *c;
+    int rc, runs;
+} gc_hook;
+
+static void gc_on_resolved(void *arg)
+{
+    gc_hook *h = arg;
+    h->runs++;
+    h->rc = wp__gc_run(h->c, wp__wall_ms());
+}
+
+/* A GC pass between the reader resolving its start and returning from
+ * wp_reader_open must not delete what the reader resolved. */
+TEST(reader_open_holds_gc_before_resolving)
+{
+    const char *kv[] = {"segment.max_bytes", "4096", "retention.ttl_ms", "0",
+                        "gc.interval_ms", "3600000", NULL};
+    wp_client *c = test_client_open(test_tmpdir("rgc_c"), kv);
+    REQUIRE(c);
+    layout lo;
+    REQUIRE(make_log(c, "h", 600, &lo) == 0 && lo.n_segs > 4);
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "h", &log) == 0);
+    CHECK_OK(wp_log_truncate(log, (wp_msg_id){2, lo.last[2]})); /* 0..2 deletable */
+    gc_hook h = {c, 0, 0};
+    wp__reader_test_on_resolved(c, gc_on_resolved, &h);
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, (wp_msg_id){1, 0}, &r) == 0);
+    wp__reader_test_on_resolved(c, NULL, NULL);
+    CHECK(h.runs == 1 && h.rc == 0);
+    CHECK(first_seg(log) == 1); /* only segment 0 went */
+    int got;
+    CHECK_RC(WP_ETIMEDOUT, read_in_order(r, lo.first[1], &got));
+    CHECK(got == 600 - lo.first[1]);
+    wp_reader_close(r);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
+static int seg_state(wp_log *log, int64_t seg_id)
+{
+    wp_segment_info *segs;
+    size_t n;
+    int state = -1;
+    if (wp_log_segments(log, &segs, &n))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (segs[i].segment_id == seg_id)
+            state = segs[i].state;
+    free(segs);
+    return state;
+}
+
+/* A GC pass reads the readers again before each deletion: a reader that
+ * registers while the pass deletes a segment (slowly) holds the next ones. */
+TEST(gc_rereads_readers_before_each_deletion)
+{
+    const char *kv[] = {"segment.max_bytes", "4096", "retention.ttl_ms", "0",
+                        "gc.interval_ms", "100", NULL};
+    wp_client *c = test_client_open(test_tmpdir("rgc_c2"), kv);
+    REQUIRE(c);
+    layout lo;
+    REQUIRE(make_log(c, "d", 600, &lo) == 0 && lo.n_segs > 4);
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "d", &log) == 0);
+    wp__gc_test_delay(c, 60000);
+    CHECK_OK(wp_log_truncate(log, (wp_msg_id){2, lo.last[2]}));
+    int64_t t0 = test_now_ms();
+    while (seg_state(log, 0) != WP_SEG_TRUNCATED && test_now_ms() - t0 < 5000)
+        test_sleep_ms(10);
+    REQUIRE(seg_state(log, 0) == WP_SEG_TRUNCATED); /* the pass waits to delete segment 0 */
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, (wp_msg_id){1, 0}, &r) == 0);
+    wp__gc_test_delay(c, 0); /* the pass goes on at full speed */
+    t0 = test_now_ms();
+    while (first_seg(log) == 0 && test_now_ms() - t0 < 5000)
+        test_sleep_ms(10);
+    test_sleep_ms(300); /* the rest of the pass, and more passes */
+    CHECK(first_seg(log) == 1);
+    int got;
+    CHECK_RC(WP_ETIMEDOUT, read_in_order(r, lo.first[1], &got));
+    CHECK(got == 600 - lo.first[1]);
+    wp_reader_close(r);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     RUN(reader_gets_etruncated_not_a_later_segment);
     RUN(reader_passes_gaps_and_empty_segments);
     RUN(lease_keepalive_not_blocked_by_slow_gc);
     RUN(expired_lease_reregisters_every_reader);
+    RUN(reader_open_holds_gc_before_resolving);
+    RUN(gc_rereads_readers_before_each_deletion);
     return test_done();
 }
