@@ -62,6 +62,12 @@
 #define FENCE_TRIES_MAX 1000
 /* Times reopen retries after losing its marker's number to a racer. */
 #define REOPEN_TRIES_MAX 16
+/* Listing rounds of a deletion: objects that land while it deletes (uploads
+ * of a writer that was fenced, still in flight) are found by the next
+ * round; the deletion ends at the first empty listing. */
+#define DELETE_ROUNDS_MAX 8
+/* The epoch of the fence a deletion puts first: above every writer's. */
+#define DELETE_FENCE_EPOCH INT64_MAX
 /* A reopen marker goes this many numbers past the last object listed: a
  * fenced writer's uploads still in flight (at most flush.max_threads, 64,
  * past its first missing number) land below it, where they are excluded. */
@@ -375,6 +381,16 @@ static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *
 }
 
 /* ---- views: what a listing says ---------------------------------------------- */
+
+/* A deleted segment whose tombstones (format.md section 11) are all that
+ * is left: it does not exist. */
+static bool view_tombstones_only(const seg_view *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (!v->v[i].marker || v->v[i].epoch != DELETE_FENCE_EPOCH)
+            return false;
+    return v->n > 0;
+}
 
 static void view_free(seg_view *v)
 {
@@ -879,7 +895,7 @@ static int fence_check_skipped(const seg_ref *r, uint64_t n0, uint64_t at, int64
 /* Puts a fence marker of `epoch` at the first free number from n0 on. A
  * writer may still be appending: each taken number costs one PUT (a 412),
  * as fast as the writer's own appends; what was skipped is checked after. */
-static int fence_place(const seg_ref *r, uint64_t n0, int64_t epoch)
+static int fence_place(const seg_ref *r, uint64_t n0, int64_t epoch, uint64_t *at)
 {
     uint64_t n = n0;
     int rc = WP_EAGAIN;
@@ -893,6 +909,8 @@ static int fence_place(const seg_ref *r, uint64_t n0, int64_t epoch)
     if (rc == WP_EAGAIN)
         return wp__err(WP_EAGAIN, "segment %s: no free block number for a fence after %d tries",
                        r->pfx, FENCE_TRIES_MAX);
+    if (rc == WP_OK && at)
+        *at = n;
     if (rc || n == n0)
         return rc;
     return fence_check_skipped(r, n0, n, epoch);
@@ -927,7 +945,7 @@ static int s3_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
         rc = wp__err(WP_EFENCED, "fence: segment %s is owned by epoch %" PRId64 " (fence epoch %"
                      PRId64 ")", r.pfx, v.max_epoch, epoch);
     if (!rc && !v.final && v.max_epoch < epoch) /* complete: nothing can be added */
-        rc = fence_place(&r, fence_start(&v), epoch);
+        rc = fence_place(&r, fence_start(&v), epoch, NULL);
     view_free(&v);
     return rc;
 }
@@ -1315,7 +1333,7 @@ static int s3_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_read
     recent_reader(r->ref.s, 1);
     r->counted = true;
     rc = view_load(&r->ref, &r->view);
-    if (!rc && r->view.n == 0)
+    if (!rc && (r->view.n == 0 || view_tombstones_only(&r->view)))
         rc = wp__err(WP_ENOENT, "segment %s does not exist", r->ref.pfx);
     if (rc) {
         s3_reader_close(r);
@@ -1480,13 +1498,26 @@ static int on_key(void *arg, const char *key, uint64_t size)
     return 0;
 }
 
-/* Deletes every key under prefix: all but the first in batches, last key
- * first, then the first (the create marker of a segment goes last, so a
- * half-deleted segment still exists). */
-static int delete_prefix(s3_storage *s, const char *prefix, size_t max_keys)
+/* One round: deletes every key a listing under prefix shows except `keep`
+ * (NULL: none), all but the first in batches, last key first, then the
+ * first (the create marker of a segment goes last, so a half-deleted
+ * segment still exists). *n gets the number of keys deleted. */
+static int delete_listed(s3_storage *s, const char *prefix, size_t max_keys,
+                         const key_list *keep, size_t *n)
 {
     key_list kl = {0};
     int rc = s3_list_all(s->c, prefix, NULL, 0, max_keys, on_key, &kl);
+    size_t k = 0; /* drop the kept keys */
+    for (size_t i = 0; i < kl.n; i++) {
+        bool kept = false;
+        for (size_t j = 0; keep && j < keep->n && !kept; j++)
+            kept = strcmp(kl.keys[i], keep->keys[j]) == 0;
+        if (kept)
+            free(kl.keys[i]);
+        else
+            kl.keys[k++] = kl.keys[i];
+    }
+    kl.n = k;
     if (!rc && kl.n > 1) {
         const char **rev = malloc((kl.n - 1) * sizeof *rev);
         if (!rev)
@@ -1499,9 +1530,56 @@ static int delete_prefix(s3_storage *s, const char *prefix, size_t max_keys)
     }
     if (!rc && kl.n > 0)
         rc = s3_delete(s->c, kl.keys[0]);
+    *n = kl.n;
     for (size_t i = 0; i < kl.n; i++)
         free(kl.keys[i]);
     free(kl.keys);
+    return rc;
+}
+
+/* Deletes every key under prefix but `keep`, listing again until nothing
+ * more is found (what landed meanwhile goes too), at most
+ * DELETE_ROUNDS_MAX times. */
+static int delete_prefix(s3_storage *s, const char *prefix, size_t max_keys, const key_list *keep)
+{
+    size_t n = 1;
+    int rc = 0;
+    for (int round = 0; !rc && n > 0 && round < DELETE_ROUNDS_MAX; round++)
+        rc = delete_listed(s, prefix, max_keys, keep, &n);
+    if (!rc && n > 0)
+        rc = wp__err(WP_EAGAIN, "storage: objects keep appearing under %s after %d rounds of "
+                     "deletion", prefix, DELETE_ROUNDS_MAX);
+    return rc;
+}
+
+/* Before a log's segment is deleted: a fence marker above every epoch (a
+ * tombstone), so that a writer still appending (the log deleted under it)
+ * gets 412 at its next upload instead of acknowledging it into deleted
+ * data; the tombstone's key goes to keep, and it stays when the rest is
+ * deleted (format.md section 11). A complete segment (footer object) gets
+ * none: nothing can be appended to it. */
+static int tombstone_place(s3_storage *s, int64_t log_id, int64_t seg_id, key_list *keep)
+{
+    seg_ref r;
+    seg_view v = {.max_epoch = INT64_MIN};
+    uint64_t at = 0;
+    int rc = ref_make(s, log_id, seg_id, &r);
+    if (!rc)
+        rc = view_load(&r, &v);
+    bool need = !rc && v.n > 0 && !v.final, found = false;
+    for (size_t i = 0; need && i < v.n && !found; i++) /* an earlier deletion's */
+        if (v.v[i].marker && v.v[i].epoch == DELETE_FENCE_EPOCH)
+            at = v.v[i].n, found = true;
+    if (need && !found)
+        rc = fence_place(&r, fence_start(&v), DELETE_FENCE_EPOCH, &at);
+    if (rc == WP_EFENCED) /* a racing deleter's tombstone won: it stays */
+        rc = 0, need = false;
+    view_free(&v);
+    if (!rc && need) {
+        char key[BLOCK_KEY_MAX];
+        block_key(&r, at, key);
+        rc = on_key(keep, key, 0);
+    }
     return rc;
 }
 
@@ -1511,7 +1589,7 @@ static int s3_seg_delete(storage *st, int64_t log_id, int64_t seg_id)
     int rc = ref_make((s3_storage *)st, log_id, seg_id, &r);
     if (rc)
         return rc;
-    return delete_prefix(r.s, r.pfx, SEG_OBJECTS_MAX);
+    return delete_prefix(r.s, r.pfx, SEG_OBJECTS_MAX, NULL);
 }
 
 /* Parses "<digits>/" (canonical, no leading zero) after the log prefix. */
@@ -1606,6 +1684,22 @@ static int s3_seg_list(storage *st, int64_t log_id, int64_t **out, size_t *n)
         free(ids.v);
         return rc;
     }
+    size_t k = 0; /* a deleted log's segments leave tombstones: not listed */
+    for (size_t i = 0; !rc && i < ids.n; i++) {
+        seg_ref r;
+        seg_view v = {.max_epoch = INT64_MIN};
+        rc = ref_make(s, log_id, ids.v[i], &r);
+        if (!rc)
+            rc = view_load(&r, &v);
+        if (!rc && v.n > 0 && !view_tombstones_only(&v))
+            ids.v[k++] = ids.v[i];
+        view_free(&v);
+    }
+    if (rc) {
+        free(ids.v);
+        return rc;
+    }
+    ids.n = k;
     if (ids.n)
         qsort(ids.v, ids.n, sizeof *ids.v, cmp_id);
     *out = ids.v ? ids.v : malloc(sizeof(int64_t));
@@ -1618,18 +1712,29 @@ static int s3_seg_list(storage *st, int64_t log_id, int64_t **out, size_t *n)
 static int s3_log_delete(storage *st, int64_t log_id)
 {
     s3_storage *s = (s3_storage *)st;
-    int64_t *ids = NULL;
-    size_t n = 0;
+    id_list il = {0}; /* every segment prefix, tombstoned ones too */
     char lpfx[SEG_PFX_MAX];
     int rc = log_prefix(s, log_id, lpfx, sizeof lpfx);
     if (!rc)
-        rc = s3_seg_list(st, log_id, &ids, &n);
+        rc = list_segments(s, lpfx, &il);
+    int64_t *ids = il.v;
+    size_t n = il.n;
+    key_list keep = {0};
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = s3_seg_delete(st, log_id, ids[i]);
+        rc = tombstone_place(s, log_id, ids[i], &keep);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        seg_ref r;
+        rc = ref_make(s, log_id, ids[i], &r);
+        if (!rc)
+            rc = delete_prefix(s, r.pfx, SEG_OBJECTS_MAX, &keep);
+    }
     free(ids);
     /* Anything else under the log (not a segment) goes too. */
     if (!rc)
-        rc = delete_prefix(s, lpfx, SEG_OBJECTS_MAX);
+        rc = delete_prefix(s, lpfx, SEG_OBJECTS_MAX, &keep);
+    for (size_t i = 0; i < keep.n; i++)
+        free(keep.keys[i]);
+    free(keep.keys);
     return rc;
 }
 

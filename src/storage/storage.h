@@ -80,7 +80,9 @@ struct storage_ops {
     int (*seg_read_lac)(st_reader *, int64_t *lac);
     void (*seg_reader_close)(st_reader *);
 
-    /* Deletion is idempotent (missing is fine) and durable. */
+    /* Deletion is idempotent (missing is fine) and durable. A writer still
+     * appending to a deleted segment gets an error (WP_EFENCED or
+     * WP_ECLOSED) on its next append instead of its acknowledgement. */
     int (*seg_delete)(storage *, int64_t log_id, int64_t seg_id);
     int (*log_delete)(storage *, int64_t log_id);
     /* Segment ids present for a log, ascending; free(*ids). */

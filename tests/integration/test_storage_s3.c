@@ -724,6 +724,72 @@ TEST(recovery_forged_footer)
     s->ops->close(s);
 }
 
+/* ---- deletion under a writer (issue 9, item 11) -------------------------------- */
+
+/* A log deleted under its writer: the writer's next upload is refused
+ * (not acknowledged into deleted data); only the segment's tombstone (a
+ * fence marker above every epoch) is left behind. */
+TEST(delete_fences_the_writer)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/delwriter", run_prefix);
+    storage *s = store_at(prefix);
+    REQUIRE(s);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 4, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(sc_append(s, w, 100, 1, 0, 1));
+    CHECK_OK(s->ops->log_delete(s, 4));
+    CHECK_RC(WP_EFENCED, sc_append(s, w, 100, 1, 100, 1));
+    CHECK_RC(WP_EFENCED, sc_append(s, w, 100, 1, 100, 1));
+    s->ops->seg_writer_close(w);
+    CHECK(count_objects(s, prefix) == 1); /* the tombstone */
+    /* Deleting again is a no-op that adds no tombstone. */
+    CHECK_OK(s->ops->log_delete(s, 4));
+    CHECK(count_objects(s, prefix) == 1);
+    s->ops->close(s);
+}
+
+/* Objects that land while a deletion runs (a fenced writer's uploads
+ * still in flight) are deleted too: the deletion lists until empty. */
+typedef struct {
+    storage *other;
+    const char *key;
+    atomic_int fired;
+} late_put;
+
+static void late_put_hook(void *arg, const s3_fault_req *req, s3_fault *out)
+{
+    (void)out;
+    late_put *lp = arg;
+    if (strcmp(req->method, "DELETE") != 0 || atomic_exchange(&lp->fired, 1))
+        return;
+    struct iovec v = {(void *)"late upload", 11};
+    CHECK_OK(s3_put(storage_s3_client(lp->other), lp->key, &v, 1, 0));
+}
+
+TEST(delete_removes_objects_landing_meanwhile)
+{
+    char prefix[256], key[400];
+    snprintf(prefix, sizeof prefix, "%s/dellate", run_prefix);
+    storage *s = store_at(prefix), *o = store_at(prefix);
+    REQUIRE(s && o);
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 4, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(sc_append(s, w, 100, 1, 0, 1));
+    s->ops->seg_writer_close(w);
+    snprintf(key, sizeof key, "%s/4/0/000000000007.blk", prefix);
+    late_put lp = {.other = o, .key = key};
+    s3_client_set_fault(storage_s3_client(s), late_put_hook, &lp);
+    CHECK_OK(s->ops->log_delete(s, 4));
+    s3_client_set_fault(storage_s3_client(s), NULL, NULL);
+    CHECK(atomic_load(&lp.fired) == 1);
+    CHECK(count_objects(s, prefix) == 1); /* the tombstone only */
+    s->ops->close(s);
+    o->ops->close(o);
+}
+
 /* ---- injected faults ------------------------------------------------------------- */
 
 typedef struct {
@@ -1229,6 +1295,8 @@ int main(void)
     RUN(racing_fencers);
     RUN(recovery_corrupt_object_is_not_cut);
     RUN(recovery_forged_footer);
+    RUN(delete_fences_the_writer);
+    RUN(delete_removes_objects_landing_meanwhile);
     RUN(retry_503_burst);
     RUN(retry_resets);
     RUN(foreign_412_is_fenced);
