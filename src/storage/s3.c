@@ -4,23 +4,24 @@
  * 12-digit zero-padded block number (so listing order is numeric order).
  * Every object is written once with If-None-Match: * and is either
  *   - a data object: the bytes of one seg_append, or
- *   - a marker: exactly MARKER_BYTES bytes (magic, kind, epoch, a random
- *     nonce, a check binding it to its segment) that records an ownership
- *     change and adds no bytes to the segment.
+ *   - a marker: 36 or 44 bytes (magic, kind, epoch, a random nonce, for a
+ *     reopen the cut, a check binding it to its segment) that records an
+ *     ownership change and adds no bytes to the segment.
  * The segment's byte stream is the concatenation of its data objects in
  * block-number order.
  *
  * Ownership: seg_create puts a "create" marker of the writer's epoch at
  * block 0 (412: the segment exists). A writer PUTs each append at its next
  * block number; a 412 there means someone else (a fencer or a newer writer)
- * took that number: WP_EFENCED. seg_fence(E) does nothing if a marker of
- * epoch >= E exists (that owner is not older than E); otherwise it puts a
- * "fence" marker of epoch E at the first free block number, probing
+ * took that number: WP_EFENCED. seg_fence(E) fails with WP_EFENCED if a
+ * marker above E exists, does nothing if the highest is E; otherwise it
+ * puts a "fence" marker of epoch E at the first free block number, probing
  * upwards with PUTs only (a racing writer's appends cost it one request
- * each too), then removes it again if it skipped a newer epoch's marker.
- * seg_reopen(E, len) refuses if a marker above E exists, puts a
- * "reopen" marker of epoch E at the next free number, deletes the data
- * objects past byte len, and appends after the marker. Markers are never
+ * each too), then removes it again (WP_EFENCED) if it skipped a newer
+ * epoch's marker. seg_reopen(E, len) refuses if a marker above E exists,
+ * puts a "reopen" marker of epoch E with its cut (the last data object
+ * kept) REOPEN_MOAT numbers past the last object, deletes the data objects
+ * past byte len, and appends after the marker. Markers are never
  * deleted (except with the whole segment): deleting one would free its
  * number for a stale writer.
  *
@@ -50,13 +51,15 @@
 /* Digits of a block number in its key; SEG_OBJECTS_MAX fits. */
 #define BLOCK_DIGITS 12
 /* A marker object (format.md section 11): magic 8, version 2, kind 2,
- * epoch 8, nonce 8, check 8 (SHA-256 of bytes 0..27, log_id, segment_id:
- * first 8 bytes). Shorter than any logstore append (the shortest, the
- * segment header, is 48), so readers rarely read data objects to classify
- * them; the nonce makes every marker unique (s3_put's own-object check). */
-#define MARKER_BYTES 36
-#define MARKER_CHECKED 28 /* bytes covered by the check, with the ids */
-#define MARKER_VERSION 1
+ * epoch 8, nonce 8, [version 2: cut 8,] check 8 (SHA-256 of the bytes
+ * before it, log_id, segment_id: first 8 bytes). Shorter than any logstore
+ * append (the shortest, the segment header, is 48), so readers rarely read
+ * data objects to classify them; the nonce makes every marker unique
+ * (s3_put's own-object check). Version 2 is a reopen marker with its cut. */
+#define MARKER_BYTES 36    /* version 1: create, fence (and older reopens) */
+#define MARKER_V2_BYTES 44 /* version 2: reopen, with the cut */
+#define MARKER_BYTES_MAX MARKER_V2_BYTES
+#define MARKER_CHECKED 28 /* version 1: bytes covered by the check, with the ids */
 /* Free block numbers a fencer probes before giving up (a writer racing
  * it takes one number per PUT). */
 #define FENCE_TRIES_MAX 1000
@@ -70,7 +73,9 @@
 #define DELETE_FENCE_EPOCH INT64_MAX
 /* A reopen marker goes this many numbers past the last object listed: a
  * fenced writer's uploads still in flight (at most flush.max_threads, 64,
- * past its first missing number) land below it, where they are excluded. */
+ * past its first missing number) land below it and above its cut, where
+ * they are excluded, even if they overwrote the fence marker (an endpoint
+ * that ignores If-None-Match). */
 #define REOPEN_MOAT 1024
 /* Segments listed per log. */
 #define LOG_SEGMENTS_MAX (1 << 24)
@@ -185,6 +190,8 @@ typedef struct {
     uint64_t off;  /* byte offset of a data object in the segment */
     int64_t epoch; /* of a marker */
     int kind;      /* of a marker: MARK_* */
+    uint64_t cut;  /* of a version-2 reopen marker: data in (cut, n) is excluded */
+    bool has_cut;
     bool marker;
     bool excluded; /* data after a fence marker: a fenced writer's, not in the stream */
 } seg_obj;
@@ -300,42 +307,57 @@ static uint64_t get_le64(const unsigned char *b)
     return v;
 }
 
-/* The marker check: SHA-256 of bytes 0..27 then log_id and seg_id (LE). */
-static void marker_check(const seg_ref *r, const unsigned char *m, unsigned char out[8])
+static bool is_marker_size(uint64_t size) { return size == MARKER_BYTES || size == MARKER_V2_BYTES; }
+
+/* The marker check: SHA-256 of the `checked` bytes before it, then log_id
+ * and seg_id (LE). */
+static void marker_check(const seg_ref *r, const unsigned char *m, size_t checked,
+                         unsigned char out[8])
 {
-    unsigned char b[MARKER_CHECKED + 16], h[SHA256_DIGEST_LENGTH];
-    memcpy(b, m, MARKER_CHECKED);
-    put_le64(b + MARKER_CHECKED, (uint64_t)r->log_id);
-    put_le64(b + MARKER_CHECKED + 8, (uint64_t)r->seg_id);
-    SHA256(b, sizeof b, h);
+    unsigned char b[MARKER_BYTES_MAX + 16], h[SHA256_DIGEST_LENGTH];
+    memcpy(b, m, checked);
+    put_le64(b + checked, (uint64_t)r->log_id);
+    put_le64(b + checked + 8, (uint64_t)r->seg_id);
+    SHA256(b, checked + 16, h);
     memcpy(out, h, 8);
 }
 
-static int marker_encode(const seg_ref *r, int kind, int64_t epoch, unsigned char m[MARKER_BYTES])
+/* Encodes a marker: version 2 with the cut for a reopen, version 1
+ * otherwise. *len gets its size. */
+static int marker_encode(const seg_ref *r, int kind, int64_t epoch, uint64_t cut,
+                         unsigned char m[MARKER_BYTES_MAX], size_t *len)
 {
+    bool v2 = kind == MARK_REOPEN;
+    size_t checked = v2 ? MARKER_V2_BYTES - 8 : MARKER_CHECKED;
     memcpy(m, MARKER_MAGIC, 8);
-    m[8] = MARKER_VERSION, m[9] = 0;
+    m[8] = v2 ? 2 : 1, m[9] = 0;
     m[10] = (unsigned char)kind, m[11] = 0;
     put_le64(m + 12, (uint64_t)epoch);
     if (RAND_bytes(m + 20, 8) != 1)
         return wp__err(WP_EIO, "storage: no random bytes for a marker nonce (OpenSSL)");
-    marker_check(r, m, m + MARKER_CHECKED);
+    if (v2)
+        put_le64(m + 28, cut);
+    marker_check(r, m, checked, m + checked);
+    *len = checked + 8;
     return 0;
 }
 
-/* True if m is a valid marker of segment r; its epoch in *epoch. */
-static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, int64_t *epoch,
-                          int *kind)
+/* True if m (len bytes) is a valid marker of segment r; fills o's epoch,
+ * kind and cut. */
+static bool marker_decode(const seg_ref *r, const unsigned char *m, size_t len, seg_obj *o)
 {
     unsigned char c[8];
-    if (len != MARKER_BYTES || memcmp(m, MARKER_MAGIC, 8) != 0 || m[8] != MARKER_VERSION || m[9] ||
-        m[10] < MARK_CREATE || m[10] > MARK_REOPEN || m[11])
+    bool v2 = len == MARKER_V2_BYTES;
+    if (!is_marker_size(len) || memcmp(m, MARKER_MAGIC, 8) != 0 || m[8] != (v2 ? 2 : 1) || m[9] ||
+        m[10] < MARK_CREATE || m[10] > MARK_REOPEN || (v2 && m[10] != MARK_REOPEN) || m[11])
         return false;
-    marker_check(r, m, c);
-    if (memcmp(m + MARKER_CHECKED, c, 8) != 0)
+    marker_check(r, m, len - 8, c);
+    if (memcmp(m + len - 8, c, 8) != 0)
         return false;
-    *epoch = (int64_t)get_le64(m + 12);
-    *kind = m[10];
+    o->epoch = (int64_t)get_le64(m + 12);
+    o->kind = m[10];
+    o->has_cut = v2;
+    o->cut = v2 ? get_le64(m + 28) : 0;
     return true;
 }
 
@@ -344,39 +366,41 @@ static void recent_put(const seg_ref *r, uint64_t n, const struct iovec *iov, in
 static bool recent_get(const seg_ref *r, uint64_t n, uint64_t size, unsigned char *buf);
 
 /* PUTs a marker at block n, only if absent (WP_EEXIST if taken). */
-static int marker_put(const seg_ref *r, uint64_t n, int kind, int64_t epoch)
+static int marker_put(const seg_ref *r, uint64_t n, int kind, int64_t epoch, uint64_t cut)
 {
-    unsigned char m[MARKER_BYTES];
+    unsigned char m[MARKER_BYTES_MAX];
     char key[BLOCK_KEY_MAX];
-    int rc = marker_encode(r, kind, epoch, m);
+    size_t len = 0;
+    int rc = marker_encode(r, kind, epoch, cut, m, &len);
     if (rc)
         return rc;
     block_key(r, n, key);
-    struct iovec v = {m, sizeof m};
+    struct iovec v = {m, len};
     rc = s3_put(r->s->c, key, &v, 1, S3_PUT_IF_ABSENT);
     /* Create and reopen markers stay as long as their segment; a fence
      * marker may be removed again (fence_check_skipped), so it is not kept. */
     if (rc == 0 && kind != MARK_FENCE)
-        recent_put(r, n, &v, 1, sizeof m);
+        recent_put(r, n, &v, 1, len);
     return rc;
 }
 
-/* Reads block n: is it a marker (and of which epoch)? WP_ENOENT if gone. */
-static int marker_probe(const seg_ref *r, uint64_t n, bool *is_marker, int64_t *epoch, int *kind)
+/* Reads object o (of a marker's size): is it a marker (and which)?
+ * WP_ENOENT if gone. */
+static int marker_probe(const seg_ref *r, seg_obj *o)
 {
-    unsigned char m[MARKER_BYTES + 1];
+    unsigned char m[MARKER_BYTES_MAX + 1];
     char key[BLOCK_KEY_MAX];
     size_t got;
     uint64_t size = 0;
-    if (recent_get(r, n, MARKER_BYTES, m)) {
-        *is_marker = marker_decode(r, m, MARKER_BYTES, epoch, kind);
+    if (recent_get(r, o->n, o->size, m)) {
+        o->marker = marker_decode(r, m, o->size, o);
         return 0;
     }
-    block_key(r, n, key);
+    block_key(r, o->n, key);
     int rc = s3_get(r->s->c, key, 0, m, sizeof m, &got, &size);
     if (rc)
         return rc;
-    *is_marker = size == MARKER_BYTES && marker_decode(r, m, got, epoch, kind);
+    o->marker = is_marker_size(size) && got == size && marker_decode(r, m, got, o);
     return 0;
 }
 
@@ -527,38 +551,51 @@ static int view_from_footer(const seg_ref *r, seg_view *v)
 }
 
 /* Classifies objects [from, v->n): markers by content, offsets of data.
- * Data after a fence marker (until a create or reopen marker) belongs to a
- * fenced writer and is excluded from the byte stream. With prefix_only the
- * view ends before a missing number that is followed by data (an upload
- * still in flight; a later listing finds it). *new_marker tells whether one
- * of them is a marker. Objects that vanish meanwhile make it WP_EAGAIN (the
- * caller lists again). */
+ * Data after a fence marker (until a create or reopen marker), and data
+ * between a version-2 reopen marker's cut and the marker, belong to a
+ * fenced writer and are excluded from the byte stream. With prefix_only the
+ * view ends before a missing number that is followed by data that is not
+ * excluded (an upload still in flight; a later listing finds it).
+ * *new_marker tells whether one of them is a marker (a cut may reach back
+ * before `from`: the caller then lists everything again). Objects that
+ * vanish meanwhile make it WP_EAGAIN (the caller lists again). */
 static int view_classify(const seg_ref *r, seg_view *v, size_t from, bool *new_marker)
 {
     *new_marker = false;
-    for (size_t i = from; i < v->n; i++) {
+    for (size_t i = from; i < v->n; i++) { /* markers, by content */
         seg_obj *o = &v->v[i];
-        o->marker = o->excluded = false;
-        if (o->size == MARKER_BYTES) {
-            int rc = marker_probe(r, o->n, &o->marker, &o->epoch, &o->kind);
+        o->marker = o->excluded = o->has_cut = false;
+        if (is_marker_size(o->size)) {
+            int rc = marker_probe(r, o);
             if (rc == WP_ENOENT)
                 return WP_EAGAIN;
             if (rc)
                 return rc;
         }
-        if (v->prefix_only && i > 0 && o->n != v->v[i - 1].n + 1 && !o->marker && !v->fenced) {
+        if (o->marker && o->has_cut && o->cut >= o->n)
+            return wp__err(WP_ECORRUPT, "storage: segment %s: reopen marker %" PRIu64 " cuts at %"
+                           PRIu64, r->pfx, o->n, o->cut);
+        *new_marker |= o->marker;
+    }
+    for (size_t i = from; i < v->n; i++) /* what reopen cuts exclude */
+        if (v->v[i].marker && v->v[i].has_cut)
+            for (size_t j = i; j > from && v->v[j - 1].n > v->v[i].cut; j--)
+                v->v[j - 1].excluded |= !v->v[j - 1].marker;
+    for (size_t i = from; i < v->n; i++) { /* offsets, in order */
+        seg_obj *o = &v->v[i];
+        if (v->prefix_only && i > 0 && o->n != v->v[i - 1].n + 1 && !o->marker && !v->fenced &&
+            !o->excluded) {
             v->n = i; /* in flight below o: not readable yet */
             break;
         }
         o->off = v->total;
         if (o->marker) {
-            *new_marker = true;
             v->fenced = o->kind == MARK_FENCE;
             if (o->epoch > v->max_epoch)
                 v->max_epoch = o->epoch;
         } else if (v->fenced) {
             o->excluded = true;
-        } else {
+        } else if (!o->excluded) {
             if (o->size > (uint64_t)WP_SEGMENT_BYTES_MAX - v->total)
                 return wp__err(WP_ECORRUPT, "storage: segment %s exceeds %lld bytes", r->pfx,
                                (long long)WP_SEGMENT_BYTES_MAX);
@@ -753,7 +790,7 @@ static int s3_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     int rc = ref_make(s, log_id, seg_id, &r);
     if (rc)
         return rc;
-    rc = marker_put(&r, 0, MARK_CREATE, epoch);
+    rc = marker_put(&r, 0, MARK_CREATE, epoch, 0);
     if (rc == WP_EEXIST)
         return wp__err(WP_EEXIST, "segment %s already exists", r.pfx);
     if (rc)
@@ -778,15 +815,14 @@ static int append_empty(st_writer *w)
 /* True if the iovecs hold exactly a marker of the writer's segment. */
 static bool looks_like_marker(const st_writer *w, const struct iovec *iov, int iovcnt)
 {
-    unsigned char m[MARKER_BYTES];
+    unsigned char m[MARKER_BYTES_MAX];
     size_t o = 0;
     for (int i = 0; i < iovcnt; i++) {
         memcpy(m + o, iov[i].iov_base, iov[i].iov_len);
         o += iov[i].iov_len;
     }
-    int64_t e;
-    int kind;
-    return marker_decode(&w->ref, m, o, &e, &kind);
+    seg_obj obj;
+    return marker_decode(&w->ref, m, o, &obj);
 }
 
 static int s3_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
@@ -803,7 +839,7 @@ static int s3_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
                                       w->ref.pfx));
     if (total == 0)
         return append_empty(w);
-    if (total == MARKER_BYTES && looks_like_marker(w, iov, iovcnt))
+    if (is_marker_size(total) && looks_like_marker(w, iov, iovcnt))
         return writer_fail(w, wp__err(WP_EINVAL, "append %s: the bytes are a marker object",
                                       w->ref.pfx));
     char key[BLOCK_KEY_MAX];
@@ -829,7 +865,7 @@ static int s3_seg_append_nth(st_writer *w, uint64_t k, const struct iovec *iov, 
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
     if (iovcnt <= 0 || !iov || total == 0 || total > (uint64_t)WP_SEGMENT_BYTES_MAX ||
-        n >= SEG_OBJECTS_MAX || (total == MARKER_BYTES && looks_like_marker(w, iov, iovcnt)))
+        n >= SEG_OBJECTS_MAX || (is_marker_size(total) && looks_like_marker(w, iov, iovcnt)))
         return writer_fail(w, wp__err(WP_EINVAL, "append %" PRIu64 " to %s: bad append", k,
                                       w->ref.pfx));
     char key[BLOCK_KEY_MAX];
@@ -900,7 +936,7 @@ static int fence_place(const seg_ref *r, uint64_t n0, int64_t epoch, uint64_t *a
     uint64_t n = n0;
     int rc = WP_EAGAIN;
     for (int i = 0; i < FENCE_TRIES_MAX && n < SEG_OBJECTS_MAX && rc == WP_EAGAIN; i++) {
-        rc = marker_put(r, n, MARK_FENCE, epoch);
+        rc = marker_put(r, n, MARK_FENCE, epoch, 0);
         if (rc == WP_EEXIST) {
             rc = WP_EAGAIN;
             n++;
@@ -1002,8 +1038,14 @@ static int reopen_try(const seg_ref *r, int64_t epoch, uint64_t len, uint64_t *n
     if (!rc)
         rc = cut_point(r, &v, len, &first);
     if (!rc) {
-        at = v.v[v.n - 1].n + 1 + (v.fenced ? REOPEN_MOAT : 0);
-        rc = at < SEG_OBJECTS_MAX ? marker_put(r, at, MARK_REOPEN, epoch)
+        /* The cut: the last data object kept (0, the create marker's
+         * number, if none); everything after it below the marker is out. */
+        uint64_t cut = 0;
+        for (size_t i = 0; i < first; i++)
+            if (obj_bytes(&v.v[i]))
+                cut = v.v[i].n;
+        at = v.v[v.n - 1].n + 1 + REOPEN_MOAT;
+        rc = at < SEG_OBJECTS_MAX ? marker_put(r, at, MARK_REOPEN, epoch, cut)
                                   : wp__err(WP_ETOOBIG, "segment %s: too many objects", r->pfx);
         if (rc == WP_EEXIST)
             rc = WP_EAGAIN;

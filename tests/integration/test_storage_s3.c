@@ -111,20 +111,32 @@ static int put_str(s3_client *c, const char *key, const char *s, unsigned flags)
 
 /* Checks a marker's bytes independently of src/storage/s3.c
  * (docs/format.md section 11). */
+/* A marker by format.md section 11: version 1 (36 bytes), or version 2
+ * (44 bytes, a reopen with its cut) when cut >= 0. */
+static int marker_ok_cut(const unsigned char *m, int kind, int64_t epoch, int64_t log_id,
+                         int64_t seg_id, int64_t cut)
+{
+    size_t checked = cut >= 0 ? 36 : 28;
+    unsigned char b[52], h[32];
+    memcpy(b, m, checked);
+    for (int i = 0; i < 8; i++) {
+        b[checked + i] = (unsigned char)((uint64_t)log_id >> (8 * i));
+        b[checked + 8 + i] = (unsigned char)((uint64_t)seg_id >> (8 * i));
+    }
+    SHA256(b, checked + 16, h);
+    int64_t e = 0, c = 0;
+    for (int i = 7; i >= 0; i--) {
+        e = (int64_t)((uint64_t)e << 8 | m[12 + i]);
+        c = (int64_t)((uint64_t)c << 8 | m[28 + i]);
+    }
+    return memcmp(m, cut >= 0 ? "WPS3MARK\x02\x00" : "WPS3MARK\x01\x00", 10) == 0 &&
+           m[10] == kind && m[11] == 0 && e == epoch && (cut < 0 || c == cut) &&
+           memcmp(m + checked, h, 8) == 0;
+}
+
 static int marker_ok(const unsigned char *m, int kind, int64_t epoch, int64_t log_id, int64_t seg_id)
 {
-    unsigned char b[44], h[32];
-    memcpy(b, m, 28);
-    for (int i = 0; i < 8; i++) {
-        b[28 + i] = (unsigned char)((uint64_t)log_id >> (8 * i));
-        b[36 + i] = (unsigned char)((uint64_t)seg_id >> (8 * i));
-    }
-    SHA256(b, sizeof b, h);
-    int64_t e = 0;
-    for (int i = 7; i >= 0; i--)
-        e = (int64_t)((uint64_t)e << 8 | m[12 + i]);
-    return memcmp(m, "WPS3MARK\x01\x00", 10) == 0 && m[10] == kind && m[11] == 0 && e == epoch &&
-           memcmp(m + 28, h, 8) == 0;
+    return marker_ok_cut(m, kind, epoch, log_id, seg_id, -1);
 }
 
 /* ---- S3 client against RGW ------------------------------------------------------ */
@@ -453,15 +465,18 @@ TEST(fence_two_handles)
     REQUIRE(c);
     static const struct {
         int n, kind;
-        int64_t epoch;
-    } marks[] = {{0, 1, 1}, {2, 2, 2}, {3 + 1024, 3, 2}}; /* reopen: past REOPEN_MOAT */
+        int64_t epoch, cut;
+        size_t size;
+    } marks[] = {{0, 1, 1, -1, 36}, {2, 2, 2, -1, 36}, /* reopen: past REOPEN_MOAT, kept 1 */
+                 {3 + 1024, 3, 2, 1, 44}};
     unsigned char m[3][64];
     for (int i = 0; i < 3; i++) {
         char key[300];
         size_t got = 0;
         snprintf(key, sizeof key, "%s/1/0/%012d.blk", prefix, marks[i].n);
         CHECK_OK(s3_get(c, key, 0, m[i], sizeof m[i], &got, NULL));
-        CHECK(got == 36 && marker_ok(m[i], marks[i].kind, marks[i].epoch, 1, 0));
+        CHECK(got == marks[i].size &&
+              marker_ok_cut(m[i], marks[i].kind, marks[i].epoch, 1, 0, marks[i].cut));
     }
     CHECK(memcmp(m[1] + 20, m[2] + 20, 8) != 0); /* nonces differ */
     s3_client_close(c);
@@ -788,6 +803,116 @@ TEST(delete_removes_objects_landing_meanwhile)
     CHECK(count_objects(s, prefix) == 1); /* the tombstone only */
     s->ops->close(s);
     o->ops->close(o);
+}
+
+/* ---- endpoints that ignore If-None-Match (issue 9, item 12) --------------------- */
+
+/* An upload of the old writer still in flight lands on an endpoint that
+ * overwrites anyway: simulated by an unconditional PUT of its bytes. */
+static int late_put_at(storage *s, const char *prefix, uint64_t n, const void *b, size_t len)
+{
+    char key[400];
+    snprintf(key, sizeof key, "%s/1/0/%012llu.blk", prefix, (unsigned long long)n);
+    struct iovec v = {(void *)b, len};
+    return s3_put(storage_s3_client(s), key, &v, 1, 0);
+}
+
+/* The old writer's next block (entry 2), as it would have uploaded it. */
+static size_t late_block(uint8_t *buf, size_t cap)
+{
+    const char *p = "entry 2, never acknowledged";
+    wp_payload pl = {.data = p, .len = strlen(p)};
+    size_t len = BLK_HEADER_SIZE + rec_size(&pl);
+    if (len > cap)
+        return 0;
+    rec_encode(&pl, buf + BLK_HEADER_SIZE);
+    blk_header h = {.first_entry_id = 2, .n_entries = 1,
+                    .records_len = (uint32_t)(len - BLK_HEADER_SIZE),
+                    .records_crc = crc32c(0, buf + BLK_HEADER_SIZE, len - BLK_HEADER_SIZE)};
+    blk_header_encode(&h, buf);
+    return len;
+}
+
+static void verify_problem(void *arg, const char *problem)
+{
+    (void)arg;
+    fprintf(stderr, "  verify: %s\n", problem);
+}
+
+/* A segment with entries 0 and 1 (objects 0 create, 1 header, 2, 3);
+ * the old writer's next upload would be object 4. */
+static storage *two_entries(const char *tag, char *prefix, size_t cap)
+{
+    snprintf(prefix, cap, "%s/%s", run_prefix, tag);
+    storage *s = store_at(prefix);
+    lseg_w *w = NULL;
+    if (!s || lseg_create(s, 1, 0, 1, &w) || segtest_write_str(w, 0, "zero") ||
+        segtest_write_str(w, 1, "one")) {
+        lseg_close(w);
+        return s;
+    }
+    lseg_close(w);
+    return s;
+}
+
+/* The late upload overwrites the fence marker after recovery completed the
+ * segment: the committed bytes must still be the stream. */
+TEST(late_upload_over_fence_marker)
+{
+    char prefix[256];
+    storage *s = two_entries("late1", prefix, sizeof prefix);
+    REQUIRE(s);
+    int64_t last = -7;
+    uint64_t bytes = 0;
+    CHECK_OK(lseg_recover(s, 1, 0, 2, NULL, &last, &bytes));
+    CHECK(last == 1);
+    uint8_t b[256];
+    size_t len = late_block(b, sizeof b);
+    CHECK_OK(late_put_at(s, prefix, 4, b, len));
+    CHECK_OK(lseg_verify(s, 1, 0, true, bytes, last, verify_problem, NULL, NULL));
+    CHECK(segtest_count(s, 1, 0, bytes, last) == 2);
+    s->ops->close(s);
+}
+
+/* The late uploads land between the fence and the reopen, and right after
+ * the point the reopen would take without a moat. */
+TEST(late_uploads_around_reopen)
+{
+    char prefix[256];
+    storage *s = two_entries("late2", prefix, sizeof prefix);
+    REQUIRE(s);
+    CHECK_OK(s->ops->seg_fence(s, 1, 0, 2));
+    st_reader *r = NULL;
+    uint64_t size = 0;
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r));
+    if (r) {
+        CHECK_OK(s->ops->seg_size(r, &size));
+        s->ops->seg_reader_close(r);
+    }
+    uint8_t b[256];
+    size_t len = late_block(b, sizeof b);
+    CHECK_OK(late_put_at(s, prefix, 4, b, len)); /* over the fence marker */
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_reopen(s, 1, 0, 2, size, &w));
+    REQUIRE(w);
+    CHECK_OK(late_put_at(s, prefix, 5, b, len));
+    CHECK_OK(late_put_at(s, prefix, 6, b, len));
+    struct iovec v = {(void *)"0123456789abcdef0123456789abcdef0123456789abcdef", 48};
+    CHECK_OK(s->ops->seg_append(w, &v, 1));
+    CHECK_OK(late_put_at(s, prefix, 7, b, len));
+    s->ops->seg_writer_close(w);
+    CHECK_OK(s->ops->seg_open_read(s, 1, 0, &r));
+    if (r) {
+        uint64_t now = 0;
+        CHECK_OK(s->ops->seg_size(r, &now));
+        CHECK(now == size + 48);
+        uint8_t got[64];
+        size_t n = 0;
+        CHECK_OK(s->ops->seg_read(r, size, got, sizeof got, &n));
+        CHECK(n == 48 && memcmp(got, v.iov_base, 48) == 0);
+        s->ops->seg_reader_close(r);
+    }
+    s->ops->close(s);
 }
 
 /* ---- injected faults ------------------------------------------------------------- */
@@ -1297,6 +1422,8 @@ int main(void)
     RUN(recovery_forged_footer);
     RUN(delete_fences_the_writer);
     RUN(delete_removes_objects_landing_meanwhile);
+    RUN(late_upload_over_fence_marker);
+    RUN(late_uploads_around_reopen);
     RUN(retry_503_burst);
     RUN(retry_resets);
     RUN(foreign_412_is_fenced);
