@@ -410,6 +410,21 @@ static int refresh_state(wp_reader *r)
     return WP_OK;
 }
 
+/* A completed segment failed to read (an object or file gone, or short):
+ * if GC is deleting it (TRUNCATED in metadata, or gone), the entries we
+ * need were deleted under us: WP_ETRUNCATED instead of the read error. */
+static int read_error(wp_reader *r, int rc)
+{
+    meta_seg s;
+    if (!r->sr_completed || rc == WP_ENOMEM)
+        return rc;
+    int grc = r->c->meta->ops->seg_get(r->c->meta, r->log->log_id, r->seg, &s);
+    if (grc == WP_ENOENT || (grc == WP_OK && s.state == WP_SEG_TRUNCATED))
+        return wp__err(WP_ETRUNCATED, "log '%s': segment %" PRId64 " was deleted while read at "
+                       "entry %" PRId64 " (%s)", r->log->name, r->seg, r->entry, wp_strerror(rc));
+    return rc;
+}
+
 /* Reads the segment's state whatever the watch says: completed? */
 static bool completed_meanwhile(wp_reader *r)
 {
@@ -489,7 +504,7 @@ static int try_next(wp_reader *r, wp_entry *out)
             continue;
         }
         if (rc != WP_EAGAIN)
-            return rc;
+            return read_error(r, rc);
         if (!r->sr_completed) {
             if ((rc = refresh_state(r)))
                 return rc;

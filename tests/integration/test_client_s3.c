@@ -13,6 +13,7 @@
 #include <pthread.h>
 
 #include "client/internal.h"
+#include "meta/meta.h"
 #include "storage/s3.h"
 
 static test_s3_env env;
@@ -32,16 +33,26 @@ static wp_client *open_s3(const char *tag, const char *dir)
     return open_s3_seg(tag, dir, "64KiB");
 }
 
+static wp_client *open_s3_kv(const char *tag, const char *dir, const char *seg_bytes,
+                             const char *k, const char *v);
+
 static wp_client *open_s3_seg(const char *tag, const char *dir, const char *seg_bytes)
+{
+    return open_s3_kv(tag, dir, seg_bytes, NULL, NULL);
+}
+
+/* With one more setting k=v (k NULL: none). */
+static wp_client *open_s3_kv(const char *tag, const char *dir, const char *seg_bytes,
+                             const char *k, const char *v)
 {
     char pfx[256];
     snprintf(pfx, sizeof pfx, "%s/%s", prefix, tag);
-    const char *kv[] = {"flush.max_threads", "8", "flush.max_interval_ms", "20", "storage.type", "s3", "storage.s3.endpoint", env.endpoint,
+    const char *kv[] = {k, v, "flush.max_threads", "8", "flush.max_interval_ms", "20", "storage.type", "s3", "storage.s3.endpoint", env.endpoint,
                         "storage.s3.access_key", env.access_key, "storage.s3.secret_key", env.secret_key,
                         "storage.s3.bucket", env.bucket, "storage.s3.region", env.region,
                         "storage.s3.prefix", pfx, "segment.max_bytes", seg_bytes,
                         "flush.max_bytes", "8KiB", "retention.ttl_ms", "0", "gc.interval_ms", "300", NULL};
-    return test_client_open(dir, kv);
+    return test_client_open(dir, k ? kv : kv + 2);
 }
 
 static int append_seq(wp_writer *w, int first, int n)
@@ -389,6 +400,60 @@ TEST(tail_across_rolls)
     wp_client_close(c);
 }
 
+/* A reader part-way through a completed segment whose objects are deleted
+ * under it (GC that went ahead, e.g. after its lease lapsed) gets
+ * WP_ETRUNCATED, never a read error or a skip (issue 9, item 5). */
+TEST(reader_of_deleted_segment_gets_etruncated)
+{
+    const char *dir = test_tmpdir("clients3del");
+    /* No compaction: block objects stay, a segment is many GETs. */
+    wp_client *c = open_s3_kv("d", dir, "64KiB", "compaction.enabled", "false");
+    wp_client *c2 = open_s3_kv("d", dir, "64KiB", "compaction.enabled", "false");
+    REQUIRE(c && c2);
+    CHECK_OK(wp_log_create(c, "d"));
+    wp_log *log, *log2;
+    REQUIRE(wp_log_open(c, "d", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    static char buf[600];
+    for (int i = 0; i < 1500; i++) {
+        int len = snprintf(buf, sizeof buf, "s3-entry-%d", i);
+        CHECK_OK(wp_writer_append(w, buf, (size_t)len + 1, NULL)); /* with the NUL */
+    }
+    CHECK_OK(wp_writer_close(w));
+    setenv("WP_S3_READ_AHEAD", "0", 1);
+    REQUIRE(wp_log_open(c2, "d", &log2) == 0);
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log2, WP_EARLIEST, &r) == 0);
+    wp_entry e;
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(wp_reader_next(r, 1000, &e));
+    meta_seg s;
+    REQUIRE(c->meta->ops->seg_get(c->meta, log->log_id, 0, &s) == 0);
+    CHECK(s.state == WP_SEG_COMPLETED && s.last_entry_id > 100);
+    if (s.state != WP_SEG_COMPLETED)
+        fprintf(stderr, "  segment 0: state %d, last %" PRId64 "\n", (int)s.state, s.last_entry_id);
+    s.state = WP_SEG_TRUNCATED; /* as GC does, before it deletes the data */
+    s.truncated_ms = wp__wall_ms();
+    CHECK_OK(c->meta->ops->seg_update(c->meta, &s));
+    CHECK_OK(c->st->ops->seg_delete(c->st, log->log_id, 0));
+    int rc = WP_OK, n = 3;
+    while (n < 1500 && (rc = wp_reader_next(r, 1000, &e)) == WP_OK) {
+        char want[64];
+        snprintf(want, sizeof want, "s3-entry-%d", n);
+        CHECK(e.len == strlen(want) + 1 && memcmp(e.data, want, e.len) == 0);
+        n++;
+    }
+    CHECK_RC(WP_ETRUNCATED, rc);
+    CHECK(n <= s.last_entry_id + 1); /* nothing after the deleted data */
+    unsetenv("WP_S3_READ_AHEAD");
+    wp_reader_close(r);
+    wp_log_close(log2);
+    wp_log_close(log);
+    wp_client_close(c2);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     if (env_load())
@@ -398,5 +463,6 @@ int main(void)
     RUN(failed_upload_fails_every_later_one);
     RUN(reader_in_another_process);
     RUN(tail_across_rolls);
+    RUN(reader_of_deleted_segment_gets_etruncated);
     return test_done();
 }
