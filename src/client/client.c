@@ -10,9 +10,7 @@
 
 #include "client/internal.h"
 #include "logstore/segment.h"
-#include "meta/etcd.h"
 #include "os/os.h"
-#include "storage/s3.h"
 
 /* ---- tail state -------------------------------------------------------- */
 
@@ -498,10 +496,9 @@ int wp_log_compact(wp_log *l, wp_compact_info *out)
     if (!c->st->ops->seg_compact || !c->st->ops->seg_finalize)
         return wp__err(WP_ENOTSUP, "compaction: storage '%s' has none (object storage only)",
                        c->st->ops->name);
-    bool s3 = strcmp(c->st->ops->name, "s3") == 0;
-    s3_stats s0 = {0}, s1 = {0};
-    if (s3)
-        s3_client_stats(storage_s3_client(c->st), &s0);
+    storage_stats s0 = {0}, s1 = {0};
+    if (c->st->ops->stats)
+        c->st->ops->stats(c->st, &s0);
     int done = 0, total = 0, rc;
     do {
         int budget = COMPACT_SEGS_PER_PASS;
@@ -509,8 +506,8 @@ int wp_log_compact(wp_log *l, wp_compact_info *out)
         rc = compact_log(c, l->name, &budget, &done);
         total += done;
     } while (!rc && done > 0);
-    if (s3)
-        s3_client_stats(storage_s3_client(c->st), &s1);
+    if (c->st->ops->stats)
+        c->st->ops->stats(c->st, &s1);
     if (out)
         *out = (wp_compact_info){total, (int64_t)(s1.puts - s0.puts),
                                  (int64_t)(s1.put_bytes - s0.put_bytes)};
@@ -542,15 +539,19 @@ static void *compactor_main(void *arg)
 
 /* ---- client ------------------------------------------------------------ */
 
-/* Object storage: does the endpoint honour If-None-Match? Read from the
- * setting `conditionwrite`, probed and recorded when absent (format.md §11). */
+/* Does the store's fencing hold (object storage: does the endpoint honour
+ * If-None-Match)? Read from the setting `conditionwrite`, probed and
+ * recorded when absent (format.md §11). Only for stores that can tell. */
 static int detect_cond_writes(wp_client *c)
 {
     char v[8];
+    c->cond_writes = true;
+    if (!c->st->ops->fence_probe)
+        return 0;
     int rc = c->meta->ops->setting_get(c->meta, "conditionwrite", v, sizeof v);
     if (rc == WP_ENOENT) {
         bool honoured = false;
-        if ((rc = storage_s3_probe_conditional(c->st, &honoured)) != 0)
+        if ((rc = c->st->ops->fence_probe(c->st, &honoured)) != 0)
             return wp__err(rc, "probing conditional writes: %s", wp_errmsg());
         snprintf(v, sizeof v, "%s", honoured ? "true" : "false");
         rc = c->meta->ops->setting_put(c->meta, "conditionwrite", v);
@@ -568,6 +569,21 @@ static int detect_cond_writes(wp_client *c)
     return 0;
 }
 
+/* What the store declares: its flush defaults (where the configuration
+ * does not set them), the shortest poll of a cross-process reader. */
+static void apply_storage_defaults(wp_client *c)
+{
+    const struct storage_ops *o = c->st->ops;
+    if (o->flush_bytes_default && !wp__config_is_set(&c->cfg, "flush.max_bytes"))
+        c->cfg.flush_max_bytes = o->flush_bytes_default;
+    if (o->flush_interval_ms_default && !wp__config_is_set(&c->cfg, "flush.max_interval_ms"))
+        c->cfg.flush_max_interval_ms = o->flush_interval_ms_default;
+    int64_t poll_ms = c->cfg.reader_poll_max_ms;
+    if (poll_ms < o->poll_min_ms)
+        poll_ms = o->poll_min_ms;
+    c->poll_max_ns = poll_ms * 1000000LL;
+}
+
 int wp_client_open(const wp_config *cfg, wp_client **out)
 {
     if (!cfg || !out)
@@ -576,17 +592,7 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     if (!c)
         return wp__err(WP_ENOMEM, "client");
     c->cfg = *cfg;
-    if (strcmp(cfg->storage_type, "s3") == 0) { /* object storage: batch-oriented defaults */
-        if (!wp__config_is_set(cfg, "flush.max_bytes"))
-            c->cfg.flush_max_bytes = 2 * WP_MiB;
-        if (!wp__config_is_set(cfg, "flush.max_interval_ms"))
-            c->cfg.flush_max_interval_ms = 200;
-    }
     c->logger = (wp__logger){cfg->log_fn, cfg->log_arg, cfg->log_level};
-    c->poll_max_ns = cfg->reader_poll_max_ms * 1000000LL;
-    c->lac_hints = strcmp(cfg->storage_type, "s3") != 0;
-    if (strcmp(cfg->storage_type, "s3") == 0 && cfg->reader_poll_max_ms < READER_POLL_S3_MS)
-        c->poll_max_ns = READER_POLL_S3_MS * 1000000LL;
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->reg_mu, NULL);
     pthread_condattr_t ca;
@@ -594,22 +600,13 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->bg_cond, &ca);
     pthread_condattr_destroy(&ca);
-    char mpath[WP_PATH_MAX];
-    int rc = strcmp(cfg->storage_type, "s3") == 0
-                 ? storage_s3_open(cfg, &c->logger, &c->st)
-                 : storage_local_open(cfg->storage_root, &c->logger, &c->st);
+    int rc = storage_open(cfg, &c->logger, &c->st);
     if (rc)
         goto out_free;
-    if (strcmp(cfg->meta_type, "etcd") == 0)
-        rc = meta_etcd_open(cfg, &c->meta);
-    else if (!cfg->meta_path[0] && (rc = os_mkdir_p(cfg->storage_root))) /* default: under the root */
-        ;
-    else
-        rc = meta_sqlite_open(wp__config_meta_path(cfg, mpath, sizeof mpath), &c->meta);
-    if (rc)
+    apply_storage_defaults(c);
+    if ((rc = meta_open(cfg, &c->meta)))
         goto out_storage;
-    c->cond_writes = true;
-    if (strcmp(cfg->storage_type, "s3") == 0 && (rc = detect_cond_writes(c)) != 0)
+    if ((rc = detect_cond_writes(c)) != 0)
         goto out_meta;
     if (pthread_create(&c->lease_thr, NULL, lease_main, c) != 0) {
         rc = wp__err(WP_ENOMEM, "cannot start the reader lease thread");

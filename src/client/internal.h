@@ -27,7 +27,6 @@ typedef struct tailstate {
     bool deleted;
 } tailstate;
 
-#define READER_POLL_S3_MS 200
 
 /* A reader's registration (its GC hold, docs/metadata.md §3.3). The client
  * lists every open reader's, so that when its lease expired it registers
@@ -69,10 +68,9 @@ struct wp_client {
     int64_t lease_id;
     reader_reg *regs;
     /* Longest sleep of a reader polling a writer in another process:
-     * reader.poll_max_ms, at least READER_POLL_S3_MS on object storage (each
-     * poll lists the segment: at most 1000/READER_POLL_S3_MS requests/s). */
+     * reader.poll_max_ms, at least the store's poll_min_ms (object storage:
+     * each poll lists the segment). */
     int64_t poll_max_ns;
-    bool lac_hints; /* the storage publishes LAC hints (local); objects do not */
     /* The storage fences by conditional PUT (always true on local disk; on
      * S3 the setting `conditionwrite`, probed once per store). When false,
      * writers check the log's epoch in metadata before every ack. */

@@ -13,7 +13,6 @@
 
 #include "client/internal.h"
 #include "logstore/segment.h"
-#include "meta/etcd.h"
 
 /* How long an in-process wait sleeps before re-checking metadata (covers a
  * writer in another process taking over the log). */
@@ -30,10 +29,11 @@ struct wp_reader {
     int64_t poll_ns;
     /* registration (GC hold), listed in the client */
     reader_reg reg;
-    /* With etcd metadata: a watch on the log's segment records marks the
-     * reader's view stale, so it reads segment metadata only after a change
-     * (never polls etcd). NULL with SQLite, where a read is a local query. */
-    etcd_watch *watch;
+    /* With a metadata store that has watches (etcd): a watch on the log's
+     * segment records marks the reader's view stale, so it reads segment
+     * metadata only after a change (never polls etcd). NULL without (SQLite,
+     * where a read is a local query). */
+    meta_watch *watch;
     bool meta_dirty;   /* atomic */
     bool watch_failed; /* atomic */
     int64_t wait_seg;  /* segment whose metadata showed nothing new, -1 */
@@ -57,7 +57,7 @@ static int64_t active_lac(wp_client *c, tailstate *t, int64_t log_id, int64_t se
     bool has_writer;
     if (tail_lac(t, seg_id, &lac, &seq, &has_writer))
         return lac;
-    if (!c->lac_hints) /* objects: visible only once durable */
+    if (c->st->ops->durable_when_visible) /* objects: visible only once durable */
         return LSEG_LAC_UNKNOWN;
     lseg_r *r;
     if (lseg_open_read(c->st, log_id, seg_id, false, 0, &r))
@@ -212,10 +212,8 @@ static bool meta_stale(wp_reader *r)
     return dirty || r->wait_seg != r->seg;
 }
 
-static void on_seg_event(void *arg, const etcd_event *ev, size_t n)
+static void on_seg_event(void *arg)
 {
-    (void)ev;
-    (void)n;
     wp_reader *r = arg;
     __atomic_store_n(&r->meta_dirty, true, __ATOMIC_SEQ_CST);
     tail_bump(r->log->tail);
@@ -254,9 +252,9 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
     int rc = WP_OK;
     r->meta_dirty = true;
     r->wait_seg = -1;
-    if (strcmp(r->c->cfg.meta_type, "etcd") == 0) /* before reading state: no missed change */
-        rc = meta_etcd_watch_segments(r->c->meta, log->log_id, 0, on_seg_event, on_watch_err, r,
-                                      &r->watch);
+    const struct meta_ops *mo = r->c->meta->ops;
+    if (mo->seg_watch) /* before reading state: no missed change */
+        rc = mo->seg_watch(r->c->meta, log->log_id, on_seg_event, on_watch_err, r, &r->watch);
     /* Registered first, at a position that holds whatever the start
      * resolves to: `from` itself, or 0:0 (every segment) for earliest and
      * latest. A GC pass from then on keeps it; what GC deleted before,
@@ -277,7 +275,7 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
         rc = register_position(r);
     if (rc) {
         if (r->watch)
-            etcd_watch_stop(r->watch);
+            r->c->meta->ops->watch_stop(r->watch);
         client_reader_unregister(r->c, &r->reg);
         free(r);
         return rc;
@@ -291,7 +289,7 @@ void wp_reader_close(wp_reader *r)
     if (!r)
         return;
     if (r->watch)
-        etcd_watch_stop(r->watch);
+        r->c->meta->ops->watch_stop(r->watch);
     lseg_close_read(r->sr);
     client_reader_unregister(r->c, &r->reg);
     free(r->keys);

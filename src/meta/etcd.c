@@ -1354,8 +1354,58 @@ static void et_close(meta *mm)
     free(m);
 }
 
+/* ---- segment watches (meta_ops.seg_watch) ------------------------------ */
+
+struct meta_watch {
+    etcd_watch *w;
+    void (*changed)(void *arg);
+    void (*failed)(void *arg, int rc, const char *msg);
+    void *arg;
+};
+
+static void et_watch_events(void *arg, const etcd_event *ev, size_t n)
+{
+    (void)ev;
+    meta_watch *mw = arg;
+    if (n > 0)
+        mw->changed(mw->arg);
+}
+
+static void et_watch_err(void *arg, int rc, const char *msg)
+{
+    meta_watch *mw = arg;
+    mw->failed(mw->arg, rc, msg);
+}
+
+static int et_seg_watch(meta *mm, int64_t log_id, void (*changed)(void *arg),
+                        void (*failed)(void *arg, int rc, const char *msg), void *arg,
+                        meta_watch **out)
+{
+    meta_watch *mw = calloc(1, sizeof *mw);
+    if (!mw)
+        return wp__err(WP_ENOMEM, "segment watch");
+    *mw = (meta_watch){.changed = changed, .failed = failed, .arg = arg};
+    int rc = meta_etcd_watch_segments(mm, log_id, 0, et_watch_events, et_watch_err, mw, &mw->w);
+    if (rc) {
+        free(mw);
+        return rc;
+    }
+    *out = mw;
+    return WP_OK;
+}
+
+static void et_watch_stop(meta_watch *mw)
+{
+    if (!mw)
+        return;
+    etcd_watch_stop(mw->w);
+    free(mw);
+}
+
 static const struct meta_ops etcd_ops = {
     .name = "etcd",
+    .seg_watch = et_seg_watch,
+    .watch_stop = et_watch_stop,
     .log_create = et_log_create,
     .log_get = et_log_get,
     .log_update = et_log_update,

@@ -63,6 +63,8 @@ typedef struct {
     int64_t rev;           /* set by the backend */
 } meta_node;
 
+typedef struct meta_watch meta_watch;
+
 struct meta_ops {
     const char *name;
     /* Creates a log with a fresh id (epoch 0, no truncation). WP_EEXIST. */
@@ -117,11 +119,29 @@ struct meta_ops {
      * setting_put upserts. */
     int (*setting_get)(meta *, const char *name, char *value, size_t cap);
     int (*setting_put)(meta *, const char *name, const char *value);
+
+    /* Optional (NULL: the store has no watches; readers poll). Watches
+     * every segment record of log_id from now on, on a background thread:
+     * changed(arg) runs after each change (at least once per change, in
+     * order), failed(arg, rc, msg) once if the watch ends for good (then
+     * the caller reads state on every poll). Returns once the watch is in
+     * place, so no change after the call is missed. watch_stop ends it
+     * (no callback runs after it returns); call it before close. */
+    int (*seg_watch)(meta *, int64_t log_id, void (*changed)(void *arg),
+                     void (*failed)(void *arg, int rc, const char *msg), void *arg,
+                     meta_watch **out);
+    void (*watch_stop)(meta_watch *);
 };
 
 struct meta {
     const struct meta_ops *ops;
 };
+
+/* Opens the metadata store cfg->meta_type names ("sqlite": the file
+ * cfg->meta_path, by default under cfg->storage_root, which is created;
+ * "etcd": cfg->etcd_*). The one place that maps a type name to a backend. */
+struct wp_config;
+int meta_open(const struct wp_config *cfg, meta **out);
 
 /* ---- node records: checks and value encoding, shared by the backends ---- */
 

@@ -1798,9 +1798,22 @@ static int s3_seg_finalize(storage *st, int64_t log_id, int64_t seg_id, uint64_t
 static int s3_seg_compact(storage *st, int64_t log_id, int64_t seg_id, uint64_t max_bytes,
                           bool *compact);
 
+static void s3_storage_stats(storage *st, storage_stats *out)
+{
+    s3_stats x;
+    s3_client_stats(((s3_storage *)st)->c, &x);
+    *out = (storage_stats){.puts = x.puts, .put_bytes = x.put_bytes};
+}
+
 static const struct storage_ops s3_ops = {
     .name = "s3",
     .appends_atomic = true, /* one object per append */
+    .durable_when_visible = true,
+    .flush_bytes_default = 2 * WP_MiB, /* batch-oriented: an append is a PUT */
+    .flush_interval_ms_default = 200,
+    .poll_min_ms = 200, /* a poll lists the segment: at most 5 requests/s per reader */
+    .fence_probe = storage_s3_probe_conditional,
+    .stats = s3_storage_stats,
     .seg_create = s3_seg_create,
     .seg_reopen = s3_seg_reopen,
     .seg_append = s3_seg_append,

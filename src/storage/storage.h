@@ -14,6 +14,9 @@
 #include "base/err.h"
 
 typedef struct storage storage;
+typedef struct {
+    uint64_t puts, put_bytes; /* objects written and their bytes */
+} storage_stats;
 typedef struct st_writer st_writer;
 typedef struct st_reader st_reader;
 
@@ -25,6 +28,17 @@ struct storage_ops {
      * torn append: damage anywhere is corruption, only a missing append at
      * the end was never written. */
     bool appends_atomic;
+    /* durable_when_visible: appended bytes become visible to readers only
+     * once durable (objects), so readers in other processes may read every
+     * complete block they see; otherwise they read up to the LAC hint the
+     * writer publishes (seg_read_lac). */
+    bool durable_when_visible;
+    /* Defaults for this kind of store, applied where the configuration
+     * does not set the key (0: the configuration's default): a flush's
+     * bytes and interval (object storage is batch-oriented: each append
+     * is a request), and the shortest poll interval of a reader following
+     * a writer in another process (each poll of object storage lists). */
+    int64_t flush_bytes_default, flush_interval_ms_default, poll_min_ms;
     /* Ownership, one rule for every backend: a segment is owned by the
      * highest epoch that created, fenced or reopened it, and nobody acts on
      * a segment owned by a higher epoch than its own (WP_EFENCED).
@@ -103,6 +117,15 @@ struct storage_ops {
     int (*seg_compact)(storage *, int64_t log_id, int64_t seg_id, uint64_t max_bytes,
                        bool *compact);
 
+    /* Optional (NULL: the store's fencing always holds). Whether the
+     * store's fencing primitive holds (object storage: the endpoint honours
+     * If-None-Match); when it does not, writers check their epoch in
+     * metadata before every ack. */
+    int (*fence_probe)(storage *, bool *holds);
+    /* Optional (NULL: none): counters since open, for wp_log_compact's
+     * report and benchmarks. */
+    void (*stats)(storage *, storage_stats *out);
+
     void (*close)(storage *);
 };
 
@@ -113,5 +136,11 @@ struct storage {
 
 /* Local file system backend rooted at `root` (created if missing). */
 int storage_local_open(const char *root, const wp__logger *logger, storage **out);
+
+/* Opens the backend cfg->storage_type names. The one place that maps a
+ * type name to a backend: code above the interface asks the ops'
+ * capabilities, never the name. */
+struct wp_config;
+int storage_open(const struct wp_config *cfg, const wp__logger *logger, storage **out);
 
 #endif
