@@ -93,6 +93,7 @@ struct lseg_w {
     uint64_t appends; /* storage appends so far (the header is append 0) */
     idx_entry *idx;
     size_t n_idx, cap_idx;
+    int64_t finish_last; /* the footer's last entry at most this (INT64_MAX: none) */
     int failed;
 };
 
@@ -104,6 +105,7 @@ static int lseg_w_new(storage *st, st_writer *sw, uint64_t bytes, lseg_w **out)
     w->st = st;
     w->sw = sw;
     w->bytes = bytes;
+    w->finish_last = INT64_MAX;
     *out = w;
     return WP_OK;
 }
@@ -218,9 +220,15 @@ int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
     if (!ib)
         return wp__err(WP_ENOMEM, "segment index of %zu bytes", ilen);
     idx_encode(w->idx, w->n_idx, ib);
+    int64_t last = w->next_entry - 1 < w->finish_last ? w->next_entry - 1 : w->finish_last;
+    /* Completing below the last written entry (a replica at the quorum's
+     * last entry): the LAC hint comes down first, so that the footer
+     * covers it (footer_proven) even after a crash in between. */
+    if (last < w->next_entry - 1)
+        (void)w->st->ops->seg_publish_lac(w->sw, last);
     seg_footer f = {.n_blocks = (uint32_t)w->n_idx,
                     .index_offset = w->bytes,
-                    .last_entry_id = w->next_entry - 1,
+                    .last_entry_id = last,
                     .index_crc = crc32c(0, ib, ilen),
                     .flags = 0};
     ftr_encode(&f, ib + ilen);
@@ -234,7 +242,7 @@ int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
     w->bytes += ilen + FTR_SIZE;
     w->failed = WP_ECLOSED; /* nothing may follow the footer */
     if (last_entry_id)
-        *last_entry_id = w->next_entry - 1;
+        *last_entry_id = last;
     if (bytes)
         *bytes = w->bytes;
     return WP_OK;
@@ -306,6 +314,7 @@ typedef struct {
     uint64_t end; /* first position that is not a complete valid block */
     int stop;     /* WP_OK: the bytes end there; WP_EAGAIN: a block cut short
                    * (header or records); WP_ECORRUPT: damaged bytes */
+    bool limited; /* stopped at blocks past the writer's finish_last */
     char why[256];
 } scan_end;
 
@@ -317,6 +326,12 @@ static int scan_blocks(const storage *st, st_reader *r, uint64_t size, lseg_w *w
     biter it = {.r = r, .off = SEG_HEADER_SIZE, .limit = size};
     int rc;
     for (;;) {
+        if (w->next_entry > w->finish_last) { /* blocks past the limit: cut, not damage */
+            se->stop = WP_OK;
+            se->limited = it.off < size;
+            rc = WP_OK;
+            break;
+        }
         rc = biter_header(&it, st);
         if (rc == WP_OK)
             rc = biter_records(&it, st);
@@ -355,9 +370,12 @@ static int scan_blocks(const storage *st, st_reader *r, uint64_t size, lseg_w *w
 static bool footer_proven(const storage *st, st_reader *r, uint64_t size, const lseg_w *w,
                           uint64_t end, int64_t lac_hint, seg_footer *f)
 {
+    /* The last entry is the last scanned one, or (completed at a limit:
+     * lseg_recover_at) one inside the last block. */
+    int64_t last_min = w->n_idx ? w->idx[w->n_idx - 1].first_entry_id : -1;
     if (footer_read(st, r, size, f) != WP_OK || f->index_offset != end ||
-        f->n_blocks != w->n_idx || f->last_entry_id != w->next_entry - 1 ||
-        f->last_entry_id < lac_hint)
+        f->n_blocks != w->n_idx || f->last_entry_id > w->next_entry - 1 ||
+        f->last_entry_id < last_min || f->last_entry_id < lac_hint)
         return false;
     size_t ilen = (size_t)f->n_blocks * IDX_ENTRY_SIZE, got;
     uint8_t *ib = malloc(ilen ? ilen : 1);
@@ -438,15 +456,12 @@ static int torn_tail_rule(const storage *st, int64_t log_id, int64_t seg_id, uin
     return WP_OK;
 }
 
-int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
-                 const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes)
+int lseg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t limit,
+                const wp__logger *lg, lseg_w **out, int64_t *last_entry_id, uint64_t *bytes)
 {
-    /* The fence refuses a segment owned by a higher epoch (WP_EFENCED). */
-    int rc = recover_open(st, log_id, seg_id, epoch);
-    if (rc)
-        return rc;
+    *out = NULL;
     st_reader *r;
-    rc = st->ops->seg_open_read(st, log_id, seg_id, &r);
+    int rc = st->ops->seg_open_read(st, log_id, seg_id, &r);
     if (rc)
         return rc;
     uint64_t size;
@@ -466,6 +481,7 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
     rc = lseg_w_new(st, NULL, SEG_HEADER_SIZE, &w);
     if (rc)
         goto out_reader;
+    w->finish_last = limit;
     if (!rewrite_header) {
         rc = scan_blocks(st, r, size, w, &se);
         if (rc)
@@ -478,14 +494,13 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
             *bytes = size;
             goto out_w;
         }
-        rc = torn_tail_rule(st, log_id, seg_id, size, w, &se, lac_hint);
-        if (rc)
+        if (!se.limited && (rc = torn_tail_rule(st, log_id, seg_id, size, w, &se, lac_hint)))
             goto out_w;
     }
     if (se.end < size || rewrite_header)
-        wp__log(lg, WP_LOG_WARN, "segment %" PRId64 "/%" PRId64 ": cutting torn tail at %" PRIu64
-                " (%" PRIu64 " bytes)", log_id, seg_id, rewrite_header ? 0 : se.end,
-                size - (rewrite_header ? 0 : se.end));
+        wp__log(lg, WP_LOG_WARN, "segment %" PRId64 "/%" PRId64 ": cutting %s at %" PRIu64
+                " (%" PRIu64 " bytes)", log_id, seg_id, se.limited ? "the blocks past entry " :
+                "torn tail", rewrite_header ? 0 : se.end, size - (rewrite_header ? 0 : se.end));
     rc = st->ops->seg_reopen(st, log_id, seg_id, epoch, rewrite_header ? 0 : se.end, &sw);
     if (rc)
         goto out_w;
@@ -498,17 +513,43 @@ int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
         rc = st->ops->seg_append(sw, &iov, 1);
         if (rc)
             goto out_w;
+        w->appends = 1;
     }
     w->bytes = se.end;
-    rc = lseg_finish(w, last_entry_id, bytes);
+    *last_entry_id = w->next_entry - 1;
+    *bytes = w->bytes;
+    *out = w;
+    w = NULL;
 out_w:
-    if (!w->sw)
+    if (w && !w->sw)
         free(w->idx), free(w);
-    else
+    else if (w)
         lseg_close(w);
 out_reader:
     st->ops->seg_reader_close(r);
     return rc;
+}
+
+int lseg_recover_at(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t limit,
+                    const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes)
+{
+    /* The fence refuses a segment owned by a higher epoch (WP_EFENCED). */
+    int rc = recover_open(st, log_id, seg_id, epoch);
+    if (rc)
+        return rc;
+    lseg_w *w = NULL;
+    rc = lseg_reopen(st, log_id, seg_id, epoch, limit, lg, &w, last_entry_id, bytes);
+    if (rc || !w)
+        return rc; /* an error, or completed before */
+    rc = lseg_finish(w, last_entry_id, bytes);
+    lseg_close(w);
+    return rc;
+}
+
+int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
+                 const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes)
+{
+    return lseg_recover_at(st, log_id, seg_id, epoch, INT64_MAX, lg, last_entry_id, bytes);
 }
 
 /* ---- reading ----------------------------------------------------------- */
@@ -671,6 +712,8 @@ int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
         if (rc) /* blk_check_records already passed; cannot happen */
             return wp__err(WP_ECORRUPT, "record %" PRId64 ": %s", r->next_id, wp_errmsg());
         out->entry_id = r->next_id++;
+        out->raw = r->it.buf + r->rec_off;
+        out->raw_len = used;
         r->rec_i++;
         r->rec_off += used;
         if (out->entry_id >= r->target)
@@ -724,8 +767,11 @@ static void verify_footer(const storage *st, st_reader *r, uint64_t bytes, const
     if (f.index_offset != end)
         problem(fn, arg, bad, "footer: index at %" PRIu64 " but blocks end at %" PRIu64,
                 f.index_offset, end);
-    if (f.last_entry_id != last_entry_id || w->next_entry - 1 != last_entry_id)
-        problem(fn, arg, bad, "last entry: footer %" PRId64 ", blocks %" PRId64
+    /* The footer's last entry is in the last block (format.md section 7). */
+    int64_t last_min = w->n_idx ? w->idx[w->n_idx - 1].first_entry_id : -1;
+    if (f.last_entry_id != last_entry_id || last_entry_id > w->next_entry - 1 ||
+        last_entry_id < last_min)
+        problem(fn, arg, bad, "last entry: footer %" PRId64 ", blocks up to %" PRId64
                 ", metadata %" PRId64, f.last_entry_id, w->next_entry - 1, last_entry_id);
     if (f.n_blocks != w->n_idx) {
         problem(fn, arg, bad, "footer: %" PRIu32 " blocks, found %zu", f.n_blocks, w->n_idx);
@@ -765,7 +811,7 @@ int lseg_verify(storage *st, int64_t log_id, int64_t seg_id, bool completed, uin
     rc = header_check(st, r, log_id, seg_id, NULL);
     if (rc)
         problem(fn, arg, &bad, "header: %s", rc == WP_EAGAIN ? "missing" : wp_errmsg());
-    lseg_w w = {.bytes = SEG_HEADER_SIZE};
+    lseg_w w = {.bytes = SEG_HEADER_SIZE, .finish_last = INT64_MAX};
     uint64_t end = SEG_HEADER_SIZE;
     if (!rc) {
         uint64_t limit = size;

@@ -65,6 +65,20 @@ void lseg_close(lseg_w *w);
  * cut then). */
 int lseg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
                  const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes);
+/* lseg_recover that also cuts the blocks starting after entry `limit` and
+ * completes the segment with last entry at most `limit` (a block may hold
+ * entries past it; readers stop at the footer's). INT64_MAX: no limit. A
+ * segment completed before is reported as it is, whatever the limit. */
+int lseg_recover_at(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t limit,
+                    const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes);
+/* The same steps without the fence and the footer: opens an existing
+ * segment for appending by `epoch` (which must own it: WP_EFENCED
+ * otherwise), after cutting a torn tail (or the blocks past `limit`).
+ * *out is the writer, continuing after *last_entry_id at *bytes; or NULL
+ * if the segment was completed before (*last_entry_id, *bytes describe
+ * it). */
+int lseg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t limit,
+                const wp__logger *lg, lseg_w **out, int64_t *last_entry_id, uint64_t *bytes);
 
 /* ---- reading ----------------------------------------------------------- */
 
@@ -81,6 +95,8 @@ void lseg_seek(lseg_r *r, int64_t entry_id);
 typedef struct {
     int64_t entry_id;
     rec_view rec;
+    const uint8_t *raw; /* the record's bytes as stored (docs/format.md §4) */
+    size_t raw_len;
 } lseg_entry;
 /* Next entry if its id <= max_entry_id (the LAC). WP_EAGAIN when it is not
  * there (yet); WP_ECORRUPT for a damaged durable block. With

@@ -318,6 +318,76 @@ TEST(outdated_reopen_cannot_cut_newer_footer)
     s->ops->close(s);
 }
 
+static void print_problem(void *arg, const char *problem)
+{
+    (void)arg;
+    fprintf(stderr, "  verify: %s\n", problem);
+}
+
+/* lseg_recover_at: blocks past the limit are cut and the footer's last
+ * entry is the limit, also inside a block (a replica completing a segment
+ * at the quorum's last entry). */
+TEST(recover_at_a_limit)
+{
+    storage *s = fresh("reclim");
+    REQUIRE(s);
+    lseg_w *w = NULL;
+    CHECK_OK(lseg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    const void *p[3] = {"a", "b", "c"};
+    size_t l[3] = {1, 1, 1};
+    CHECK_OK(segtest_write_block(w, 0, p, l, 3)); /* entries 0..2 */
+    uint64_t second = lseg_bytes(w);
+    CHECK_OK(segtest_write_block(w, 3, p, l, 3)); /* entries 3..5 */
+    lseg_close(w);
+    int64_t last = -9;
+    uint64_t bytes = 0;
+    CHECK_OK(lseg_recover_at(s, 1, 0, 2, 1, NULL, &last, &bytes));
+    CHECK(last == 1);
+    CHECK(bytes == second + IDX_ENTRY_SIZE + FTR_SIZE); /* the second block is cut */
+    CHECK(segtest_count(s, 1, 0, bytes, last) == 2);
+    CHECK_OK(lseg_verify(s, 1, 0, true, bytes, last, print_problem, NULL, NULL));
+    /* Recovered again (a crash before metadata recorded it): the footer
+     * inside the block is recognised, entry 2 does not come back. */
+    int64_t last2 = -9;
+    uint64_t bytes2 = 0;
+    CHECK_OK(lseg_recover(s, 1, 0, 3, NULL, &last2, &bytes2));
+    CHECK(last2 == 1 && bytes2 == bytes);
+    s->ops->close(s);
+}
+
+/* lseg_reopen: a new owner appends after the last valid block. */
+TEST(reopen_for_append)
+{
+    storage *s = fresh("recreo");
+    REQUIRE(s);
+    lseg_w *w = NULL;
+    CHECK_OK(lseg_create(s, 1, 0, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(segtest_write_str(w, 0, "zero"));
+    CHECK_OK(segtest_write_str(w, 1, "one"));
+    lseg_close(w);
+    int fd = open(seg_file("data"), O_WRONLY | O_APPEND);
+    CHECK(fd >= 0 && write(fd, "torn tail", 9) == 9); /* an unacknowledged append, cut short */
+    if (fd >= 0)
+        close(fd);
+    int64_t last = -9;
+    uint64_t bytes = 0;
+    lseg_w *w2 = NULL;
+    CHECK_RC(WP_EFENCED, lseg_reopen(s, 1, 0, 0, INT64_MAX, NULL, &w2, &last, &bytes));
+    CHECK_OK(lseg_reopen(s, 1, 0, 2, INT64_MAX, NULL, &w2, &last, &bytes));
+    REQUIRE(w2);
+    CHECK(last == 1 && lseg_last_entry(w2) == 1);
+    CHECK_OK(segtest_write_str(w2, 2, "two"));
+    CHECK_OK(lseg_finish(w2, &last, &bytes));
+    lseg_close(w2);
+    CHECK(last == 2 && segtest_count(s, 1, 0, bytes, last) == 3);
+    /* A completed segment is reported, not reopened. */
+    CHECK_OK(lseg_reopen(s, 1, 0, 3, INT64_MAX, NULL, &w2, &last, &bytes));
+    CHECK(w2 == NULL && last == 2);
+    s->ops->close(s);
+}
+
 /* Item 11: appends into a log deleted under the writer are not acked. */
 TEST(append_after_log_delete_is_not_acked)
 {
@@ -356,5 +426,7 @@ int main(void)
     RUN(torn_header_of_empty_segment_is_rewritten);
     RUN(outdated_reopen_cannot_cut_newer_footer);
     RUN(append_after_log_delete_is_not_acked);
+    RUN(recover_at_a_limit);
+    RUN(reopen_for_append);
     return test_done();
 }
