@@ -825,6 +825,24 @@ static const struct storage_ops local_ops = {
     .close = local_close,
 };
 
+int storage_local_owner(storage *s, int64_t log_id, int64_t seg_id, int64_t *epoch)
+{
+    seg_paths p;
+    int rc = paths_make((local_storage *)s, log_id, seg_id, &p);
+    if (rc)
+        return rc;
+    *epoch = -1;
+    int fd = os_sys.open(p.fence, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        rc = errno == ENOENT ? 0 : wp__err_sys(errno, "open", p.fence);
+    else {
+        rc = fence_read(fd, p.fence, epoch);
+        os_sys.close(fd);
+    }
+    paths_free(&p);
+    return rc;
+}
+
 int storage_local_open(const char *root, const wp__logger *logger, storage **out)
 {
     *out = NULL;

@@ -136,6 +136,9 @@ struct storage {
 
 /* Local file system backend rooted at `root` (created if missing). */
 int storage_local_open(const char *root, const wp__logger *logger, storage **out);
+/* The owner epoch of a local segment (its fence file; docs/format.md §9):
+ * -1 if it has none. For the LogStore replica, which owns its disk. */
+int storage_local_owner(storage *s, int64_t log_id, int64_t seg_id, int64_t *epoch);
 
 /* Opens the backend cfg->storage_type names. The one place that maps a
  * type name to a backend: code above the interface asks the ops'
