@@ -46,6 +46,7 @@
 #define WP_CONFIG_FILE_BYTES_MAX (1 * WP_MiB)
 #define WP_CONFIG_VALUE_MAX 4096
 #define WP_PATH_MAX 4096
+#define WP_NODE_ID_MAX 128 /* a LogStore / streaming node id (metadata key part) */
 
 /* Error messages. */
 #define WP_ERRMSG_MAX 512

@@ -107,6 +107,12 @@ static const key_def KEYS[] = {
     NUM("reader.lease_ttl_ms", K_DUR, reader_lease_ttl_ms, "30000", 1000, 600 * 1000),
     NUM("reader.poll_max_ms", K_DUR, reader_poll_max_ms, "10", 1, 1000),
     ENUM_I("log.level", log_level, "warn", LOG_LEVELS),
+    STR("node.id", node_id, "", 0, WP_NODE_ID_MAX, F_TOKEN),
+    STR("node.listen", node_listen, "127.0.0.1:7400", 3, 255, F_TOKEN),
+    STR("node.data_dir", node_data_dir, "./woodpecker-logstore", 1, WP_PATH_MAX - 1, 0),
+    STR("node.zone", node_zone, "", 0, 63, F_TOKEN),
+    NUM("node.workers", K_INT, node_workers, "4", 1, 64),
+    NUM("node.disk_reserve_bytes", K_SIZE, node_disk_reserve_bytes, "1GiB", 0, 1024 * WP_GiB),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(N_KEYS <= sizeof(((struct wp_config *)0)->set_by_user), "set_by_user has a slot per key");

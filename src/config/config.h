@@ -48,6 +48,12 @@ struct wp_config {
     int64_t reader_lease_ttl_ms;    /* reader.lease_ttl_ms */
     int64_t reader_poll_max_ms;     /* reader.poll_max_ms (cross-process tail) */
     int log_level;                  /* log.level: debug|info|warn|error */
+    char node_id[WP_NODE_ID_MAX + 1]; /* node.id: a LogStore server's id */
+    char node_listen[256];          /* node.listen: host:port it serves on */
+    char node_data_dir[WP_PATH_MAX]; /* node.data_dir: its segment copies */
+    char node_zone[64];             /* node.zone: for placement across zones */
+    int64_t node_workers;           /* node.workers: write/sync threads */
+    int64_t node_disk_reserve_bytes; /* node.disk_reserve_bytes: refuse ADDs below */
     unsigned char set_by_user[64];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;
     void *log_arg;

@@ -48,9 +48,8 @@ typedef struct {
 /* Node registrations (docs/metadata.md §3.4). Bounds of the text fields:
  * an id is 1..WP_NODE_ID_MAX bytes of [A-Za-z0-9._-] (it is part of a key),
  * a kind 1..META_NODE_KIND_MAX bytes of [a-z0-9_-], an address
- * 1..META_NODE_ADDR_MAX printable bytes without spaces (host:port). Here and
- * not in limits.h because only the metadata layer uses them. */
-#define WP_NODE_ID_MAX 128
+ * 1..META_NODE_ADDR_MAX printable bytes without spaces (host:port).
+ * WP_NODE_ID_MAX is in limits.h (the configuration's node.id too). */
 #define META_NODE_KIND_MAX 31
 #define META_NODE_ADDR_MAX 255
 

@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include "base/limits.h"
 #include "codec/codec.h"
 #include "logstore/segment.h"
+#include "os/os.h"
 #include "storage/storage.h"
 
 #define BUCKETS 4096
@@ -30,6 +33,8 @@ typedef struct rseg {
     bool unlinked;       /* removed from the map (deleted) */
     pthread_mutex_t mu;  /* everything below */
     bool loaded, exists;
+    bool deleted;        /* a tombstone: refused (WP_EFENCED) or missing (WP_ENOENT) */
+    int failed;          /* a write or sync failed: WP_EIO for good (fsyncgate) */
     lseg_w *w;           /* open for appends at w_epoch; NULL none */
     int64_t w_epoch;
     uint64_t bytes;      /* of a completed copy */
@@ -40,10 +45,11 @@ struct replica {
     storage *st;
     const wp__logger *lg;
     char dir[WP_PATH_MAX];
-    pthread_mutex_t mu; /* the map and refs */
+    char tomb_dir[WP_PATH_MAX];
+    pthread_mutex_t mu; /* the map, refs, n_held */
     rseg *map[BUCKETS];
-    uint64_t n_segs;
-    int failed; /* atomic: a write or sync failed; every call fails */
+    uint64_t n_segs; /* loaded */
+    uint64_t n_held; /* copies on disk */
 };
 
 static size_t bucket(int64_t log_id, int64_t seg_id)
@@ -51,6 +57,8 @@ static size_t bucket(int64_t log_id, int64_t seg_id)
     uint64_t h = (uint64_t)log_id * 0x9E3779B97F4A7C15ULL ^ (uint64_t)seg_id * 0xC2B2AE3D27D4EB4FULL;
     return (size_t)(h >> 32) % BUCKETS;
 }
+
+static int count_held(replica *rs, const char *sdir);
 
 int replica_open(const char *dir, const wp__logger *lg, replica **out)
 {
@@ -64,7 +72,14 @@ int replica_open(const char *dir, const wp__logger *lg, replica **out)
         free(rs);
         return wp__err(WP_EINVAL, "replica: data directory path too long");
     }
-    int rc = storage_local_open(sdir, lg, &rs->st);
+    int t = snprintf(rs->tomb_dir, sizeof rs->tomb_dir, "%s/tombstones", dir);
+    int rc = t < 0 || (size_t)t >= sizeof rs->tomb_dir
+                 ? wp__err(WP_EINVAL, "replica: data directory path too long")
+                 : os_mkdir_p(rs->tomb_dir);
+    if (rc == WP_OK)
+        rc = storage_local_open(sdir, lg, &rs->st);
+    if (rc == WP_OK && (rc = count_held(rs, sdir)) != WP_OK)
+        rs->st->ops->close(rs->st);
     if (rc) {
         free(rs);
         return rc;
@@ -97,23 +112,70 @@ void replica_close(replica *rs)
     free(rs);
 }
 
-static int failed_check(replica *rs)
-{
-    int f = __atomic_load_n(&rs->failed, __ATOMIC_SEQ_CST);
-    if (f)
-        return wp__err(f, "replica: a write or sync failed earlier (%s); the server must stop",
-                       wp_strerror(f));
-    return WP_OK;
-}
-
-/* After a failed write or sync: failed for good (fsyncgate). */
-static int fail_stop(replica *rs, int rc)
+/* After a failed write or sync the copy is failed for good (fsyncgate). */
+static int fail_copy(replica *rs, rseg *g, int rc)
 {
     if (rc == WP_EIO || rc == WP_ENOSPC || rc == WP_ECLOSED) {
-        __atomic_store_n(&rs->failed, rc, __ATOMIC_SEQ_CST);
-        wp__log(rs->lg, WP_LOG_ERROR, "replica: %s (%s): failing for good", wp_strerror(rc),
-                wp_errmsg());
+        g->failed = WP_EIO;
+        wp__log(rs->lg, WP_LOG_ERROR, "replica: segment %" PRId64 "/%" PRId64 ": %s (%s): the "
+                "copy is failed for good", g->log_id, g->seg_id, wp_strerror(rc), wp_errmsg());
     }
+    return rc;
+}
+
+/* Tombstones (docs/protocol.md §5.7): <dir>/tombstones/L<log> for a log,
+ * S<log>.<seg> for a segment; empty files, synced into their directory. */
+static void tomb_path(const replica *rs, int64_t log_id, int64_t seg_id, char *out, size_t cap)
+{
+    if (seg_id < 0)
+        snprintf(out, cap, "%s/L%" PRId64, rs->tomb_dir, log_id);
+    else
+        snprintf(out, cap, "%s/S%" PRId64 ".%" PRId64, rs->tomb_dir, log_id, seg_id);
+}
+
+static bool tomb_exists(const replica *rs, int64_t log_id, int64_t seg_id)
+{
+    char p[WP_PATH_MAX + 64];
+    struct stat st;
+    tomb_path(rs, log_id, -1, p, sizeof p);
+    if (stat(p, &st) == 0)
+        return true;
+    tomb_path(rs, log_id, seg_id, p, sizeof p);
+    return stat(p, &st) == 0;
+}
+
+static int tomb_put(replica *rs, int64_t log_id, int64_t seg_id)
+{
+    char p[WP_PATH_MAX + 64];
+    tomb_path(rs, log_id, seg_id, p, sizeof p);
+    int fd = os_sys.open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return wp__err_sys(errno, "open", p);
+    os_sys.close(fd);
+    return os_fsync_path(rs->tomb_dir);
+}
+
+/* Copies on disk, counted once at open (STATS). */
+static int count_held(replica *rs, const char *sdir)
+{
+    char **names;
+    size_t n;
+    int rc = os_list_dir(sdir, &names, &n);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && !rc; i++) {
+        char *end;
+        long long id = strtoll(names[i], &end, 10);
+        if (*end || id < 0)
+            continue;
+        int64_t *ids;
+        size_t k;
+        if ((rc = rs->st->ops->seg_list(rs->st, id, &ids, &k)) == WP_OK) {
+            rs->n_held += k;
+            free(ids);
+        }
+    }
+    os_free_names(names, n);
     return rc;
 }
 
@@ -156,6 +218,11 @@ static int rseg_load(replica *rs, rseg *g)
 {
     if (g->loaded)
         return WP_OK;
+    if (tomb_exists(rs, g->log_id, g->seg_id)) {
+        g->loaded = g->deleted = true;
+        g->st.epoch = INT64_MAX; /* a late writer is refused */
+        return WP_OK;
+    }
     int64_t owner = -1, last = -1;
     uint64_t bytes = 0;
     int rc = storage_local_owner(rs->st, g->log_id, g->seg_id, &owner);
@@ -198,6 +265,9 @@ static int rseg_take(replica *rs, int64_t log_id, int64_t seg_id, rseg **out)
         return wp__err(WP_ENOMEM, "replica: segment entry");
     pthread_mutex_lock(&g->mu);
     int rc = rseg_load(rs, g);
+    if (rc == WP_OK && g->failed)
+        rc = wp__err(WP_EIO, "replica: segment %" PRId64 "/%" PRId64 ": a write or sync failed "
+                     "earlier", log_id, seg_id);
     if (rc) {
         pthread_mutex_unlock(&g->mu);
         rseg_put(rs, g);
@@ -217,6 +287,9 @@ static void rseg_release(replica *rs, rseg *g, replica_state *out)
 
 static int refuse_epoch(const rseg *g, int64_t epoch, const char *what)
 {
+    if (g->deleted)
+        return wp__err(WP_EFENCED, "replica: segment %" PRId64 "/%" PRId64 " was deleted, %s "
+                       "refused", g->log_id, g->seg_id, what);
     return wp__err(WP_EFENCED, "replica: segment %" PRId64 "/%" PRId64 " is fenced at epoch %" PRId64
                    ", %s of epoch %" PRId64 " refused", g->log_id, g->seg_id, g->st.epoch, what,
                    epoch);
@@ -235,6 +308,11 @@ static int writer_at(replica *rs, rseg *g, int64_t epoch)
     if (!g->exists) {
         rc = lseg_create(rs->st, g->log_id, g->seg_id, epoch, &g->w);
         g->exists = rc == WP_OK;
+        if (g->exists) {
+            pthread_mutex_lock(&rs->mu);
+            rs->n_held++;
+            pthread_mutex_unlock(&rs->mu);
+        }
     } else {
         rc = lseg_reopen(rs->st, g->log_id, g->seg_id, epoch, INT64_MAX, rs->lg, &g->w, &last,
                          &bytes);
@@ -297,29 +375,29 @@ static int write_block(replica *rs, rseg *g, int64_t first, uint32_t n, const ui
     }
     if (rc == WP_EFENCED || rc == WP_EINVAL)
         return rc;
-    return rc ? fail_stop(rs, rc) : WP_OK;
+    return rc ? fail_copy(rs, g, rc) : WP_OK;
 }
 
 int replica_add(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t first,
                 uint32_t n, const uint8_t *records, size_t len, int64_t lac, replica_state *out)
 {
-    int rc = failed_check(rs);
-    if (rc)
-        return rc;
-    if (n == 0 || n > WP_BLOCK_ENTRIES_MAX || first < 0 || !records)
+    if (n > WP_BLOCK_ENTRIES_MAX || first < 0 || (n > 0 && !records))
         return wp__err(WP_EINVAL, "replica: ADD of %" PRIu32 " entries from %" PRId64, n, first);
     rseg *g;
-    if ((rc = rseg_take(rs, log_id, seg_id, &g)))
+    int rc = rseg_take(rs, log_id, seg_id, &g);
+    if (rc)
         return rc;
     if (epoch < g->st.epoch)
         rc = refuse_epoch(g, epoch, "an ADD");
     else if (g->st.completed)
         rc = wp__err(WP_ECLOSED, "replica: segment %" PRId64 "/%" PRId64 " is completed", log_id,
                      seg_id);
+    else if (n == 0) /* LAC-only: nothing to write (a lost LAC only makes recovery read more) */
+        ;
     else if (first > g->st.last + 1)
         rc = wp__err(WP_EAGAIN, "replica: segment %" PRId64 "/%" PRId64 ": ADD from %" PRId64
                      ", this replica holds up to %" PRId64, log_id, seg_id, first, g->st.last);
-    if (rc == WP_OK && first + (int64_t)n - 1 > g->st.last) {
+    if (rc == WP_OK && n > 0 && first + (int64_t)n - 1 > g->st.last) {
         uint32_t skip = (uint32_t)(g->st.last + 1 - first); /* a resend: held already */
         size_t off = 0;
         rc = records_skip(records, len, skip, &off);
@@ -338,11 +416,9 @@ int replica_add(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch, int6
 
 int replica_fence(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch, replica_state *out)
 {
-    int rc = failed_check(rs);
-    if (rc)
-        return rc;
     rseg *g;
-    if ((rc = rseg_take(rs, log_id, seg_id, &g)))
+    int rc = rseg_take(rs, log_id, seg_id, &g);
+    if (rc)
         return rc;
     if (epoch < g->st.epoch) {
         rc = refuse_epoch(g, epoch, "a FENCE");
@@ -441,11 +517,9 @@ int replica_read(replica *rs, int64_t log_id, int64_t seg_id, int64_t from, int6
 int replica_complete(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t last,
                      replica_state *out)
 {
-    int rc = failed_check(rs);
-    if (rc)
-        return rc;
     rseg *g;
-    if ((rc = rseg_take(rs, log_id, seg_id, &g)))
+    int rc = rseg_take(rs, log_id, seg_id, &g);
+    if (rc)
         return rc;
     int64_t got = -1;
     uint64_t bytes = 0;
@@ -470,7 +544,7 @@ int replica_complete(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch,
             g->st.epoch = epoch;
             g->bytes = bytes;
         } else if (rc != WP_EFENCED && rc != WP_ECORRUPT) {
-            fail_stop(rs, rc);
+            fail_copy(rs, g, rc);
         }
     }
     rseg_release(rs, g, out);
@@ -513,9 +587,33 @@ int replica_delete(replica *rs, int64_t log_id, int64_t seg_id)
 {
     if (log_id < 0)
         return wp__err(WP_EINVAL, "replica: negative log id");
+    /* The tombstone first: from then on a late ADD is refused, whatever
+     * happens to the deletion. */
+    int rc = tomb_put(rs, log_id, seg_id);
+    if (rc)
+        return rc;
     unlink_loaded(rs, log_id, seg_id);
-    return seg_id < 0 ? rs->st->ops->log_delete(rs->st, log_id)
-                      : rs->st->ops->seg_delete(rs->st, log_id, seg_id);
+    int64_t *ids = NULL;
+    size_t k = 0;
+    if (seg_id < 0)
+        rc = rs->st->ops->seg_list(rs->st, log_id, &ids, &k);
+    else {
+        st_reader *r = NULL;
+        k = rs->st->ops->seg_open_read(rs->st, log_id, seg_id, &r) == WP_OK;
+        if (r)
+            rs->st->ops->seg_reader_close(r);
+        wp__err_clear();
+    }
+    free(ids);
+    if (rc == WP_OK)
+        rc = seg_id < 0 ? rs->st->ops->log_delete(rs->st, log_id)
+                        : rs->st->ops->seg_delete(rs->st, log_id, seg_id);
+    if (rc == WP_OK) {
+        pthread_mutex_lock(&rs->mu);
+        rs->n_held -= k < rs->n_held ? k : rs->n_held;
+        pthread_mutex_unlock(&rs->mu);
+    }
+    return rc;
 }
 
 int replica_stats_get(replica *rs, replica_stats *out)
@@ -526,7 +624,7 @@ int replica_stats_get(replica *rs, replica_stats *out)
     pthread_mutex_lock(&rs->mu);
     *out = (replica_stats){.disk_free = (uint64_t)v.f_bavail * v.f_frsize,
                            .disk_total = (uint64_t)v.f_blocks * v.f_frsize,
-                           .segments = rs->n_segs};
+                           .segments = rs->n_held};
     pthread_mutex_unlock(&rs->mu);
     return WP_OK;
 }

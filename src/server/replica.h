@@ -10,8 +10,10 @@
  *
  * Thread-safe: operations on different segments run in parallel (one lock
  * per segment); on one segment they are serialized. After a failed write or
- * sync the replica is failed for good (fsyncgate): every later call
- * returns that error and the server stops. */
+ * sync a copy is failed for good (fsyncgate): every later request on it
+ * gets WP_EIO. A deleted segment leaves a tombstone (docs/protocol.md §5.7):
+ * a late ADD, FENCE or COMPLETE is refused (WP_EFENCED), a READ gets
+ * WP_ENOENT. */
 #ifndef WP_SERVER_REPLICA_H
 #define WP_SERVER_REPLICA_H
 
@@ -37,7 +39,8 @@ typedef struct {
 } replica_state;
 
 /* ADD: entries [first, first + n) as n concatenated records (docs/format.md
- * §4) of len bytes, from a writer of `epoch`, durable on return. Entries
+ * §4) of len bytes, from a writer of `epoch`, durable on return; n == 0 only
+ * records the LAC (docs/protocol.md §5.2: nothing is written). Entries
  * this replica already holds are skipped (a resend). WP_EFENCED if epoch is
  * below the owner's, WP_EAGAIN if first is past the next entry this
  * replica expects (a gap: *out->last tells where it is), WP_ECLOSED if the
@@ -73,12 +76,13 @@ int replica_read(replica *rs, int64_t log_id, int64_t seg_id, int64_t from, int6
 int replica_complete(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t last,
                      replica_state *out);
 
-/* DELETE: one segment, or every segment of the log (seg_id < 0). */
+/* DELETE: one segment, or every segment of the log (seg_id < 0), leaving
+ * a tombstone (synced before the data goes). Idempotent. */
 int replica_delete(replica *rs, int64_t log_id, int64_t seg_id);
 
 typedef struct {
     uint64_t disk_free, disk_total; /* bytes, of the data directory's file system */
-    uint64_t segments;              /* loaded (in use since start) */
+    uint64_t segments;              /* copies held on disk */
 } replica_stats;
 int replica_stats_get(replica *rs, replica_stats *out);
 

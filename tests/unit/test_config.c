@@ -556,7 +556,11 @@ TEST(test_every_key_round_trips)
         CHECK_OK(wp_config_get(d, k, b2, sizeof b2));
         CHECK(strcmp(buf, b2) == 0);
     }
-    CHECK(n == N_ALL + 20); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads, compaction.* */
+    CHECK(n == N_ALL + 26); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads,
+                             * compaction.*, 6 node.* */
+    CHECK_RC(WP_EINVAL, wp_config_set(d, "node.listen", "a b:1"));
+    CHECK_RC(WP_EINVAL, wp_config_set(d, "node.workers", "0"));
+    CHECK_OK(wp_config_set(d, "node.disk_reserve_bytes", "0"));
     CHECK_OK(wp_config_set(d, "meta.etcd.endpoints", "http://10.0.0.1:2379,http://10.0.0.2:2379"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "meta.etcd.endpoints", "http://a b"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "storage.s3.path_style", "yes"));

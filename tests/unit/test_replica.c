@@ -67,6 +67,9 @@ TEST(add_read_resend_gap)
     CHECK(st.last == 6 && st.lac == 4);
     CHECK_OK(add(rs, 0, 1, 0, 2, 4, &st)); /* all held already */
     CHECK(st.last == 6);
+    /* A LAC-only ADD records the LAC, writes nothing. */
+    CHECK_OK(replica_add(rs, 1, 0, 1, 7, 0, NULL, 0, 6, &st));
+    CHECK(st.last == 6 && st.lac == 6);
     /* A gap is refused and tells where the replica is. */
     CHECK_RC(WP_EAGAIN, add(rs, 0, 1, 9, 1, 4, &st));
     CHECK(st.last == 6);
@@ -138,15 +141,31 @@ TEST(complete_at_the_quorum_last)
     CHECK_OK(replica_state_get(rs, 1, 0, &st));
     CHECK(st.completed && st.last == 3);
     CHECK(read_check(rs, 0, 0, 100) == 4);
-    /* Delete: gone, also after a restart. */
-    CHECK_OK(replica_delete(rs, 1, 0));
-    CHECK_RC(WP_ENOENT, replica_state_get(rs, 1, 0, &st));
+    replica_stats s;
     CHECK_OK(add(rs, 1, 1, 0, 1, -1, &st));
+    CHECK_OK(replica_stats_get(rs, &s));
+    CHECK(s.disk_total > 0 && s.disk_free <= s.disk_total && s.segments == 2);
+    /* Delete leaves a tombstone: a late writer cannot create the copy
+     * again, readers find nothing, also after a restart. */
+    CHECK_OK(replica_delete(rs, 1, 0));
+    CHECK_OK(replica_delete(rs, 1, 0)); /* idempotent */
+    CHECK_RC(WP_ENOENT, replica_state_get(rs, 1, 0, &st));
+    CHECK_RC(WP_EFENCED, add(rs, 0, 9, 0, 1, -1, &st));
+    CHECK_RC(WP_EFENCED, replica_fence(rs, 1, 0, 9, &st));
+    CHECK_OK(replica_stats_get(rs, &s));
+    CHECK(s.segments == 1);
+    replica_close(rs);
+    rs = NULL;
+    CHECK_OK(replica_open(dir, NULL, &rs));
+    REQUIRE(rs);
+    CHECK_OK(replica_stats_get(rs, &s));
+    CHECK(s.segments == 1);
+    CHECK_RC(WP_EFENCED, add(rs, 0, 9, 0, 1, -1, &st));
     CHECK_OK(replica_delete(rs, 1, -1));
     CHECK_RC(WP_ENOENT, replica_state_get(rs, 1, 1, &st));
-    replica_stats s;
+    CHECK_RC(WP_EFENCED, add(rs, 2, 9, 0, 1, -1, &st)); /* any segment of the log */
     CHECK_OK(replica_stats_get(rs, &s));
-    CHECK(s.disk_total > 0 && s.disk_free <= s.disk_total);
+    CHECK(s.segments == 0);
     replica_close(rs);
 }
 
