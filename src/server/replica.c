@@ -279,6 +279,7 @@ static int rseg_take(replica *rs, int64_t log_id, int64_t seg_id, rseg **out)
 
 static void rseg_release(replica *rs, rseg *g, replica_state *out)
 {
+    g->st.deleted = g->deleted;
     if (out)
         *out = g->st;
     pthread_mutex_unlock(&g->mu);

@@ -36,6 +36,7 @@ typedef struct {
     int64_t lac;    /* highest LAC a writer told it (-1: none; not durable) */
     int64_t epoch;  /* the owner (fence) epoch (-1: none) */
     bool completed; /* sealed here at `last` */
+    bool deleted;   /* a tombstone: deleted here */
 } replica_state;
 
 /* ADD: entries [first, first + n) as n concatenated records (docs/format.md

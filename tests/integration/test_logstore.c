@@ -1,0 +1,464 @@
+/* test_logstore.c — the LogStore server (woodpecker logstore) as a real
+ * process on 127.0.0.1, spoken to over real sockets with the protocol
+ * codec (docs/protocol.md): ADD, READ (held until entries arrive), FENCE
+ * (kept across a kill -9 and restart), COMPLETE, DELETE, pipelining, bad
+ * frames, and the registration in metadata (issue 10). */
+#include "test.h"
+#include "support/testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "codec/codec.h"
+#include "config/config.h"
+#include "meta/meta.h"
+#include "net/proto.h"
+
+/* ---- the server process ------------------------------------------------ */
+
+typedef struct {
+    pid_t pid;
+    char addr[64];
+    char dir[1024];
+} srv;
+
+static int srv_start(srv *s, const char *dir, const char *id)
+{
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    char bin[1200], o_id[200], o_data[1200], o_meta[1200];
+    const char *b = getenv("WP_BIN");
+    snprintf(bin, sizeof bin, "%s/woodpecker", b ? b : ".");
+    snprintf(o_id, sizeof o_id, "node.id=%s", id);
+    snprintf(o_data, sizeof o_data, "node.data_dir=%s/data", dir);
+    snprintf(o_meta, sizeof o_meta, "meta.path=%s/meta.sqlite", dir);
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return -1;
+    s->pid = fork();
+    if (s->pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        execl(bin, bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0", "-o", o_data,
+              "-o", o_meta, "-o", "node.workers=2", "-o", "node.disk_reserve_bytes=0", NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char line[256] = {0};
+    size_t n = 0;
+    struct pollfd p = {pfd[0], POLLIN, 0};
+    while (n < sizeof line - 1 && poll(&p, 1, 10000) == 1) {
+        ssize_t r = read(pfd[0], line + n, 1);
+        if (r <= 0 || line[n] == '\n')
+            break;
+        n++;
+    }
+    close(pfd[0]);
+    line[n] = '\0'; /* without the newline */
+    const char *at = strstr(line, "serving on ");
+    if (!at) {
+        fprintf(stderr, "  server did not start: '%s'\n", line);
+        return -1;
+    }
+    snprintf(s->addr, sizeof s->addr, "%s", at + strlen("serving on "));
+    return 0;
+}
+
+/* Sends sig and waits; the exit status (or 128 + signal). */
+static int srv_stop(srv *s, int sig)
+{
+    int status = 0;
+    kill(s->pid, sig);
+    waitpid(s->pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- a test client ----------------------------------------------------- */
+
+typedef struct {
+    int fd;
+    proto_reader rd;
+    uint8_t in[1 << 16];
+    size_t in_off, in_len;
+    uint64_t next_id;
+} cli;
+
+static int raw_connect(const char *addr)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int cli_send(cli *c, uint16_t version, const proto_msg *m, uint64_t id)
+{
+    size_t cap = proto_frame_size(m), len = 0;
+    uint8_t *b = malloc(cap);
+    int rc = b ? proto_encode(version, id, m, b, cap, &len) : WP_ENOMEM;
+    for (size_t off = 0; rc == WP_OK && off < len;) {
+        ssize_t w = send(c->fd, b + off, len - off, MSG_NOSIGNAL);
+        if (w <= 0)
+            rc = WP_EIO;
+        else
+            off += (size_t)w;
+    }
+    free(b);
+    return rc;
+}
+
+/* The next frame (WP_ETIMEDOUT, or WP_ECLOSED when the server closed). */
+static int cli_recv(cli *c, proto_frame *f, int timeout_ms)
+{
+    for (;;) {
+        if (c->in_off < c->in_len) {
+            size_t used = 0;
+            int rc = proto_reader_feed(&c->rd, c->in + c->in_off, c->in_len - c->in_off, &used, f);
+            c->in_off += used;
+            if (rc != WP_EAGAIN)
+                return rc;
+        }
+        struct pollfd p = {c->fd, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) != 1)
+            return WP_ETIMEDOUT;
+        ssize_t r = recv(c->fd, c->in, sizeof c->in, 0);
+        if (r <= 0)
+            return WP_ECLOSED;
+        c->in_off = 0;
+        c->in_len = (size_t)r;
+    }
+}
+
+static int cli_open(cli *c, const char *addr)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = raw_connect(addr);
+    if (c->fd < 0)
+        return -1;
+    proto_reader_init(&c->rd, PROTO_SIDE_CLIENT, 0);
+    proto_msg h = {.type = PROTO_HELLO};
+    h.u.hello = (proto_hello){.min_version = 1, .max_version = 1, .body_max = PROTO_BODY_MAX,
+                              .id = "test", .id_len = 4};
+    proto_frame f;
+    if (cli_send(c, PROTO_HELLO_VERSION, &h, 1) || cli_recv(c, &f, 5000) ||
+        f.msg.type != PROTO_HELLO_ANS)
+        return -1;
+    proto_reader_set_version(&c->rd, f.msg.u.hello_ans.version);
+    c->next_id = 2;
+    return 0;
+}
+
+static void cli_close(cli *c)
+{
+    close(c->fd);
+    proto_reader_free(&c->rd);
+}
+
+/* One request and its answer: the answer's type, or a WP_E* code (an
+ * ERROR answer's, or the connection's). *ans is valid until the next call. */
+static int cli_call(cli *c, const proto_msg *m, proto_frame *ans)
+{
+    uint64_t id = c->next_id++;
+    if (cli_send(c, 1, m, id))
+        return WP_EIO;
+    int rc = cli_recv(c, ans, 10000);
+    if (rc)
+        return rc;
+    if (ans->h.request_id != id)
+        return WP_ECORRUPT;
+    if (ans->msg.type == PROTO_ERROR)
+        return proto_error_rc(&ans->msg.u.error);
+    return ans->msg.type;
+}
+
+static uint8_t recbuf[1 << 16];
+
+/* An ADD of entries [first, first+n) "e<id>" (n 0: LAC-only). */
+static proto_msg add_msg(int64_t seg, int64_t epoch, int64_t first, uint32_t n, int64_t lac)
+{
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        char s[32];
+        int len = snprintf(s, sizeof s, "e%" PRId64, first + (int64_t)i);
+        off += rec_encode(&(wp_payload){.data = s, .len = (size_t)len}, recbuf + off);
+    }
+    proto_msg m = {.type = PROTO_ADD};
+    m.u.add = (proto_add){.log_id = 1, .segment_id = seg, .epoch = epoch, .first_entry_id = first,
+                          .lac = lac, .n_entries = n, .records = n ? recbuf : NULL,
+                          .records_len = off};
+    return m;
+}
+
+static int add(cli *c, int64_t seg, int64_t epoch, int64_t first, uint32_t n, int64_t lac,
+               int64_t *last)
+{
+    proto_msg m = add_msg(seg, epoch, first, n, lac);
+    proto_frame f;
+    int rc = cli_call(c, &m, &f);
+    if (rc == PROTO_ADD_ANS && last)
+        *last = f.msg.u.add_ans.last_durable;
+    return rc == PROTO_ADD_ANS ? 0 : rc;
+}
+
+/* READ from `from`: the number of entries (checked "e<id>"), or a code. */
+static int read_n(cli *c, int64_t seg, int64_t from, uint32_t wait_ms, uint32_t flags,
+                  bool *completed)
+{
+    proto_msg m = {.type = PROTO_READ};
+    m.u.read = (proto_read){.log_id = 1, .segment_id = seg, .from_entry_id = from,
+                            .max_bytes = 1 << 20, .wait_ms = wait_ms, .flags = flags};
+    proto_frame f;
+    int rc = cli_call(c, &m, &f);
+    if (rc != PROTO_READ_ANS)
+        return rc < 0 ? rc : WP_ECORRUPT;
+    const proto_read_ans *a = &f.msg.u.read_ans;
+    size_t off = 0;
+    for (uint32_t i = 0; i < a->n_entries; i++) {
+        rec_view v;
+        size_t used;
+        char want[32];
+        int len = snprintf(want, sizeof want, "e%" PRId64, from + (int64_t)i);
+        if (rec_decode(a->records + off, a->records_len - off, &v, &used) || v.len != (size_t)len ||
+            memcmp(v.data, want, v.len) != 0)
+            return WP_ECORRUPT;
+        off += used;
+    }
+    if (completed)
+        *completed = a->flags & PROTO_SEG_COMPLETED;
+    return (int)a->n_entries;
+}
+
+static int fence(cli *c, int64_t seg, int64_t epoch, proto_seg_state *st)
+{
+    proto_msg m = {.type = PROTO_FENCE};
+    m.u.fence = (proto_fence){.log_id = 1, .segment_id = seg, .epoch = epoch};
+    proto_frame f;
+    int rc = cli_call(c, &m, &f);
+    if (rc == PROTO_FENCE_ANS && st)
+        *st = f.msg.u.state;
+    return rc == PROTO_FENCE_ANS ? 0 : rc;
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+TEST(add_read_fence_survive_kill9)
+{
+    srv s;
+    const char *dir = test_tmpdir("ls1");
+    REQUIRE(srv_start(&s, dir, "n1") == 0);
+    cli c;
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    int64_t last = -9;
+    CHECK_OK(add(&c, 0, 1, 0, 5, -1, &last));
+    CHECK(last == 4);
+    CHECK_OK(add(&c, 0, 1, 5, 5, 4, &last));
+    CHECK(last == 9);
+    CHECK(read_n(&c, 0, 0, 0, 0, NULL) == 5); /* confirmed: up to the LAC, 4 */
+    CHECK_OK(add(&c, 0, 1, 10, 0, 9, NULL)); /* LAC-only */
+    CHECK(read_n(&c, 0, 0, 0, 0, NULL) == 10);
+    CHECK(read_n(&c, 0, 3, 0, PROTO_READ_UNCONFIRMED, NULL) == 7);
+    CHECK_RC(WP_EAGAIN, add(&c, 0, 1, 12, 1, 9, NULL)); /* a gap */
+    proto_seg_state st;
+    CHECK_OK(fence(&c, 0, 2, &st));
+    CHECK(st.last_durable == 9 && st.lac == 9);
+    CHECK_RC(WP_EFENCED, add(&c, 0, 1, 10, 1, 9, NULL));
+    CHECK_RC(WP_EFENCED, fence(&c, 0, 1, NULL));
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGKILL) == 128 + SIGKILL);
+
+    /* Restarted on the same data: the fence and the entries are there. */
+    REQUIRE(srv_start(&s, dir, "n1") == 0);
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK_RC(WP_EFENCED, add(&c, 0, 1, 10, 1, 9, NULL));
+    CHECK(read_n(&c, 0, 0, 0, PROTO_READ_UNCONFIRMED, NULL) == 10);
+    CHECK_OK(add(&c, 0, 2, 10, 2, 9, &last)); /* the new writer goes on */
+    CHECK(last == 11);
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
+TEST(pipelined_adds_and_group_commit)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls2"), "n2") == 0);
+    cli c;
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        proto_msg m = add_msg(3, 1, i, 1, i - 1);
+        CHECK_OK(cli_send(&c, 1, &m, 1000 + (uint64_t)i));
+    }
+    int got = 0, in_order = 1;
+    for (int i = 0; i < N; i++) {
+        proto_frame f;
+        if (cli_recv(&c, &f, 10000) != 0)
+            break;
+        in_order &= f.h.request_id == 1000 + (uint64_t)i && f.msg.type == PROTO_ADD_ANS &&
+                    f.msg.u.add_ans.last_durable >= i;
+        got++;
+    }
+    CHECK(got == N && in_order);
+    CHECK(read_n(&c, 3, 0, 0, PROTO_READ_UNCONFIRMED, NULL) == N);
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
+TEST(read_is_held_until_entries_arrive)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls3"), "n3") == 0);
+    cli a, b;
+    REQUIRE(cli_open(&a, s.addr) == 0 && cli_open(&b, s.addr) == 0);
+    CHECK_OK(add(&b, 0, 1, 0, 2, 1, NULL));
+    /* Nothing past entry 1 yet: held, then answered empty after its wait. */
+    int64_t t0 = test_now_ms();
+    CHECK(read_n(&a, 0, 2, 300, 0, NULL) == 0);
+    int64_t waited = test_now_ms() - t0;
+    CHECK(waited >= 250 && waited < 3000);
+    /* Held, and answered as soon as entries and their LAC arrive. */
+    proto_msg r = {.type = PROTO_READ};
+    r.u.read = (proto_read){.log_id = 1, .segment_id = 0, .from_entry_id = 2,
+                            .max_bytes = 1 << 20, .wait_ms = 10000};
+    CHECK_OK(cli_send(&a, 1, &r, 77));
+    test_sleep_ms(200);
+    t0 = test_now_ms();
+    CHECK_OK(add(&b, 0, 1, 2, 3, 1, NULL));
+    CHECK_OK(add(&b, 0, 1, 5, 0, 4, NULL));
+    proto_frame f;
+    CHECK_OK(cli_recv(&a, &f, 5000));
+    CHECK(f.h.request_id == 77 && f.msg.type == PROTO_READ_ANS && f.msg.u.read_ans.n_entries == 3);
+    CHECK(test_now_ms() - t0 < 2000);
+    /* A segment not there yet is waited for, then WP_ENOENT. */
+    CHECK_RC(WP_ENOENT, read_n(&a, 9, 0, 200, 0, NULL));
+    cli_close(&a);
+    cli_close(&b);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
+TEST(complete_and_delete)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls4"), "n4") == 0);
+    cli c;
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK_OK(add(&c, 0, 1, 0, 8, 5, NULL));
+    proto_msg m = {.type = PROTO_COMPLETE};
+    m.u.complete = (proto_complete){.log_id = 1, .segment_id = 0, .epoch = 2, .last_entry_id = 9};
+    proto_frame f;
+    CHECK_RC(WP_ENOENT, cli_call(&c, &m, &f)); /* does not hold [0, 9] */
+    m.u.complete.last_entry_id = 5;
+    CHECK(cli_call(&c, &m, &f) == PROTO_COMPLETE_ANS);
+    CHECK(f.msg.u.state.last_durable == 5 && (f.msg.u.state.flags & PROTO_SEG_COMPLETED));
+    bool done = false;
+    CHECK(read_n(&c, 0, 0, 0, 0, &done) == 6 && done);
+    CHECK(read_n(&c, 0, 6, 5000, 0, &done) == 0 && done); /* completed: not held */
+    proto_msg d = {.type = PROTO_DELETE};
+    d.u.del = (proto_delete){.log_id = 1, .segment_id = -1};
+    CHECK(cli_call(&c, &d, &f) == PROTO_DELETE_ANS);
+    CHECK_RC(WP_EFENCED, add(&c, 0, 3, 0, 1, -1, NULL));
+    CHECK_RC(WP_ENOENT, read_n(&c, 0, 0, 5000, 0, NULL)); /* deleted: at once */
+    proto_msg st = {.type = PROTO_STATS};
+    CHECK(cli_call(&c, &st, &f) == PROTO_STATS_ANS);
+    CHECK(f.msg.u.stats_ans.segments == 0 && f.msg.u.stats_ans.connections == 1);
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
+/* A bad frame closes that connection only; the server goes on. */
+TEST(bad_frames_close_only_their_connection)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls5"), "n5") == 0);
+    cli good;
+    REQUIRE(cli_open(&good, s.addr) == 0);
+    static const char *const kinds[] = {"garbage", "crc", "oversized", "before-hello"};
+    for (int k = 0; k < 4; k++) {
+        cli bad;
+        if (k == 3) {
+            memset(&bad, 0, sizeof bad);
+            bad.fd = raw_connect(s.addr);
+            proto_reader_init(&bad.rd, PROTO_SIDE_CLIENT, 0);
+        } else {
+            REQUIRE(cli_open(&bad, s.addr) == 0);
+        }
+        uint8_t b[64];
+        memset(b, 0x5a, sizeof b);
+        proto_msg m = {.type = PROTO_STATS};
+        size_t len = 0;
+        if (k == 1 || k == 3) {
+            proto_encode(1, 9, &m, b, sizeof b, &len);
+            if (k == 1)
+                b[20] ^= 1; /* the body CRC field: the header CRC no longer holds */
+        } else if (k == 2) {
+            proto_header h = {.version = 1, .type = PROTO_ADD, .request_id = 9,
+                              .body_len = (uint32_t)PROTO_BODY_MAX + 1};
+            proto_header_encode(&h, b);
+            len = PROTO_HEADER_SIZE;
+        } else {
+            len = sizeof b;
+        }
+        CHECK(send(bad.fd, b, len, MSG_NOSIGNAL) == (ssize_t)len);
+        proto_frame f;
+        int rc = cli_recv(&bad, &f, 5000);
+        CHECK(rc == WP_ECLOSED);
+        if (rc != WP_ECLOSED)
+            fprintf(stderr, "  %s: connection not closed (%d)\n", kinds[k], rc);
+        cli_close(&bad);
+        proto_msg st = {.type = PROTO_STATS};
+        CHECK(cli_call(&good, &st, &f) == PROTO_STATS_ANS);
+    }
+    cli_close(&good);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
+/* Registered as nodes/<id> (kind logstore) while it runs; gone after SIGTERM. */
+TEST(registers_in_metadata)
+{
+    srv s;
+    const char *dir = test_tmpdir("ls6");
+    REQUIRE(srv_start(&s, dir, "node-6") == 0);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/meta.sqlite", dir);
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_node n;
+    CHECK_OK(m->ops->node_get(m, "node-6", &n));
+    CHECK(strcmp(n.kind, "logstore") == 0 && strcmp(n.addr, s.addr) == 0);
+    if (strcmp(n.addr, s.addr) != 0)
+        fprintf(stderr, "  registered '%s' kind '%s', serving on '%s'\n", n.addr, n.kind, s.addr);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+    CHECK_RC(WP_ENOENT, m->ops->node_get(m, "node-6", &n));
+    m->ops->close(m);
+    /* A server cannot start without a node id. */
+    char bin[1200];
+    snprintf(bin, sizeof bin, "%s/woodpecker logstore -o node.listen=127.0.0.1:0 2>/dev/null",
+             getenv("WP_BIN") ? getenv("WP_BIN") : ".");
+    int st = system(bin);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    RUN(add_read_fence_survive_kill9);
+    RUN(pipelined_adds_and_group_commit);
+    RUN(read_is_held_until_entries_arrive);
+    RUN(complete_and_delete);
+    RUN(bad_frames_close_only_their_connection);
+    RUN(registers_in_metadata);
+    return test_done();
+}
