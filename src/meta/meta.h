@@ -52,6 +52,7 @@ typedef struct {
  * WP_NODE_ID_MAX is in limits.h (the configuration's node.id too). */
 #define META_NODE_KIND_MAX 31
 #define META_NODE_ADDR_MAX 255
+#define META_NODE_ZONE_MAX 63
 
 typedef struct {
     char id[WP_NODE_ID_MAX + 1];
@@ -59,6 +60,9 @@ typedef struct {
     char addr[META_NODE_ADDR_MAX + 1];  /* where to reach it: host:port */
     int64_t lease_id;      /* > 0: the lease keeping it alive (required) */
     int64_t registered_ms; /* >= 0: unix ms, set by the caller (start time) */
+    char zone[META_NODE_ZONE_MAX + 1]; /* "" none; [A-Za-z0-9._-] */
+    int64_t disk_free;     /* >= 0: bytes free, as of this put */
+    int64_t load;          /* >= 0: requests in progress, as of this put */
     int64_t rev;           /* set by the backend */
 } meta_node;
 
@@ -157,6 +161,19 @@ static inline bool meta_node_id_valid(const char *s, size_t len)
     return true;
 }
 
+static inline bool meta_node_zone_valid(const char *s, size_t len)
+{
+    if (len > META_NODE_ZONE_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 static inline bool meta_node_kind_valid(const char *s, size_t len)
 {
     if (len < 1 || len > META_NODE_KIND_MAX)
@@ -206,60 +223,108 @@ static inline int meta_node_check(const char *op, const meta_node *n)
     if (n->registered_ms < 0)
         return wp__err(WP_EINVAL, "meta %s %s: bad registered_ms %lld", op, n->id,
                        (long long)n->registered_ms);
+    if (!meta_node_zone_valid(n->zone, strnlen(n->zone, sizeof n->zone)))
+        return wp__err(WP_EINVAL, "meta %s %s: bad zone (0..%d bytes of [A-Za-z0-9._-])", op,
+                       n->id, META_NODE_ZONE_MAX);
+    if (n->disk_free < 0 || n->load < 0)
+        return wp__err(WP_EINVAL, "meta %s %s: bad disk_free or load", op, n->id);
     return 0;
 }
 
 /* The stored value of a node record, the same bytes in both backends
- * (docs/metadata.md §5.2): format 1, kind 'N', registered_ms and lease_id
- * (int64 little-endian), the kind's length (1 byte), the kind, the address
- * (the rest). The id is the key. */
-#define META_NODE_FORMAT 1
-#define META_NODE_VALUE_MIN (2 + 2 * 8 + 1 + 1 + 1)
-#define META_NODE_VALUE_MAX (2 + 2 * 8 + 1 + META_NODE_KIND_MAX + META_NODE_ADDR_MAX)
+ * (docs/metadata.md §5.2): format 2, kind 'N', registered_ms, lease_id,
+ * disk_free, load (int64 little-endian), the kind's length (1 byte), the
+ * kind, the zone's length (1 byte), the zone, the address (the rest). The
+ * id is the key. Format 1 (no disk_free, load, zone) is still read. */
+#define META_NODE_FORMAT 2
+#define META_NODE_VALUE_MIN (2 + 4 * 8 + 1 + 1 + 1 + 1)
+#define META_NODE_VALUE_MAX \
+    (2 + 4 * 8 + 1 + META_NODE_KIND_MAX + 1 + META_NODE_ZONE_MAX + META_NODE_ADDR_MAX)
+#define META_NODE_V1_MIN (2 + 2 * 8 + 1 + 1 + 1)
+
+
+static inline void meta_le64_put(uint8_t *b, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t meta_le64_get(const uint8_t *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)b[i] << (8 * i);
+    return v;
+}
 
 /* Encodes a checked n into buf; returns the length. */
 static inline size_t meta_node_encode(const meta_node *n, uint8_t buf[META_NODE_VALUE_MAX])
 {
-    size_t klen = strlen(n->kind), alen = strlen(n->addr);
-    uint64_t f[2] = {(uint64_t)n->registered_ms, (uint64_t)n->lease_id};
+    size_t klen = strlen(n->kind), zlen = strlen(n->zone), alen = strlen(n->addr);
     buf[0] = META_NODE_FORMAT;
     buf[1] = 'N';
-    for (int j = 0; j < 2; j++)
-        for (int i = 0; i < 8; i++)
-            buf[2 + 8 * j + i] = (uint8_t)(f[j] >> (8 * i));
-    buf[18] = (uint8_t)klen;
-    memcpy(buf + 19, n->kind, klen);
-    memcpy(buf + 19 + klen, n->addr, alen);
-    return 19 + klen + alen;
+    meta_le64_put(buf + 2, (uint64_t)n->registered_ms);
+    meta_le64_put(buf + 10, (uint64_t)n->lease_id);
+    meta_le64_put(buf + 18, (uint64_t)n->disk_free);
+    meta_le64_put(buf + 26, (uint64_t)n->load);
+    size_t o = 34;
+    buf[o++] = (uint8_t)klen;
+    memcpy(buf + o, n->kind, klen);
+    o += klen;
+    buf[o++] = (uint8_t)zlen;
+    memcpy(buf + o, n->zone, zlen);
+    o += zlen;
+    memcpy(buf + o, n->addr, alen);
+    return o + alen;
 }
 
-/* Decodes an untrusted value into out's kind, addr, registered_ms and
- * lease_id (id and rev untouched). NULL if valid, else what is wrong. */
+/* Decodes an untrusted value into out's kind, zone, addr, registered_ms,
+ * lease_id, disk_free and load (id and rev untouched). NULL if valid, else
+ * what is wrong. */
 static inline const char *meta_node_decode(const uint8_t *v, size_t len, meta_node *out)
 {
-    if (len < 2 || v[0] != META_NODE_FORMAT)
+    if (len < 2 || (v[0] != 1 && v[0] != META_NODE_FORMAT))
         return "unknown value format";
-    if (v[1] != 'N' || len < META_NODE_VALUE_MIN || len > META_NODE_VALUE_MAX)
+    bool v1 = v[0] == 1;
+    size_t min = v1 ? META_NODE_V1_MIN : META_NODE_VALUE_MIN;
+    size_t max = v1 ? META_NODE_V1_MIN - 1 + META_NODE_KIND_MAX + META_NODE_ADDR_MAX - 1
+                    : META_NODE_VALUE_MAX;
+    if (v[1] != 'N' || len < min || len > max)
         return "wrong record kind or length";
-    uint64_t f[2] = {0, 0};
-    for (int j = 0; j < 2; j++)
-        for (int i = 0; i < 8; i++)
-            f[j] |= (uint64_t)v[2 + 8 * j + i] << (8 * i);
-    size_t klen = v[18];
-    if (klen > len - 19 - 1)
+    int64_t reg = (int64_t)meta_le64_get(v + 2), lease = (int64_t)meta_le64_get(v + 10);
+    int64_t free_b = v1 ? 0 : (int64_t)meta_le64_get(v + 18);
+    int64_t load = v1 ? 0 : (int64_t)meta_le64_get(v + 26);
+    size_t o = v1 ? 18 : 34;
+    size_t klen = v[o++];
+    if (klen > len - o)
         return "node kind length";
-    const char *kind = (const char *)v + 19, *addr = kind + klen;
-    size_t alen = len - 19 - klen;
-    if (!meta_node_kind_valid(kind, klen) || !meta_node_addr_valid(addr, alen))
-        return "node kind or addr";
-    if ((int64_t)f[0] < 0 || (int64_t)f[1] <= 0)
-        return "node registered_ms or lease_id out of range";
+    const char *kind = (const char *)v + o;
+    o += klen;
+    size_t zlen = 0;
+    if (!v1) {
+        if (o >= len)
+            return "node zone length";
+        zlen = v[o++];
+        if (zlen > len - o)
+            return "node zone length";
+    }
+    const char *zone = (const char *)v + o, *addr = zone + zlen;
+    size_t alen = len - o - zlen;
+    if (!meta_node_kind_valid(kind, klen) || !meta_node_addr_valid(addr, alen) ||
+        !meta_node_zone_valid(zone, zlen))
+        return "node kind, zone or addr";
+    if (reg < 0 || lease <= 0 || free_b < 0 || load < 0)
+        return "node registered_ms, lease_id, disk_free or load out of range";
     memcpy(out->kind, kind, klen);
     out->kind[klen] = '\0';
+    memcpy(out->zone, zone, zlen);
+    out->zone[zlen] = '\0';
     memcpy(out->addr, addr, alen);
     out->addr[alen] = '\0';
-    out->registered_ms = (int64_t)f[0];
-    out->lease_id = (int64_t)f[1];
+    out->registered_ms = reg;
+    out->lease_id = lease;
+    out->disk_free = free_b;
+    out->load = load;
     return NULL;
 }
 

@@ -95,7 +95,7 @@ struct logstore {
     char addr[128];
     conn *conns[CONNS_MAX];
     uint64_t next_gen;
-    uint32_t n_conns, load;
+    uint32_t n_conns, load; /* load: atomic (the lease thread reads it) */
     worker *workers;
     int n_workers;
     pthread_mutex_t done_mu;
@@ -107,6 +107,7 @@ struct logstore {
     bool stop;
     bool failed; /* atomic */
     bool lease_started, loop_started;
+    int64_t started_ms;
 };
 
 /* ---- answers ----------------------------------------------------------- */
@@ -411,7 +412,7 @@ static void conn_close(logstore *ls, conn *c, const char *why)
     close(c->fd);
     ls->conns[c->fd] = NULL;
     ls->n_conns--;
-    ls->load -= (uint32_t)c->n_ids;
+    __atomic_sub_fetch(&ls->load, (uint32_t)c->n_ids, __ATOMIC_RELAXED);
     proto_reader_free(&c->rd);
     free(c->out);
     free(c->stash);
@@ -517,7 +518,8 @@ static void on_stats(logstore *ls, conn *c, const proto_frame *f)
         m.u.stats_ans = (proto_stats_ans){.disk_total_bytes = st.disk_total,
                                           .disk_free_bytes = st.disk_free,
                                           .segments = st.segments,
-                                          .connections = ls->n_conns, .load = ls->load};
+                                          .connections = ls->n_conns,
+                                          .load = __atomic_load_n(&ls->load, __ATOMIC_RELAXED)};
         if (answer(&j, &m) != WP_OK)
             answer_error(&j, WP_EIO, wp_errmsg());
     }
@@ -560,7 +562,7 @@ static int on_frame(logstore *ls, conn *c, const proto_frame *f)
     j->req_id = f->h.request_id;
     j->version = c->version;
     c->ids[c->n_ids++] = j->req_id;
-    ls->load++;
+    __atomic_add_fetch(&ls->load, 1, __ATOMIC_RELAXED);
     dispatch(ls, j);
     return WP_OK;
 }
@@ -709,7 +711,7 @@ static void deliver(logstore *ls, job *j)
     if (j->added)
         wake_parked(ls, j);
     id_remove(c, j->req_id);
-    ls->load--;
+    __atomic_sub_fetch(&ls->load, 1, __ATOMIC_RELAXED);
     if (!j->ans_len || conn_queue(c, j->ans, j->ans_len) != WP_OK)
         c->closing = true;
     job_free(j);
@@ -804,16 +806,25 @@ static void *loop_main(void *arg)
 
 /* ---- registration ------------------------------------------------------ */
 
+/* Puts the node record: its address, zone, free space and load now. */
+static int node_put(logstore *ls)
+{
+    replica_stats st = {0};
+    (void)replica_stats_get(ls->rs, &st);
+    meta_node n = {.lease_id = ls->lease_id, .registered_ms = ls->started_ms,
+                   .disk_free = (int64_t)(st.disk_free > INT64_MAX ? INT64_MAX : st.disk_free),
+                   .load = __atomic_load_n(&ls->load, __ATOMIC_RELAXED)};
+    snprintf(n.id, sizeof n.id, "%s", ls->cfg->node_id);
+    snprintf(n.kind, sizeof n.kind, "logstore");
+    snprintf(n.zone, sizeof n.zone, "%s", ls->cfg->node_zone);
+    snprintf(n.addr, sizeof n.addr, "%s", ls->addr);
+    return ls->meta->ops->node_put(ls->meta, &n);
+}
+
 static int node_register(logstore *ls)
 {
     int rc = ls->meta->ops->lease_grant(ls->meta, LEASE_TTL_MS, &ls->lease_id);
-    if (rc)
-        return rc;
-    meta_node n = {.lease_id = ls->lease_id, .registered_ms = wp__wall_ms()};
-    snprintf(n.id, sizeof n.id, "%s", ls->cfg->node_id);
-    snprintf(n.kind, sizeof n.kind, "logstore");
-    snprintf(n.addr, sizeof n.addr, "%s", ls->addr);
-    return ls->meta->ops->node_put(ls->meta, &n);
+    return rc ? rc : node_put(ls);
 }
 
 static void *lease_main(void *arg)
@@ -831,6 +842,8 @@ static void *lease_main(void *arg)
         if (rc == WP_ENOENT) { /* expired: register again */
             wp__log(ls->lg, WP_LOG_WARN, "logstore: lease expired; registering again");
             rc = node_register(ls);
+        } else if (rc == WP_OK) {
+            rc = node_put(ls); /* fresh free space and load for placement */
         }
         if (rc)
             wp__log(ls->lg, WP_LOG_WARN, "logstore: keeping the registration: %s (%s)",
@@ -914,6 +927,7 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
     ls->cfg = cfg;
     ls->lg = lg;
     ls->lfd = ls->epfd = ls->evfd = -1;
+    ls->started_ms = wp__wall_ms();
     pthread_mutex_init(&ls->done_mu, NULL);
     pthread_mutex_init(&ls->stop_mu, NULL);
     pthread_condattr_t ca;

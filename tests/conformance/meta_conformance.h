@@ -798,6 +798,10 @@ static meta_node mc_node(const char *id, const char *kind, const char *addr, int
     snprintf(n.addr, sizeof n.addr, "%s", addr);
     n.lease_id = lease_id;
     n.registered_ms = registered_ms;
+    /* zone, free space and load round-trip too (docs/metadata.md §3.4) */
+    snprintf(n.zone, sizeof n.zone, "%s", registered_ms % 2 ? "zone-a" : "");
+    n.disk_free = registered_ms * 1000003;
+    n.load = registered_ms % 7;
     return n;
 }
 
@@ -828,7 +832,8 @@ static bool mc_node_eq(const meta_node *a, const meta_node *b)
 {
     return strcmp(a->id, b->id) == 0 && strcmp(a->kind, b->kind) == 0 &&
            strcmp(a->addr, b->addr) == 0 && a->lease_id == b->lease_id &&
-           a->registered_ms == b->registered_ms && a->rev == b->rev;
+           a->registered_ms == b->registered_ms && a->rev == b->rev &&
+           strcmp(a->zone, b->zone) == 0 && a->disk_free == b->disk_free && a->load == b->load;
 }
 
 TEST(mc_node_crud)
@@ -993,6 +998,16 @@ TEST(mc_node_bad_fields)
     b.registered_ms = -1;
     CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
     CHECK(strstr(wp_errmsg(), "registered_ms") != NULL);
+    b = ok;
+    snprintf(b.zone, sizeof b.zone, "a zone"); /* a space */
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    CHECK(strstr(wp_errmsg(), "zone") != NULL);
+    b = ok;
+    b.load = -1;
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    b = ok;
+    b.disk_free = -5;
+    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
 
     /* Nothing bad was stored, and the good ones are unchanged. */
     meta_node *ns = NULL;

@@ -46,7 +46,8 @@ static int srv_start(srv *s, const char *dir, const char *id)
         dup2(pfd[1], 1);
         close(pfd[0]);
         execl(bin, bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0", "-o", o_data,
-              "-o", o_meta, "-o", "node.workers=2", "-o", "node.disk_reserve_bytes=0", NULL);
+              "-o", o_meta, "-o", "node.workers=2", "-o", "node.disk_reserve_bytes=0", "-o",
+              "node.zone=zone-b", NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -437,7 +438,8 @@ TEST(registers_in_metadata)
     REQUIRE(meta_sqlite_open(path, &m) == 0);
     meta_node n;
     CHECK_OK(m->ops->node_get(m, "node-6", &n));
-    CHECK(strcmp(n.kind, "logstore") == 0 && strcmp(n.addr, s.addr) == 0);
+    CHECK(strcmp(n.kind, "logstore") == 0 && strcmp(n.addr, s.addr) == 0 &&
+          strcmp(n.zone, "zone-b") == 0 && n.disk_free > 0);
     if (strcmp(n.addr, s.addr) != 0)
         fprintf(stderr, "  registered '%s' kind '%s', serving on '%s'\n", n.addr, n.kind, s.addr);
     CHECK(srv_stop(&s, SIGTERM) == 0);

@@ -340,6 +340,48 @@ TEST(sq_busy_unavailable)
     m->ops->close(m);
 }
 
+/* The node value codec shared by both backends (docs/metadata.md §5.2):
+ * format 2 round-trips, format 1 is still read, bad bytes are refused. */
+TEST(node_value_codec)
+{
+    meta_node n = {.lease_id = 7, .registered_ms = 1234, .disk_free = 5LL << 40, .load = 3};
+    snprintf(n.kind, sizeof n.kind, "logstore");
+    snprintf(n.zone, sizeof n.zone, "eu-1a");
+    snprintf(n.addr, sizeof n.addr, "127.0.0.1:7400");
+    uint8_t b[META_NODE_VALUE_MAX];
+    size_t len = meta_node_encode(&n, b);
+    meta_node d;
+    memset(&d, 0, sizeof d);
+    CHECK(meta_node_decode(b, len, &d) == NULL);
+    CHECK(strcmp(d.kind, "logstore") == 0 && strcmp(d.zone, "eu-1a") == 0 &&
+          strcmp(d.addr, "127.0.0.1:7400") == 0 && d.lease_id == 7 && d.registered_ms == 1234 &&
+          d.disk_free == 5LL << 40 && d.load == 3);
+    /* Format 1, as written before zones: zone "", disk_free and load 0. */
+    uint8_t v1[64] = {1, 'N'};
+    v1[2] = 0xd2, v1[3] = 0x04; /* registered_ms 1234 */
+    v1[10] = 7;                 /* lease_id 7 */
+    v1[18] = 8;
+    memcpy(v1 + 19, "logstore", 8);
+    memcpy(v1 + 27, "h:1", 3);
+    memset(&d, 0, sizeof d);
+    CHECK(meta_node_decode(v1, 30, &d) == NULL);
+    CHECK(strcmp(d.kind, "logstore") == 0 && strcmp(d.addr, "h:1") == 0 && d.zone[0] == '\0' &&
+          d.disk_free == 0 && d.load == 0 && d.lease_id == 7 && d.registered_ms == 1234);
+    /* Refused: a zone length past the end, a bad zone byte, an unknown format. */
+    uint8_t bad[META_NODE_VALUE_MAX];
+    memcpy(bad, b, len);
+    bad[34 + 1 + 8] = 200;
+    CHECK(meta_node_decode(bad, len, &d) != NULL);
+    memcpy(bad, b, len);
+    bad[34 + 1 + 8 + 1] = ' ';
+    CHECK(meta_node_decode(bad, len, &d) != NULL);
+    memcpy(bad, b, len);
+    bad[0] = 3;
+    CHECK(meta_node_decode(bad, len, &d) != NULL);
+    for (size_t cut = 0; cut < len; cut++)
+        CHECK(meta_node_decode(b, cut, &d) != NULL || cut > 34 + 1 + 8 + 1 + 5);
+}
+
 int main(void)
 {
     sq_store store;
@@ -354,5 +396,6 @@ int main(void)
     RUN(sq_reopen_persistence);
     RUN(sq_corrupt_rows);
     RUN(sq_busy_unavailable);
+    RUN(node_value_codec);
     return test_done();
 }
