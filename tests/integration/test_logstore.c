@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -19,6 +20,7 @@
 #include "codec/codec.h"
 #include "config/config.h"
 #include "meta/meta.h"
+#include "net/conn.h"
 #include "net/proto.h"
 
 /* ---- the server process ------------------------------------------------ */
@@ -453,6 +455,92 @@ TEST(registers_in_metadata)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 }
 
+/* ---- the client's pipelined connection (src/net/conn.c) ----------------- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int ok, unavailable, other;
+    int64_t max_last;
+} tally;
+
+static void tally_cb(void *arg, int rc, const proto_frame *f)
+{
+    tally *t = arg;
+    pthread_mutex_lock(&t->mu);
+    if (rc == WP_OK && f->msg.type == PROTO_ADD_ANS) {
+        t->ok++;
+        if (f->msg.u.add_ans.last_durable > t->max_last)
+            t->max_last = f->msg.u.add_ans.last_durable;
+    } else if (rc == WP_EUNAVAILABLE) {
+        t->unavailable++;
+    } else {
+        t->other++;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int tally_total(tally *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int n = t->ok + t->unavailable + t->other;
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+TEST(pipelined_connection)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls7"), "n7") == 0);
+    pconn *c = NULL;
+    CHECK_OK(pconn_open(s.addr, "test-client", 5000, &c));
+    REQUIRE(c);
+    CHECK(strstr(pconn_peer(c), "n7") != NULL);
+    /* 2000 ADDs in flight (more than PROTO_INFLIGHT_MAX: sends wait for room). */
+    enum { N = 2000 };
+    tally t = {.mu = PTHREAD_MUTEX_INITIALIZER, .max_last = -1};
+    static uint8_t recs[N][32];
+    for (int i = 0; i < N; i++) {
+        char p[32];
+        int len = snprintf(p, sizeof p, "e%d", i);
+        size_t rl = rec_encode(&(wp_payload){.data = p, .len = (size_t)len}, recs[i]);
+        proto_msg m = {.type = PROTO_ADD};
+        m.u.add = (proto_add){.log_id = 1, .segment_id = 0, .epoch = 1, .first_entry_id = i,
+                              .lac = i - 1, .n_entries = 1, .records = recs[i], .records_len = rl};
+        CHECK_OK(pconn_send(c, &m, tally_cb, &t));
+    }
+    for (int i = 0; i < 500 && tally_total(&t) < N; i++)
+        test_sleep_ms(10);
+    CHECK(t.ok == N && t.max_last == N - 1 && t.unavailable == 0 && t.other == 0);
+    /* A call: an answer, or the server's error with its message. */
+    proto_msg q = {.type = PROTO_READ_LAC}, ans;
+    q.u.read_lac = (proto_read_lac){.log_id = 1, .segment_id = 0};
+    uint8_t *body = NULL;
+    CHECK_OK(pconn_call(c, &q, 5000, &ans, &body));
+    CHECK(ans.type == PROTO_READ_LAC_ANS && ans.u.state.last_durable == N - 1);
+    free(body);
+    q.u.read_lac.segment_id = 5;
+    CHECK_RC(WP_ENOENT, pconn_call(c, &q, 5000, &ans, &body));
+    CHECK(strstr(wp_errmsg(), "server") != NULL);
+    /* A held READ, then the server dies: outcome unknown, never a hang. */
+    proto_msg r = {.type = PROTO_READ};
+    r.u.read = (proto_read){.log_id = 1, .segment_id = 0, .from_entry_id = N, .max_bytes = 4096,
+                            .wait_ms = 30000};
+    tally t2 = {.mu = PTHREAD_MUTEX_INITIALIZER, .max_last = -1};
+    CHECK_OK(pconn_send(c, &r, tally_cb, &t2));
+    test_sleep_ms(100);
+    CHECK(srv_stop(&s, SIGKILL) == 128 + SIGKILL);
+    for (int i = 0; i < 500 && tally_total(&t2) < 1; i++)
+        test_sleep_ms(10);
+    CHECK(t2.unavailable == 1);
+    CHECK(!pconn_alive(c));
+    CHECK_RC(WP_EUNAVAILABLE, pconn_send(c, &r, tally_cb, &t2));
+    pconn_close(c);
+    /* Nothing listens there now: a clear error, no hang. */
+    c = NULL;
+    CHECK_RC(WP_EUNAVAILABLE, pconn_open(s.addr, "test-client", 2000, &c));
+    CHECK(c == NULL);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -462,5 +550,6 @@ int main(void)
     RUN(complete_and_delete);
     RUN(bad_frames_close_only_their_connection);
     RUN(registers_in_metadata);
+    RUN(pipelined_connection);
     return test_done();
 }
