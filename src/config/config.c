@@ -50,7 +50,7 @@ typedef struct {
     const char *why;            /* numbers: why the upper bound, added to its error */
 } key_def;
 
-static const char *const STORAGE_TYPES[] = {"local", "s3", NULL};
+static const char *const STORAGE_TYPES[] = {"local", "s3", "quorum", NULL};
 static const char *const STORAGE_LATER[] = {NULL};
 static const char *const META_TYPES[] = {"sqlite", "etcd", NULL};
 static const char *const META_LATER[] = {NULL};
@@ -107,6 +107,9 @@ static const key_def KEYS[] = {
     NUM("reader.lease_ttl_ms", K_DUR, reader_lease_ttl_ms, "30000", 1000, 600 * 1000),
     NUM("reader.poll_max_ms", K_DUR, reader_poll_max_ms, "10", 1, 1000),
     ENUM_I("log.level", log_level, "warn", LOG_LEVELS),
+    STR("quorum.nodes", quorum_nodes, "", 0, 1279, F_TOKEN),
+    NUM("quorum.write", K_INT, quorum_write, "3", 1, 5),
+    NUM("quorum.ack", K_INT, quorum_ack, "2", 1, 5),
     STR("node.id", node_id, "", 0, WP_NODE_ID_MAX, F_TOKEN),
     STR("node.listen", node_listen, "127.0.0.1:7400", 3, 255, F_TOKEN),
     STR("node.data_dir", node_data_dir, "./woodpecker-logstore", 1, WP_PATH_MAX - 1, 0),

@@ -48,6 +48,9 @@ struct wp_config {
     int64_t reader_lease_ttl_ms;    /* reader.lease_ttl_ms */
     int64_t reader_poll_max_ms;     /* reader.poll_max_ms (cross-process tail) */
     int log_level;                  /* log.level: debug|info|warn|error */
+    char quorum_nodes[1280];        /* quorum.nodes: host:port,... (storage.type quorum) */
+    int64_t quorum_write;           /* quorum.write: replicas of a segment */
+    int64_t quorum_ack;             /* quorum.ack: durable replicas for an ack */
     char node_id[WP_NODE_ID_MAX + 1]; /* node.id: a LogStore server's id */
     char node_listen[256];          /* node.listen: host:port it serves on */
     char node_data_dir[WP_PATH_MAX]; /* node.data_dir: its segment copies */

@@ -13,6 +13,8 @@
 /* The longest torn tail recovery may cut: one flush writes either blocks
  * totalling at most 64 MiB or a single block (docs/format.md §8). */
 #define TORN_TAIL_BYTES_MAX ((uint64_t)WP_BLOCK_BYTES_MAX)
+/* Entries a reader of an entry-reading backend asks for at once. */
+#define LSEG_READ_BATCH_BYTES (4 * WP_MiB)
 _Static_assert(WP_BLOCK_BYTES_MAX >= 64 * WP_MiB, "a torn multi-block flush fits the bound");
 
 
@@ -499,8 +501,9 @@ int lseg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int6
     }
     if (se.end < size || rewrite_header)
         wp__log(lg, WP_LOG_WARN, "segment %" PRId64 "/%" PRId64 ": cutting %s at %" PRIu64
-                " (%" PRIu64 " bytes)", log_id, seg_id, se.limited ? "the blocks past entry " :
-                "torn tail", rewrite_header ? 0 : se.end, size - (rewrite_header ? 0 : se.end));
+                " (%" PRIu64 " bytes)", log_id, seg_id,
+                se.limited ? "the blocks past the last entry" : "a torn tail",
+                rewrite_header ? 0 : se.end, size - (rewrite_header ? 0 : se.end));
     rc = st->ops->seg_reopen(st, log_id, seg_id, epoch, rewrite_header ? 0 : se.end, &sw);
     if (rc)
         goto out_w;
@@ -533,6 +536,11 @@ out_reader:
 int lseg_recover_at(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t limit,
                     const wp__logger *lg, int64_t *last_entry_id, uint64_t *bytes)
 {
+    if (st->ops->seg_recover) { /* the backend's own rules (quorum) */
+        if (limit != INT64_MAX)
+            return wp__err(WP_ENOTSUP, "storage '%s': no recovery at a limit", st->ops->name);
+        return st->ops->seg_recover(st, log_id, seg_id, epoch, last_entry_id, bytes);
+    }
     /* The fence refuses a segment owned by a higher epoch (WP_EFENCED). */
     int rc = recover_open(st, log_id, seg_id, epoch);
     if (rc)
@@ -568,6 +576,12 @@ struct lseg_r {
     int64_t next_id;  /* id of the entry at (it.off, rec_i) */
     int64_t target;   /* skip entries below this */
     bool need_seek;
+    /* Backends that read entries (seg_read_entries): the batch in hand. */
+    bool entries;
+    st_entries batch;
+    size_t batch_off;
+    uint32_t batch_i;
+    int64_t last; /* of a completed segment: entries are read up to it */
 };
 
 static int load_index(lseg_r *rd, uint64_t bytes)
@@ -616,6 +630,12 @@ int lseg_open_read(storage *st, int64_t log_id, int64_t seg_id, bool completed, 
     rd->log_id = log_id;
     rd->seg_id = seg_id;
     rd->completed = completed;
+    if (st->ops->seg_read_entries) { /* entries, not bytes: no header, no index */
+        rd->entries = true;
+        rd->need_seek = true;
+        *out = rd;
+        return WP_OK;
+    }
     rd->it = (biter){.r = rd->r, .off = SEG_HEADER_SIZE, .limit = UINT64_MAX};
     if (completed) {
         rd->it.limit = bytes;
@@ -687,8 +707,49 @@ static int load_block(lseg_r *r, int64_t max_entry_id)
     return WP_OK;
 }
 
+/* lseg_next for backends that read entries: batches of records. */
+static int next_entry_batch(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
+{
+    if (r->need_seek) {
+        r->next_id = r->target;
+        r->batch = (st_entries){0};
+        r->batch_i = 0;
+        r->batch_off = 0;
+        r->need_seek = false;
+    }
+    if (r->next_id > max_entry_id)
+        return WP_EAGAIN;
+    if (r->batch_i >= r->batch.n) {
+        int rc = r->st->ops->seg_read_entries(r->r, r->next_id, max_entry_id, r->completed,
+                                              LSEG_READ_BATCH_BYTES, &r->batch);
+        if (rc)
+            return rc;
+        r->batch_i = 0;
+        r->batch_off = 0;
+        if (r->batch.n == 0)
+            return WP_EAGAIN;
+        if (r->batch.first != r->next_id)
+            return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": asked for entry %" PRId64
+                           ", got %" PRId64, r->log_id, r->seg_id, r->next_id, r->batch.first);
+    }
+    size_t used;
+    int rc = rec_decode(r->batch.records + r->batch_off, r->batch.len - r->batch_off, &out->rec,
+                        &used);
+    if (rc)
+        return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 " entry %" PRId64 ": %s",
+                       r->log_id, r->seg_id, r->next_id, wp_errmsg());
+    out->raw = r->batch.records + r->batch_off;
+    out->raw_len = used;
+    out->entry_id = r->next_id++;
+    r->batch_off += used;
+    r->batch_i++;
+    return WP_OK;
+}
+
 int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
 {
+    if (r->entries)
+        return next_entry_batch(r, max_entry_id, out);
     if (r->need_seek) {
         seek_index(r);
         r->need_seek = false;

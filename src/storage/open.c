@@ -4,6 +4,7 @@
 
 #include "base/err.h"
 #include "config/config.h"
+#include "storage/quorum.h"
 #include "storage/s3.h"
 #include "storage/storage.h"
 
@@ -11,6 +12,8 @@ int storage_open(const struct wp_config *cfg, const wp__logger *logger, storage 
 {
     if (strcmp(cfg->storage_type, "s3") == 0)
         return storage_s3_open(cfg, logger, out);
+    if (strcmp(cfg->storage_type, "quorum") == 0)
+        return storage_quorum_open(cfg, logger, out);
     if (strcmp(cfg->storage_type, "local") == 0)
         return storage_local_open(cfg->storage_root, logger, out);
     return wp__err(WP_EINVAL, "storage.type '%s': no such storage", cfg->storage_type);

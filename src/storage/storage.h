@@ -17,6 +17,14 @@ typedef struct storage storage;
 typedef struct {
     uint64_t puts, put_bytes; /* objects written and their bytes */
 } storage_stats;
+/* Entries read by seg_read_entries: n records (docs/format.md §4) of
+ * entries first.., concatenated in len bytes; valid until the next read. */
+typedef struct {
+    int64_t first;
+    uint32_t n;
+    const uint8_t *records;
+    size_t len;
+} st_entries;
 typedef struct st_writer st_writer;
 typedef struct st_reader st_reader;
 
@@ -125,6 +133,22 @@ struct storage_ops {
     /* Optional (NULL: none): counters since open, for wp_log_compact's
      * report and benchmarks. */
     void (*stats)(storage *, storage_stats *out);
+
+    /* Optional, for backends that keep entries rather than a byte stream
+     * (quorum: replicas on LogStore servers, docs/protocol.md). With
+     * seg_recover the backend recovers a segment by its own rules (the
+     * quorum rules of ARCHITECTURE §7.1) instead of lseg's scan of the byte
+     * stream: fence at `epoch`, find the last entry every acked entry is
+     * at or below, complete the segment there; *bytes may be 0. With
+     * seg_read_entries readers take entries, not bytes: the records of
+     * entries [from, min(upto, what is readable)], at most max_bytes of
+     * them (at least one), into out (the reader's buffer, valid until the
+     * next call); confirmed entries only, unless `completed` (the caller
+     * knows entries up to upto are acked). n == 0: nothing yet. */
+    int (*seg_recover)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch,
+                       int64_t *last_entry_id, uint64_t *bytes);
+    int (*seg_read_entries)(st_reader *, int64_t from, int64_t upto, bool completed,
+                            size_t max_bytes, st_entries *out);
 
     void (*close)(storage *);
 };

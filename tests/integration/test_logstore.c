@@ -4,6 +4,7 @@
  * (kept across a kill -9 and restart), COMPLETE, DELETE, pipelining, bad
  * frames, and the registration in metadata (issue 10). */
 #include "test.h"
+#include "support/logstore_proc.h"
 #include "support/testutil.h"
 
 #include <arpa/inet.h>
@@ -23,64 +24,16 @@
 #include "net/conn.h"
 #include "net/proto.h"
 
-/* ---- the server process ------------------------------------------------ */
+/* ---- the server process (tests/support/logstore_proc.c) --------------- */
 
-typedef struct {
-    pid_t pid;
-    char addr[64];
-    char dir[1024];
-} srv;
+typedef logstore_proc srv;
 
 static int srv_start(srv *s, const char *dir, const char *id)
 {
-    snprintf(s->dir, sizeof s->dir, "%s", dir);
-    char bin[1200], o_id[200], o_data[1200], o_meta[1200];
-    const char *b = getenv("WP_BIN");
-    snprintf(bin, sizeof bin, "%s/woodpecker", b ? b : ".");
-    snprintf(o_id, sizeof o_id, "node.id=%s", id);
-    snprintf(o_data, sizeof o_data, "node.data_dir=%s/data", dir);
-    snprintf(o_meta, sizeof o_meta, "meta.path=%s/meta.sqlite", dir);
-    int pfd[2];
-    if (pipe(pfd) != 0)
-        return -1;
-    s->pid = fork();
-    if (s->pid == 0) {
-        dup2(pfd[1], 1);
-        close(pfd[0]);
-        execl(bin, bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0", "-o", o_data,
-              "-o", o_meta, "-o", "node.workers=2", "-o", "node.disk_reserve_bytes=0", "-o",
-              "node.zone=zone-b", NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    char line[256] = {0};
-    size_t n = 0;
-    struct pollfd p = {pfd[0], POLLIN, 0};
-    while (n < sizeof line - 1 && poll(&p, 1, 10000) == 1) {
-        ssize_t r = read(pfd[0], line + n, 1);
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    close(pfd[0]);
-    line[n] = '\0'; /* without the newline */
-    const char *at = strstr(line, "serving on ");
-    if (!at) {
-        fprintf(stderr, "  server did not start: '%s'\n", line);
-        return -1;
-    }
-    snprintf(s->addr, sizeof s->addr, "%s", at + strlen("serving on "));
-    return 0;
+    return logstore_proc_start(s, dir, id, NULL);
 }
 
-/* Sends sig and waits; the exit status (or 128 + signal). */
-static int srv_stop(srv *s, int sig)
-{
-    int status = 0;
-    kill(s->pid, sig);
-    waitpid(s->pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+static int srv_stop(srv *s, int sig) { return logstore_proc_stop(s, sig); }
 
 /* ---- a test client ----------------------------------------------------- */
 

@@ -1,0 +1,760 @@
+/* quorum.c — the QuorumBuffer storage backend (issue 10): a segment's
+ * entries live on W LogStore servers (docs/protocol.md) and an append is
+ * durable once A of them fsync'd it (ARCHITECTURE §7.1).
+ *
+ * This first version places every segment on the W servers of the static
+ * list quorum.nodes (placement from the registered nodes comes next).
+ *
+ * The logstore layer hands this backend the bytes of the segment format
+ * (docs/format.md): the 48-byte header (nothing to send: a replica writes
+ * its own, the same), then appends of whole blocks (each block is one ADD
+ * to every replica, acked when A answered durable), then the index and
+ * footer (COMPLETE at the footer's last entry). Readers read entries
+ * (seg_read_entries: READ from a replica, failing over to the next), and
+ * recovery follows the quorum rules itself (seg_recover):
+ *   1. FENCE at the new epoch on every replica; go on only with at least
+ *      W - A + 1 answers (then no old writer can reach A again);
+ *   2. the target: from the highest LAC answered, the first entry that
+ *      W - A + 1 answers show absent, minus one (a missing answer is
+ *      unknown, never absent: it can only raise the target);
+ *   3. write the entries up to the target back (ADD at the new epoch) to
+ *      the replicas that lack them until A hold them all;
+ *   4. COMPLETE at the target on those replicas. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/limits.h"
+#include "codec/codec.h"
+#include "config/config.h"
+#include "net/conn.h"
+#include "storage/quorum.h"
+
+#define CONNECT_TIMEOUT_MS 3000
+#define CALL_TIMEOUT_MS 30000
+#define RECONNECT_BACKOFF_NS (200 * 1000000LL)
+#define READ_WAIT_MS 0 /* readers poll (the reader layer backs off) */
+#define IN_FLIGHT 1 /* reply.rc while the answer is awaited */
+#define NOT_ASKED 2 /* reply.rc of a replica not asked */
+
+typedef struct {
+    char addr[256];
+    pthread_mutex_t mu;
+    pconn *c;              /* NULL or failed: connect again after the backoff */
+    int64_t next_try_ns;
+} node;
+
+typedef struct {
+    storage base;
+    node nodes[QUORUM_W_MAX];
+    int w, a;
+    char client_id[64];
+} quorum_storage;
+
+struct st_writer {
+    quorum_storage *q;
+    int64_t log_id, seg_id, epoch;
+    int64_t lac;          /* last entry acked by A (ids in order) */
+    int64_t next_entry;
+    uint64_t size;        /* bytes the logstore appended (it counts them) */
+    bool header_seen;
+    int failed;
+};
+
+struct st_reader {
+    quorum_storage *q;
+    int64_t log_id, seg_id;
+    int pref;             /* the replica tried first */
+    uint8_t *buf;         /* the last batch's records */
+};
+
+static quorum_storage *qs(storage *s) { return (quorum_storage *)s; }
+
+/* ---- nodes --------------------------------------------------------------- */
+
+/* The node's connection, (re)connecting if its backoff allows; NULL with the
+ * reason in wp_errmsg() if it cannot be had now. Holds a reference: the
+ * caller must not close it (only quorum_close and a failed one's
+ * replacement do, under n->mu). */
+static pconn *node_conn(quorum_storage *q, node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    if (n->c && !pconn_alive(n->c)) {
+        pconn_close(n->c);
+        n->c = NULL;
+    }
+    if (!n->c && wp__now_ns() >= n->next_try_ns) {
+        if (pconn_open(n->addr, q->client_id, CONNECT_TIMEOUT_MS, &n->c) != WP_OK) {
+            n->c = NULL;
+            n->next_try_ns = wp__now_ns() + RECONNECT_BACKOFF_NS;
+        }
+    } else if (!n->c) {
+        wp__err(WP_EUNAVAILABLE, "server %s: reconnecting after a failure (backoff)", n->addr);
+    }
+    pconn *c = n->c;
+    pthread_mutex_unlock(&n->mu);
+    return c;
+}
+
+/* ---- one request to every replica, answers collected ------------------- */
+
+typedef struct {
+    int rc;               /* 0, a WP_E* code, IN_FLIGHT or NOT_ASKED */
+    proto_msg ans;        /* decoded into body */
+    uint8_t *body;
+    char err[PROTO_ERRMSG_MAX + 64];
+} reply;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int pending;
+    reply r[QUORUM_W_MAX];
+} fanout;
+
+typedef struct {
+    fanout *f;
+    int i;
+} fan_arg;
+
+static void fan_cb(void *arg, int rc, const proto_frame *fr)
+{
+    fan_arg *fa = arg;
+    fanout *f = fa->f;
+    reply *r = &f->r[fa->i];
+    pthread_mutex_lock(&f->mu);
+    r->rc = rc;
+    if (rc)
+        snprintf(r->err, sizeof r->err, "%s", wp_errmsg());
+    if (rc == WP_OK && (r->body = malloc(fr->h.body_len ? fr->h.body_len : 1)) != NULL) {
+        memcpy(r->body, fr->body, fr->h.body_len);
+        if (proto_decode(&fr->h, r->body, &r->ans) != WP_OK)
+            r->rc = WP_ECORRUPT;
+    } else if (rc == WP_OK) {
+        r->rc = WP_ENOMEM;
+    }
+    f->pending--;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+    free(fa);
+}
+
+/* Sends m (one per replica: ms[i], or m to all) to every replica and waits
+ * until `enough` of them answered OK, or until that can no longer happen,
+ * or until all answered (wait_all). Answers in f->r[i]. */
+static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *const *ms, fanout *f,
+                    int enough, bool wait_all)
+{
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    f->pending = 0;
+    for (int i = 0; i < q->w; i++) {
+        const proto_msg *mi = ms ? ms[i] : m;
+        reply *r = &f->r[i];
+        *r = (reply){.rc = IN_FLIGHT};
+        if (!mi) {
+            r->rc = NOT_ASKED;
+            continue;
+        }
+        pconn *c = node_conn(q, &q->nodes[i]);
+        fan_arg *fa = c ? malloc(sizeof *fa) : NULL;
+        int rc = c ? (fa ? WP_OK : WP_ENOMEM) : WP_EUNAVAILABLE;
+        if (rc == WP_OK) {
+            *fa = (fan_arg){f, i};
+            pthread_mutex_lock(&f->mu);
+            f->pending++;
+            pthread_mutex_unlock(&f->mu);
+            rc = pconn_send(c, mi, fan_cb, fa);
+            if (rc) {
+                free(fa);
+                pthread_mutex_lock(&f->mu);
+                f->pending--;
+                pthread_mutex_unlock(&f->mu);
+            }
+        }
+        if (rc) {
+            r->rc = rc;
+            snprintf(r->err, sizeof r->err, "%s", wp_errmsg());
+        }
+    }
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        int ok = 0, failed = 0, asked = 0;
+        for (int i = 0; i < q->w; i++) {
+            if (f->r[i].rc == NOT_ASKED)
+                continue;
+            asked++;
+            ok += f->r[i].rc == WP_OK;
+            failed += f->r[i].rc < 0;
+        }
+        if (f->pending == 0 || (!wait_all && (ok >= enough || asked - failed < enough)))
+            break;
+        pthread_cond_wait(&f->cond, &f->mu);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Waits for the answers still in flight, then frees them. */
+static void fan_done(fanout *f, int w)
+{
+    pthread_mutex_lock(&f->mu);
+    while (f->pending > 0)
+        pthread_cond_wait(&f->cond, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+    for (int i = 0; i < w; i++)
+        free(f->r[i].body);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cond);
+}
+
+/* A message naming every replica's outcome, for a failed quorum. */
+static int quorum_err(quorum_storage *q, const fanout *f, int rc, const char *what, int need)
+{
+    char msg[1024];
+    size_t n = (size_t)snprintf(msg, sizeof msg, "%s: %d of %d replicas needed;", what, need, q->w);
+    for (int i = 0; i < q->w && n < sizeof msg; i++)
+        n += (size_t)snprintf(msg + n, sizeof msg - n, " %s: %s%s%s%s;", q->nodes[i].addr,
+                              f->r[i].rc == WP_OK       ? "ok"
+                              : f->r[i].rc == IN_FLIGHT ? "no answer yet"
+                              : f->r[i].rc == NOT_ASKED ? "not asked"
+                                                        : wp_strerror(f->r[i].rc),
+                              f->r[i].rc < 0 ? " (" : "", f->r[i].rc < 0 ? f->r[i].err : "",
+                              f->r[i].rc < 0 ? ")" : "");
+    if (n >= sizeof msg)
+        n = sizeof msg - 1;
+    return wp__err(rc, "%s", msg);
+}
+
+/* The first EFENCED among the answers, if any (a newer writer owns it). */
+static int fenced_among(const quorum_storage *q, const fanout *f)
+{
+    for (int i = 0; i < q->w; i++)
+        if (f->r[i].rc == WP_EFENCED)
+            return wp__err(WP_EFENCED, "%s: %s", q->nodes[i].addr, f->r[i].err);
+    return WP_OK;
+}
+
+/* ---- writing --------------------------------------------------------------- */
+
+static int q_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
+                        st_writer **out)
+{
+    /* Nothing to send yet: a replica creates its copy with the first ADD
+     * (or FENCE), owned by that epoch. */
+    st_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return wp__err(WP_ENOMEM, "quorum writer");
+    *w = (st_writer){.q = qs(st), .log_id = log_id, .seg_id = seg_id, .epoch = epoch, .lac = -1};
+    *out = w;
+    return WP_OK;
+}
+
+static int q_seg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, uint64_t len,
+                        st_writer **out)
+{
+    (void)st, (void)log_id, (void)seg_id, (void)epoch, (void)len, (void)out;
+    return wp__err(WP_ENOTSUP, "quorum storage: segments are recovered by seg_recover");
+}
+
+static int writer_fail(st_writer *w, int rc)
+{
+    if (!w->failed)
+        w->failed = rc;
+    return rc;
+}
+
+/* One block: ADD to every replica, durable when A answered with it. */
+static int add_block(st_writer *w, const uint8_t *b, size_t len)
+{
+    quorum_storage *q = w->q;
+    blk_header h;
+    if (len < BLK_HEADER_SIZE || blk_header_decode(b, &h) != WP_OK ||
+        len != BLK_HEADER_SIZE + h.records_len)
+        return wp__err(WP_EINVAL, "quorum storage: an append that is not a block");
+    if (h.first_entry_id != w->next_entry)
+        return wp__err(WP_EINVAL, "quorum storage: block from entry %" PRId64 ", expected %" PRId64,
+                       h.first_entry_id, w->next_entry);
+    proto_msg m = {.type = PROTO_ADD};
+    m.u.add = (proto_add){.log_id = w->log_id, .segment_id = w->seg_id, .epoch = w->epoch,
+                          .first_entry_id = h.first_entry_id, .lac = w->lac,
+                          .n_entries = h.n_entries, .records = b + BLK_HEADER_SIZE,
+                          .records_len = h.records_len};
+    fanout f;
+    fan_out(q, &m, NULL, &f, q->a, false);
+    int64_t last = h.first_entry_id + h.n_entries - 1, ok = 0;
+    for (int i = 0; i < q->w; i++)
+        ok += f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= last;
+    int rc = fenced_among(q, &f);
+    if (rc == WP_OK && ok < q->a)
+        rc = quorum_err(q, &f, WP_EQUORUM, "ADD", q->a);
+    fan_done(&f, q->w); /* the slower replicas' answers too (they hold the records) */
+    if (rc == WP_OK)
+        w->next_entry = last + 1;
+    return rc;
+}
+
+/* The index and footer: COMPLETE at the footer's last entry on the replicas. */
+static int complete(st_writer *w, const uint8_t *b, size_t len)
+{
+    quorum_storage *q = w->q;
+    seg_footer ft;
+    if (len < FTR_SIZE || ftr_decode(b + len - FTR_SIZE, &ft) != WP_OK)
+        return wp__err(WP_EINVAL, "quorum storage: an append that is neither a block nor a footer");
+    proto_msg m = {.type = PROTO_COMPLETE};
+    m.u.complete = (proto_complete){.log_id = w->log_id, .segment_id = w->seg_id,
+                                    .epoch = w->epoch, .last_entry_id = ft.last_entry_id};
+    fanout f;
+    fan_out(q, &m, NULL, &f, q->a, true);
+    int ok = 0;
+    for (int i = 0; i < q->w; i++)
+        ok += f.r[i].rc == WP_OK;
+    int rc = fenced_among(q, &f);
+    if (rc == WP_OK && ok < q->a)
+        rc = quorum_err(q, &f, WP_EQUORUM, "COMPLETE", q->a);
+    fan_done(&f, q->w);
+    return rc;
+}
+
+static int q_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
+{
+    if (w->failed)
+        return wp__err(w->failed, "quorum writer of %" PRId64 "/%" PRId64 " failed earlier",
+                       w->log_id, w->seg_id);
+    uint64_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (!w->header_seen) { /* the segment header: each replica writes its own */
+        if (total != SEG_HEADER_SIZE)
+            return writer_fail(w, wp__err(WP_EINVAL, "quorum storage: first append is not a header"));
+        w->header_seen = true;
+        w->size += total;
+        return WP_OK;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t *b = iov[i].iov_base;
+        bool block = iov[i].iov_len >= 4 && memcmp(b, "WPBK", 4) == 0;
+        int rc = block ? add_block(w, b, iov[i].iov_len) : complete(w, b, iov[i].iov_len);
+        if (rc)
+            return writer_fail(w, rc);
+    }
+    w->size += total;
+    return WP_OK;
+}
+
+static int q_seg_publish_lac(st_writer *w, int64_t lac)
+{
+    if (lac > w->lac)
+        w->lac = lac; /* rides on the next ADD (docs/protocol.md §5.2) */
+    if (w->failed)
+        return WP_OK;
+    /* And a LAC-only ADD now, so that tailing readers of the replicas see
+     * the last entries without waiting for the next append. Fire and
+     * forget: a lost one only delays them. */
+    proto_msg m = {.type = PROTO_ADD};
+    m.u.add = (proto_add){.log_id = w->log_id, .segment_id = w->seg_id, .epoch = w->epoch,
+                          .first_entry_id = w->lac + 1, .lac = w->lac};
+    fanout f;
+    fan_out(w->q, &m, NULL, &f, 0, false);
+    fan_done(&f, w->q->w);
+    return WP_OK;
+}
+
+static uint64_t q_seg_writer_size(st_writer *w) { return w->size; }
+static void q_writer_close(st_writer *w) { free(w); }
+
+/* ---- fencing and recovery ---------------------------------------------------- */
+
+static int q_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch)
+{
+    quorum_storage *q = qs(st);
+    proto_msg m = {.type = PROTO_FENCE};
+    m.u.fence = (proto_fence){.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
+    fanout f;
+    int need = q->w - q->a + 1;
+    fan_out(q, &m, NULL, &f, q->w, true);
+    int ok = 0;
+    for (int i = 0; i < q->w; i++)
+        ok += f.r[i].rc == WP_OK;
+    int rc = fenced_among(q, &f);
+    if (rc == WP_OK && ok < need)
+        rc = quorum_err(q, &f, WP_EQUORUM, "FENCE", need);
+    fan_done(&f, q->w);
+    return rc;
+}
+
+/* Reads entries [from, to] from replica src (unconfirmed: recovery) into a
+ * growing buffer; *n entries of *len bytes. */
+static int read_range(quorum_storage *q, int src, int64_t log_id, int64_t seg_id, int64_t from,
+                      int64_t to, uint8_t **buf, size_t *len, uint32_t *n)
+{
+    size_t cap = 0;
+    *buf = NULL;
+    *len = 0;
+    *n = 0;
+    for (int64_t next = from; next <= to;) {
+        pconn *c = node_conn(q, &q->nodes[src]);
+        if (!c)
+            return WP_EUNAVAILABLE;
+        proto_msg m = {.type = PROTO_READ}, ans;
+        m.u.read = (proto_read){.log_id = log_id, .segment_id = seg_id, .from_entry_id = next,
+                                .max_bytes = 4 * WP_MiB, .flags = PROTO_READ_UNCONFIRMED};
+        uint8_t *body = NULL;
+        int rc = pconn_call(c, &m, CALL_TIMEOUT_MS, &ans, &body);
+        if (rc)
+            return rc;
+        const proto_read_ans *a = &ans.u.read_ans;
+        uint32_t take = 0;
+        size_t off = 0;
+        while (take < a->n_entries && next + take <= to) {
+            rec_view v;
+            size_t used;
+            if (rec_decode(a->records + off, a->records_len - off, &v, &used))
+                break;
+            off += used;
+            take++;
+        }
+        if (take == 0) {
+            free(body);
+            return wp__err(WP_EIO, "recovery: %s has no entry %" PRId64 " any more",
+                           q->nodes[src].addr, next);
+        }
+        if (*len + off > cap) {
+            size_t nc = cap ? cap : 64 * 1024;
+            while (nc < *len + off)
+                nc *= 2;
+            uint8_t *nb = realloc(*buf, nc);
+            if (!nb) {
+                free(body);
+                return wp__err(WP_ENOMEM, "recovery buffer");
+            }
+            *buf = nb;
+            cap = nc;
+        }
+        memcpy(*buf + *len, a->records, off);
+        *len += off;
+        *n += take;
+        next += take;
+        free(body);
+    }
+    return WP_OK;
+}
+
+/* Offset of the k-th record in buf. */
+static size_t rec_offset(const uint8_t *buf, size_t len, uint32_t k)
+{
+    size_t off = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        rec_view v;
+        size_t used;
+        if (rec_decode(buf + off, len - off, &v, &used))
+            break;
+        off += used;
+    }
+    return off;
+}
+
+static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
+                         int64_t *last_entry_id, uint64_t *bytes)
+{
+    quorum_storage *q = qs(st);
+    int need = q->w - q->a + 1;
+    /* 1. Fence: at least W - A + 1 answers. */
+    proto_msg fm = {.type = PROTO_FENCE};
+    fm.u.fence = (proto_fence){.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
+    fanout f;
+    fan_out(q, &fm, NULL, &f, q->w, true);
+    int64_t last_i[QUORUM_W_MAX], lac = -1, completed = INT64_MIN;
+    int answered = 0;
+    for (int i = 0; i < q->w; i++) {
+        last_i[i] = INT64_MIN; /* unknown */
+        if (f.r[i].rc != WP_OK)
+            continue;
+        const proto_seg_state *s = &f.r[i].ans.u.state;
+        last_i[i] = s->last_durable;
+        answered++;
+        if (s->lac > lac)
+            lac = s->lac;
+        if (s->flags & PROTO_SEG_COMPLETED)
+            completed = s->last_durable;
+    }
+    int rc = fenced_among(q, &f);
+    if (rc == WP_OK && answered < need)
+        rc = quorum_err(q, &f, WP_EQUORUM, "recovery FENCE", need);
+    fan_done(&f, q->w);
+    if (rc)
+        return rc;
+    /* 2. The target. A copy completed before was completed at the agreed
+     * last entry. Otherwise: from the highest LAC on, the first entry that
+     * W - A + 1 answers show absent, minus one. */
+    int64_t target;
+    if (completed != INT64_MIN) {
+        target = completed;
+    } else {
+        target = lac;
+        for (;;) {
+            int absent = 0;
+            for (int i = 0; i < q->w; i++)
+                absent += last_i[i] != INT64_MIN && last_i[i] < target + 1;
+            if (absent >= need)
+                break;
+            target++;
+        }
+    }
+    /* 3. Write back: every replica that answered and lacks entries gets
+     * them from the one that holds the most, until A hold [0, target]. */
+    int src = -1, holders = 0;
+    for (int i = 0; i < q->w; i++) {
+        if (last_i[i] != INT64_MIN && (src < 0 || last_i[i] > last_i[src]))
+            src = i;
+        holders += last_i[i] != INT64_MIN && last_i[i] >= target;
+    }
+    int64_t from = target + 1;
+    for (int i = 0; i < q->w; i++)
+        if (last_i[i] != INT64_MIN && last_i[i] < target && last_i[i] + 1 < from)
+            from = last_i[i] + 1;
+    if (holders < q->a && target >= 0) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        uint32_t n = 0;
+        rc = read_range(q, src, log_id, seg_id, from, target, &buf, &len, &n);
+        const proto_msg *ms[QUORUM_W_MAX] = {0};
+        proto_msg adds[QUORUM_W_MAX];
+        for (int i = 0; rc == WP_OK && i < q->w; i++) {
+            if (last_i[i] == INT64_MIN || last_i[i] >= target)
+                continue;
+            uint32_t skip = (uint32_t)(last_i[i] + 1 - from);
+            size_t off = rec_offset(buf, len, skip);
+            adds[i] = (proto_msg){.type = PROTO_ADD};
+            adds[i].u.add = (proto_add){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
+                                        .first_entry_id = last_i[i] + 1, .lac = lac,
+                                        .n_entries = n - skip, .records = buf + off,
+                                        .records_len = len - off};
+            ms[i] = &adds[i];
+        }
+        if (rc == WP_OK) {
+            fan_out(q, NULL, ms, &f, q->w, true);
+            for (int i = 0; i < q->w; i++)
+                if (f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= target)
+                    holders++;
+            if (holders < q->a)
+                rc = quorum_err(q, &f, WP_EQUORUM, "recovery write-back", q->a);
+            fan_done(&f, q->w);
+        }
+        free(buf);
+        if (rc)
+            return rc;
+    }
+    /* 4. Complete the copies at the target (those that hold it). */
+    proto_msg cm = {.type = PROTO_COMPLETE};
+    cm.u.complete = (proto_complete){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
+                                     .last_entry_id = target};
+    fan_out(q, &cm, NULL, &f, q->w, true);
+    int ok = 0;
+    for (int i = 0; i < q->w; i++)
+        ok += f.r[i].rc == WP_OK;
+    rc = fenced_among(q, &f);
+    if (rc == WP_OK && ok < q->a)
+        rc = quorum_err(q, &f, WP_EQUORUM, "recovery COMPLETE", q->a);
+    fan_done(&f, q->w);
+    if (rc)
+        return rc;
+    *last_entry_id = target;
+    *bytes = 0;
+    return WP_OK;
+}
+
+/* ---- reading ----------------------------------------------------------------- */
+
+static int q_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_reader **out)
+{
+    st_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return wp__err(WP_ENOMEM, "quorum reader");
+    *r = (st_reader){.q = qs(st), .log_id = log_id, .seg_id = seg_id,
+                     .pref = (int)((uint64_t)(log_id * 31 + seg_id) % (uint64_t)qs(st)->w)};
+    *out = r;
+    return WP_OK;
+}
+
+static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool completed,
+                              size_t max_bytes, st_entries *out)
+{
+    quorum_storage *q = r->q;
+    free(r->buf);
+    r->buf = NULL;
+    *out = (st_entries){.first = from};
+    int rc = WP_EUNAVAILABLE;
+    for (int k = 0; k < q->w; k++) { /* the preferred replica, then the others */
+        int i = (r->pref + k) % q->w;
+        pconn *c = node_conn(q, &q->nodes[i]);
+        if (!c)
+            continue;
+        proto_msg m = {.type = PROTO_READ}, ans;
+        m.u.read = (proto_read){.log_id = r->log_id, .segment_id = r->seg_id, .from_entry_id = from,
+                                .max_bytes = (uint32_t)max_bytes, .wait_ms = READ_WAIT_MS,
+                                .flags = completed ? PROTO_READ_UNCONFIRMED : 0};
+        uint8_t *body = NULL;
+        rc = pconn_call(c, &m, CALL_TIMEOUT_MS, &ans, &body);
+        if (rc == WP_OK && completed && ans.u.read_ans.last_durable < upto &&
+            ans.u.read_ans.n_entries == 0) {
+            rc = wp__err(WP_EAGAIN, "replica %s lags", q->nodes[i].addr); /* try another */
+        }
+        if (rc == WP_OK) {
+            const proto_read_ans *a = &ans.u.read_ans;
+            uint32_t n = a->n_entries;
+            if (n > 0 && from + (int64_t)n - 1 > upto) /* never past what the caller allows */
+                n = (uint32_t)(upto - from + 1);
+            size_t len = rec_offset(a->records, a->records_len, n);
+            r->buf = malloc(len ? len : 1);
+            if (!r->buf) {
+                free(body);
+                return wp__err(WP_ENOMEM, "read buffer");
+            }
+            memcpy(r->buf, a->records, len);
+            *out = (st_entries){.first = from, .n = n, .records = r->buf, .len = len};
+            r->pref = i;
+            free(body);
+            return WP_OK;
+        }
+        free(body);
+        if (rc == WP_ENOENT && !completed) /* not created on it yet: nothing yet */
+            return WP_OK;
+    }
+    return rc;
+}
+
+static int q_seg_read(st_reader *r, uint64_t off, void *buf, size_t len, size_t *got)
+{
+    (void)r, (void)off, (void)buf, (void)len;
+    *got = 0;
+    return wp__err(WP_ENOTSUP, "quorum storage keeps entries: read them (seg_read_entries)");
+}
+
+static int q_seg_size(st_reader *r, uint64_t *size)
+{
+    (void)r;
+    *size = 0;
+    return wp__err(WP_ENOTSUP, "quorum storage keeps entries, not bytes");
+}
+
+static int q_seg_read_lac(st_reader *r, int64_t *lac)
+{
+    (void)r;
+    *lac = -1;
+    return WP_ENOTSUP;
+}
+
+static void q_reader_close(st_reader *r)
+{
+    if (!r)
+        return;
+    free(r->buf);
+    free(r);
+}
+
+/* ---- deletion, listing, the backend ------------------------------------------ */
+
+static int del(quorum_storage *q, int64_t log_id, int64_t seg_id)
+{
+    proto_msg m = {.type = PROTO_DELETE};
+    m.u.del = (proto_delete){.log_id = log_id, .segment_id = seg_id};
+    fanout f;
+    fan_out(q, &m, NULL, &f, q->w, true);
+    int ok = 0;
+    for (int i = 0; i < q->w; i++)
+        ok += f.r[i].rc == WP_OK;
+    /* A replica that is down keeps its copy until it is deleted there. */
+    int rc = ok == q->w ? WP_OK : quorum_err(q, &f, WP_EUNAVAILABLE, "DELETE", q->w);
+    fan_done(&f, q->w);
+    return rc;
+}
+
+static int q_seg_delete(storage *st, int64_t log_id, int64_t seg_id)
+{
+    return del(qs(st), log_id, seg_id);
+}
+
+static int q_log_delete(storage *st, int64_t log_id) { return del(qs(st), log_id, -1); }
+
+static int q_seg_list(storage *st, int64_t log_id, int64_t **ids, size_t *n)
+{
+    (void)st, (void)log_id;
+    *ids = NULL;
+    *n = 0;
+    return wp__err(WP_ENOTSUP, "quorum storage: segments are listed in metadata");
+}
+
+static void q_close(storage *st)
+{
+    quorum_storage *q = qs(st);
+    for (int i = 0; i < q->w; i++) {
+        pconn_close(q->nodes[i].c);
+        pthread_mutex_destroy(&q->nodes[i].mu);
+    }
+    free(q);
+}
+
+static const struct storage_ops quorum_ops = {
+    .name = "quorum",
+    .appends_atomic = true,       /* an entry is on a replica whole or not at all */
+    .durable_when_visible = true, /* a replica serves confirmed entries only */
+    .seg_create = q_seg_create,
+    .seg_reopen = q_seg_reopen,
+    .seg_append = q_seg_append,
+    .seg_publish_lac = q_seg_publish_lac,
+    .seg_writer_size = q_seg_writer_size,
+    .seg_writer_close = q_writer_close,
+    .seg_fence = q_seg_fence,
+    .seg_open_read = q_seg_open_read,
+    .seg_read = q_seg_read,
+    .seg_size = q_seg_size,
+    .seg_read_lac = q_seg_read_lac,
+    .seg_reader_close = q_reader_close,
+    .seg_delete = q_seg_delete,
+    .log_delete = q_log_delete,
+    .seg_list = q_seg_list,
+    .seg_recover = q_seg_recover,
+    .seg_read_entries = q_seg_read_entries,
+    .close = q_close,
+};
+
+int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, storage **out)
+{
+    int w = (int)cfg->quorum_write, a = (int)cfg->quorum_ack;
+    if (!(w >= a && 2 * a > w))
+        return wp__err(WP_EINVAL, "quorum.write %d, quorum.ack %d: need write >= ack > write/2 "
+                       "(e.g. 3/2, 5/3)", w, a);
+    quorum_storage *q = calloc(1, sizeof *q);
+    if (!q)
+        return wp__err(WP_ENOMEM, "quorum storage");
+    char list[sizeof cfg->quorum_nodes];
+    snprintf(list, sizeof list, "%s", cfg->quorum_nodes);
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n == QUORUM_W_MAX || strlen(t) >= sizeof q->nodes[0].addr) {
+            free(q);
+            return wp__err(WP_EINVAL, "quorum.nodes: at most %d addresses host:port", QUORUM_W_MAX);
+        }
+        snprintf(q->nodes[n].addr, sizeof q->nodes[n].addr, "%s", t);
+        pthread_mutex_init(&q->nodes[n].mu, NULL);
+        n++;
+    }
+    if (n != w) {
+        for (int i = 0; i < n; i++)
+            pthread_mutex_destroy(&q->nodes[i].mu);
+        free(q);
+        return wp__err(WP_EINVAL, "quorum.nodes lists %d servers, quorum.write is %d: list "
+                       "exactly that many (placement from registered nodes comes later)", n, w);
+    }
+    q->w = w;
+    q->a = a;
+    snprintf(q->client_id, sizeof q->client_id, "client-%d", (int)getpid());
+    q->base.ops = &quorum_ops;
+    q->base.logger = lg;
+    *out = &q->base;
+    return WP_OK;
+}

@@ -1,0 +1,64 @@
+/* logstore_proc.c — see logstore_proc.h. */
+#include "logstore_proc.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const char *meta_path)
+{
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    snprintf(s->id, sizeof s->id, "%s", id);
+    char bin[1200], o_id[200], o_data[1200], o_meta[1200];
+    const char *b = getenv("WP_BIN");
+    snprintf(bin, sizeof bin, "%s/woodpecker", b ? b : ".");
+    snprintf(o_id, sizeof o_id, "node.id=%s", id);
+    snprintf(o_data, sizeof o_data, "node.data_dir=%s/data", dir);
+    if (meta_path)
+        snprintf(o_meta, sizeof o_meta, "meta.path=%s", meta_path);
+    else
+        snprintf(o_meta, sizeof o_meta, "meta.path=%s/meta.sqlite", dir);
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return -1;
+    s->pid = fork();
+    if (s->pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        execl(bin, bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0", "-o", o_data,
+              "-o", o_meta, "-o", "node.workers=2", "-o", "node.disk_reserve_bytes=0", "-o",
+              "node.zone=zone-b", NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char line[256] = {0};
+    size_t n = 0;
+    struct pollfd p = {pfd[0], POLLIN, 0};
+    while (n < sizeof line - 1 && poll(&p, 1, 10000) == 1) {
+        ssize_t r = read(pfd[0], line + n, 1);
+        if (r <= 0 || line[n] == '\n')
+            break;
+        n++;
+    }
+    close(pfd[0]);
+    line[n] = '\0'; /* without the newline */
+    const char *at = strstr(line, "serving on ");
+    if (!at) {
+        fprintf(stderr, "  server %s did not start: '%s'\n", id, line);
+        return -1;
+    }
+    snprintf(s->addr, sizeof s->addr, "%s", at + strlen("serving on "));
+    return 0;
+}
+
+int logstore_proc_stop(logstore_proc *s, int sig)
+{
+    int status = 0;
+    kill(s->pid, sig);
+    waitpid(s->pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
