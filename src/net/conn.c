@@ -255,11 +255,15 @@ int pconn_open(const char *addr, const char *client_id, int timeout_ms, pconn **
     return WP_OK;
 }
 
-int pconn_send(pconn *c, const proto_msg *m, pconn_cb cb, void *arg)
+static int send_req(pconn *c, const proto_msg *m, pconn_cb cb, void *arg, bool wait)
 {
     uint8_t head[PROTO_HEAD_MAX];
     size_t hlen = 0;
     pthread_mutex_lock(&c->mu);
+    if (!wait && !c->dead && c->n_inflight >= PROTO_INFLIGHT_MAX) {
+        pthread_mutex_unlock(&c->mu);
+        return wp__err(WP_EAGAIN, "%s has %d requests unanswered", c->peer, PROTO_INFLIGHT_MAX);
+    }
     while (!c->dead && c->n_inflight >= PROTO_INFLIGHT_MAX)
         pthread_cond_wait(&c->room, &c->mu);
     if (c->dead) {
@@ -295,6 +299,16 @@ int pconn_send(pconn *c, const proto_msg *m, pconn_cb cb, void *arg)
     }
     pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+int pconn_send(pconn *c, const proto_msg *m, pconn_cb cb, void *arg)
+{
+    return send_req(c, m, cb, arg, true);
+}
+
+int pconn_send_nowait(pconn *c, const proto_msg *m, pconn_cb cb, void *arg)
+{
+    return send_req(c, m, cb, arg, false);
 }
 
 typedef struct {

@@ -35,6 +35,10 @@ typedef void (*pconn_cb)(void *arg, int rc, const proto_frame *f);
  * requests are in flight. An error return (the connection is failed or
  * the message is invalid) means cb will not run. Thread-safe. */
 int pconn_send(pconn *c, const proto_msg *m, pconn_cb cb, void *arg);
+/* The same, but WP_EAGAIN at once (cb will not run) instead of waiting
+ * when PROTO_INFLIGHT_MAX requests are in flight: a server that stopped
+ * answering must not hold up the requests that go to the others. */
+int pconn_send_nowait(pconn *c, const proto_msg *m, pconn_cb cb, void *arg);
 
 /* Sends m and waits up to timeout_ms for its answer: its type in
  * ans->type and a copy of the answer frame's body in *body (free it: ans

@@ -38,6 +38,9 @@
 #define CALL_TIMEOUT_MS 30000
 #define RECONNECT_BACKOFF_NS (200 * 1000000LL)
 #define READ_WAIT_MS 0 /* readers poll (the reader layer backs off) */
+/* With wait_all, how long to wait for the other replicas once a request
+ * has its quorum (more answers make a better recovery target). */
+#define FAN_MORE_MS 2000
 #define IN_FLIGHT 1 /* reply.rc while the answer is awaited */
 #define NOT_ASKED 2 /* reply.rc of a replica not asked */
 
@@ -104,28 +107,52 @@ static pconn *node_conn(quorum_storage *q, node *n)
 
 typedef struct {
     int rc;               /* 0, a WP_E* code, IN_FLIGHT or NOT_ASKED */
-    proto_msg ans;        /* decoded into body */
-    uint8_t *body;
+    proto_msg ans;        /* decoded; in a snapshot only its scalar fields are valid */
+    uint8_t *body;        /* what ans points into (shared state only) */
     char err[PROTO_ERRMSG_MAX + 64];
 } reply;
 
+/* The answers as they come: shared by the caller and the callbacks of the
+ * requests in flight, freed by whoever lets go last, so that the caller
+ * need not wait for a slow replica once it has what it needs. */
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    int pending;
+    int refs;    /* the caller's + one per request in flight */
+    int pending; /* requests in flight */
+    reply r[QUORUM_W_MAX];
+} fan_shared;
+
+/* What the caller keeps: a copy of the answers when it stopped waiting
+ * (IN_FLIGHT: no answer by then, its outcome unknown). */
+typedef struct {
     reply r[QUORUM_W_MAX];
 } fanout;
 
 typedef struct {
-    fanout *f;
+    fan_shared *f;
     int i;
 } fan_arg;
+
+static void fan_unref_locked(fan_shared *f, int w)
+{
+    bool last = --f->refs == 0;
+    pthread_mutex_unlock(&f->mu);
+    if (!last)
+        return;
+    for (int i = 0; i < w; i++)
+        free(f->r[i].body);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cond);
+    free(f);
+}
 
 static void fan_cb(void *arg, int rc, const proto_frame *fr)
 {
     fan_arg *fa = arg;
-    fanout *f = fa->f;
+    fan_shared *f = fa->f;
     reply *r = &f->r[fa->i];
+    free(fa);
     pthread_mutex_lock(&f->mu);
     r->rc = rc;
     if (rc)
@@ -139,76 +166,91 @@ static void fan_cb(void *arg, int rc, const proto_frame *fr)
     }
     f->pending--;
     pthread_cond_broadcast(&f->cond);
-    pthread_mutex_unlock(&f->mu);
-    free(fa);
+    fan_unref_locked(f, QUORUM_W_MAX);
 }
 
-/* Sends m (one per replica: ms[i], or m to all) to every replica and waits
- * until `enough` of them answered OK, or until that can no longer happen,
- * or until all answered (wait_all). Answers in f->r[i]. */
-static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *const *ms, fanout *f,
+/* True when enough answered OK, or can no longer (counted under f->mu). */
+static bool fan_decided(const fan_shared *f, int w, int enough)
+{
+    int ok = 0, open = 0;
+    for (int i = 0; i < w; i++) {
+        ok += f->r[i].rc == WP_OK;
+        open += f->r[i].rc == WP_OK || f->r[i].rc == IN_FLIGHT;
+    }
+    return ok >= enough || open < enough;
+}
+
+static bool wait_until(fan_shared *f, int64_t due_ns)
+{
+    struct timespec ts = {due_ns / 1000000000LL, due_ns % 1000000000LL};
+    return pthread_cond_timedwait(&f->cond, &f->mu, &ts) == 0;
+}
+
+/* Sends m (or ms[i] to replica i; NULL: not asked) to every replica and
+ * waits until `enough` answered OK or cannot (at most CALL_TIMEOUT_MS),
+ * then, with wait_all, up to FAN_MORE_MS more for the others. *out gets
+ * the answers as they stand then. */
+static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *const *ms, fanout *out,
                     int enough, bool wait_all)
 {
+    fan_shared *f = calloc(1, sizeof *f);
+    if (!f) {
+        for (int i = 0; i < q->w; i++)
+            out->r[i] = (reply){.rc = WP_ENOMEM};
+        return;
+    }
     pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cond, NULL);
-    f->pending = 0;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    f->refs = 1;
+    for (int i = 0; i < QUORUM_W_MAX; i++)
+        f->r[i] = (reply){.rc = NOT_ASKED};
     for (int i = 0; i < q->w; i++) {
         const proto_msg *mi = ms ? ms[i] : m;
-        reply *r = &f->r[i];
-        *r = (reply){.rc = IN_FLIGHT};
-        if (!mi) {
-            r->rc = NOT_ASKED;
+        if (!mi)
             continue;
-        }
         pconn *c = node_conn(q, &q->nodes[i]);
         fan_arg *fa = c ? malloc(sizeof *fa) : NULL;
-        int rc = c ? (fa ? WP_OK : WP_ENOMEM) : WP_EUNAVAILABLE;
+        int rc = c ? (fa ? WP_OK : wp__err(WP_ENOMEM, "request")) : WP_EUNAVAILABLE;
+        pthread_mutex_lock(&f->mu);
+        f->r[i].rc = IN_FLIGHT;
         if (rc == WP_OK) {
             *fa = (fan_arg){f, i};
-            pthread_mutex_lock(&f->mu);
             f->pending++;
+            f->refs++;
+        }
+        pthread_mutex_unlock(&f->mu);
+        if (rc == WP_OK && (rc = pconn_send_nowait(c, mi, fan_cb, fa)) != WP_OK) {
+            free(fa);
+            pthread_mutex_lock(&f->mu);
+            f->pending--;
+            f->refs--;
             pthread_mutex_unlock(&f->mu);
-            rc = pconn_send(c, mi, fan_cb, fa);
-            if (rc) {
-                free(fa);
-                pthread_mutex_lock(&f->mu);
-                f->pending--;
-                pthread_mutex_unlock(&f->mu);
-            }
         }
         if (rc) {
-            r->rc = rc;
-            snprintf(r->err, sizeof r->err, "%s", wp_errmsg());
+            pthread_mutex_lock(&f->mu);
+            f->r[i].rc = rc;
+            snprintf(f->r[i].err, sizeof f->r[i].err, "%s", wp_errmsg());
+            pthread_mutex_unlock(&f->mu);
         }
     }
+    int64_t due = wp__now_ns() + CALL_TIMEOUT_MS * 1000000LL;
     pthread_mutex_lock(&f->mu);
-    for (;;) {
-        int ok = 0, failed = 0, asked = 0;
-        for (int i = 0; i < q->w; i++) {
-            if (f->r[i].rc == NOT_ASKED)
-                continue;
-            asked++;
-            ok += f->r[i].rc == WP_OK;
-            failed += f->r[i].rc < 0;
-        }
-        if (f->pending == 0 || (!wait_all && (ok >= enough || asked - failed < enough)))
-            break;
-        pthread_cond_wait(&f->cond, &f->mu);
+    while (f->pending > 0 && !fan_decided(f, q->w, enough) && wp__now_ns() < due)
+        wait_until(f, due);
+    if (wait_all) {
+        int64_t more = wp__now_ns() + FAN_MORE_MS * 1000000LL;
+        while (f->pending > 0 && wp__now_ns() < more)
+            wait_until(f, more);
     }
-    pthread_mutex_unlock(&f->mu);
-}
-
-/* Waits for the answers still in flight, then frees them. */
-static void fan_done(fanout *f, int w)
-{
-    pthread_mutex_lock(&f->mu);
-    while (f->pending > 0)
-        pthread_cond_wait(&f->cond, &f->mu);
-    pthread_mutex_unlock(&f->mu);
-    for (int i = 0; i < w; i++)
-        free(f->r[i].body);
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cond);
+    for (int i = 0; i < QUORUM_W_MAX; i++) {
+        out->r[i] = f->r[i];
+        out->r[i].body = NULL; /* ans's pointers are not to be used */
+    }
+    fan_unref_locked(f, QUORUM_W_MAX);
 }
 
 /* A message naming every replica's outcome, for a failed quorum. */
@@ -291,7 +333,6 @@ static int add_block(st_writer *w, const uint8_t *b, size_t len)
     int rc = fenced_among(q, &f);
     if (rc == WP_OK && ok < q->a)
         rc = quorum_err(q, &f, WP_EQUORUM, "ADD", q->a);
-    fan_done(&f, q->w); /* the slower replicas' answers too (they hold the records) */
     if (rc == WP_OK)
         w->next_entry = last + 1;
     return rc;
@@ -308,14 +349,13 @@ static int complete(st_writer *w, const uint8_t *b, size_t len)
     m.u.complete = (proto_complete){.log_id = w->log_id, .segment_id = w->seg_id,
                                     .epoch = w->epoch, .last_entry_id = ft.last_entry_id};
     fanout f;
-    fan_out(q, &m, NULL, &f, q->a, true);
+    fan_out(q, &m, NULL, &f, q->a, false); /* the writer rolls on: no waiting for stragglers */
     int ok = 0;
     for (int i = 0; i < q->w; i++)
         ok += f.r[i].rc == WP_OK;
     int rc = fenced_among(q, &f);
     if (rc == WP_OK && ok < q->a)
         rc = quorum_err(q, &f, WP_EQUORUM, "COMPLETE", q->a);
-    fan_done(&f, q->w);
     return rc;
 }
 
@@ -359,7 +399,6 @@ static int q_seg_publish_lac(st_writer *w, int64_t lac)
                           .first_entry_id = w->lac + 1, .lac = w->lac};
     fanout f;
     fan_out(w->q, &m, NULL, &f, 0, false);
-    fan_done(&f, w->q->w);
     return WP_OK;
 }
 
@@ -375,14 +414,13 @@ static int q_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epoc
     m.u.fence = (proto_fence){.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
     fanout f;
     int need = q->w - q->a + 1;
-    fan_out(q, &m, NULL, &f, q->w, true);
+    fan_out(q, &m, NULL, &f, need, true);
     int ok = 0;
     for (int i = 0; i < q->w; i++)
         ok += f.r[i].rc == WP_OK;
     int rc = fenced_among(q, &f);
     if (rc == WP_OK && ok < need)
         rc = quorum_err(q, &f, WP_EQUORUM, "FENCE", need);
-    fan_done(&f, q->w);
     return rc;
 }
 
@@ -466,7 +504,7 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     proto_msg fm = {.type = PROTO_FENCE};
     fm.u.fence = (proto_fence){.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
     fanout f;
-    fan_out(q, &fm, NULL, &f, q->w, true);
+    fan_out(q, &fm, NULL, &f, need, true);
     int64_t last_i[QUORUM_W_MAX], lac = -1, completed = INT64_MIN;
     int answered = 0;
     for (int i = 0; i < q->w; i++) {
@@ -484,7 +522,6 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     int rc = fenced_among(q, &f);
     if (rc == WP_OK && answered < need)
         rc = quorum_err(q, &f, WP_EQUORUM, "recovery FENCE", need);
-    fan_done(&f, q->w);
     if (rc)
         return rc;
     /* 2. The target. A copy completed before was completed at the agreed
@@ -536,13 +573,12 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
             ms[i] = &adds[i];
         }
         if (rc == WP_OK) {
-            fan_out(q, NULL, ms, &f, q->w, true);
+            fan_out(q, NULL, ms, &f, q->a - holders, true);
             for (int i = 0; i < q->w; i++)
                 if (f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= target)
                     holders++;
             if (holders < q->a)
                 rc = quorum_err(q, &f, WP_EQUORUM, "recovery write-back", q->a);
-            fan_done(&f, q->w);
         }
         free(buf);
         if (rc)
@@ -552,14 +588,13 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     proto_msg cm = {.type = PROTO_COMPLETE};
     cm.u.complete = (proto_complete){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
                                      .last_entry_id = target};
-    fan_out(q, &cm, NULL, &f, q->w, true);
+    fan_out(q, &cm, NULL, &f, q->a, true);
     int ok = 0;
     for (int i = 0; i < q->w; i++)
         ok += f.r[i].rc == WP_OK;
     rc = fenced_among(q, &f);
     if (rc == WP_OK && ok < q->a)
         rc = quorum_err(q, &f, WP_EQUORUM, "recovery COMPLETE", q->a);
-    fan_done(&f, q->w);
     if (rc)
         return rc;
     *last_entry_id = target;
@@ -587,7 +622,9 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
     free(r->buf);
     r->buf = NULL;
     *out = (st_entries){.first = from};
-    int rc = WP_EUNAVAILABLE;
+    int rc = wp__err(WP_EUNAVAILABLE, "no replica of segment %" PRId64 "/%" PRId64 " answers",
+                     r->log_id, r->seg_id);
+    bool nothing = false;
     for (int k = 0; k < q->w; k++) { /* the preferred replica, then the others */
         int i = (r->pref + k) % q->w;
         pconn *c = node_conn(q, &q->nodes[i]);
@@ -599,9 +636,13 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
                                 .flags = completed ? PROTO_READ_UNCONFIRMED : 0};
         uint8_t *body = NULL;
         rc = pconn_call(c, &m, CALL_TIMEOUT_MS, &ans, &body);
-        if (rc == WP_OK && completed && ans.u.read_ans.last_durable < upto &&
-            ans.u.read_ans.n_entries == 0) {
-            rc = wp__err(WP_EAGAIN, "replica %s lags", q->nodes[i].addr); /* try another */
+        if (rc == WP_OK && ans.u.read_ans.n_entries == 0) {
+            /* Nothing there: at the end, or this replica lags (it missed
+             * ADDs or LACs while slow or away): ask the others too. */
+            free(body);
+            body = NULL;
+            nothing = true;
+            continue;
         }
         if (rc == WP_OK) {
             const proto_read_ans *a = &ans.u.read_ans;
@@ -622,9 +663,9 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
         }
         free(body);
         if (rc == WP_ENOENT && !completed) /* not created on it yet: nothing yet */
-            return WP_OK;
+            nothing = true;
     }
-    return rc;
+    return nothing ? WP_OK : rc; /* n == 0: nothing yet anywhere */
 }
 
 static int q_seg_read(st_reader *r, uint64_t off, void *buf, size_t len, size_t *got)
@@ -663,13 +704,12 @@ static int del(quorum_storage *q, int64_t log_id, int64_t seg_id)
     proto_msg m = {.type = PROTO_DELETE};
     m.u.del = (proto_delete){.log_id = log_id, .segment_id = seg_id};
     fanout f;
-    fan_out(q, &m, NULL, &f, q->w, true);
+    fan_out(q, &m, NULL, &f, q->w, false);
     int ok = 0;
     for (int i = 0; i < q->w; i++)
         ok += f.r[i].rc == WP_OK;
     /* A replica that is down keeps its copy until it is deleted there. */
     int rc = ok == q->w ? WP_OK : quorum_err(q, &f, WP_EUNAVAILABLE, "DELETE", q->w);
-    fan_done(&f, q->w);
     return rc;
 }
 

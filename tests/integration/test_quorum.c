@@ -167,11 +167,40 @@ TEST(bad_quorum_settings)
     wp_config_free(cfg);
 }
 
+/* A server that stops answering (SIGSTOP: its connections stay open) does
+ * not hold up the appends: they are acked by the other two. */
+TEST(hung_server_does_not_stall_appends)
+{
+    const char *dir = test_tmpdir("quorum4");
+    REQUIRE(start_all(dir) == 0);
+    wp_client *c = client(dir);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 50, NULL));
+    kill(srv[2].pid, SIGSTOP);
+    int64_t t0 = test_now_ms();
+    CHECK_OK(append_seq(w, 50, 1500, NULL)); /* past PROTO_INFLIGHT_MAX requests to it */
+    int64_t took = test_now_ms() - t0;
+    fprintf(stderr, "  1500 appends with one server stopped: %lld ms\n", (long long)took);
+    CHECK(took < 20000);
+    kill(srv[2].pid, SIGCONT);
+    CHECK(read_seq(log) == 1550);
+    CHECK_OK(wp_writer_close(w));
+    wp_log_close(log);
+    wp_client_close(c);
+    stop_all();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     RUN(append_read_roll_recover);
     RUN(one_server_down_then_two);
     RUN(bad_quorum_settings);
+    RUN(hung_server_does_not_stall_appends);
     return test_done();
 }
