@@ -1,7 +1,10 @@
 /* logstore_proc.c — see logstore_proc.h. */
 #include "logstore_proc.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +28,17 @@ int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const
     int pfd[2];
     if (pipe(pfd) != 0)
         return -1;
+    char errlog[1200];
+    snprintf(errlog, sizeof errlog, "%s/server.log", dir);
+    mkdir(dir, 0755);
     s->pid = fork();
     if (s->pid == 0) {
+        /* Dies with the test (a failed check must not leave it running),
+         * and keeps no pipe of the test runner open (its log is a file). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(errlog, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
         dup2(pfd[1], 1);
         close(pfd[0]);
         execl(bin, bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0", "-o", o_data,
@@ -48,7 +60,7 @@ int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const
     line[n] = '\0'; /* without the newline */
     const char *at = strstr(line, "serving on ");
     if (!at) {
-        fprintf(stderr, "  server %s did not start: '%s'\n", id, line);
+        fprintf(stderr, "  server %s did not start: '%s' (see %s)\n", id, line, errlog);
         return -1;
     }
     snprintf(s->addr, sizeof s->addr, "%s", at + strlen("serving on "));
