@@ -495,6 +495,28 @@ static size_t rec_offset(const uint8_t *buf, size_t len, uint32_t k)
     return off;
 }
 
+int64_t quorum_target(int w, int a, const int64_t *last, int64_t lac)
+{
+    /* absent(e) = answers with last < e grows with e; the first e past the
+     * LAC with absent(e) >= W - A + 1 is one past the (W - A + 1)-th
+     * smallest answered last. Unknown answers are left out: they can only
+     * make the target higher, never lower. */
+    int need = w - a + 1, n = 0;
+    int64_t v[QUORUM_W_MAX];
+    for (int i = 0; i < w; i++)
+        if (last[i] != INT64_MIN) {
+            int j = n++;
+            while (j > 0 && v[j - 1] > last[i]) {
+                v[j] = v[j - 1];
+                j--;
+            }
+            v[j] = last[i];
+        }
+    if (n < need)
+        return INT64_MIN; /* not enough answers to tell */
+    return v[need - 1] > lac ? v[need - 1] : lac;
+}
+
 static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch,
                          int64_t *last_entry_id, uint64_t *bytes)
 {
@@ -527,20 +549,9 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     /* 2. The target. A copy completed before was completed at the agreed
      * last entry. Otherwise: from the highest LAC on, the first entry that
      * W - A + 1 answers show absent, minus one. */
-    int64_t target;
-    if (completed != INT64_MIN) {
-        target = completed;
-    } else {
-        target = lac;
-        for (;;) {
-            int absent = 0;
-            for (int i = 0; i < q->w; i++)
-                absent += last_i[i] != INT64_MIN && last_i[i] < target + 1;
-            if (absent >= need)
-                break;
-            target++;
-        }
-    }
+    int64_t target = completed != INT64_MIN ? completed : quorum_target(q->w, q->a, last_i, lac);
+    if (target == INT64_MIN)
+        return wp__err(WP_EQUORUM, "recovery: fewer than %d replicas answered", need);
     /* 3. Write back: every replica that answered and lacks entries gets
      * them from the one that holds the most, until A hold [0, target]. */
     int src = -1, holders = 0;

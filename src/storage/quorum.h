@@ -8,6 +8,14 @@
 
 #define QUORUM_W_MAX 5 /* replicas of a segment at most (5/3) */
 
+/* The recovery target of ARCHITECTURE §7.1 from the FENCE answers: last[i]
+ * is replica i's last durable entry, INT64_MIN if it did not answer
+ * (unknown, never "absent"); lac the highest LAC answered. The last entry
+ * such that every acked entry is at or below it: at least lac, and below
+ * the first entry W - A + 1 answers show absent. INT64_MIN if fewer than
+ * W - A + 1 answered. */
+int64_t quorum_target(int w, int a, const int64_t *last, int64_t lac);
+
 struct wp_config;
 int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, storage **out);
 
