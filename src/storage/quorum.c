@@ -528,6 +528,8 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     fanout f;
     fan_out(q, &fm, NULL, &f, need, true);
     int64_t last_i[QUORUM_W_MAX], lac = -1, completed = INT64_MIN;
+    for (int i = 0; i < QUORUM_W_MAX; i++)
+        last_i[i] = INT64_MIN; /* unknown */
     int answered = 0;
     for (int i = 0; i < q->w; i++) {
         last_i[i] = INT64_MIN; /* unknown */
