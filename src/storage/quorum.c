@@ -502,7 +502,7 @@ int64_t quorum_target(int w, int a, const int64_t *last, int64_t lac)
      * smallest answered last. Unknown answers are left out: they can only
      * make the target higher, never lower. */
     int need = w - a + 1, n = 0;
-    int64_t v[QUORUM_W_MAX];
+    int64_t v[QUORUM_W_MAX] = {0};
     for (int i = 0; i < w; i++)
         if (last[i] != INT64_MIN) {
             int j = n++;
