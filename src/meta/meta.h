@@ -148,9 +148,10 @@ int meta_open(const struct wp_config *cfg, meta **out);
 
 /* ---- node records: checks and value encoding, shared by the backends ---- */
 
-static inline bool meta_node_id_valid(const char *s, size_t len)
+/* min..max bytes of [A-Za-z0-9._-] (node ids, zones). */
+static inline bool meta_token_valid(const char *s, size_t len, size_t min, size_t max)
 {
-    if (len < 1 || len > WP_NODE_ID_MAX)
+    if (len < min || len > max)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
@@ -161,17 +162,14 @@ static inline bool meta_node_id_valid(const char *s, size_t len)
     return true;
 }
 
+static inline bool meta_node_id_valid(const char *s, size_t len)
+{
+    return meta_token_valid(s, len, 1, WP_NODE_ID_MAX);
+}
+
 static inline bool meta_node_zone_valid(const char *s, size_t len)
 {
-    if (len > META_NODE_ZONE_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return meta_token_valid(s, len, 0, META_NODE_ZONE_MAX);
 }
 
 static inline bool meta_node_kind_valid(const char *s, size_t len)
