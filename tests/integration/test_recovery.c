@@ -109,20 +109,8 @@ static void forged_footer(bool with_lac)
     CHECK_OK(lseg_create(s, 1, 0, 1, &w));
     REQUIRE(w);
     CHECK_OK(segtest_write_str(w, 0, "first acked entry"));
-    uint64_t at = lseg_bytes(w);
-    /* One record of payload L: the block is 40 + 8 + 4 + L bytes, so the
-     * segment ends at at + 52 + L; the payload's last 64 bytes are a footer
-     * of an empty segment whose index (none) starts 64 bytes before that. */
-    enum { L = 200 };
-    uint8_t payload[L];
-    memset(payload, 'p', sizeof payload);
-    uint64_t end = at + 52 + L;
-    seg_footer f = {.n_blocks = 0, .index_offset = end - FTR_SIZE, .last_entry_id = -1,
-                    .index_crc = crc32c(0, "", 0)};
-    ftr_encode(&f, payload + L - FTR_SIZE);
-    const void *pp = payload;
-    size_t pl = L;
-    CHECK_OK(segtest_write_block(w, 1, &pp, &pl, 1));
+    uint64_t end = 0;
+    CHECK_OK(segtest_write_forged_footer(w, 1, &end));
     CHECK(lseg_bytes(w) == end);
     lseg_close(w); /* a crash: no footer */
     if (!with_lac)

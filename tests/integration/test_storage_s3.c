@@ -720,16 +720,8 @@ TEST(recovery_forged_footer)
     CHECK_OK(lseg_create(s, 1, 0, 1, &w));
     REQUIRE(w);
     CHECK_OK(segtest_write_str(w, 0, "first"));
-    enum { L = 300 };
-    uint8_t payload[L];
-    memset(payload, 'q', sizeof payload);
-    uint64_t end = lseg_bytes(w) + 52 + L;
-    seg_footer f = {.n_blocks = 0, .index_offset = end - FTR_SIZE, .last_entry_id = -1,
-                    .index_crc = crc32c(0, "", 0)};
-    ftr_encode(&f, payload + L - FTR_SIZE);
-    const void *pp = payload;
-    size_t pl = L;
-    CHECK_OK(segtest_write_block(w, 1, &pp, &pl, 1));
+    uint64_t end = 0;
+    CHECK_OK(segtest_write_forged_footer(w, 1, &end));
     lseg_close(w);
     int64_t last = -7;
     uint64_t bytes = 0;

@@ -44,3 +44,17 @@ int segtest_count(storage *s, int64_t log_id, int64_t seg_id, uint64_t bytes, in
     lseg_close_read(r);
     return n;
 }
+
+int segtest_write_forged_footer(lseg_w *w, int64_t first, uint64_t *end)
+{
+    enum { L = 200 }; /* one record: 40 + 8 + 4 + L bytes of block */
+    uint8_t payload[L];
+    memset(payload, 'p', sizeof payload);
+    *end = lseg_bytes(w) + BLK_HEADER_SIZE + 12 + L;
+    seg_footer f = {.n_blocks = 0, .index_offset = *end - FTR_SIZE, .last_entry_id = -1,
+                    .index_crc = crc32c(0, "", 0)};
+    ftr_encode(&f, payload + L - FTR_SIZE);
+    const void *pp = payload;
+    size_t pl = L;
+    return segtest_write_block(w, first, &pp, &pl, 1);
+}
