@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 clean
+.PHONY: all deps build demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum clean
 
 all: build
 
@@ -53,6 +53,10 @@ bench-peers: build
 # etcd requests per segment roll / append, cross-process tail latency.
 bench-etcd: build
 	@bench/etcd.sh $(BUILD)/wp
+
+# Service mode: 3 LogStore servers on loopback vs local mode, same run.
+bench-quorum: build
+	@bench/quorum.sh $(BUILD)/wp
 
 # Object storage (local Ceph RGW): Woodpecker vs raw parallel PUTs.
 bench-s3: build

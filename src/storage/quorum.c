@@ -41,6 +41,8 @@
 /* With wait_all, how long to wait for the other replicas once a request
  * has its quorum (more answers make a better recovery target). */
 #define FAN_MORE_MS 2000
+/* A writer idle this long has its LAC sent on its own. */
+#define LAC_IDLE_NS (2 * 1000000LL)
 #define IN_FLIGHT 1 /* reply.rc while the answer is awaited */
 #define NOT_ASKED 2 /* reply.rc of a replica not asked */
 
@@ -51,17 +53,27 @@ typedef struct {
     int64_t next_try_ns;
 } node;
 
-typedef struct {
+typedef struct quorum_storage {
     storage base;
     node nodes[QUORUM_W_MAX];
     int w, a;
     char client_id[64];
+    /* The LAC of an idle writer goes out in a LAC-only ADD (docs/protocol.md
+     * §5.2) from this thread; a busy writer's rides on its next ADD. */
+    pthread_mutex_t lac_mu; /* writers list, their lac / lac_sent / last_add_ns */
+    pthread_cond_t lac_cond;
+    struct st_writer *writers;
+    pthread_t lac_thr;
+    bool lac_started, lac_stop;
 } quorum_storage;
 
 struct st_writer {
     quorum_storage *q;
+    struct st_writer *next; /* q->writers */
     int64_t log_id, seg_id, epoch;
     int64_t lac;          /* last entry acked by A (ids in order) */
+    int64_t lac_sent;     /* the highest LAC the replicas were sent */
+    int64_t last_add_ns;
     int64_t next_entry;
     uint64_t size;        /* bytes the logstore appended (it counts them) */
     bool header_seen;
@@ -290,7 +302,13 @@ static int q_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
     st_writer *w = calloc(1, sizeof *w);
     if (!w)
         return wp__err(WP_ENOMEM, "quorum writer");
-    *w = (st_writer){.q = qs(st), .log_id = log_id, .seg_id = seg_id, .epoch = epoch, .lac = -1};
+    quorum_storage *q = qs(st);
+    *w = (st_writer){.q = q, .log_id = log_id, .seg_id = seg_id, .epoch = epoch, .lac = -1,
+                     .lac_sent = -1};
+    pthread_mutex_lock(&q->lac_mu);
+    w->next = q->writers;
+    q->writers = w;
+    pthread_mutex_unlock(&q->lac_mu);
     *out = w;
     return WP_OK;
 }
@@ -304,8 +322,10 @@ static int q_seg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
 
 static int writer_fail(st_writer *w, int rc)
 {
+    pthread_mutex_lock(&w->q->lac_mu); /* the LAC thread reads it */
     if (!w->failed)
         w->failed = rc;
+    pthread_mutex_unlock(&w->q->lac_mu);
     return rc;
 }
 
@@ -320,9 +340,14 @@ static int add_block(st_writer *w, const uint8_t *b, size_t len)
     if (h.first_entry_id != w->next_entry)
         return wp__err(WP_EINVAL, "quorum storage: block from entry %" PRId64 ", expected %" PRId64,
                        h.first_entry_id, w->next_entry);
+    pthread_mutex_lock(&q->lac_mu);
+    int64_t lac = w->lac;
+    w->lac_sent = lac; /* it rides on this ADD */
+    w->last_add_ns = wp__now_ns();
+    pthread_mutex_unlock(&q->lac_mu);
     proto_msg m = {.type = PROTO_ADD};
     m.u.add = (proto_add){.log_id = w->log_id, .segment_id = w->seg_id, .epoch = w->epoch,
-                          .first_entry_id = h.first_entry_id, .lac = w->lac,
+                          .first_entry_id = h.first_entry_id, .lac = lac,
                           .n_entries = h.n_entries, .records = b + BLK_HEADER_SIZE,
                           .records_len = h.records_len};
     fanout f;
@@ -385,25 +410,75 @@ static int q_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
     return WP_OK;
 }
 
+static void send_lac(quorum_storage *q, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t lac)
+{
+    proto_msg m = {.type = PROTO_ADD}; /* fire and forget: a lost one only delays readers */
+    m.u.add = (proto_add){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
+                          .first_entry_id = lac + 1, .lac = lac};
+    fanout f;
+    fan_out(q, &m, NULL, &f, 0, false);
+}
+
 static int q_seg_publish_lac(st_writer *w, int64_t lac)
 {
+    quorum_storage *q = w->q;
+    pthread_mutex_lock(&q->lac_mu);
     if (lac > w->lac)
-        w->lac = lac; /* rides on the next ADD (docs/protocol.md §5.2) */
-    if (w->failed)
-        return WP_OK;
-    /* And a LAC-only ADD now, so that tailing readers of the replicas see
-     * the last entries without waiting for the next append. Fire and
-     * forget: a lost one only delays them. */
-    proto_msg m = {.type = PROTO_ADD};
-    m.u.add = (proto_add){.log_id = w->log_id, .segment_id = w->seg_id, .epoch = w->epoch,
-                          .first_entry_id = w->lac + 1, .lac = w->lac};
-    fanout f;
-    fan_out(w->q, &m, NULL, &f, 0, false);
+        w->lac = lac;
+    pthread_cond_signal(&q->lac_cond);
+    pthread_mutex_unlock(&q->lac_mu);
     return WP_OK;
 }
 
+/* Sends the LAC of writers idle for LAC_IDLE_NS whose replicas lack it. */
+static void *lac_main(void *arg)
+{
+    quorum_storage *q = arg;
+    pthread_mutex_lock(&q->lac_mu);
+    while (!q->lac_stop) {
+        int64_t now = wp__now_ns(), next = now + 1000000000LL;
+        st_writer *due = NULL;
+        for (st_writer *w = q->writers; w; w = w->next) {
+            if (w->lac <= w->lac_sent || w->failed)
+                continue;
+            if (now - w->last_add_ns >= LAC_IDLE_NS) {
+                due = w;
+                break;
+            }
+            if (w->last_add_ns + LAC_IDLE_NS < next)
+                next = w->last_add_ns + LAC_IDLE_NS;
+        }
+        if (due) {
+            int64_t log_id = due->log_id, seg_id = due->seg_id, epoch = due->epoch, lac = due->lac;
+            due->lac_sent = lac;
+            pthread_mutex_unlock(&q->lac_mu);
+            send_lac(q, log_id, seg_id, epoch, lac);
+            pthread_mutex_lock(&q->lac_mu);
+            continue;
+        }
+        struct timespec ts = {next / 1000000000LL, next % 1000000000LL};
+        pthread_cond_timedwait(&q->lac_cond, &q->lac_mu, &ts);
+    }
+    pthread_mutex_unlock(&q->lac_mu);
+    return NULL;
+}
+
 static uint64_t q_seg_writer_size(st_writer *w) { return w->size; }
-static void q_writer_close(st_writer *w) { free(w); }
+static void q_writer_close(st_writer *w)
+{
+    quorum_storage *q = w->q;
+    pthread_mutex_lock(&q->lac_mu);
+    for (st_writer **pp = &q->writers; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    bool unsent = w->lac > w->lac_sent && !w->failed;
+    pthread_mutex_unlock(&q->lac_mu);
+    if (unsent) /* readers of the replicas see the last entries */
+        send_lac(q, w->log_id, w->seg_id, w->epoch, w->lac);
+    free(w);
+}
 
 /* ---- fencing and recovery ---------------------------------------------------- */
 
@@ -744,6 +819,15 @@ static int q_seg_list(storage *st, int64_t log_id, int64_t **ids, size_t *n)
 static void q_close(storage *st)
 {
     quorum_storage *q = qs(st);
+    if (q->lac_started) {
+        pthread_mutex_lock(&q->lac_mu);
+        q->lac_stop = true;
+        pthread_cond_signal(&q->lac_cond);
+        pthread_mutex_unlock(&q->lac_mu);
+        pthread_join(q->lac_thr, NULL);
+    }
+    pthread_mutex_destroy(&q->lac_mu);
+    pthread_cond_destroy(&q->lac_cond);
     for (int i = 0; i < q->w; i++) {
         pconn_close(q->nodes[i].c);
         pthread_mutex_destroy(&q->nodes[i].mu);
@@ -806,6 +890,17 @@ int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, stora
     q->w = w;
     q->a = a;
     snprintf(q->client_id, sizeof q->client_id, "client-%d", (int)getpid());
+    pthread_mutex_init(&q->lac_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->lac_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    q->lac_started = pthread_create(&q->lac_thr, NULL, lac_main, q) == 0;
+    if (!q->lac_started) {
+        q_close(&q->base);
+        return wp__err(WP_ENOMEM, "quorum storage: cannot start the LAC thread");
+    }
     q->base.ops = &quorum_ops;
     q->base.logger = lg;
     *out = &q->base;
