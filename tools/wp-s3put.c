@@ -1,8 +1,11 @@
 /* wp-s3put — the raw limit of an S3 endpoint for bench/s3.sh: THREADS
  * threads PUT objects of SIZE bytes (conditional, like Woodpecker's block
  * uploads) for SECONDS, then it prints one JSON line: MiB/s, PUTs/s, PUT
- * latency p50/p99. `wp-s3put count PREFIX` prints the number of objects
- * under PREFIX (PUTs per GB of a Woodpecker run).
+ * latency p50/p99. With THREADS 1 the PUTs go one at a time, each on the
+ * connection the last one left open: p50/p99 are then the latency of a
+ * single PUT (bench/s3.sh's low-load case compares an append's ack with
+ * it). `wp-s3put count PREFIX` prints the number of objects under PREFIX
+ * (PUTs per GB of a Woodpecker run).
  *
  *   wp-s3put put ENV_FILE SIZE THREADS SECONDS
  *   wp-s3put count ENV_FILE PREFIX
@@ -152,7 +155,8 @@ static int delete_cb(void *arg, const char *key, uint64_t size)
 int main(int argc, char **argv)
 {
     if (argc < 4 || load_env(argv[2])) {
-        fprintf(stderr, "usage: wp-s3put put ENV_FILE SIZE THREADS SECONDS\n"
+        fprintf(stderr, "usage: wp-s3put put ENV_FILE SIZE THREADS SECONDS  (THREADS 1: one PUT "
+                        "at a time)\n"
                         "       wp-s3put count ENV_FILE PREFIX\n"
                         "       wp-s3put delete ENV_FILE PREFIX\n");
         return 2;

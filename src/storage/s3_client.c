@@ -3,16 +3,18 @@
  * A request is an s3_req: method, key, pre-sorted pre-encoded query,
  * extra headers, an optional body (iovecs, streamed by a read callback)
  * and response sinks. s3_exec runs the attempts: it asks the fault hook,
- * takes an easy handle from the pool, signs with CURLOPT_AWS_SIGV4
- * (libcurl 7.88 neither adds x-amz-content-sha256 nor sorts the query:
- * both are done here), performs, classifies and backs off. */
+ * takes an easy handle from the pool, signs (SigV4, computed here: see
+ * "SigV4" below for why not by CURLOPT_AWS_SIGV4), performs, classifies
+ * and backs off. */
 #include "storage/s3_client.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,6 +40,15 @@
 #define S3_CONNECT_TIMEOUT_MS_MAX 10000
 /* Bytes of a session token (AWS STS tokens are a few KiB). */
 #define S3_TOKEN_MAX 8192
+/* Bytes of an access key, a secret key or a region. */
+#define S3_CRED_MAX 256
+/* Header lines a request carries besides its own (Host, x-amz-date,
+ * x-amz-content-sha256, x-amz-security-token, Authorization, Expect). */
+#define S3_STD_HDRS 6
+/* Bytes of an endpoint's host[:port]. */
+#define S3_HOSTPORT_MAX 1024
+/* Bytes of a signed header's name. */
+#define S3_HDR_NAME_MAX 64
 /* Largest object size believed from the network (S3 allows 5 TiB). */
 #define S3_SIZE_MAX (1ULL << 50)
 
@@ -48,7 +59,6 @@ struct s3_client {
     char *scheme;   /* "http" or "https" */
     char *hostport; /* "127.0.0.1:8000" */
     char *bucket, *region, *access_key, *secret_key, *token, *ca_file;
-    char sigv4[96]; /* "aws:amz:<region>:s3" */
     bool path_style;
     int64_t timeout_ms;
     int max_retries, base_ms, cap_ms;
@@ -594,27 +604,178 @@ static int build_url(const s3_client *c, const s3_req *q, char *url, size_t cap)
     return 0;
 }
 
-static struct curl_slist *build_headers(const s3_client *c, const s3_req *q)
+/* ---- SigV4 ---------------------------------------------------------------- */
+
+/* Requests are signed here, not by libcurl's CURLOPT_AWS_SIGV4, so that a
+ * PUT goes without "Expect: 100-continue". libcurl adds that header to
+ * every PUT with a body; and its signer (7.88) signs each line of
+ * CURLOPT_HTTPHEADER, including the "Expect:" that would suppress the
+ * header, which is then not sent: the server rejects the signature. With
+ * the header, the body either waits for the server's interim "100
+ * Continue" (a round trip), or, with CURLOPT_EXPECT_100_TIMEOUT_MS 0, goes
+ * at once and the 100 Continue arrives after it: the client then has
+ * nothing to send to carry the ACK of that small segment, so a server
+ * without TCP_NODELAY (RGW's beast frontend by default) holds its answer
+ * (Nagle) until the client's delayed ACK fires: a PUT of 1 KiB took 44 ms
+ * instead of 2 (issue 14). Without the header, request and body go out at
+ * once and the answer follows them. */
+
+typedef struct {
+    char name[S3_HDR_NAME_MAX]; /* lower case */
+    const char *v;              /* value: leading and trailing blanks cut */
+    size_t vn;
+} sig_hdr;
+
+static int sig_hdr_cmp(const void *a, const void *b)
 {
-    char line[S3_TOKEN_MAX + 64]; /* the longest header line built here */
+    return strcmp(((const sig_hdr *)a)->name, ((const sig_hdr *)b)->name);
+}
+
+/* Parses the header line "Name: value" into *h; false if it has no name
+ * or the name is too long. */
+static bool sig_hdr_parse(const char *line, sig_hdr *h)
+{
+    const char *colon = strchr(line, ':');
+    size_t nl = colon ? (size_t)(colon - line) : 0;
+    if (nl == 0 || nl >= sizeof h->name)
+        return false;
+    for (size_t i = 0; i < nl; i++)
+        h->name[i] = (char)tolower((unsigned char)line[i]);
+    h->name[nl] = '\0';
+    const char *v = colon + 1, *e = v + strlen(v);
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    h->v = v;
+    h->vn = (size_t)(e - v);
+    return true;
+}
+
+static bool hmac_sha256(const void *key, size_t kl, const char *msg, unsigned char out[32])
+{
+    unsigned int n = 32;
+    const unsigned char *m = (const unsigned char *)msg;
+    return HMAC(EVP_sha256(), key, (int)kl, m, strlen(msg), out, &n) != NULL;
+}
+
+/* The canonical request (AWS SigV4) of q with the headers h[0..n) (sorted),
+ * the path of url and the body hash; *names gets the signed header list.
+ * Header values are trimmed and runs of blanks in them folded. NULL if out
+ * of memory. */
+static char *canonical_request(const s3_req *q, const char *url, const sig_hdr *h, int n,
+                               char *names, size_t names_cap, size_t *len)
+{
+    const char *path = strchr(strstr(url, "://") + 3, '/');
+    size_t path_n = strcspn(path, "?"), cap = strlen(url) + strlen(q->method) + 128;
+    for (int i = 0; i < n; i++) /* its line and its place in the name list */
+        cap += 2 * sizeof h[i].name + 2 + h[i].vn;
+    char *b = malloc(cap);
+    if (!b)
+        return NULL;
+    size_t o = (size_t)snprintf(b, cap, "%s\n%.*s\n%s\n", q->method, (int)path_n, path, q->query);
+    size_t no = 0;
+    names[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        o += (size_t)snprintf(b + o, cap - o, "%s:", h[i].name);
+        for (size_t k = 0; k < h[i].vn; k++)
+            if (!(h[i].v[k] == ' ' && k > 0 && h[i].v[k - 1] == ' '))
+                b[o++] = h[i].v[k];
+        b[o++] = '\n';
+        no += (size_t)snprintf(names + no, names_cap - no, "%s%s", i ? ";" : "", h[i].name);
+    }
+    o += (size_t)snprintf(b + o, cap - o, "\n%s\n%s", names,
+                          q->sha256_hex ? q->sha256_hex : EMPTY_SHA256);
+    assert(o < cap && no < names_cap);
+    *len = o;
+    return b;
+}
+
+/* The "Authorization: AWS4-HMAC-SHA256 ..." line of q for url, signing the
+ * header lines lines[0..n) at amz_date ("YYYYMMDDTHHMMSSZ"). */
+static int sigv4_authorization(const s3_client *c, const s3_req *q, const char *url,
+                               const char *const *lines, int n, const char *amz_date, char *out,
+                               size_t cap)
+{
+    sig_hdr h[S3_REQ_HDRS_MAX + S3_STD_HDRS];
+    char names[(S3_REQ_HDRS_MAX + S3_STD_HDRS) * S3_HDR_NAME_MAX], creq_hex[65], scope[128];
+    char sts[64 + sizeof scope + 65], key[4 + S3_CRED_MAX + 1], sig_hex[65];
+    unsigned char d[32], k[32];
+    unsigned int dn = 0;
+    size_t len;
+    assert(n <= S3_REQ_HDRS_MAX + S3_STD_HDRS);
+    for (int i = 0; i < n; i++)
+        if (!sig_hdr_parse(lines[i], &h[i]))
+            return wp__err(WP_EINVAL, "s3: header line cannot be signed: %.80s", lines[i]);
+    qsort(h, (size_t)n, sizeof h[0], sig_hdr_cmp);
+    char *creq = canonical_request(q, url, h, n, names, sizeof names, &len);
+    if (!creq)
+        return wp__err(WP_ENOMEM, "s3: out of memory for a request");
+    bool ok = EVP_Digest(creq, len, d, &dn, EVP_sha256(), NULL);
+    free(creq);
+    hex_encode(d, 32, creq_hex);
+    snprintf(scope, sizeof scope, "%.8s/%s/s3/aws4_request", amz_date, c->region);
+    snprintf(sts, sizeof sts, "AWS4-HMAC-SHA256\n%s\n%s\n%s", amz_date, scope, creq_hex);
+    snprintf(key, sizeof key, "AWS4%s", c->secret_key);
+    char day[9];
+    snprintf(day, sizeof day, "%.8s", amz_date);
+    ok = ok && hmac_sha256(key, strlen(key), day, k) && hmac_sha256(k, 32, c->region, k) &&
+         hmac_sha256(k, 32, "s3", k) && hmac_sha256(k, 32, "aws4_request", k) &&
+         hmac_sha256(k, 32, sts, d);
+    if (!ok)
+        return wp__err(WP_ENOMEM, "s3: signing failed (OpenSSL)");
+    hex_encode(d, 32, sig_hex);
+    int w = snprintf(out, cap,
+                     "Authorization: AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, "
+                     "Signature=%s",
+                     c->access_key, scope, names, sig_hex);
+    if (w < 0 || (size_t)w >= cap)
+        return wp__err(WP_EINVAL, "s3: Authorization header too long");
+    return 0;
+}
+
+/* The header lines of one attempt, signed now: Host (the one signed, so
+ * libcurl sends it and not its own), x-amz-date, x-amz-content-sha256,
+ * the session token, q's own lines, Authorization, and "Expect:" (no
+ * Expect: 100-continue, see above), in *out. */
+static int build_headers(const s3_client *c, const s3_req *q, const char *url,
+                         struct curl_slist **out)
+{
+    char host[16 + 64 + S3_HOSTPORT_MAX], date[40], sha[96], token[S3_TOKEN_MAX + 32], amz_date[20];
+    char auth[256 + S3_CRED_MAX + S3_HDR_NAME_MAX * (S3_REQ_HDRS_MAX + S3_STD_HDRS)];
+    const char *lines[S3_REQ_HDRS_MAX + S3_STD_HDRS];
+    int n = 0;
+    struct tm tm;
+    time_t now = time(NULL);
+    gmtime_r(&now, &tm);
+    strftime(amz_date, sizeof amz_date, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(host, sizeof host, "Host: %s%s%s", c->path_style ? "" : c->bucket,
+             c->path_style ? "" : ".", c->hostport);
+    snprintf(date, sizeof date, "x-amz-date: %s", amz_date);
+    snprintf(sha, sizeof sha, "x-amz-content-sha256: %s",
+             q->sha256_hex ? q->sha256_hex : EMPTY_SHA256);
+    lines[n++] = host, lines[n++] = date, lines[n++] = sha;
+    if (*c->token) {
+        snprintf(token, sizeof token, "x-amz-security-token: %s", c->token);
+        lines[n++] = token;
+    }
+    for (int i = 0; i < q->n_hdr; i++)
+        lines[n++] = q->hdr[i];
+    int rc = sigv4_authorization(c, q, url, lines, n, amz_date, auth, sizeof auth);
+    if (rc)
+        return rc;
+    lines[n++] = auth;
+    lines[n++] = "Expect:";
     struct curl_slist *h = NULL, *t;
-    snprintf(line, sizeof line, "x-amz-content-sha256: %s", q->sha256_hex ? q->sha256_hex : EMPTY_SHA256);
-    h = curl_slist_append(h, line);
-    if (h && *c->token) {
-        snprintf(line, sizeof line, "x-amz-security-token: %s", c->token);
-        if (!(t = curl_slist_append(h, line)))
-            goto fail;
+    for (int i = 0; i < n; i++) {
+        if (!(t = curl_slist_append(h, lines[i]))) {
+            curl_slist_free_all(h);
+            return wp__err(WP_ENOMEM, "s3: out of memory for a request");
+        }
         h = t;
     }
-    for (int i = 0; h && i < q->n_hdr; i++) {
-        if (!(t = curl_slist_append(h, q->hdr[i])))
-            goto fail;
-        h = t;
-    }
-    return h;
-fail:
-    curl_slist_free_all(h);
-    return NULL;
+    *out = h;
+    return 0;
 }
 
 static void set_method(CURL *h, s3_req *q)
@@ -644,9 +805,6 @@ static void set_options(const s3_client *c, CURL *h, s3_req *q, const char *url,
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
-    curl_easy_setopt(h, CURLOPT_USERNAME, c->access_key);
-    curl_easy_setopt(h, CURLOPT_PASSWORD, c->secret_key);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)q->attempt_timeout_ms);
     long ct = c->timeout_ms < S3_CONNECT_TIMEOUT_MS_MAX ? (long)c->timeout_ms : S3_CONNECT_TIMEOUT_MS_MAX;
@@ -656,9 +814,6 @@ static void set_options(const s3_client *c, CURL *h, s3_req *q, const char *url,
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* No wait for "100 Continue" before a body. (Removing the header with
-     * "Expect:" would not do: libcurl 7.88 signs it but does not send it.) */
-    curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L);
     if (*c->ca_file)
         curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
     set_method(h, q);
@@ -750,8 +905,11 @@ static int attempt_once(s3_client *c, s3_req *q, const char *url, int attempt)
     atomic_fetch_add(&c->n_attempts, 1);
     if (fault_apply(q, &f))
         return 0;
-    struct curl_slist *hdrs = build_headers(c, q);
-    CURL *h = hdrs ? pool_get(c) : NULL;
+    struct curl_slist *hdrs = NULL;
+    int rc = build_headers(c, q, url, &hdrs);
+    if (rc)
+        return rc;
+    CURL *h = pool_get(c);
     if (!h) {
         curl_slist_free_all(hdrs);
         return wp__err(WP_ENOMEM, "s3: out of memory for a request");
@@ -1611,7 +1769,8 @@ static int parse_endpoint(s3_client *c, const char *ep)
     size_t n = strlen(hp);
     while (n && hp[n - 1] == '/')
         n--;
-    if (n == 0 || memchr(hp, '/', n) || memchr(hp, '?', n) || memchr(hp, '@', n))
+    if (n == 0 || n >= S3_HOSTPORT_MAX || memchr(hp, '/', n) || memchr(hp, '?', n) ||
+        memchr(hp, '@', n))
         return wp__err(WP_EINVAL, "s3: endpoint must be scheme://host[:port]: %.200s", ep);
     c->hostport = strndup(hp, n);
     return c->scheme && c->hostport ? 0 : wp__err(WP_ENOMEM, "s3: client");
@@ -1639,11 +1798,13 @@ static int copy_options(s3_client *c, const s3_options *o)
     if (!*c->access_key || !*c->secret_key)
         return wp__err(WP_EINVAL, "s3: no credentials (set storage.s3.access_key/secret_key or "
                                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)");
-    if (strchr(c->access_key, ':') || strpbrk(c->region, ":/ ") || strlen(c->region) > 40)
-        return wp__err(WP_EINVAL, "s3: bad access key or region");
+    /* Both go into the Authorization header (SigV4 credential scope). */
+    if (strpbrk(c->access_key, ":,/ \t\r\n") || strpbrk(c->region, ":,/ \t\r\n") ||
+        strlen(c->region) > 40 || strlen(c->access_key) > S3_CRED_MAX ||
+        strlen(c->secret_key) > S3_CRED_MAX)
+        return wp__err(WP_EINVAL, "s3: bad access key, secret key or region");
     if (strlen(c->token) > S3_TOKEN_MAX || strpbrk(c->token, "\r\n"))
         return wp__err(WP_EINVAL, "s3: bad session token (over %d bytes or a line break)", S3_TOKEN_MAX);
-    snprintf(c->sigv4, sizeof c->sigv4, "aws:amz:%s:s3", c->region);
     c->path_style = o->path_style;
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : S3_TIMEOUT_MS_DEFAULT;
     c->max_retries = o->max_retries < 0 ? 0 : o->max_retries > S3_RETRIES_MAX ? S3_RETRIES_MAX : o->max_retries;

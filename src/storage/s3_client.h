@@ -1,5 +1,6 @@
-/* s3_client.h — a small S3 client on libcurl (SigV4 by CURLOPT_AWS_SIGV4,
- * hashes by OpenSSL libcrypto).
+/* s3_client.h — a small S3 client on libcurl (SigV4 signatures and hashes
+ * computed with OpenSSL libcrypto; requests never carry "Expect:
+ * 100-continue", so a PUT's body goes with its request).
  *
  * One s3_client talks to one bucket. It is thread-safe: requests take an
  * easy handle from a bounded pool (so connections are reused) and give it
@@ -48,7 +49,7 @@ typedef struct {
     const char *endpoint;   /* http://host[:port] or https://...; no path */
     const char *bucket;     /* DNS-compatible name (3..63 bytes) */
     const char *region;     /* NULL or "" = us-east-1 */
-    const char *access_key; /* NULL or "" = $AWS_ACCESS_KEY_ID */
+    const char *access_key; /* NULL or "" = $AWS_ACCESS_KEY_ID (keys: at most 256 bytes) */
     const char *secret_key; /* NULL or "" = $AWS_SECRET_ACCESS_KEY */
     const char *session_token; /* NULL = $AWS_SESSION_TOKEN (may be unset) */
     const char *ca_file;    /* NULL or "" = the system's CA bundle */
