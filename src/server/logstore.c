@@ -468,7 +468,7 @@ static bool conn_flush(logstore *ls, conn *c)
         return false;
     }
     if (c->n_ids >= PROTO_INFLIGHT_MAX || c->out_len - c->out_off > OUT_PAUSE_BYTES || c->stash)
-        c->paused = true; /* resumed by on_done once answers went out */
+        c->paused = true; /* resumed by maybe_resume once it has room */
     conn_events(ls, c);
     return true;
 }
@@ -695,6 +695,15 @@ static void wake_parked(logstore *ls, const job *add)
     }
 }
 
+/* A paused connection goes on once it has room again: fewer requests in
+ * flight and its answers written out (after a delivery, or a flush). */
+static void maybe_resume(logstore *ls, conn *c)
+{
+    if (c->paused && !c->closing && c->n_ids < PROTO_INFLIGHT_MAX &&
+        c->out_len - c->out_off <= OUT_PAUSE_BYTES)
+        conn_resume(ls, c);
+}
+
 static void deliver(logstore *ls, job *j)
 {
     conn *c = conn_of(ls, j);
@@ -715,7 +724,8 @@ static void deliver(logstore *ls, job *j)
     if (!j->ans_len || conn_queue(c, j->ans, j->ans_len) != WP_OK)
         c->closing = true;
     job_free(j);
-    conn_flush(ls, c);
+    if (conn_flush(ls, c))
+        maybe_resume(ls, c);
 }
 
 static void on_done(logstore *ls)
@@ -730,13 +740,6 @@ static void on_done(logstore *ls)
         job *next = list->next;
         deliver(ls, list);
         list = next;
-    }
-    /* Connections paused for too many requests in flight may go on. */
-    for (int fd = 0; fd < CONNS_MAX; fd++) {
-        conn *c = ls->conns[fd];
-        if (c && c->paused && c->n_ids < PROTO_INFLIGHT_MAX &&
-            c->out_len - c->out_off <= OUT_PAUSE_BYTES)
-            conn_resume(ls, c);
     }
 }
 
@@ -796,8 +799,8 @@ static void *loop_main(void *arg)
                     conn_close(ls, c, NULL);
                 else if (evs[i].events & EPOLLIN)
                     conn_read(ls, c);
-                else if (evs[i].events & EPOLLOUT)
-                    conn_flush(ls, c);
+                else if ((evs[i].events & EPOLLOUT) && conn_flush(ls, c))
+                    maybe_resume(ls, c);
             }
         }
     }

@@ -494,6 +494,37 @@ TEST(pipelined_connection)
     CHECK(c == NULL);
 }
 
+/* A connection with PROTO_INFLIGHT_MAX requests unanswered (held READs) is
+ * not read further; once answers go out it is read again and its queued
+ * request answered (docs/protocol.md §2: backpressure, not an error). */
+TEST(inflight_limit_pauses_then_resumes)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls8"), "n8") == 0);
+    cli a, b;
+    REQUIRE(cli_open(&a, s.addr) == 0 && cli_open(&b, s.addr) == 0);
+    proto_msg r = {.type = PROTO_READ};
+    r.u.read = (proto_read){.log_id = 1, .segment_id = 0, .from_entry_id = 0,
+                            .max_bytes = 4096, .wait_ms = 20000};
+    for (int i = 0; i < PROTO_INFLIGHT_MAX; i++)
+        CHECK_OK(cli_send(&a, 1, &r, 10 + (uint64_t)i));
+    proto_msg st = {.type = PROTO_STATS};
+    CHECK_OK(cli_send(&a, 1, &st, 5));
+    proto_frame f;
+    CHECK_RC(WP_ETIMEDOUT, cli_recv(&a, &f, 500)); /* all held; STATS not read */
+    CHECK_OK(add(&b, 0, 1, 0, 1, -1, NULL));
+    CHECK_OK(add(&b, 0, 1, 1, 0, 0, NULL)); /* the LAC: the READs can answer */
+    int reads = 0, stats = 0;
+    while (reads + stats < PROTO_INFLIGHT_MAX + 1 && cli_recv(&a, &f, 10000) == WP_OK) {
+        reads += f.msg.type == PROTO_READ_ANS && f.msg.u.read_ans.n_entries == 1;
+        stats += f.msg.type == PROTO_STATS_ANS && f.h.request_id == 5;
+    }
+    CHECK(reads == PROTO_INFLIGHT_MAX && stats == 1);
+    cli_close(&a);
+    cli_close(&b);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -504,5 +535,6 @@ int main(void)
     RUN(bad_frames_close_only_their_connection);
     RUN(registers_in_metadata);
     RUN(pipelined_connection);
+    RUN(inflight_limit_pauses_then_resumes);
     return test_done();
 }
