@@ -48,7 +48,6 @@ struct replica {
     char tomb_dir[WP_PATH_MAX];
     pthread_mutex_t mu; /* the map, refs, n_held */
     rseg *map[BUCKETS];
-    uint64_t n_segs; /* loaded */
     uint64_t n_held; /* copies on disk */
 };
 
@@ -194,7 +193,6 @@ static rseg *rseg_get(replica *rs, int64_t log_id, int64_t seg_id)
         g->st = (replica_state){.last = -1, .lac = -1, .epoch = -1};
         g->next = rs->map[b];
         rs->map[b] = g;
-        rs->n_segs++;
     }
     if (g)
         g->refs++;
@@ -567,7 +565,6 @@ static void unlink_loaded(replica *rs, int64_t log_id, int64_t seg_id)
                 g->refs++;
                 g->next = gone;
                 gone = g;
-                rs->n_segs--;
             } else {
                 pp = &g->next;
             }
