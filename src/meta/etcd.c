@@ -46,10 +46,12 @@ _Static_assert(256 + sizeof "nodes/" + WP_NODE_ID_MAX < META_ETCD_KEY_MAX, "node
 #define TAG_LEN 16
 #define LOG_VALUE_LEN (2 + 5 * 8 + TAG_LEN)
 #define SEG_VALUE_LEN (2 + 9 * 8 + TAG_LEN)
+/* With a placement: its 2-byte length and bytes before the tag. */
+#define SEG_VALUE_MAX (SEG_VALUE_LEN + 2 + META_SEG_PLACEMENT_MAX)
 #define READER_VALUE_LEN (2 + 4 * 8)
-#define VALUE_MAX (2 + WP_LOG_NAME_MAX)
+#define VALUE_MAX (2 + WP_LOG_NAME_MAX > SEG_VALUE_MAX ? 2 + WP_LOG_NAME_MAX : SEG_VALUE_MAX)
 
-_Static_assert(LOG_VALUE_LEN <= VALUE_MAX && SEG_VALUE_LEN <= VALUE_MAX, "values fit the cache");
+_Static_assert(LOG_VALUE_LEN <= VALUE_MAX && SEG_VALUE_MAX <= VALUE_MAX, "values fit the cache");
 
 enum { KIND_LOG = 'L', KIND_SEG = 'S', KIND_READER = 'R', KIND_ID = 'I', KIND_SETTING = 'V' };
 
@@ -152,7 +154,7 @@ static const uint8_t *value_tag(const uint8_t *v, size_t len)
 {
     if (len == LOG_VALUE_LEN && v[1] == KIND_LOG)
         return v + len - TAG_LEN;
-    if (len == SEG_VALUE_LEN && v[1] == KIND_SEG)
+    if (len >= SEG_VALUE_LEN && len <= SEG_VALUE_MAX && v[1] == KIND_SEG)
         return v + len - TAG_LEN;
     return NULL;
 }
@@ -192,20 +194,42 @@ static int dec_log(const meta_etcd *m, const char *op, const etcd_kv *kv, meta_l
     return 0;
 }
 
+/* Writes p[SEG_VALUE_MAX]; the value's length. Without a placement the
+ * 90-byte form, with one its length and bytes before the tag (§5.2). */
 static size_t enc_seg(uint8_t *p, const meta_seg *s, const uint8_t *tag)
 {
     int64_t f[9] = {s->log_id,     s->seg_id,     s->state,        s->last_entry_id, s->bytes,
                     s->epoch,      s->created_ms, s->completed_ms, s->truncated_ms};
-    return enc(p, KIND_SEG, f, 9, tag);
+    size_t plen = strnlen(s->placement, META_SEG_PLACEMENT_MAX);
+    if (plen == 0)
+        return enc(p, KIND_SEG, f, 9, tag);
+    size_t n = enc(p, KIND_SEG, f, 9, NULL);
+    p[n] = (uint8_t)(plen & 0xff);
+    p[n + 1] = (uint8_t)(plen >> 8);
+    memcpy(p + n + 2, s->placement, plen);
+    memcpy(p + n + 2 + plen, tag, TAG_LEN);
+    return n + 2 + plen + TAG_LEN;
 }
 
 static int dec_seg(const meta_etcd *m, const char *op, const etcd_kv *kv, meta_seg *s)
 {
     int64_t f[9];
     keybuf k;
-    int rc = dec(op, kv, KIND_SEG, SEG_VALUE_LEN, f, 9);
+    /* The length the placement's length field implies (the 90-byte form
+     * has none); dec() checks the value against it. */
+    size_t len = SEG_VALUE_LEN, plen = 0;
+    if (kv->value_len > SEG_VALUE_LEN + 2) {
+        plen = (size_t)kv->value[2 + 72] | (size_t)kv->value[2 + 73] << 8;
+        len = SEG_VALUE_LEN + 2 + plen;
+        if (plen < 1 || plen > META_SEG_PLACEMENT_MAX)
+            return corrupt(op, kv->key, "segment placement length");
+    }
+    int rc = dec(op, kv, KIND_SEG, len, f, 9);
     if (rc < 0)
         return rc;
+    const char *place = (const char *)kv->value + 2 + 72 + 2;
+    if (plen && !meta_seg_placement_valid(place, plen))
+        return corrupt(op, kv->key, "segment placement");
     key_seg(m, k, f[0], f[1]);
     if (strcmp(k, kv->key) != 0)
         return corrupt(op, kv->key, "segment ids do not match the key");
@@ -222,6 +246,8 @@ static int dec_seg(const meta_etcd *m, const char *op, const etcd_kv *kv, meta_s
     s->created_ms = f[6];
     s->completed_ms = f[7];
     s->truncated_ms = f[8];
+    memcpy(s->placement, place, plen);
+    s->placement[plen] = '\0';
     s->rev = kv->mod_rev;
     return 0;
 }
@@ -844,7 +870,8 @@ static int et_log_list(meta *mm, const char *prefix, char ***names, size_t *n)
 static int seg_check(const char *op, const meta_seg *s)
 {
     if (s->log_id < 1 || s->seg_id < 0 || s->state < WP_SEG_ACTIVE || s->state > WP_SEG_TRUNCATED ||
-        s->last_entry_id < -1 || s->bytes < 0 || s->epoch < 0)
+        s->last_entry_id < -1 || s->bytes < 0 || s->epoch < 0 ||
+        !meta_seg_placement_valid(s->placement, strnlen(s->placement, sizeof s->placement)))
         return wp__err(WP_EINVAL, "meta %s: bad segment %lld/%lld", op, (long long)s->log_id,
                        (long long)s->seg_id);
     return 0;
@@ -876,7 +903,7 @@ static int et_seg_create(meta *mm, const meta_log *guard, meta_seg *s)
                        "(rev %lld)", (long long)s->log_id, (long long)guard->log_id,
                        (long long)guard->rev);
     keybuf klog, kseg;
-    uint8_t val[SEG_VALUE_LEN], tag[TAG_LEN], buf[VALUE_MAX];
+    uint8_t val[SEG_VALUE_MAX], tag[TAG_LEN], buf[VALUE_MAX];
     etcd_kv ckv;
     meta_log cached;
     key_log(m, klog, guard->name);
@@ -885,10 +912,10 @@ static int et_seg_create(meta *mm, const meta_log *guard, meta_seg *s)
         cached.log_id != guard->log_id)
         return rev_conflict(op, guard->name, guard->rev, guard->rev);
     new_tag(tag);
-    enc_seg(val, s, tag);
+    size_t vlen = enc_seg(val, s, tag);
     etcd_cmp cmp[2] = {{ETCD_CMP_MOD, ETCD_CMP_EQUAL, klog, guard->rev, NULL, 0},
                        {ETCD_CMP_CREATE, ETCD_CMP_EQUAL, kseg, 0, NULL, 0}};
-    etcd_op ok = {.kind = ETCD_OP_PUT, .key = kseg, .value = val, .value_len = sizeof val};
+    etcd_op ok = {.kind = ETCD_OP_PUT, .key = kseg, .value = val, .value_len = vlen};
     etcd_op fail[2] = {{.kind = ETCD_OP_RANGE, .key = klog}, {.kind = ETCD_OP_RANGE, .key = kseg}};
     wtxn w = {cmp, 2, &ok, fail, 1, 2, kseg, 0, tag};
     etcd_result res;
@@ -897,7 +924,7 @@ static int et_seg_create(meta *mm, const meta_log *guard, meta_seg *s)
     rc = run_txn(m, op, &w, etcd_deadline(m->cli, 0), &res, &rev, &unknown);
     if (rc == 0 && res.succeeded) {
         s->rev = rev;
-        cache_put(m, kseg, rev, val, sizeof val);
+        cache_put(m, kseg, rev, val, vlen);
     } else if (rc == 0) {
         rc = seg_create_failed(&res, guard, s);
     }
@@ -992,7 +1019,7 @@ static int et_seg_update(meta *mm, meta_seg *s)
         return rc;
     keybuf k;
     meta_seg cur;
-    uint8_t val[SEG_VALUE_LEN], tag[TAG_LEN];
+    uint8_t val[SEG_VALUE_MAX], tag[TAG_LEN];
     int64_t deadline = etcd_deadline(m->cli, 0);
     key_seg(m, k, s->log_id, s->seg_id);
     if ((rc = load_at(m, op, k, s->rev, deadline, decode_seg, &cur)) < 0)
@@ -1003,8 +1030,8 @@ static int et_seg_update(meta *mm, meta_seg *s)
     cur.completed_ms = s->completed_ms;
     cur.truncated_ms = s->truncated_ms;
     new_tag(tag);
-    enc_seg(val, &cur, tag);
-    return cas_put(m, op, k, &s->rev, val, sizeof val, tag, deadline);
+    size_t vlen = enc_seg(val, &cur, tag);
+    return cas_put(m, op, k, &s->rev, val, vlen, tag, deadline);
 }
 
 /* Deletes key if it exists (expect_rev 0) or is at expect_rev. An unknown

@@ -25,6 +25,9 @@ typedef struct {
     int64_t rev;         /* set by the backend */
 } meta_log;
 
+/* A segment's placement: printable ASCII without spaces, 0..max bytes. */
+#define META_SEG_PLACEMENT_MAX 511
+
 typedef struct {
     int64_t log_id, seg_id;
     int state;             /* WP_SEG_* */
@@ -34,6 +37,9 @@ typedef struct {
     int64_t created_ms, completed_ms;
     int64_t truncated_ms;  /* when GC found it wholly truncated (state
                             * TRUNCATED); retention counts from here */
+    /* Where its replicas live (storage.type quorum; docs/metadata.md §3.2);
+     * "" otherwise. Set at creation, never changed. */
+    char placement[META_SEG_PLACEMENT_MAX + 1];
     int64_t rev;
 } meta_seg;
 
@@ -147,6 +153,17 @@ struct wp_config;
 int meta_open(const struct wp_config *cfg, meta **out);
 
 /* ---- node records: checks and value encoding, shared by the backends ---- */
+
+/* A segment placement's text (docs/metadata.md §3.2). */
+static inline bool meta_seg_placement_valid(const char *s, size_t len)
+{
+    if (len > META_SEG_PLACEMENT_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e) /* printable ASCII, no space */
+            return false;
+    return true;
+}
 
 /* min..max bytes of [A-Za-z0-9._-] (node ids, zones). */
 static inline bool meta_token_valid(const char *s, size_t len, size_t min, size_t max)

@@ -264,6 +264,7 @@ static const char schema_sql[] =
     "  completed_ms INTEGER NOT NULL,"
     "  rev INTEGER NOT NULL,"
     "  truncated_ms INTEGER NOT NULL,"
+    "  placement TEXT NOT NULL DEFAULT '',"
     "  PRIMARY KEY (log_id, seg_id)) WITHOUT ROWID;"
     "CREATE TABLE leases ("
     "  lease_id INTEGER PRIMARY KEY NOT NULL,"
@@ -359,6 +360,12 @@ static int schema_init(meta_sqlite *m)
         rc = exec(m, op, NULL, NODES_TABLE_SQL, "");
         if (rc == 0)
             rc = exec(m, op, NULL, SETTINGS_TABLE_SQL, "");
+        /* Segment placements (docs/metadata.md §4.2): a column added to
+         * files made before it, read as '' in their old rows. */
+        if (rc == 0 && (rc = query_i64(m, op, "SELECT count(*) FROM pragma_table_info('segments') "
+                                              "WHERE name = 'placement'", &n)) == 0 && n == 0)
+            rc = exec(m, op, NULL, "ALTER TABLE segments ADD COLUMN placement TEXT NOT NULL "
+                                   "DEFAULT ''", "");
     }
     return tx_end(m, op, rc);
 }
@@ -639,7 +646,24 @@ out_unlock:
 /* ---- segments ---------------------------------------------------------- */
 
 #define SEG_COLS \
-    "log_id, seg_id, state, last_entry_id, bytes, epoch, created_ms, completed_ms, rev, truncated_ms"
+    "log_id, seg_id, state, last_entry_id, bytes, epoch, created_ms, completed_ms, rev, " \
+    "truncated_ms, placement"
+
+/* The placement column: 0..META_SEG_PLACEMENT_MAX printable bytes. */
+static int col_placement(meta_sqlite *m, const char *op, sqlite3_stmt *st, int i, char *buf)
+{
+    if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+        return corrupt(m, op, sqlite3_column_name(st, i));
+    const unsigned char *p = sqlite3_column_text(st, i);
+    int len = sqlite3_column_bytes(st, i);
+    if (!p && len > 0)
+        return wp__err(WP_ENOMEM, "meta sqlite %s: out of memory", op);
+    if (len < 0 || !meta_seg_placement_valid((const char *)p, (size_t)len))
+        return corrupt(m, op, "segment placement");
+    memcpy(buf, p, (size_t)len);
+    buf[len] = '\0';
+    return 0;
+}
 
 static int row_seg(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_seg *s)
 {
@@ -654,7 +678,8 @@ static int row_seg(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_seg *s
         (rc = col_i64(m, op, st, 6, INT64_MIN, &s->created_ms)) < 0 ||
         (rc = col_i64(m, op, st, 7, INT64_MIN, &s->completed_ms)) < 0 ||
         (rc = col_i64(m, op, st, 8, 1, &s->rev)) < 0 ||
-        (rc = col_i64(m, op, st, 9, INT64_MIN, &s->truncated_ms)) < 0)
+        (rc = col_i64(m, op, st, 9, INT64_MIN, &s->truncated_ms)) < 0 ||
+        (rc = col_placement(m, op, st, 10, s->placement)) < 0)
         return rc;
     if (state > WP_SEG_TRUNCATED)
         return corrupt(m, op, "segment state");
@@ -665,7 +690,8 @@ static int row_seg(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_seg *s
 static int seg_check(const char *op, const meta_seg *s)
 {
     if (s->log_id < 1 || s->seg_id < 0 || s->state < WP_SEG_ACTIVE || s->state > WP_SEG_TRUNCATED ||
-        s->last_entry_id < -1 || s->bytes < 0 || s->epoch < 0)
+        s->last_entry_id < -1 || s->bytes < 0 || s->epoch < 0 ||
+        !meta_seg_placement_valid(s->placement, strnlen(s->placement, sizeof s->placement)))
         return wp__err(WP_EINVAL, "meta %s: bad segment %lld/%lld", op, (long long)s->log_id,
                        (long long)s->seg_id);
     return 0;
@@ -719,9 +745,10 @@ static int sq_seg_create(meta *mm, const meta_log *guard, meta_seg *s)
     }
     if (rc != WP_ENOENT || (rc = rev_next(m, op, &rev)) < 0)
         goto out_tx;
-    rc = exec(m, op, NULL, "INSERT INTO segments (" SEG_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-              "iiiiiiiiii", s->log_id, s->seg_id, (int64_t)s->state, s->last_entry_id, s->bytes,
-              s->epoch, s->created_ms, s->completed_ms, rev, s->truncated_ms);
+    rc = exec(m, op, NULL,
+              "INSERT INTO segments (" SEG_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              "iiiiiiiiiis", s->log_id, s->seg_id, (int64_t)s->state, s->last_entry_id, s->bytes,
+              s->epoch, s->created_ms, s->completed_ms, rev, s->truncated_ms, s->placement);
 out_tx:
     rc = tx_end(m, op, rc);
 out_unlock:

@@ -1165,6 +1165,62 @@ TEST(mc_setting)
     mc_close(m);
 }
 
+/* A segment's placement (docs/metadata.md §3.2): stored at creation, read
+ * back by get and list and by another handle, unchanged by updates; bad
+ * text refused. */
+TEST(mc_seg_placement)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta_log l;
+    REQUIRE(m->ops->log_create(m, "placed", 1, &l) == 0);
+    meta_seg s = mc_seg(l.log_id, 0, 0), none = mc_seg(l.log_id, 1, 0), g;
+    const char *p = "ls-1@127.0.0.1:7001,ls-2@127.0.0.1:7002,ls-3@[::1]:7003";
+    snprintf(s.placement, sizeof s.placement, "%s", p);
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    CHECK_OK(m->ops->seg_create(m, &l, &none));
+    CHECK_OK(m->ops->seg_get(m, l.log_id, 0, &g));
+    CHECK(strcmp(p, g.placement) == 0);
+    CHECK_OK(m->ops->seg_get(m, l.log_id, 1, &g));
+    CHECK(strcmp("", g.placement) == 0);
+    /* Updates leave it as created. */
+    meta_seg u = s;
+    u.state = WP_SEG_COMPLETED;
+    u.last_entry_id = 9;
+    snprintf(u.placement, sizeof u.placement, "elsewhere:1");
+    CHECK_OK(m->ops->seg_update(m, &u));
+    meta *m2 = mc_again(mc_arg);
+    REQUIRE(m2);
+    meta_seg *segs = NULL;
+    size_t n = 0;
+    CHECK_OK(m2->ops->seg_list(m2, l.log_id, &segs, &n));
+    CHECK(n == 2);
+    if (n == 2) {
+        CHECK(strcmp(p, segs[0].placement) == 0);
+        CHECK(segs[0].state == WP_SEG_COMPLETED && segs[0].last_entry_id == 9);
+        CHECK(strcmp("", segs[1].placement) == 0);
+    }
+    free(segs);
+    /* The longest one fits; a space, a control byte or one byte too many
+     * do not. */
+    meta_seg big = mc_seg(l.log_id, 2, 0);
+    memset(big.placement, 'x', META_SEG_PLACEMENT_MAX);
+    big.placement[META_SEG_PLACEMENT_MAX] = '\0';
+    CHECK_OK(m->ops->seg_create(m, &l, &big));
+    CHECK_OK(m2->ops->seg_get(m2, l.log_id, 2, &g));
+    CHECK(strlen(g.placement) == META_SEG_PLACEMENT_MAX);
+    meta_seg bad = mc_seg(l.log_id, 3, 0);
+    snprintf(bad.placement, sizeof bad.placement, "a b");
+    CHECK_RC(WP_EINVAL, m->ops->seg_create(m, &l, &bad));
+    snprintf(bad.placement, sizeof bad.placement, "a\tb");
+    CHECK_RC(WP_EINVAL, m->ops->seg_create(m, &l, &bad));
+    memset(bad.placement, 'y', sizeof bad.placement); /* unterminated */
+    CHECK_RC(WP_EINVAL, m->ops->seg_create(m, &l, &bad));
+    CHECK_RC(WP_ENOENT, m->ops->seg_get(m, l.log_id, 3, &g));
+    mc_close(m2);
+    mc_close(m);
+}
+
 static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_again)(void *arg),
                                  void *arg)
 {
@@ -1176,6 +1232,7 @@ static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_ag
     RUN(mc_log_list);
     RUN(mc_ids_never_reused);
     RUN(mc_seg_crud);
+    RUN(mc_seg_placement);
     RUN(mc_seg_guard);
     RUN(mc_cross_handle);
     RUN(mc_race_threads);

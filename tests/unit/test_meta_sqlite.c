@@ -290,6 +290,44 @@ TEST(sq_reopen_persistence)
     CHECK(strcmp(instance, instance2) == 0);
 }
 
+/* A file made before segment placements: its segments table lacks the
+ * column; opening adds it, old rows read as "", new ones keep theirs, and
+ * a bad placement in a row is corruption. */
+TEST(sq_placement_column_added)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "old", 1, &l));
+    meta_seg s;
+    memset(&s, 0, sizeof s);
+    s.log_id = l.log_id;
+    s.last_entry_id = -1;
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    m->ops->close(m);
+    REQUIRE(raw_exec(path, "ALTER TABLE segments DROP COLUMN placement") == SQLITE_OK);
+    CHECK(raw_i64(path, "SELECT count(*) FROM pragma_table_info('segments') "
+                        "WHERE name = 'placement'") == 0);
+    m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_seg g;
+    memset(&g, 0x55, sizeof g);
+    CHECK_OK(m->ops->seg_get(m, l.log_id, 0, &g));
+    CHECK(g.placement[0] == '\0' && g.last_entry_id == -1);
+    s.seg_id = 1;
+    snprintf(s.placement, sizeof s.placement, "a:1,b:2,c:3");
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    CHECK_OK(m->ops->seg_get(m, l.log_id, 1, &g));
+    CHECK(strcmp(g.placement, "a:1,b:2,c:3") == 0);
+    REQUIRE(raw_exec(path, "UPDATE segments SET placement = 'a b' WHERE seg_id = 1") == SQLITE_OK);
+    CHECK_RC(WP_ECORRUPT, m->ops->seg_get(m, l.log_id, 1, &g));
+    REQUIRE(raw_exec(path, "UPDATE segments SET placement = x'41' WHERE seg_id = 1") == SQLITE_OK);
+    CHECK_RC(WP_ECORRUPT, m->ops->seg_get(m, l.log_id, 1, &g));
+    m->ops->close(m);
+}
+
 TEST(sq_corrupt_rows)
 {
     char path[1100];
@@ -394,6 +432,7 @@ int main(void)
     RUN(sq_permissions);
     RUN(sq_schema_version);
     RUN(sq_reopen_persistence);
+    RUN(sq_placement_column_added);
     RUN(sq_corrupt_rows);
     RUN(sq_busy_unavailable);
     RUN(node_value_codec);
