@@ -600,12 +600,14 @@ int wp_client_open(const wp_config *cfg, wp_client **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->bg_cond, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = storage_open(cfg, &c->logger, &c->st);
+    /* Metadata first: a backend that places segments on servers finds
+     * them there. */
+    int rc = meta_open(cfg, &c->meta);
     if (rc)
         goto out_free;
+    if ((rc = storage_open(cfg, &c->logger, c->meta, &c->st)))
+        goto out_meta_only;
     apply_storage_defaults(c);
-    if ((rc = meta_open(cfg, &c->meta)))
-        goto out_storage;
     if ((rc = detect_cond_writes(c)) != 0)
         goto out_meta;
     if (pthread_create(&c->lease_thr, NULL, lease_main, c) != 0) {
@@ -629,10 +631,10 @@ out_lease_thr:
     pthread_cond_broadcast(&c->bg_cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->lease_thr, NULL);
-out_meta:
-    c->meta->ops->close(c->meta);
-out_storage:
+out_meta: /* the storage first: it may use the metadata until closed */
     c->st->ops->close(c->st);
+out_meta_only:
+    c->meta->ops->close(c->meta);
 out_free:
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->reg_mu);
@@ -655,8 +657,8 @@ void wp_client_close(wp_client *c)
         pthread_join(c->compactor, NULL);
     if (c->lease_id)
         c->meta->ops->lease_revoke(c->meta, c->lease_id);
+    c->st->ops->close(c->st); /* first: it may use the metadata until closed */
     c->meta->ops->close(c->meta);
-    c->st->ops->close(c->st);
     while (c->tails) { /* only if handles leaked */
         tailstate *t = c->tails;
         c->tails = t->next;

@@ -76,6 +76,7 @@ struct wp_writer {
     int n_free;
     int64_t cur_seg, next_entry;           /* id of the next append */
     uint64_t seg_bytes;                    /* bytes assigned to cur_seg */
+    int64_t degraded_seg;                  /* lost a server: roll off it (-1 none) */
     uint32_t seg_blocks;
     int64_t seg_t0_ns;
     int64_t pending_bytes;
@@ -222,7 +223,14 @@ static int open_segment(wp_writer *w, int64_t seg_id)
     meta *m = w->c->meta;
     w->mseg = (meta_seg){.log_id = w->ml.log_id, .seg_id = seg_id, .state = WP_SEG_ACTIVE,
                          .last_entry_id = -1, .epoch = w->ml.epoch, .created_ms = wp__wall_ms()};
+    storage *st = w->c->st;
     int rc;
+    /* Where it will live, if the storage places segments (on servers):
+     * recorded with the segment, for everyone who will touch it. */
+    if (st->ops->seg_place &&
+        (rc = st->ops->seg_place(st, w->ml.log_id, seg_id, w->mseg.placement,
+                                 sizeof w->mseg.placement)))
+        return rc;
     for (int tries = 0;; tries++) {
         rc = m->ops->seg_create(m, &w->ml, &w->mseg);
         if (rc != WP_ECONFLICT || tries == EPOCH_CAS_TRIES_MAX)
@@ -449,6 +457,15 @@ static bool deliver_one(wp_writer *w)
         rc = epoch_still_ours(w);
     if (u->seg) /* prepared: the segment learns the outcome in order */
         rc = lseg_put_done(u->seg, &u->put, failed ? failed : rc);
+    if (u->seg && !rc && lseg_degraded(u->seg)) { /* new entries go elsewhere */
+        pthread_mutex_lock(&w->mu);
+        if (w->degraded_seg != u->batch[0]->seg_id) {
+            w->degraded_seg = u->batch[0]->seg_id;
+            wp__log(&w->c->logger, WP_LOG_WARN, "log '%s': segment %" PRId64 " lost a server; "
+                    "rolling to a new segment", w->log->name, w->degraded_seg);
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
     after_flush(w, u->batch, u->n, failed ? failed : rc);
     free(u);
     pthread_mutex_lock(&w->mu);
@@ -715,6 +732,7 @@ int wp_writer_open(wp_log *log, wp_writer **out)
         goto out_free;
     w->seg_bytes = SEG_HEADER_SIZE;
     w->seg_t0_ns = wp__now_ns();
+    w->degraded_seg = -1;
     tail_writer(log->tail, w, true);
     if ((rc = start_workers(w)))
         goto out_untail;
@@ -752,7 +770,8 @@ static bool need_roll(const wp_writer *w, size_t rec_len)
     if (w->next_entry == 0)
         return false;
     const wp_config *c = w->cfg;
-    return w->seg_bytes + rec_len + BLK_HEADER_SIZE > (uint64_t)c->segment_max_bytes ||
+    return w->degraded_seg == w->cur_seg ||
+           w->seg_bytes + rec_len + BLK_HEADER_SIZE > (uint64_t)c->segment_max_bytes ||
            w->seg_blocks >= (uint64_t)c->segment_max_blocks ||
            (c->segment_max_age_ms > 0 &&
             wp__now_ns() - w->seg_t0_ns >= c->segment_max_age_ms * 1000000LL);

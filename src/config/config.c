@@ -110,6 +110,7 @@ static const key_def KEYS[] = {
     STR("quorum.nodes", quorum_nodes, "", 0, 1279, F_TOKEN),
     NUM("quorum.write", K_INT, quorum_write, "3", 1, 5),
     NUM("quorum.ack", K_INT, quorum_ack, "2", 1, 5),
+    NUM("quorum.replica_timeout_ms", K_DUR, quorum_replica_timeout_ms, "2000", 100, 600 * 1000),
     STR("node.id", node_id, "", 0, WP_NODE_ID_MAX, F_TOKEN),
     STR("node.listen", node_listen, "127.0.0.1:7400", 3, 255, F_TOKEN),
     STR("node.data_dir", node_data_dir, "./woodpecker-logstore", 1, WP_PATH_MAX - 1, 0),

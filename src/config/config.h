@@ -51,6 +51,7 @@ struct wp_config {
     char quorum_nodes[1280];        /* quorum.nodes: host:port,... (storage.type quorum) */
     int64_t quorum_write;           /* quorum.write: replicas of a segment */
     int64_t quorum_ack;             /* quorum.ack: durable replicas for an ack */
+    int64_t quorum_replica_timeout_ms; /* quorum.replica_timeout_ms: a silent replica is dropped */
     char node_id[WP_NODE_ID_MAX + 1]; /* node.id: a LogStore server's id */
     char node_listen[256];          /* node.listen: host:port it serves on */
     char node_data_dir[WP_PATH_MAX]; /* node.data_dir: its segment copies */

@@ -250,6 +250,11 @@ int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
     return WP_OK;
 }
 
+bool lseg_degraded(const lseg_w *w)
+{
+    return !w->failed && w->st->ops->seg_writer_degraded && w->st->ops->seg_writer_degraded(w->sw);
+}
+
 uint64_t lseg_bytes(const lseg_w *w) { return w->bytes; }
 int64_t lseg_last_entry(const lseg_w *w) { return w->next_entry - 1; }
 

@@ -52,6 +52,9 @@ bool lseg_parallel(const lseg_w *w);
 int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes);
 uint64_t lseg_bytes(const lseg_w *w);
 int64_t lseg_last_entry(const lseg_w *w);
+/* The storage says the segment lost a server and a better placement is
+ * possible (storage_ops.seg_writer_degraded): time to roll. */
+bool lseg_degraded(const lseg_w *w);
 void lseg_close(lseg_w *w);
 
 /* Fences the segment against writers older than `epoch` (creating it empty

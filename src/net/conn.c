@@ -37,6 +37,7 @@ struct pconn {
     int fd;
     uint16_t version;
     char peer[PROTO_ID_MAX + 1];
+    char node_id[PROTO_ID_MAX + 1]; /* from HELLO */
     pthread_mutex_t send_mu; /* one frame at a time on the socket */
     pthread_mutex_t mu;      /* slots, n_inflight, dead */
     pthread_cond_t room;
@@ -242,6 +243,8 @@ int pconn_open(const char *addr, const char *client_id, int timeout_ms, pconn **
         proto_reader_set_version(&c->rd, c->version);
         snprintf(c->peer, sizeof c->peer, "%.*s (%s)", (int)f.msg.u.hello_ans.id_len,
                  f.msg.u.hello_ans.id, addr);
+        snprintf(c->node_id, sizeof c->node_id, "%.*s", (int)f.msg.u.hello_ans.id_len,
+                 f.msg.u.hello_ans.id);
         c->reader_started = pthread_create(&c->reader, NULL, reader_main, c) == 0;
         if (!c->reader_started)
             rc = wp__err(WP_ENOMEM, "connection reader thread");
@@ -397,6 +400,7 @@ bool pconn_alive(pconn *c)
 }
 
 const char *pconn_peer(const pconn *c) { return c->peer; }
+const char *pconn_node_id(const pconn *c) { return c->node_id; }
 
 void pconn_close(pconn *c)
 {

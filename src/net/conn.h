@@ -49,8 +49,10 @@ int pconn_call(pconn *c, const proto_msg *m, int timeout_ms, proto_msg *ans, uin
 
 /* True until the connection failed. */
 bool pconn_alive(pconn *c);
-/* The server's node id from its HELLO answer. */
+/* "id (host:port)": the server as named in messages. */
 const char *pconn_peer(const pconn *c);
+/* The server's node id from its HELLO answer (unchecked text). */
+const char *pconn_node_id(const pconn *c);
 /* Fails what is in flight (WP_EUNAVAILABLE), closes, joins, frees. */
 void pconn_close(pconn *c);
 

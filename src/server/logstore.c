@@ -814,8 +814,11 @@ static int node_put(logstore *ls)
 {
     replica_stats st = {0};
     (void)replica_stats_get(ls->rs, &st);
+    /* What it can still take: placement skips a server that reports 0. */
+    uint64_t reserve = (uint64_t)ls->cfg->node_disk_reserve_bytes;
+    uint64_t room = st.disk_free > reserve ? st.disk_free - reserve : 0;
     meta_node n = {.lease_id = ls->lease_id, .registered_ms = ls->started_ms,
-                   .disk_free = (int64_t)(st.disk_free > INT64_MAX ? INT64_MAX : st.disk_free),
+                   .disk_free = (int64_t)(room > INT64_MAX ? INT64_MAX : room),
                    .load = __atomic_load_n(&ls->load, __ATOMIC_RELAXED)};
     snprintf(n.id, sizeof n.id, "%s", ls->cfg->node_id);
     snprintf(n.kind, sizeof n.kind, "logstore");

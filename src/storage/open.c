@@ -8,13 +8,19 @@
 #include "storage/s3.h"
 #include "storage/storage.h"
 
-int storage_open(const struct wp_config *cfg, const wp__logger *logger, storage **out)
+int storage_open(const struct wp_config *cfg, const wp__logger *logger, struct meta *m,
+                 storage **out)
 {
+    int rc;
     if (strcmp(cfg->storage_type, "s3") == 0)
-        return storage_s3_open(cfg, logger, out);
-    if (strcmp(cfg->storage_type, "quorum") == 0)
-        return storage_quorum_open(cfg, logger, out);
-    if (strcmp(cfg->storage_type, "local") == 0)
-        return storage_local_open(cfg->storage_root, logger, out);
-    return wp__err(WP_EINVAL, "storage.type '%s': no such storage", cfg->storage_type);
+        rc = storage_s3_open(cfg, logger, out);
+    else if (strcmp(cfg->storage_type, "quorum") == 0)
+        rc = storage_quorum_open(cfg, logger, m, out);
+    else if (strcmp(cfg->storage_type, "local") == 0)
+        rc = storage_local_open(cfg->storage_root, logger, out);
+    else
+        return wp__err(WP_EINVAL, "storage.type '%s': no such storage", cfg->storage_type);
+    if (rc == WP_OK)
+        (*out)->meta = m;
+    return rc;
 }

@@ -2,8 +2,14 @@
  * entries live on W LogStore servers (docs/protocol.md) and an append is
  * durable once A of them fsync'd it (ARCHITECTURE §7.1).
  *
- * This first version places every segment on the W servers of the static
- * list quorum.nodes (placement from the registered nodes comes next).
+ * Placement: each new segment goes on W servers chosen by seg_place, from
+ * the LogStore servers registered in metadata (one per zone first, the
+ * least loaded first, none that reports no room, those that failed lately
+ * last) or from the static list quorum.nodes; the writer records the
+ * choice in the segment's metadata (docs/metadata.md §3.2), where every
+ * later operation on the segment, in any process, finds it (resolve). A
+ * writer whose replica fails or falls silent is told so
+ * (seg_writer_degraded) and rolls to a segment placed elsewhere.
  *
  * The logstore layer hands this backend the bytes of the segment format
  * (docs/format.md): the 48-byte header (nothing to send: a replica writes
@@ -22,6 +28,7 @@
  *   4. COMPLETE at the target on those replicas. */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +38,7 @@
 #include "base/limits.h"
 #include "codec/codec.h"
 #include "config/config.h"
+#include "meta/meta.h"
 #include "net/conn.h"
 #include "storage/quorum.h"
 
@@ -45,19 +53,48 @@
 #define LAC_IDLE_NS (2 * 1000000LL)
 #define IN_FLIGHT 1 /* reply.rc while the answer is awaited */
 #define NOT_ASKED 2 /* reply.rc of a replica not asked */
+/* Servers this client talks to at most (each holds a connection). */
+#define NODE_POOL_MAX 256
+/* A server that failed is placed last for this long. */
+#define AVOID_NS (10 * 1000000000LL)
+/* How old the registered-servers snapshot may be. */
+#define REGISTRY_TTL_NS (1000 * 1000000LL)
+/* Placements remembered (a segment's never changes). */
+#define PLACE_CACHE_SLOTS 256
 
 typedef struct {
     char addr[256];
     pthread_mutex_t mu;
     pconn *c;              /* NULL or failed: connect again after the backoff */
     int64_t next_try_ns;
+    _Atomic int64_t avoid_until_ns; /* failed lately: placed last until then */
 } node;
+
+/* A segment's replicas, in replica order, and its quorums. */
+typedef struct {
+    int w, a;
+    node *n[QUORUM_W_MAX];
+} replset;
+
+typedef struct {
+    int64_t log_id, seg_id; /* log_id 0: empty */
+    char placement[META_SEG_PLACEMENT_MAX + 1];
+} place_slot;
 
 typedef struct quorum_storage {
     storage base;
-    node nodes[QUORUM_W_MAX];
-    int w, a;
+    int w, a;                     /* for new segments */
+    int64_t replica_timeout_ns;   /* quorum.replica_timeout_ms */
     char client_id[64];
+    pthread_mutex_t pool_mu;      /* pool, n_pool; registry; places */
+    node *pool[NODE_POOL_MAX];
+    int n_pool;
+    node *statics[QUORUM_STATIC_MAX]; /* quorum.nodes, if set */
+    int n_static;
+    meta_node *reg;               /* the registered LogStore servers */
+    size_t n_reg;
+    int64_t reg_at_ns;            /* 0: never listed */
+    place_slot places[PLACE_CACHE_SLOTS];
     /* The LAC of an idle writer goes out in a LAC-only ADD (docs/protocol.md
      * §5.2) from this thread; a busy writer's rides on its next ADD. */
     pthread_mutex_t lac_mu; /* writers list, their lac / lac_sent / last_add_ns */
@@ -67,9 +104,21 @@ typedef struct quorum_storage {
     bool lac_started, lac_stop;
 } quorum_storage;
 
+/* How a writer's replicas keep up, updated as answers come (the callbacks
+ * may outlive the writer: reference counted). */
+typedef struct {
+    pthread_mutex_t mu;
+    int refs;
+    int pending[QUORUM_W_MAX];     /* requests awaiting an answer */
+    int64_t since_ns[QUORUM_W_MAX]; /* the last progress while some wait */
+    int err[QUORUM_W_MAX];         /* the first failure, 0 none */
+} health;
+
 struct st_writer {
     quorum_storage *q;
     struct st_writer *next; /* q->writers */
+    replset rs;
+    health *h;
     int64_t log_id, seg_id, epoch;
     int64_t lac;          /* last entry acked by A (ids in order) */
     int64_t lac_sent;     /* the highest LAC the replicas were sent */
@@ -82,6 +131,7 @@ struct st_writer {
 
 struct st_reader {
     quorum_storage *q;
+    replset rs;
     int64_t log_id, seg_id;
     int pref;             /* the replica tried first */
     uint8_t *buf;         /* the last batch's records */
@@ -90,6 +140,40 @@ struct st_reader {
 static quorum_storage *qs(storage *s) { return (quorum_storage *)s; }
 
 /* ---- nodes --------------------------------------------------------------- */
+
+/* The pool's node for addr, added if new; NULL (with the reason) if the
+ * pool is full. */
+static node *node_for(quorum_storage *q, const char *addr)
+{
+    if (strlen(addr) >= sizeof q->pool[0]->addr) {
+        wp__err(WP_EINVAL, "quorum: server address too long: %.64s...", addr);
+        return NULL;
+    }
+    pthread_mutex_lock(&q->pool_mu);
+    node *n = NULL;
+    for (int i = 0; i < q->n_pool && !n; i++)
+        if (strcmp(q->pool[i]->addr, addr) == 0)
+            n = q->pool[i];
+    if (!n && q->n_pool < NODE_POOL_MAX && (n = calloc(1, sizeof *n)) != NULL) {
+        snprintf(n->addr, sizeof n->addr, "%s", addr);
+        pthread_mutex_init(&n->mu, NULL);
+        q->pool[q->n_pool++] = n;
+    }
+    pthread_mutex_unlock(&q->pool_mu);
+    if (!n)
+        wp__err(WP_ENOMEM, "quorum: more than %d servers, or out of memory", NODE_POOL_MAX);
+    return n;
+}
+
+static void node_avoid(node *n)
+{
+    atomic_store(&n->avoid_until_ns, wp__now_ns() + AVOID_NS);
+}
+
+static bool node_avoided(node *n, int64_t now)
+{
+    return atomic_load(&n->avoid_until_ns) > now;
+}
 
 /* The node's connection, (re)connecting if its backoff allows; NULL with the
  * reason in wp_errmsg() if it cannot be had now. Holds a reference: the
@@ -106,6 +190,7 @@ static pconn *node_conn(quorum_storage *q, node *n)
         if (pconn_open(n->addr, q->client_id, CONNECT_TIMEOUT_MS, &n->c) != WP_OK) {
             n->c = NULL;
             n->next_try_ns = wp__now_ns() + RECONNECT_BACKOFF_NS;
+            node_avoid(n);
         }
     } else if (!n->c) {
         wp__err(WP_EUNAVAILABLE, "server %s: reconnecting after a failure (backoff)", n->addr);
@@ -113,6 +198,232 @@ static pconn *node_conn(quorum_storage *q, node *n)
     pconn *c = n->c;
     pthread_mutex_unlock(&n->mu);
     return c;
+}
+
+/* ---- the registered servers and placements -------------------------------- */
+
+/* Lists the registered LogStore servers again if the snapshot is older
+ * than REGISTRY_TTL_NS (or force). Called with pool_mu held. */
+static int registry_refresh(quorum_storage *q, bool force)
+{
+    int64_t now = wp__now_ns();
+    meta *m = q->base.meta;
+    if (!m || (!force && q->reg_at_ns && now - q->reg_at_ns < REGISTRY_TTL_NS))
+        return WP_OK;
+    meta_node *list = NULL;
+    size_t n = 0;
+    int rc = m->ops->node_list(m, "logstore", &list, &n);
+    if (rc)
+        return rc;
+    free(q->reg);
+    q->reg = list;
+    q->n_reg = n;
+    q->reg_at_ns = now;
+    return WP_OK;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h;
+}
+
+typedef struct {
+    const meta_node *n;
+    bool avoided;
+    uint64_t tie; /* spreads segments among equals */
+} cand;
+
+static int cand_cmp(const void *pa, const void *pb)
+{
+    const cand *a = pa, *b = pb;
+    if (a->avoided != b->avoided)
+        return a->avoided ? 1 : -1;
+    if (a->n->load != b->n->load)
+        return a->n->load < b->n->load ? -1 : 1;
+    /* Free disk in 1 GiB steps: a few MiB more is no reason to crowd one. */
+    int64_t fa = a->n->disk_free >> 30, fb = b->n->disk_free >> 30;
+    if (fa != fb)
+        return fa > fb ? -1 : 1;
+    return a->tie < b->tie ? -1 : a->tie > b->tie;
+}
+
+/* Appends ",entry" (or the first) to out; false if it does not fit. */
+static bool place_add(char *out, size_t cap, size_t *len, const char *id, const char *addr)
+{
+    int k = snprintf(out + *len, cap - *len, "%s%s%s%s", out[*len - 1] == ':' ? "" : ",",
+                     id ? id : "", id ? "@" : "", addr);
+    if (k < 0 || (size_t)k >= cap - *len)
+        return false;
+    *len += (size_t)k;
+    return true;
+}
+
+static int q_seg_place(storage *st, int64_t log_id, int64_t seg_id, char *out, size_t cap)
+{
+    quorum_storage *q = qs(st);
+    uint64_t seed = mix64((uint64_t)log_id * 0x9e3779b97f4a7c15ULL ^ (uint64_t)seg_id);
+    int64_t now = wp__now_ns();
+    if (cap > META_SEG_PLACEMENT_MAX + 1)
+        cap = META_SEG_PLACEMENT_MAX + 1;
+    size_t len = (size_t)snprintf(out, cap, "%d:", q->a);
+    if (q->n_static > 0) {
+        /* The static list: rotated per segment, those that failed lately last. */
+        int start = (int)(seed % (uint64_t)q->n_static), taken = 0;
+        for (int pass = 0; pass < 2 && taken < q->w; pass++)
+            for (int k = 0; k < q->n_static && taken < q->w; k++) {
+                node *n = q->statics[(start + k) % q->n_static];
+                if (node_avoided(n, now) != (pass == 1))
+                    continue;
+                /* Its id too when it said it (HELLO): found by it when it
+                 * restarts on another address and is registered. */
+                pconn *c = node_conn(q, n);
+                const char *id = c ? pconn_node_id(c) : NULL;
+                if (id && !meta_node_id_valid(id, strlen(id)))
+                    id = NULL;
+                if (!place_add(out, cap, &len, id, n->addr))
+                    return wp__err(WP_EINVAL, "quorum: the placement of %" PRId64 "/%" PRId64
+                                   " does not fit %d bytes", log_id, seg_id,
+                                   META_SEG_PLACEMENT_MAX);
+                taken++;
+            }
+        return WP_OK;
+    }
+    pthread_mutex_lock(&q->pool_mu);
+    int rc = registry_refresh(q, true);
+    cand *c = rc ? NULL : calloc(q->n_reg ? q->n_reg : 1, sizeof *c);
+    size_t nc = 0;
+    if (!rc && !c)
+        rc = wp__err(WP_ENOMEM, "placement");
+    for (size_t i = 0; c && i < q->n_reg; i++) {
+        const meta_node *r = &q->reg[i];
+        if (r->disk_free <= 0) /* it refuses new data */
+            continue;
+        bool avoided = false;
+        for (int k = 0; k < q->n_pool; k++)
+            if (strcmp(q->pool[k]->addr, r->addr) == 0)
+                avoided = node_avoided(q->pool[k], now);
+        c[nc++] = (cand){r, avoided, mix64(seed ^ str_hash(r->id))};
+    }
+    if (c)
+        qsort(c, nc, sizeof *c, cand_cmp);
+    /* One per zone first (in that order), then the rest in order. */
+    bool used[64 * QUORUM_W_MAX] = {false};
+    int taken = 0;
+    if (!rc && (int)nc < q->w)
+        rc = wp__err(WP_EQUORUM, "quorum: %d LogStore servers needed for a new segment, %zu "
+                     "registered with room (of %zu registered)", q->w, nc, q->n_reg);
+    for (int pass = 0; !rc && pass < 2; pass++)
+        for (size_t i = 0; i < nc && i < sizeof used && taken < q->w; i++) {
+            if (used[i])
+                continue;
+            if (pass == 0) {
+                bool zone_taken = !c[i].n->zone[0];
+                for (size_t k = 0; k < i && !zone_taken; k++)
+                    zone_taken = used[k] && strcmp(c[k].n->zone, c[i].n->zone) == 0;
+                if (zone_taken)
+                    continue;
+            }
+            if (!place_add(out, cap, &len, c[i].n->id, c[i].n->addr)) {
+                rc = wp__err(WP_EINVAL, "quorum: the placement of %" PRId64 "/%" PRId64
+                             " does not fit %d bytes (long server ids or addresses)", log_id,
+                             seg_id, META_SEG_PLACEMENT_MAX);
+                break;
+            }
+            used[i] = true;
+            taken++;
+        }
+    pthread_mutex_unlock(&q->pool_mu);
+    free(c);
+    return rc;
+}
+
+/* The replicas a placement names (docs/metadata.md §3.2), each
+ * "id@addr" looked up among the registered servers first. */
+static int parse_placement(quorum_storage *q, const char *p, replset *rs)
+{
+    char *end;
+    long a = strtol(p, &end, 10);
+    if (end == p || *end != ':' || a < 1 || a > QUORUM_W_MAX)
+        return wp__err(WP_ECORRUPT, "quorum: bad placement '%.80s'", p);
+    rs->a = (int)a;
+    rs->w = 0;
+    char buf[META_SEG_PLACEMENT_MAX + 1];
+    snprintf(buf, sizeof buf, "%s", end + 1);
+    pthread_mutex_lock(&q->pool_mu);
+    (void)registry_refresh(q, false); /* unreachable metadata: the recorded addresses */
+    char addrs[QUORUM_W_MAX][256];
+    int rc = WP_OK;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && rc == WP_OK;
+         t = strtok_r(NULL, ",", &save)) {
+        if (rs->w == QUORUM_W_MAX) {
+            rc = wp__err(WP_ECORRUPT, "quorum: placement with more than %d replicas", QUORUM_W_MAX);
+            break;
+        }
+        char *at = strchr(t, '@');
+        const char *addr = at ? at + 1 : t;
+        if (at) {
+            *at = '\0';
+            for (size_t i = 0; i < q->n_reg; i++)
+                if (strcmp(q->reg[i].id, t) == 0)
+                    addr = q->reg[i].addr;
+        }
+        snprintf(addrs[rs->w++], sizeof addrs[0], "%s", addr);
+    }
+    pthread_mutex_unlock(&q->pool_mu);
+    if (rc == WP_OK && !(rs->w >= rs->a && 2 * rs->a > rs->w))
+        rc = wp__err(WP_ECORRUPT, "quorum: placement '%.80s': %d replicas, ack %d", p, rs->w, rs->a);
+    for (int i = 0; rc == WP_OK && i < rs->w; i++)
+        if (!(rs->n[i] = node_for(q, addrs[i])))
+            rc = WP_ENOMEM;
+    return rc;
+}
+
+/* The replicas of segment (log_id, seg_id), from its metadata record. */
+static int resolve(quorum_storage *q, int64_t log_id, int64_t seg_id, replset *rs)
+{
+    place_slot *slot = &q->places[mix64((uint64_t)log_id * 31 + (uint64_t)seg_id) %
+                                  PLACE_CACHE_SLOTS];
+    char p[META_SEG_PLACEMENT_MAX + 1] = "";
+    pthread_mutex_lock(&q->pool_mu);
+    if (slot->log_id == log_id && slot->seg_id == seg_id)
+        snprintf(p, sizeof p, "%s", slot->placement);
+    pthread_mutex_unlock(&q->pool_mu);
+    if (!p[0] && q->base.meta) {
+        meta_seg s;
+        int rc = q->base.meta->ops->seg_get(q->base.meta, log_id, seg_id, &s);
+        if (rc && !(rc == WP_ENOENT && q->n_static > 0))
+            return rc;
+        if (rc == WP_OK && s.placement[0]) {
+            snprintf(p, sizeof p, "%s", s.placement);
+            pthread_mutex_lock(&q->pool_mu);
+            *slot = (place_slot){.log_id = log_id, .seg_id = seg_id};
+            snprintf(slot->placement, sizeof slot->placement, "%s", p);
+            pthread_mutex_unlock(&q->pool_mu);
+        }
+    }
+    if (p[0])
+        return parse_placement(q, p, rs);
+    /* No placement recorded: the static list as configured. */
+    if (q->n_static < q->w)
+        return wp__err(WP_ENOENT, "quorum: segment %" PRId64 "/%" PRId64 " has no placement "
+                       "and quorum.nodes lists no servers", log_id, seg_id);
+    rs->w = q->w;
+    rs->a = q->a;
+    for (int i = 0; i < q->w; i++)
+        rs->n[i] = q->statics[i];
+    return WP_OK;
 }
 
 /* ---- one request to every replica, answers collected ------------------- */
@@ -132,6 +443,7 @@ typedef struct {
     pthread_cond_t cond;
     int refs;    /* the caller's + one per request in flight */
     int pending; /* requests in flight */
+    health *h;   /* NULL, or the writer's, told of each answer (a reference) */
     reply r[QUORUM_W_MAX];
 } fan_shared;
 
@@ -146,6 +458,64 @@ typedef struct {
     int i;
 } fan_arg;
 
+static health *health_new(void)
+{
+    health *h = calloc(1, sizeof *h);
+    if (h) {
+        pthread_mutex_init(&h->mu, NULL);
+        h->refs = 1;
+    }
+    return h;
+}
+
+static health *health_ref(health *h)
+{
+    if (h) {
+        pthread_mutex_lock(&h->mu);
+        h->refs++;
+        pthread_mutex_unlock(&h->mu);
+    }
+    return h;
+}
+
+static void health_unref(health *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    bool last = --h->refs == 0;
+    pthread_mutex_unlock(&h->mu);
+    if (last) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+    }
+}
+
+/* A request to replica i went out (rc 0) or could not (rc: its failure). */
+static void health_sent(health *h, int i, int rc)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (rc && !h->err[i])
+        h->err[i] = rc;
+    if (!rc && h->pending[i]++ == 0)
+        h->since_ns[i] = wp__now_ns();
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void health_answered(health *h, int i, int rc)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->pending[i]--;
+    h->since_ns[i] = wp__now_ns();
+    if (rc && !h->err[i])
+        h->err[i] = rc;
+    pthread_mutex_unlock(&h->mu);
+}
+
 static void fan_unref_locked(fan_shared *f, int w)
 {
     bool last = --f->refs == 0;
@@ -154,6 +524,7 @@ static void fan_unref_locked(fan_shared *f, int w)
         return;
     for (int i = 0; i < w; i++)
         free(f->r[i].body);
+    health_unref(f->h);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cond);
     free(f);
@@ -163,7 +534,8 @@ static void fan_cb(void *arg, int rc, const proto_frame *fr)
 {
     fan_arg *fa = arg;
     fan_shared *f = fa->f;
-    reply *r = &f->r[fa->i];
+    int fa_i = fa->i;
+    reply *r = &f->r[fa_i];
     free(fa);
     pthread_mutex_lock(&f->mu);
     r->rc = rc;
@@ -177,6 +549,7 @@ static void fan_cb(void *arg, int rc, const proto_frame *fr)
         r->rc = WP_ENOMEM;
     }
     f->pending--;
+    health_answered(f->h, fa_i, r->rc);
     pthread_cond_broadcast(&f->cond);
     fan_unref_locked(f, QUORUM_W_MAX);
 }
@@ -198,19 +571,21 @@ static bool wait_until(fan_shared *f, int64_t due_ns)
     return pthread_cond_timedwait(&f->cond, &f->mu, &ts) == 0;
 }
 
-/* Sends m (or ms[i] to replica i; NULL: not asked) to every replica and
- * waits until `enough` answered OK or cannot (at most CALL_TIMEOUT_MS),
- * then, with wait_all, up to FAN_MORE_MS more for the others. *out gets
- * the answers as they stand then. */
-static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *const *ms, fanout *out,
-                    int enough, bool wait_all)
+/* Sends m (or ms[i] to replica i; NULL: not asked) to every replica of
+ * rs and waits until `enough` answered OK or cannot (at most
+ * CALL_TIMEOUT_MS), then, with wait_all, up to FAN_MORE_MS more for the
+ * others. *out gets the answers as they stand then. h (may be NULL) hears
+ * of every request and answer. */
+static void fan_out(quorum_storage *q, const replset *rs, health *h, const proto_msg *m,
+                    const proto_msg *const *ms, fanout *out, int enough, bool wait_all)
 {
     fan_shared *f = calloc(1, sizeof *f);
     if (!f) {
-        for (int i = 0; i < q->w; i++)
-            out->r[i] = (reply){.rc = WP_ENOMEM};
+        for (int i = 0; i < QUORUM_W_MAX; i++)
+            out->r[i] = (reply){.rc = i < rs->w ? WP_ENOMEM : NOT_ASKED};
         return;
     }
+    f->h = health_ref(h);
     pthread_mutex_init(&f->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -220,11 +595,11 @@ static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *cons
     f->refs = 1;
     for (int i = 0; i < QUORUM_W_MAX; i++)
         f->r[i] = (reply){.rc = NOT_ASKED};
-    for (int i = 0; i < q->w; i++) {
+    for (int i = 0; i < rs->w; i++) {
         const proto_msg *mi = ms ? ms[i] : m;
         if (!mi)
             continue;
-        pconn *c = node_conn(q, &q->nodes[i]);
+        pconn *c = node_conn(q, rs->n[i]);
         fan_arg *fa = c ? malloc(sizeof *fa) : NULL;
         int rc = c ? (fa ? WP_OK : wp__err(WP_ENOMEM, "request")) : WP_EUNAVAILABLE;
         pthread_mutex_lock(&f->mu);
@@ -242,6 +617,7 @@ static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *cons
             f->refs--;
             pthread_mutex_unlock(&f->mu);
         }
+        health_sent(h, i, rc);
         if (rc) {
             pthread_mutex_lock(&f->mu);
             f->r[i].rc = rc;
@@ -251,7 +627,7 @@ static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *cons
     }
     int64_t due = wp__now_ns() + CALL_TIMEOUT_MS * 1000000LL;
     pthread_mutex_lock(&f->mu);
-    while (f->pending > 0 && !fan_decided(f, q->w, enough) && wp__now_ns() < due)
+    while (f->pending > 0 && !fan_decided(f, rs->w, enough) && wp__now_ns() < due)
         wait_until(f, due);
     if (wait_all) {
         int64_t more = wp__now_ns() + FAN_MORE_MS * 1000000LL;
@@ -266,12 +642,12 @@ static void fan_out(quorum_storage *q, const proto_msg *m, const proto_msg *cons
 }
 
 /* A message naming every replica's outcome, for a failed quorum. */
-static int quorum_err(quorum_storage *q, const fanout *f, int rc, const char *what, int need)
+static int quorum_err(const replset *rs, const fanout *f, int rc, const char *what, int need)
 {
     char msg[1024];
-    size_t n = (size_t)snprintf(msg, sizeof msg, "%s: %d of %d replicas needed;", what, need, q->w);
-    for (int i = 0; i < q->w && n < sizeof msg; i++)
-        n += (size_t)snprintf(msg + n, sizeof msg - n, " %s: %s%s%s%s;", q->nodes[i].addr,
+    size_t n = (size_t)snprintf(msg, sizeof msg, "%s: %d of %d replicas needed;", what, need, rs->w);
+    for (int i = 0; i < rs->w && n < sizeof msg; i++)
+        n += (size_t)snprintf(msg + n, sizeof msg - n, " %s: %s%s%s%s;", rs->n[i]->addr,
                               f->r[i].rc == WP_OK       ? "ok"
                               : f->r[i].rc == IN_FLIGHT ? "no answer yet"
                               : f->r[i].rc == NOT_ASKED ? "not asked"
@@ -284,12 +660,21 @@ static int quorum_err(quorum_storage *q, const fanout *f, int rc, const char *wh
 }
 
 /* The first EFENCED among the answers, if any (a newer writer owns it). */
-static int fenced_among(const quorum_storage *q, const fanout *f)
+static int fenced_among(const replset *rs, const fanout *f)
 {
-    for (int i = 0; i < q->w; i++)
+    for (int i = 0; i < rs->w; i++)
         if (f->r[i].rc == WP_EFENCED)
-            return wp__err(WP_EFENCED, "%s: %s", q->nodes[i].addr, f->r[i].err);
+            return wp__err(WP_EFENCED, "%s: %s", rs->n[i]->addr, f->r[i].err);
     return WP_OK;
+}
+
+/* Answers OK among rs's replicas. */
+static int count_ok(const replset *rs, const fanout *f)
+{
+    int ok = 0;
+    for (int i = 0; i < rs->w; i++)
+        ok += f->r[i].rc == WP_OK;
+    return ok;
 }
 
 /* ---- writing --------------------------------------------------------------- */
@@ -298,13 +683,21 @@ static int q_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
                         st_writer **out)
 {
     /* Nothing to send yet: a replica creates its copy with the first ADD
-     * (or FENCE), owned by that epoch. */
+     * (or FENCE), owned by that epoch. The replicas are the ones the
+     * segment's record names (the writer recorded seg_place's answer). */
+    quorum_storage *q = qs(st);
     st_writer *w = calloc(1, sizeof *w);
     if (!w)
         return wp__err(WP_ENOMEM, "quorum writer");
-    quorum_storage *q = qs(st);
     *w = (st_writer){.q = q, .log_id = log_id, .seg_id = seg_id, .epoch = epoch, .lac = -1,
                      .lac_sent = -1};
+    int rc = resolve(q, log_id, seg_id, &w->rs);
+    if (rc == WP_OK && !(w->h = health_new()))
+        rc = wp__err(WP_ENOMEM, "quorum writer");
+    if (rc) {
+        free(w);
+        return rc;
+    }
     pthread_mutex_lock(&q->lac_mu);
     w->next = q->writers;
     q->writers = w;
@@ -351,13 +744,13 @@ static int add_block(st_writer *w, const uint8_t *b, size_t len)
                           .n_entries = h.n_entries, .records = b + BLK_HEADER_SIZE,
                           .records_len = h.records_len};
     fanout f;
-    fan_out(q, &m, NULL, &f, q->a, false);
+    fan_out(q, &w->rs, w->h, &m, NULL, &f, w->rs.a, false);
     int64_t last = h.first_entry_id + h.n_entries - 1, ok = 0;
-    for (int i = 0; i < q->w; i++)
+    for (int i = 0; i < w->rs.w; i++)
         ok += f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= last;
-    int rc = fenced_among(q, &f);
-    if (rc == WP_OK && ok < q->a)
-        rc = quorum_err(q, &f, WP_EQUORUM, "ADD", q->a);
+    int rc = fenced_among(&w->rs, &f);
+    if (rc == WP_OK && ok < w->rs.a)
+        rc = quorum_err(&w->rs, &f, WP_EQUORUM, "ADD", w->rs.a);
     if (rc == WP_OK)
         w->next_entry = last + 1;
     return rc;
@@ -366,7 +759,6 @@ static int add_block(st_writer *w, const uint8_t *b, size_t len)
 /* The index and footer: COMPLETE at the footer's last entry on the replicas. */
 static int complete(st_writer *w, const uint8_t *b, size_t len)
 {
-    quorum_storage *q = w->q;
     seg_footer ft;
     if (len < FTR_SIZE || ftr_decode(b + len - FTR_SIZE, &ft) != WP_OK)
         return wp__err(WP_EINVAL, "quorum storage: an append that is neither a block nor a footer");
@@ -374,13 +766,11 @@ static int complete(st_writer *w, const uint8_t *b, size_t len)
     m.u.complete = (proto_complete){.log_id = w->log_id, .segment_id = w->seg_id,
                                     .epoch = w->epoch, .last_entry_id = ft.last_entry_id};
     fanout f;
-    fan_out(q, &m, NULL, &f, q->a, false); /* the writer rolls on: no waiting for stragglers */
-    int ok = 0;
-    for (int i = 0; i < q->w; i++)
-        ok += f.r[i].rc == WP_OK;
-    int rc = fenced_among(q, &f);
-    if (rc == WP_OK && ok < q->a)
-        rc = quorum_err(q, &f, WP_EQUORUM, "COMPLETE", q->a);
+    /* The writer rolls on: no waiting for stragglers. */
+    fan_out(w->q, &w->rs, w->h, &m, NULL, &f, w->rs.a, false);
+    int rc = fenced_among(&w->rs, &f);
+    if (rc == WP_OK && count_ok(&w->rs, &f) < w->rs.a)
+        rc = quorum_err(&w->rs, &f, WP_EQUORUM, "COMPLETE", w->rs.a);
     return rc;
 }
 
@@ -410,13 +800,50 @@ static int q_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
     return WP_OK;
 }
 
-static void send_lac(quorum_storage *q, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t lac)
+/* Whether a replica of w failed or has been silent for
+ * quorum.replica_timeout_ms while requests wait on it (each such one is
+ * avoided by placements for a while), and servers enough to place a
+ * segment without them are known: then the writer should roll. */
+static bool q_seg_writer_degraded(st_writer *w)
+{
+    quorum_storage *q = w->q;
+    int64_t now = wp__now_ns();
+    int bad = 0;
+    pthread_mutex_lock(&w->h->mu);
+    for (int i = 0; i < w->rs.w; i++)
+        if (w->h->err[i] || (w->h->pending[i] > 0 && now - w->h->since_ns[i] >= q->replica_timeout_ns)) {
+            node_avoid(w->rs.n[i]);
+            bad++;
+        }
+    pthread_mutex_unlock(&w->h->mu);
+    if (bad == 0)
+        return false;
+    int usable = 0;
+    pthread_mutex_lock(&q->pool_mu);
+    if (q->n_static > 0) {
+        for (int i = 0; i < q->n_static; i++)
+            usable += !node_avoided(q->statics[i], now);
+    } else if (registry_refresh(q, false) == WP_OK) {
+        for (size_t i = 0; i < q->n_reg; i++) {
+            bool avoided = false;
+            for (int k = 0; k < q->n_pool; k++)
+                if (strcmp(q->pool[k]->addr, q->reg[i].addr) == 0)
+                    avoided = node_avoided(q->pool[k], now);
+            usable += q->reg[i].disk_free > 0 && !avoided;
+        }
+    }
+    pthread_mutex_unlock(&q->pool_mu);
+    return usable >= q->w;
+}
+
+static void send_lac(quorum_storage *q, const replset *rs, int64_t log_id, int64_t seg_id,
+                     int64_t epoch, int64_t lac)
 {
     proto_msg m = {.type = PROTO_ADD}; /* fire and forget: a lost one only delays readers */
     m.u.add = (proto_add){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
                           .first_entry_id = lac + 1, .lac = lac};
     fanout f;
-    fan_out(q, &m, NULL, &f, 0, false);
+    fan_out(q, rs, NULL, &m, NULL, &f, 0, false);
 }
 
 static int q_seg_publish_lac(st_writer *w, int64_t lac)
@@ -450,9 +877,10 @@ static void *lac_main(void *arg)
         }
         if (due) {
             int64_t log_id = due->log_id, seg_id = due->seg_id, epoch = due->epoch, lac = due->lac;
+            replset rs = due->rs;
             due->lac_sent = lac;
             pthread_mutex_unlock(&q->lac_mu);
-            send_lac(q, log_id, seg_id, epoch, lac);
+            send_lac(q, &rs, log_id, seg_id, epoch, lac);
             pthread_mutex_lock(&q->lac_mu);
             continue;
         }
@@ -476,7 +904,8 @@ static void q_writer_close(st_writer *w)
     bool unsent = w->lac > w->lac_sent && !w->failed;
     pthread_mutex_unlock(&q->lac_mu);
     if (unsent) /* readers of the replicas see the last entries */
-        send_lac(q, w->log_id, w->seg_id, w->epoch, w->lac);
+        send_lac(q, &w->rs, w->log_id, w->seg_id, w->epoch, w->lac);
+    health_unref(w->h);
     free(w);
 }
 
@@ -485,31 +914,33 @@ static void q_writer_close(st_writer *w)
 static int q_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch)
 {
     quorum_storage *q = qs(st);
+    replset rs;
+    int rc = resolve(q, log_id, seg_id, &rs);
+    if (rc)
+        return rc;
     proto_msg m = {.type = PROTO_FENCE};
     m.u.fence = (proto_fence){.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
     fanout f;
-    int need = q->w - q->a + 1;
-    fan_out(q, &m, NULL, &f, need, true);
-    int ok = 0;
-    for (int i = 0; i < q->w; i++)
-        ok += f.r[i].rc == WP_OK;
-    int rc = fenced_among(q, &f);
-    if (rc == WP_OK && ok < need)
-        rc = quorum_err(q, &f, WP_EQUORUM, "FENCE", need);
+    int need = rs.w - rs.a + 1;
+    fan_out(q, &rs, NULL, &m, NULL, &f, need, true);
+    rc = fenced_among(&rs, &f);
+    if (rc == WP_OK && count_ok(&rs, &f) < need)
+        rc = quorum_err(&rs, &f, WP_EQUORUM, "FENCE", need);
     return rc;
 }
 
 /* Reads entries [from, to] from replica src (unconfirmed: recovery) into a
  * growing buffer; *n entries of *len bytes. */
-static int read_range(quorum_storage *q, int src, int64_t log_id, int64_t seg_id, int64_t from,
-                      int64_t to, uint8_t **buf, size_t *len, uint32_t *n)
+static int read_range(quorum_storage *q, const replset *rs, int src, int64_t log_id,
+                      int64_t seg_id, int64_t from, int64_t to, uint8_t **buf, size_t *len,
+                      uint32_t *n)
 {
     size_t cap = 0;
     *buf = NULL;
     *len = 0;
     *n = 0;
     for (int64_t next = from; next <= to;) {
-        pconn *c = node_conn(q, &q->nodes[src]);
+        pconn *c = node_conn(q, rs->n[src]);
         if (!c)
             return WP_EUNAVAILABLE;
         proto_msg m = {.type = PROTO_READ}, ans;
@@ -533,7 +964,7 @@ static int read_range(quorum_storage *q, int src, int64_t log_id, int64_t seg_id
         if (take == 0) {
             free(body);
             return wp__err(WP_EIO, "recovery: %s has no entry %" PRId64 " any more",
-                           q->nodes[src].addr, next);
+                           rs->n[src]->addr, next);
         }
         if (*len + off > cap) {
             size_t nc = cap ? cap : 64 * 1024;
@@ -596,17 +1027,21 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
                          int64_t *last_entry_id, uint64_t *bytes)
 {
     quorum_storage *q = qs(st);
-    int need = q->w - q->a + 1;
+    replset rs;
+    int rc = resolve(q, log_id, seg_id, &rs);
+    if (rc)
+        return rc;
+    int need = rs.w - rs.a + 1;
     /* 1. Fence: at least W - A + 1 answers. */
     proto_msg fm = {.type = PROTO_FENCE};
     fm.u.fence = (proto_fence){.log_id = log_id, .segment_id = seg_id, .epoch = epoch};
     fanout f;
-    fan_out(q, &fm, NULL, &f, need, true);
+    fan_out(q, &rs, NULL, &fm, NULL, &f, need, true);
     int64_t last_i[QUORUM_W_MAX], lac = -1, completed = INT64_MIN;
     for (int i = 0; i < QUORUM_W_MAX; i++)
         last_i[i] = INT64_MIN; /* unknown */
     int answered = 0;
-    for (int i = 0; i < q->w; i++) {
+    for (int i = 0; i < rs.w; i++) {
         last_i[i] = INT64_MIN; /* unknown */
         if (f.r[i].rc != WP_OK)
             continue;
@@ -618,37 +1053,37 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
         if (s->flags & PROTO_SEG_COMPLETED)
             completed = s->last_durable;
     }
-    int rc = fenced_among(q, &f);
+    rc = fenced_among(&rs, &f);
     if (rc == WP_OK && answered < need)
-        rc = quorum_err(q, &f, WP_EQUORUM, "recovery FENCE", need);
+        rc = quorum_err(&rs, &f, WP_EQUORUM, "recovery FENCE", need);
     if (rc)
         return rc;
     /* 2. The target. A copy completed before was completed at the agreed
      * last entry. Otherwise: from the highest LAC on, the first entry that
      * W - A + 1 answers show absent, minus one. */
-    int64_t target = completed != INT64_MIN ? completed : quorum_target(q->w, q->a, last_i, lac);
+    int64_t target = completed != INT64_MIN ? completed : quorum_target(rs.w, rs.a, last_i, lac);
     if (target == INT64_MIN)
         return wp__err(WP_EQUORUM, "recovery: fewer than %d replicas answered", need);
     /* 3. Write back: every replica that answered and lacks entries gets
      * them from the one that holds the most, until A hold [0, target]. */
     int src = -1, holders = 0;
-    for (int i = 0; i < q->w; i++) {
+    for (int i = 0; i < rs.w; i++) {
         if (last_i[i] != INT64_MIN && (src < 0 || last_i[i] > last_i[src]))
             src = i;
         holders += last_i[i] != INT64_MIN && last_i[i] >= target;
     }
     int64_t from = target + 1;
-    for (int i = 0; i < q->w; i++)
+    for (int i = 0; i < rs.w; i++)
         if (last_i[i] != INT64_MIN && last_i[i] < target && last_i[i] + 1 < from)
             from = last_i[i] + 1;
-    if (holders < q->a && target >= 0) {
+    if (holders < rs.a && target >= 0) {
         uint8_t *buf = NULL;
         size_t len = 0;
         uint32_t n = 0;
-        rc = read_range(q, src, log_id, seg_id, from, target, &buf, &len, &n);
+        rc = read_range(q, &rs, src, log_id, seg_id, from, target, &buf, &len, &n);
         const proto_msg *ms[QUORUM_W_MAX] = {0};
         proto_msg adds[QUORUM_W_MAX];
-        for (int i = 0; rc == WP_OK && i < q->w; i++) {
+        for (int i = 0; rc == WP_OK && i < rs.w; i++) {
             if (last_i[i] == INT64_MIN || last_i[i] >= target)
                 continue;
             uint32_t skip = (uint32_t)(last_i[i] + 1 - from);
@@ -661,12 +1096,12 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
             ms[i] = &adds[i];
         }
         if (rc == WP_OK) {
-            fan_out(q, NULL, ms, &f, q->a - holders, true);
-            for (int i = 0; i < q->w; i++)
+            fan_out(q, &rs, NULL, NULL, ms, &f, rs.a - holders, true);
+            for (int i = 0; i < rs.w; i++)
                 if (f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= target)
                     holders++;
-            if (holders < q->a)
-                rc = quorum_err(q, &f, WP_EQUORUM, "recovery write-back", q->a);
+            if (holders < rs.a)
+                rc = quorum_err(&rs, &f, WP_EQUORUM, "recovery write-back", rs.a);
         }
         free(buf);
         if (rc)
@@ -676,13 +1111,10 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
     proto_msg cm = {.type = PROTO_COMPLETE};
     cm.u.complete = (proto_complete){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
                                      .last_entry_id = target};
-    fan_out(q, &cm, NULL, &f, q->a, true);
-    int ok = 0;
-    for (int i = 0; i < q->w; i++)
-        ok += f.r[i].rc == WP_OK;
-    rc = fenced_among(q, &f);
-    if (rc == WP_OK && ok < q->a)
-        rc = quorum_err(q, &f, WP_EQUORUM, "recovery COMPLETE", q->a);
+    fan_out(q, &rs, NULL, &cm, NULL, &f, rs.a, true);
+    rc = fenced_among(&rs, &f);
+    if (rc == WP_OK && count_ok(&rs, &f) < rs.a)
+        rc = quorum_err(&rs, &f, WP_EQUORUM, "recovery COMPLETE", rs.a);
     if (rc)
         return rc;
     *last_entry_id = target;
@@ -697,8 +1129,13 @@ static int q_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_reade
     st_reader *r = calloc(1, sizeof *r);
     if (!r)
         return wp__err(WP_ENOMEM, "quorum reader");
-    *r = (st_reader){.q = qs(st), .log_id = log_id, .seg_id = seg_id,
-                     .pref = (int)((uint64_t)(log_id * 31 + seg_id) % (uint64_t)qs(st)->w)};
+    *r = (st_reader){.q = qs(st), .log_id = log_id, .seg_id = seg_id};
+    int rc = resolve(r->q, log_id, seg_id, &r->rs);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    r->pref = (int)((uint64_t)(log_id * 31 + seg_id) % (uint64_t)r->rs.w);
     *out = r;
     return WP_OK;
 }
@@ -713,9 +1150,9 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
     int rc = wp__err(WP_EUNAVAILABLE, "no replica of segment %" PRId64 "/%" PRId64 " answers",
                      r->log_id, r->seg_id);
     bool nothing = false;
-    for (int k = 0; k < q->w; k++) { /* the preferred replica, then the others */
-        int i = (r->pref + k) % q->w;
-        pconn *c = node_conn(q, &q->nodes[i]);
+    for (int k = 0; k < r->rs.w; k++) { /* the preferred replica, then the others */
+        int i = (r->pref + k) % r->rs.w;
+        pconn *c = node_conn(q, r->rs.n[i]);
         if (!c)
             continue;
         proto_msg m = {.type = PROTO_READ}, ans;
@@ -787,26 +1224,65 @@ static void q_reader_close(st_reader *r)
 
 /* ---- deletion, listing, the backend ------------------------------------------ */
 
-static int del(quorum_storage *q, int64_t log_id, int64_t seg_id)
+/* DELETE on the replicas of rs; a replica that is down keeps its copy
+ * until it is deleted there. */
+static int del(quorum_storage *q, const replset *rs, int64_t log_id, int64_t seg_id)
 {
     proto_msg m = {.type = PROTO_DELETE};
     m.u.del = (proto_delete){.log_id = log_id, .segment_id = seg_id};
     fanout f;
-    fan_out(q, &m, NULL, &f, q->w, false);
-    int ok = 0;
-    for (int i = 0; i < q->w; i++)
-        ok += f.r[i].rc == WP_OK;
-    /* A replica that is down keeps its copy until it is deleted there. */
-    int rc = ok == q->w ? WP_OK : quorum_err(q, &f, WP_EUNAVAILABLE, "DELETE", q->w);
-    return rc;
+    fan_out(q, rs, NULL, &m, NULL, &f, rs->w, false);
+    return count_ok(rs, &f) == rs->w ? WP_OK : quorum_err(rs, &f, WP_EUNAVAILABLE, "DELETE", rs->w);
 }
 
 static int q_seg_delete(storage *st, int64_t log_id, int64_t seg_id)
 {
-    return del(qs(st), log_id, seg_id);
+    quorum_storage *q = qs(st);
+    replset rs;
+    int rc = resolve(q, log_id, seg_id, &rs);
+    if (rc == WP_ENOENT) /* its record is gone: deleted before */
+        return WP_OK;
+    return rc ? rc : del(q, &rs, log_id, seg_id);
 }
 
-static int q_log_delete(storage *st, int64_t log_id) { return del(qs(st), log_id, -1); }
+/* A deleted log's segments may be on any server: DELETE goes to every
+ * one known (the static list, the registered ones), QUORUM_W_MAX at a
+ * time. */
+static int q_log_delete(storage *st, int64_t log_id)
+{
+    quorum_storage *q = qs(st);
+    pthread_mutex_lock(&q->pool_mu);
+    int rc = registry_refresh(q, true);
+    size_t n_reg = q->n_reg;
+    char (*addrs)[256] = rc ? NULL : calloc(n_reg + 1, sizeof *addrs);
+    for (size_t i = 0; addrs && i < n_reg; i++)
+        snprintf(addrs[i], sizeof addrs[i], "%s", q->reg[i].addr);
+    pthread_mutex_unlock(&q->pool_mu);
+    if (!rc && !addrs)
+        rc = wp__err(WP_ENOMEM, "log delete");
+    node *all[NODE_POOL_MAX];
+    int n = 0;
+    for (int i = 0; !rc && i < q->n_static; i++)
+        all[n++] = q->statics[i];
+    for (size_t i = 0; !rc && i < n_reg && n < NODE_POOL_MAX; i++) {
+        node *nd = node_for(q, addrs[i]);
+        bool dup = false;
+        for (int k = 0; nd && k < n; k++)
+            dup |= all[k] == nd;
+        if (nd && !dup)
+            all[n++] = nd;
+    }
+    free(addrs);
+    for (int i = 0; i < n; i += QUORUM_W_MAX) {
+        replset rs = {.w = n - i < QUORUM_W_MAX ? n - i : QUORUM_W_MAX};
+        for (int k = 0; k < rs.w; k++)
+            rs.n[k] = all[i + k];
+        int rc2 = del(q, &rs, log_id, -1);
+        if (rc2 && !rc)
+            rc = rc2;
+    }
+    return rc;
+}
 
 static int q_seg_list(storage *st, int64_t log_id, int64_t **ids, size_t *n)
 {
@@ -828,10 +1304,13 @@ static void q_close(storage *st)
     }
     pthread_mutex_destroy(&q->lac_mu);
     pthread_cond_destroy(&q->lac_cond);
-    for (int i = 0; i < q->w; i++) {
-        pconn_close(q->nodes[i].c);
-        pthread_mutex_destroy(&q->nodes[i].mu);
+    for (int i = 0; i < q->n_pool; i++) {
+        pconn_close(q->pool[i]->c);
+        pthread_mutex_destroy(&q->pool[i]->mu);
+        free(q->pool[i]);
     }
+    pthread_mutex_destroy(&q->pool_mu);
+    free(q->reg);
     free(q);
 }
 
@@ -856,10 +1335,13 @@ static const struct storage_ops quorum_ops = {
     .seg_list = q_seg_list,
     .seg_recover = q_seg_recover,
     .seg_read_entries = q_seg_read_entries,
+    .seg_place = q_seg_place,
+    .seg_writer_degraded = q_seg_writer_degraded,
     .close = q_close,
 };
 
-int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, storage **out)
+int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, meta *m,
+                        storage **out)
 {
     int w = (int)cfg->quorum_write, a = (int)cfg->quorum_ack;
     if (!(w >= a && 2 * a > w))
@@ -868,41 +1350,47 @@ int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, stora
     quorum_storage *q = calloc(1, sizeof *q);
     if (!q)
         return wp__err(WP_ENOMEM, "quorum storage");
-    char list[sizeof cfg->quorum_nodes];
-    snprintf(list, sizeof list, "%s", cfg->quorum_nodes);
-    int n = 0;
-    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (n == QUORUM_W_MAX || strlen(t) >= sizeof q->nodes[0].addr) {
-            free(q);
-            return wp__err(WP_EINVAL, "quorum.nodes: at most %d addresses host:port", QUORUM_W_MAX);
-        }
-        snprintf(q->nodes[n].addr, sizeof q->nodes[n].addr, "%s", t);
-        pthread_mutex_init(&q->nodes[n].mu, NULL);
-        n++;
-    }
-    if (n != w) {
-        for (int i = 0; i < n; i++)
-            pthread_mutex_destroy(&q->nodes[i].mu);
-        free(q);
-        return wp__err(WP_EINVAL, "quorum.nodes lists %d servers, quorum.write is %d: list "
-                       "exactly that many (placement from registered nodes comes later)", n, w);
-    }
+    q->base.ops = &quorum_ops;
+    q->base.logger = lg;
+    q->base.meta = m;
     q->w = w;
     q->a = a;
+    q->replica_timeout_ns = cfg->quorum_replica_timeout_ms * 1000000LL;
     snprintf(q->client_id, sizeof q->client_id, "client-%d", (int)getpid());
+    pthread_mutex_init(&q->pool_mu, NULL);
     pthread_mutex_init(&q->lac_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&q->lac_cond, &ca);
     pthread_condattr_destroy(&ca);
-    q->lac_started = pthread_create(&q->lac_thr, NULL, lac_main, q) == 0;
-    if (!q->lac_started) {
-        q_close(&q->base);
-        return wp__err(WP_ENOMEM, "quorum storage: cannot start the LAC thread");
+    char list[sizeof cfg->quorum_nodes];
+    snprintf(list, sizeof list, "%s", cfg->quorum_nodes);
+    int rc = WP_OK;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && rc == WP_OK;
+         t = strtok_r(NULL, ",", &save)) {
+        if (q->n_static == QUORUM_STATIC_MAX)
+            rc = wp__err(WP_EINVAL, "quorum.nodes: at most %d servers", QUORUM_STATIC_MAX);
+        else if (!meta_node_addr_valid(t, strlen(t)))
+            rc = wp__err(WP_EINVAL, "quorum.nodes: bad address '%.64s' (host:port)", t);
+        else if ((q->statics[q->n_static] = node_for(q, t)) == NULL)
+            rc = WP_ENOMEM;
+        else
+            q->n_static++;
     }
-    q->base.ops = &quorum_ops;
-    q->base.logger = lg;
+    if (rc == WP_OK && q->n_static > 0 && q->n_static < w)
+        rc = wp__err(WP_EINVAL, "quorum.nodes lists %d servers, quorum.write is %d: list at "
+                     "least that many, or none to place segments on the registered servers",
+                     q->n_static, w);
+    if (rc == WP_OK && q->n_static == 0 && !m)
+        rc = wp__err(WP_EINVAL, "quorum: no quorum.nodes and no metadata store to find servers in");
+    if (rc == WP_OK && pthread_create(&q->lac_thr, NULL, lac_main, q) != 0)
+        rc = wp__err(WP_ENOMEM, "quorum storage: cannot start the LAC thread");
+    if (rc) {
+        q_close(&q->base);
+        return rc;
+    }
+    q->lac_started = true;
     *out = &q->base;
     return WP_OK;
 }

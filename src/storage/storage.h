@@ -150,12 +150,26 @@ struct storage_ops {
     int (*seg_read_entries)(st_reader *, int64_t from, int64_t upto, bool completed,
                             size_t max_bytes, st_entries *out);
 
+    /* Optional, for backends that place each segment on some of many
+     * servers (quorum). seg_place chooses where a new segment will live
+     * and writes it as text into out[cap] (docs/metadata.md §3.2); the
+     * writer records it in the segment's metadata record before
+     * seg_create, and every operation on the segment, in any process,
+     * finds its servers there. seg_writer_degraded tells the writer that
+     * its segment lost a server and a better placement is possible: the
+     * writer then rolls to a new segment. */
+    int (*seg_place)(storage *, int64_t log_id, int64_t seg_id, char *out, size_t cap);
+    bool (*seg_writer_degraded)(st_writer *);
+
     void (*close)(storage *);
 };
 
 struct storage {
     const struct storage_ops *ops;
     const wp__logger *logger; /* may be NULL */
+    /* The metadata store of the client that opened it (may be NULL): the
+     * placements of segments and the registered servers live there. */
+    struct meta *meta;
 };
 
 /* Local file system backend rooted at `root` (created if missing). */
@@ -168,6 +182,8 @@ int storage_local_owner(storage *s, int64_t log_id, int64_t seg_id, int64_t *epo
  * type name to a backend: code above the interface asks the ops'
  * capabilities, never the name. */
 struct wp_config;
-int storage_open(const struct wp_config *cfg, const wp__logger *logger, storage **out);
+struct meta;
+int storage_open(const struct wp_config *cfg, const wp__logger *logger, struct meta *m,
+                 storage **out);
 
 #endif

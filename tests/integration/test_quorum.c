@@ -3,11 +3,13 @@
  * 3, reads, a writer's recovery by the quorum rules, a server killed -9
  * during appends, two killed (WP_EQUORUM), a stale writer fenced. */
 #include "test.h"
+#include "meta/meta.h"
 #include "support/logstore_proc.h"
 #include "support/testutil.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/statvfs.h>
 
 static logstore_proc srv[3];
 static char nodes[256], meta_path[1100];
@@ -167,6 +169,240 @@ TEST(bad_quorum_settings)
     wp_config_free(cfg);
 }
 
+/* ---- placement on the registered servers --------------------------------- */
+
+#define NSRV 5
+static logstore_proc fleet[NSRV];
+
+/* Starts server i of the fleet under dir with its zone and disk reserve. */
+static int fleet_start(const char *dir, int i, const char *zone, const char *reserve)
+{
+    char sub[1100], id[16], o_zone[80], o_res[80];
+    snprintf(sub, sizeof sub, "%s/f%d", dir, i);
+    snprintf(id, sizeof id, "f%d", i);
+    snprintf(o_zone, sizeof o_zone, "node.zone=%s", zone);
+    snprintf(o_res, sizeof o_res, "node.disk_reserve_bytes=%s", reserve);
+    const char *opts[] = {o_zone, o_res, NULL};
+    return logstore_proc_start_opts(&fleet[i], sub, id, meta_path, opts);
+}
+
+static void fleet_stop(void)
+{
+    for (int i = 0; i < NSRV; i++)
+        if (fleet[i].pid > 0) {
+            logstore_proc_stop(&fleet[i], SIGTERM);
+            fleet[i].pid = 0;
+        }
+}
+
+/* A client that places segments on the registered servers (no
+ * quorum.nodes), or on the static list `list`. */
+static wp_client *fleet_client(const char *dir, const char *list)
+{
+    const char *kv[] = {"storage.type", "quorum", "meta.path", meta_path,
+                        "segment.max_bytes", "64KiB", "quorum.replica_timeout_ms", "300",
+                        list ? "quorum.nodes" : NULL, list, NULL};
+    return test_client_open(dir, kv);
+}
+
+/* The segments of log "q" as recorded (free *out). */
+static size_t segments_of(meta_seg **out)
+{
+    meta *m = NULL;
+    meta_log l;
+    size_t n = 0;
+    *out = NULL;
+    if (meta_sqlite_open(meta_path, &m) != 0)
+        return 0;
+    if (m->ops->log_get(m, "q", &l) == 0 && m->ops->seg_list(m, l.log_id, out, &n) != 0)
+        n = 0;
+    m->ops->close(m);
+    return n;
+}
+
+/* Whether placement p names server id (as "id@..."). */
+static bool placed_on(const char *p, const char *id)
+{
+    char pat[80];
+    snprintf(pat, sizeof pat, "%s@", id);
+    for (const char *at = strstr(p, pat); at; at = strstr(at + 1, pat))
+        if (at[-1] == ':' || at[-1] == ',')
+            return true;
+    return false;
+}
+
+static int placed_count(const char *p)
+{
+    int n = *p ? 1 : 0;
+    for (; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+/* Free space of dir's file system, for the "full server" setting. */
+static unsigned long long free_bytes(const char *dir)
+{
+    struct statvfs v;
+    return statvfs(dir, &v) == 0 ? (unsigned long long)v.f_bavail * v.f_frsize : 0;
+}
+
+/* Without quorum.nodes, each segment goes on 3 registered servers: one per
+ * zone first, never the server that reports no room (its free disk is
+ * below node.disk_reserve_bytes), and its placement is recorded; a
+ * client elsewhere reads it all from the records. */
+TEST(placement_on_registered_servers)
+{
+    const char *dir = test_tmpdir("quorum5");
+    snprintf(meta_path, sizeof meta_path, "%s/meta.sqlite", dir);
+    if (free_bytes(dir) >= 1000ULL << 30) {
+        fprintf(stderr, "  SKIP: %llu bytes free, above the largest node.disk_reserve_bytes "
+                "(1024GiB): no server can be made full here\n", free_bytes(dir));
+        return;
+    }
+    const char *zones[NSRV] = {"z1", "z1", "z2", "z3", "z4"};
+    for (int i = 0; i < NSRV; i++)
+        REQUIRE(fleet_start(dir, i, zones[i], i == 4 ? "1024GiB" : "0") == 0);
+    wp_client *c = fleet_client(dir, NULL);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    wp_msg_id last;
+    CHECK_OK(append_seq(w, 0, 12000, &last));
+    CHECK(last.segment_id >= 3);
+    CHECK_OK(wp_writer_close(w));
+    meta_seg *segs;
+    size_t n = segments_of(&segs);
+    CHECK(n == (size_t)last.segment_id + 1);
+    int on_f0 = 0, on_f1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = segs[i].placement;
+        CHECK(strncmp(p, "2:", 2) == 0 && placed_count(p) == 3);
+        /* z2 and z3 have one server each: in every placement; z1's two
+         * share the third place; the full f4 never. */
+        CHECK(placed_on(p, "f2") && placed_on(p, "f3") && !placed_on(p, "f4"));
+        CHECK(placed_on(p, "f0") != placed_on(p, "f1"));
+        on_f0 += placed_on(p, "f0");
+        on_f1 += placed_on(p, "f1");
+        if (!placed_on(p, "f2") || placed_on(p, "f4"))
+            fprintf(stderr, "  segment %zu placed on %s\n", i, p);
+    }
+    fprintf(stderr, "  %zu segments: f0 in %d, f1 in %d\n", n, on_f0, on_f1);
+    free(segs);
+    wp_log_close(log);
+    wp_client_close(c);
+    /* Another client finds every segment's servers in the records. */
+    c = fleet_client(dir, NULL);
+    REQUIRE(c);
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    CHECK(read_seq(log) == 12000);
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_stop();
+}
+
+/* A server of the active segment is killed: appends go on (acked by the
+ * other two), and within quorum.replica_timeout_ms the writer rolls to a
+ * segment placed on servers that answer; nothing acked is lost. */
+TEST(lost_server_rolls_the_segment)
+{
+    const char *dir = test_tmpdir("quorum6");
+    snprintf(meta_path, sizeof meta_path, "%s/meta.sqlite", dir);
+    for (int i = 0; i < 4; i++)
+        REQUIRE(fleet_start(dir, i, "zone-b", "0") == 0);
+    wp_client *c = fleet_client(dir, NULL);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    wp_msg_id id;
+    CHECK_OK(append_seq(w, 0, 100, &id));
+    meta_seg *segs;
+    size_t n = segments_of(&segs);
+    REQUIRE(n == 1);
+    int victim = -1;
+    for (int i = 0; i < 4 && victim < 0; i++)
+        if (placed_on(segs[0].placement, fleet[i].id))
+            victim = i;
+    free(segs);
+    REQUIRE(victim >= 0);
+    CHECK(logstore_proc_stop(&fleet[victim], SIGKILL) == 128 + SIGKILL);
+    fleet[victim].pid = 0;
+    /* Appends one at a time for a while: none fails, none waits long. */
+    int64_t t0 = test_now_ms(), worst = 0;
+    int next = 100;
+    while (test_now_ms() - t0 < 1500) {
+        int64_t a0 = test_now_ms();
+        int rc = append_seq(w, next, 1, &id);
+        CHECK_OK(rc);
+        if (rc)
+            break;
+        next++;
+        if (test_now_ms() - a0 > worst)
+            worst = test_now_ms() - a0;
+    }
+    fprintf(stderr, "  %d appends after the kill, the slowest %lld ms; now in segment %lld\n",
+            next - 100, (long long)worst, (long long)id.segment_id);
+    CHECK(id.segment_id >= 1); /* rolled off the segment that lost a server */
+    n = segments_of(&segs);
+    CHECK(n >= 2);
+    if (n >= 2)
+        CHECK(placed_count(segs[n - 1].placement) == 3 &&
+              !placed_on(segs[n - 1].placement, fleet[victim].id));
+    free(segs);
+    CHECK_OK(wp_writer_close(w));
+    CHECK(read_seq(log) == next);
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_stop();
+}
+
+/* With a static quorum.nodes list, a server that refuses ADDs (its disk is
+ * below node.disk_reserve_bytes: WP_ENOSPC, retriable) costs nothing: the
+ * entries are acked by the others and the writer rolls to segments
+ * without it. */
+TEST(full_server_is_left_static_list)
+{
+    const char *dir = test_tmpdir("quorum7");
+    snprintf(meta_path, sizeof meta_path, "%s/meta.sqlite", dir);
+    if (free_bytes(dir) >= 1000ULL << 30) {
+        fprintf(stderr, "  SKIP: %llu bytes free, above the largest node.disk_reserve_bytes "
+                "(1024GiB): no server can be made full here\n", free_bytes(dir));
+        return;
+    }
+    for (int i = 0; i < 4; i++)
+        REQUIRE(fleet_start(dir, i, "zone-b", i == 0 ? "1024GiB" : "0") == 0);
+    char list[400];
+    snprintf(list, sizeof list, "%s,%s,%s,%s", fleet[0].addr, fleet[1].addr, fleet[2].addr,
+             fleet[3].addr);
+    wp_client *c = fleet_client(dir, list);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    wp_msg_id id;
+    CHECK_OK(append_seq(w, 0, 12000, &id)); /* several segments */
+    CHECK_OK(wp_writer_close(w));
+    meta_seg *segs;
+    size_t n = segments_of(&segs);
+    int with_full = 0;
+    for (size_t i = 0; i < n; i++)
+        with_full += placed_on(segs[i].placement, "f0");
+    fprintf(stderr, "  %zu segments, %d of them placed on the full server\n", n, with_full);
+    CHECK(n >= 4 && with_full <= 1); /* only the first, if it was placed there */
+    free(segs);
+    CHECK(read_seq(log) == 12000);
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_stop();
+}
+
 /* A server that stops answering (SIGSTOP: its connections stay open) does
  * not hold up the appends: they are acked by the other two. */
 TEST(hung_server_does_not_stall_appends)
@@ -202,5 +438,8 @@ int main(void)
     RUN(one_server_down_then_two);
     RUN(bad_quorum_settings);
     RUN(hung_server_does_not_stall_appends);
+    RUN(placement_on_registered_servers);
+    RUN(lost_server_rolls_the_segment);
+    RUN(full_server_is_left_static_list);
     return test_done();
 }

@@ -14,6 +14,12 @@
 
 int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const char *meta_path)
 {
+    return logstore_proc_start_opts(s, dir, id, meta_path, NULL);
+}
+
+int logstore_proc_start_opts(logstore_proc *s, const char *dir, const char *id,
+                             const char *meta_path, const char *const *opts)
+{
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     snprintf(s->id, sizeof s->id, "%s", id);
     char bin[1200], o_id[200], o_data[1200], o_meta[1200];
@@ -41,9 +47,16 @@ int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const
             dup2(fd, 2);
         dup2(pfd[1], 1);
         close(pfd[0]);
-        execl(bin, bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0", "-o", o_data,
-              "-o", o_meta, "-o", "node.workers=2", "-o", "node.disk_reserve_bytes=0", "-o",
-              "node.zone=zone-b", NULL);
+        const char *argv[64] = {bin, "logstore", "-o", o_id, "-o", "node.listen=127.0.0.1:0",
+                                "-o", o_data, "-o", o_meta, "-o", "node.workers=2", "-o",
+                                "node.disk_reserve_bytes=0", "-o", "node.zone=zone-b"};
+        int argc = 16;
+        for (int i = 0; opts && opts[i] && argc < 62; i++) { /* later -o win */
+            argv[argc++] = "-o";
+            argv[argc++] = opts[i];
+        }
+        argv[argc] = NULL;
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     close(pfd[1]);

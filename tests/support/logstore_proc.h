@@ -18,6 +18,10 @@ typedef struct {
  * zone "zone-b"; waits for its "serving on" line. 0, or -1 (reason on
  * stderr). */
 int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const char *meta_path);
+/* The same with more configuration, "key=value" each, NULL-terminated
+ * (they override the defaults above, e.g. "node.zone=z1"). */
+int logstore_proc_start_opts(logstore_proc *s, const char *dir, const char *id,
+                             const char *meta_path, const char *const *opts);
 /* Sends sig, waits; the exit status, or 128 + the signal that ended it. */
 int logstore_proc_stop(logstore_proc *s, int sig);
 
