@@ -18,6 +18,9 @@
  * writer in another process taking over the log). */
 #define TAIL_WAIT_SLICE_NS (50 * 1000000LL)
 #define POLL_MIN_NS (100 * 1000LL)
+/* Longest a read waits at a server for entries (storage that pushes
+ * them: seg_reader_wait) before the reader looks at metadata again. */
+#define LONG_POLL_MS 500
 
 struct wp_reader {
     wp_log *log;
@@ -27,6 +30,7 @@ struct wp_reader {
     bool sr_completed;
     int64_t sr_last;    /* last entry of a completed segment */
     int64_t poll_ns;
+    int wait_ms;        /* how long the next read of an active segment may wait */
     /* registration (GC hold), listed in the client */
     reader_reg reg;
     /* With a metadata store that has watches (etcd): a watch on the log's
@@ -488,6 +492,7 @@ static int try_next(wp_reader *r, wp_entry *out)
         int64_t max = r->sr_completed ? r->sr_last
                                       : active_lac(r->c, r->log->tail, r->log->log_id, r->seg);
         lseg_entry e;
+        lseg_set_wait(r->sr, r->sr_completed ? 0 : r->wait_ms);
         rc = lseg_next(r->sr, max, &e);
         if (rc == WP_OK) {
             r->entry = e.entry_id + 1;
@@ -535,13 +540,21 @@ int wp_reader_next(wp_reader *r, int timeout_ms, wp_entry *out)
         uint64_t seq;
         bool has_writer;
         tail_lac(r->log->tail, r->seg, &lac, &seq, &has_writer);
+        /* A writer elsewhere, on servers that push entries: the read itself
+         * waits for them (bounded, so that the log's metadata is looked at
+         * now and then: a roll, a truncation). */
+        int64_t left_ms = deadline < 0 ? LONG_POLL_MS : (deadline - wp__now_ns()) / 1000000LL;
+        r->wait_ms = has_writer ? 0 : (int)(left_ms < LONG_POLL_MS ? left_ms : LONG_POLL_MS);
         int rc = try_next(r, out);
+        r->wait_ms = 0;
         if (rc != WP_EAGAIN) {
             if (rc == WP_OK)
                 r->poll_ns = POLL_MIN_NS;
             return rc;
         }
         int64_t now = wp__now_ns();
+        if (r->sr && lseg_waited(r->sr))
+            continue; /* it waited already: no sleep on top */
         if (deadline >= 0 && now >= deadline)
             return wp__err(WP_ETIMEDOUT, "no new entry within %d ms", timeout_ms);
         int64_t until = deadline < 0 ? now + TAIL_WAIT_SLICE_NS : deadline;

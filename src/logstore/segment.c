@@ -587,6 +587,8 @@ struct lseg_r {
     size_t batch_off;
     uint32_t batch_i;
     int64_t last; /* of a completed segment: entries are read up to it */
+    int wait_ms;  /* lseg_set_wait */
+    bool waited;  /* the last read found nothing after waiting */
 };
 
 static int load_index(lseg_r *rd, uint64_t bytes)
@@ -722,17 +724,25 @@ static int next_entry_batch(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
         r->batch_off = 0;
         r->need_seek = false;
     }
+    r->waited = false;
     if (r->next_id > max_entry_id)
         return WP_EAGAIN;
     if (r->batch_i >= r->batch.n) {
+        bool wait = r->wait_ms > 0 && !r->completed && r->st->ops->seg_reader_wait;
+        if (wait)
+            r->st->ops->seg_reader_wait(r->r, r->wait_ms);
         int rc = r->st->ops->seg_read_entries(r->r, r->next_id, max_entry_id, r->completed,
                                               LSEG_READ_BATCH_BYTES, &r->batch);
+        if (wait)
+            r->st->ops->seg_reader_wait(r->r, 0);
         if (rc)
             return rc;
         r->batch_i = 0;
         r->batch_off = 0;
-        if (r->batch.n == 0)
+        if (r->batch.n == 0) {
+            r->waited = wait;
             return WP_EAGAIN;
+        }
         if (r->batch.first != r->next_id)
             return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": asked for entry %" PRId64
                            ", got %" PRId64, r->log_id, r->seg_id, r->next_id, r->batch.first);
@@ -793,6 +803,15 @@ int lseg_read_lac(lseg_r *r, int64_t *lac)
 {
     return r->st->ops->seg_read_lac(r->r, lac);
 }
+
+bool lseg_can_wait(const lseg_r *r)
+{
+    return r->entries && !r->completed && r->st->ops->seg_reader_wait;
+}
+
+void lseg_set_wait(lseg_r *r, int wait_ms) { r->wait_ms = wait_ms > 0 ? wait_ms : 0; }
+
+bool lseg_waited(const lseg_r *r) { return r->waited; }
 
 void lseg_close_read(lseg_r *r)
 {

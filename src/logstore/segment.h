@@ -113,6 +113,13 @@ int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out);
 int64_t lseg_position(const lseg_r *r);
 /* The published LAC hint of the segment (cross-process tailing). */
 int lseg_read_lac(lseg_r *r, int64_t *lac);
+/* For a segment not completed, on a backend whose reads can wait
+ * (storage_ops.seg_reader_wait): lets the next lseg_next that finds
+ * nothing wait up to wait_ms for entries (0: no waiting). lseg_waited
+ * tells whether the last lseg_next's WP_EAGAIN came after such a wait. */
+bool lseg_can_wait(const lseg_r *r);
+void lseg_set_wait(lseg_r *r, int wait_ms);
+bool lseg_waited(const lseg_r *r);
 void lseg_close_read(lseg_r *r);
 
 /* Checks a whole segment: header, every block and record, dense ids, and

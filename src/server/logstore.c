@@ -55,7 +55,7 @@ typedef struct job {
     size_t ans_len;
     bool park;     /* a READ that found nothing: hold it */
     bool final;    /* a held READ whose wait is over: answer whatever */
-    bool added;    /* an ADD that stored entries: wake the held READs */
+    bool added;    /* an ADD, COMPLETE or DELETE done: wake its segment's held READs */
     int64_t deadline_ns;
 } job;
 
@@ -312,6 +312,7 @@ static job *run_job(worker *w, job *j)
             answer_error(j, rc, wp_errmsg());
         else
             answer_state(j, PROTO_COMPLETE_ANS, &st);
+        j->added = rc == WP_OK; /* held READs: up to the last entry, or the end */
         break;
     }
     case PROTO_DELETE: {
@@ -319,6 +320,7 @@ static job *run_job(worker *w, job *j)
         proto_msg m = {.type = PROTO_DELETE_ANS};
         if (rc || answer(j, &m) != WP_OK)
             answer_error(j, rc ? rc : WP_EIO, wp_errmsg());
+        j->added = true; /* held READs: the copy is gone */
         break;
     }
     default:
@@ -368,7 +370,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void dispatch(logstore *ls, job *j)
+/* The log and segment a request is about (DELETE: segment -1 for all). */
+static void job_segment(const job *j, int64_t *log_id_out, int64_t *seg_id_out)
 {
     int64_t log_id = 0, seg_id = 0;
     switch (j->msg.type) {
@@ -380,6 +383,14 @@ static void dispatch(logstore *ls, job *j)
     case PROTO_DELETE: log_id = j->msg.u.del.log_id, seg_id = j->msg.u.del.segment_id; break;
     default: break;
     }
+    *log_id_out = log_id;
+    *seg_id_out = seg_id;
+}
+
+static void dispatch(logstore *ls, job *j)
+{
+    int64_t log_id, seg_id;
+    job_segment(j, &log_id, &seg_id);
     if (seg_id < 0)
         seg_id = 0;
     uint64_t h = (uint64_t)log_id * 0x9E3779B97F4A7C15ULL ^ (uint64_t)seg_id * 0xC2B2AE3D27D4EB4FULL;
@@ -680,12 +691,14 @@ static conn *conn_of(logstore *ls, const job *j)
 }
 
 /* Held READs of the segment an ADD just wrote to: run them again. */
-static void wake_parked(logstore *ls, const job *add)
+static void wake_parked(logstore *ls, const job *done)
 {
-    const proto_add *a = &add->msg.u.add;
+    int64_t log_id, seg_id;
+    job_segment(done, &log_id, &seg_id);
     for (job **pp = &ls->parked; *pp;) {
         job *j = *pp;
-        if (j->msg.u.read.log_id == a->log_id && j->msg.u.read.segment_id == a->segment_id) {
+        if (j->msg.u.read.log_id == log_id &&
+            (j->msg.u.read.segment_id == seg_id || seg_id < 0)) {
             *pp = j->next;
             j->park = false;
             dispatch(ls, j);

@@ -45,7 +45,6 @@
 #define CONNECT_TIMEOUT_MS 3000
 #define CALL_TIMEOUT_MS 30000
 #define RECONNECT_BACKOFF_NS (200 * 1000000LL)
-#define READ_WAIT_MS 0 /* readers poll (the reader layer backs off) */
 /* With wait_all, how long to wait for the other replicas once a request
  * has its quorum (more answers make a better recovery target). */
 #define FAN_MORE_MS 2000
@@ -134,6 +133,7 @@ struct st_reader {
     replset rs;
     int64_t log_id, seg_id;
     int pref;             /* the replica tried first */
+    int wait_ms;          /* seg_reader_wait: how long the next READ may be held */
     uint8_t *buf;         /* the last batch's records */
 };
 
@@ -1155,12 +1155,15 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
         pconn *c = node_conn(q, r->rs.n[i]);
         if (!c)
             continue;
+        /* The preferred replica may hold the READ until entries come (a
+         * tailing reader is pushed them); the others are asked at once. */
+        int wait = k == 0 && !completed ? r->wait_ms : 0;
         proto_msg m = {.type = PROTO_READ}, ans;
         m.u.read = (proto_read){.log_id = r->log_id, .segment_id = r->seg_id, .from_entry_id = from,
-                                .max_bytes = (uint32_t)max_bytes, .wait_ms = READ_WAIT_MS,
+                                .max_bytes = (uint32_t)max_bytes, .wait_ms = (uint32_t)wait,
                                 .flags = completed ? PROTO_READ_UNCONFIRMED : 0};
         uint8_t *body = NULL;
-        rc = pconn_call(c, &m, CALL_TIMEOUT_MS, &ans, &body);
+        rc = pconn_call(c, &m, CALL_TIMEOUT_MS + wait, &ans, &body);
         if (rc == WP_OK && ans.u.read_ans.n_entries == 0) {
             /* Nothing there: at the end, or this replica lags (it missed
              * ADDs or LACs while slow or away): ask the others too. */
@@ -1191,6 +1194,11 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
             nothing = true;
     }
     return nothing ? WP_OK : rc; /* n == 0: nothing yet anywhere */
+}
+
+static void q_seg_reader_wait(st_reader *r, int wait_ms)
+{
+    r->wait_ms = wait_ms < 0 ? 0 : wait_ms > PROTO_WAIT_MS_MAX ? PROTO_WAIT_MS_MAX : wait_ms;
 }
 
 static int q_seg_read(st_reader *r, uint64_t off, void *buf, size_t len, size_t *got)
@@ -1335,6 +1343,7 @@ static const struct storage_ops quorum_ops = {
     .seg_list = q_seg_list,
     .seg_recover = q_seg_recover,
     .seg_read_entries = q_seg_read_entries,
+    .seg_reader_wait = q_seg_reader_wait,
     .seg_place = q_seg_place,
     .seg_writer_degraded = q_seg_writer_degraded,
     .close = q_close,

@@ -149,6 +149,12 @@ struct storage_ops {
                        int64_t *last_entry_id, uint64_t *bytes);
     int (*seg_read_entries)(st_reader *, int64_t from, int64_t upto, bool completed,
                             size_t max_bytes, st_entries *out);
+    /* Optional, with seg_read_entries (NULL: reads answer at once): the
+     * reader's next seg_read_entries of a segment not `completed` that
+     * finds nothing readable may wait up to wait_ms for entries to become
+     * readable (the servers push them: a held READ) before answering
+     * n == 0. 0: answer at once. */
+    void (*seg_reader_wait)(st_reader *, int wait_ms);
 
     /* Optional, for backends that place each segment on some of many
      * servers (quorum). seg_place chooses where a new segment will live

@@ -403,6 +403,86 @@ TEST(full_server_is_left_static_list)
     fleet_stop();
 }
 
+/* A reader in another client tails the log: each entry reaches it while
+ * the writer goes on (pushed by a held READ, not found by polling), every
+ * entry once, in order, across segment rolls. */
+typedef struct {
+    wp_log *log;
+    int n, got;
+    int64_t *seen_ms; /* when entry i arrived */
+} tail_arg;
+
+static void *tail_main(void *p)
+{
+    tail_arg *a = p;
+    wp_reader *r;
+    if (wp_reader_open(a->log, WP_EARLIEST, &r))
+        return NULL;
+    while (a->got < a->n) {
+        wp_entry e;
+        if (wp_reader_next(r, 10000, &e) != WP_OK)
+            break;
+        char want[64];
+        int len = snprintf(want, sizeof want, "q-entry-%d", a->got);
+        if (e.len != (size_t)len || memcmp(e.data, want, (size_t)len))
+            break;
+        a->seen_ms[a->got++] = test_now_ms();
+    }
+    wp_reader_close(r);
+    return NULL;
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+TEST(tailing_reader_in_another_client)
+{
+    const char *dir = test_tmpdir("quorum8");
+    REQUIRE(start_all(dir) == 0);
+    const char *kv[] = {"storage.type", "quorum", "quorum.nodes", nodes, "meta.path", meta_path,
+                        "segment.max_bytes", "4KiB", NULL}; /* a roll every ~150 entries */
+    wp_client *c = test_client_open(dir, kv), *c2 = client(dir);
+    REQUIRE(c && c2);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log, *log2;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    REQUIRE(wp_log_open(c2, "q", &log2) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    enum { N = 300 };
+    int64_t acked_ms[N], seen_ms[N], lat[N];
+    tail_arg a = {log2, N, 0, seen_ms};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, tail_main, &a) == 0);
+    test_sleep_ms(100); /* the reader waits at a server */
+    wp_msg_id id = {0, 0};
+    for (int i = 0; i < N; i++) {
+        char buf[600];
+        int len = snprintf(buf, sizeof buf, "q-entry-%d", i);
+        CHECK_OK(wp_writer_append(w, buf, (size_t)len, &id));
+        acked_ms[i] = test_now_ms();
+        test_sleep_ms(3);
+    }
+    pthread_join(t, NULL);
+    CHECK(a.got == N);
+    CHECK(id.segment_id >= 1);
+    for (int i = 0; i < a.got; i++)
+        lat[i] = seen_ms[i] - acked_ms[i];
+    qsort(lat, (size_t)a.got, sizeof lat[0], cmp_i64);
+    if (a.got > 0)
+        fprintf(stderr, "  %d entries tailed from another client: ack to read p50 %lld ms, "
+                "max %lld ms\n", a.got, (long long)lat[a.got / 2], (long long)lat[a.got - 1]);
+    CHECK_OK(wp_writer_close(w));
+    wp_log_close(log);
+    wp_log_close(log2);
+    wp_client_close(c);
+    wp_client_close(c2);
+    stop_all();
+}
+
 /* A server that stops answering (SIGSTOP: its connections stay open) does
  * not hold up the appends: they are acked by the other two. */
 TEST(hung_server_does_not_stall_appends)
@@ -438,6 +518,7 @@ int main(void)
     RUN(one_server_down_then_two);
     RUN(bad_quorum_settings);
     RUN(hung_server_does_not_stall_appends);
+    RUN(tailing_reader_in_another_client);
     RUN(placement_on_registered_servers);
     RUN(lost_server_rolls_the_segment);
     RUN(full_server_is_left_static_list);
