@@ -1007,6 +1007,10 @@ void logstore_stop(logstore *ls)
     ls->stop = true;
     pthread_cond_broadcast(&ls->stop_cond);
     pthread_mutex_unlock(&ls->stop_mu);
+    if (ls->evfd >= 0) { /* the loop sees the stop now, not after its epoll timeout */
+        uint64_t one = 1;
+        (void)!write(ls->evfd, &one, sizeof one);
+    }
     if (ls->lease_started)
         pthread_join(ls->lease_thr, NULL);
     if (ls->loop_started)

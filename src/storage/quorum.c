@@ -58,6 +58,8 @@
 #define AVOID_NS (10 * 1000000000LL)
 /* How old the registered-servers snapshot may be. */
 #define REGISTRY_TTL_NS (1000 * 1000000LL)
+/* Blocks in one append at most (the logstore layer sends up to 512). */
+#define APPEND_BLOCKS_MAX 512
 /* Placements remembered (a segment's never changes). */
 #define PLACE_CACHE_SLOTS 256
 
@@ -123,9 +125,14 @@ struct st_writer {
     int64_t lac_sent;     /* the highest LAC the replicas were sent */
     int64_t last_add_ns;
     int64_t next_entry;
+    /* Appends go out in their order k (seg_append_nth: several threads),
+     * so that each replica receives a segment's entries in order. */
+    pthread_mutex_t seq_mu; /* appends, next_entry, size, header_seen */
+    pthread_cond_t seq_cond;
+    uint64_t appends;     /* the k of the next append to send */
     uint64_t size;        /* bytes the logstore appended (it counts them) */
     bool header_seen;
-    int failed;
+    int failed;           /* under lac_mu (the LAC thread reads it) */
 };
 
 struct st_reader {
@@ -572,18 +579,16 @@ static bool wait_until(fan_shared *f, int64_t due_ns)
 }
 
 /* Sends m (or ms[i] to replica i; NULL: not asked) to every replica of
- * rs and waits until `enough` answered OK or cannot (at most
- * CALL_TIMEOUT_MS), then, with wait_all, up to FAN_MORE_MS more for the
- * others. *out gets the answers as they stand then. h (may be NULL) hears
- * of every request and answer. */
-static void fan_out(quorum_storage *q, const replset *rs, health *h, const proto_msg *m,
-                    const proto_msg *const *ms, fanout *out, int enough, bool wait_all)
+ * rs, without waiting: the answers collect in the result (fan_wait takes
+ * them). h (may be NULL) hears of every request and answer. NULL if out of
+ * memory (nothing sent). */
+static fan_shared *fan_send(quorum_storage *q, const replset *rs, health *h, const proto_msg *m,
+                            const proto_msg *const *ms)
 {
     fan_shared *f = calloc(1, sizeof *f);
     if (!f) {
-        for (int i = 0; i < QUORUM_W_MAX; i++)
-            out->r[i] = (reply){.rc = i < rs->w ? WP_ENOMEM : NOT_ASKED};
-        return;
+        wp__err(WP_ENOMEM, "request");
+        return NULL;
     }
     f->h = health_ref(h);
     pthread_mutex_init(&f->mu, NULL);
@@ -625,6 +630,19 @@ static void fan_out(quorum_storage *q, const replset *rs, health *h, const proto
             pthread_mutex_unlock(&f->mu);
         }
     }
+    return f;
+}
+
+/* Waits until `enough` of f's requests answered OK or cannot (at most
+ * CALL_TIMEOUT_MS), then, with wait_all, up to FAN_MORE_MS more for the
+ * others; *out gets the answers as they stand then. Lets go of f. */
+static void fan_wait(fan_shared *f, const replset *rs, fanout *out, int enough, bool wait_all)
+{
+    if (!f) {
+        for (int i = 0; i < QUORUM_W_MAX; i++)
+            out->r[i] = (reply){.rc = i < rs->w ? WP_ENOMEM : NOT_ASKED};
+        return;
+    }
     int64_t due = wp__now_ns() + CALL_TIMEOUT_MS * 1000000LL;
     pthread_mutex_lock(&f->mu);
     while (f->pending > 0 && !fan_decided(f, rs->w, enough) && wp__now_ns() < due)
@@ -639,6 +657,42 @@ static void fan_out(quorum_storage *q, const replset *rs, health *h, const proto
         out->r[i].body = NULL; /* ans's pointers are not to be used */
     }
     fan_unref_locked(f, QUORUM_W_MAX);
+}
+
+/* For a question "do you have it?" (OK: yes, WP_ENOENT: no): waits until
+ * a replica says yes, or `enough` said no, or timeout_ns passed. An acked
+ * entry is on A replicas, so A "no"s mean nothing was ever acked there. */
+static void fan_wait_present(fan_shared *f, const replset *rs, fanout *out, int enough,
+                             int64_t timeout_ns)
+{
+    if (!f) {
+        fan_wait(f, rs, out, enough, false);
+        return;
+    }
+    int64_t due = wp__now_ns() + timeout_ns;
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        int yes = 0, no = 0;
+        for (int i = 0; i < rs->w; i++) {
+            yes += f->r[i].rc == WP_OK;
+            no += f->r[i].rc == WP_ENOENT;
+        }
+        if (yes > 0 || no >= enough || f->pending == 0 || wp__now_ns() >= due)
+            break;
+        wait_until(f, due);
+    }
+    for (int i = 0; i < QUORUM_W_MAX; i++) {
+        out->r[i] = f->r[i];
+        out->r[i].body = NULL;
+    }
+    fan_unref_locked(f, QUORUM_W_MAX);
+}
+
+/* fan_send, then fan_wait. */
+static void fan_out(quorum_storage *q, const replset *rs, health *h, const proto_msg *m,
+                    const proto_msg *const *ms, fanout *out, int enough, bool wait_all)
+{
+    fan_wait(fan_send(q, rs, h, m, ms), rs, out, enough, wait_all);
 }
 
 /* A message naming every replica's outcome, for a failed quorum. */
@@ -698,6 +752,27 @@ static int q_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
         free(w);
         return rc;
     }
+    /* Created means new (storage.h): a replica that has the segment
+     * already (another metadata store's writer, or a forgotten one) says
+     * so, and its entries are not for us to append to. Metadata's
+     * create-if-absent is the real guard; this catches what it cannot see.
+     * A replica that does not answer cannot tell: its ADDs will. */
+    proto_msg m = {.type = PROTO_READ_LAC};
+    m.u.read_lac = (proto_read_lac){.log_id = log_id, .segment_id = seg_id};
+    fanout f;
+    fan_wait_present(fan_send(q, &w->rs, NULL, &m, NULL), &w->rs, &f, w->rs.a,
+                     q->replica_timeout_ns);
+    for (int i = 0; i < w->rs.w && rc == WP_OK; i++)
+        if (f.r[i].rc == WP_OK)
+            rc = wp__err(WP_EEXIST, "segment %" PRId64 "/%" PRId64 " exists on %s (epoch %" PRId64
+                         " creates it)", log_id, seg_id, w->rs.n[i]->addr, epoch);
+    if (rc) {
+        health_unref(w->h);
+        free(w);
+        return rc;
+    }
+    pthread_mutex_init(&w->seq_mu, NULL);
+    pthread_cond_init(&w->seq_cond, NULL);
     pthread_mutex_lock(&q->lac_mu);
     w->next = q->writers;
     q->writers = w;
@@ -713,17 +788,29 @@ static int q_seg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
     return wp__err(WP_ENOTSUP, "quorum storage: segments are recovered by seg_recover");
 }
 
+static int writer_failed(st_writer *w)
+{
+    pthread_mutex_lock(&w->q->lac_mu);
+    int rc = w->failed;
+    pthread_mutex_unlock(&w->q->lac_mu);
+    return rc;
+}
+
 static int writer_fail(st_writer *w, int rc)
 {
     pthread_mutex_lock(&w->q->lac_mu); /* the LAC thread reads it */
     if (!w->failed)
         w->failed = rc;
     pthread_mutex_unlock(&w->q->lac_mu);
+    pthread_mutex_lock(&w->seq_mu); /* appends waiting for their turn give up */
+    pthread_cond_broadcast(&w->seq_cond);
+    pthread_mutex_unlock(&w->seq_mu);
     return rc;
 }
 
-/* One block: ADD to every replica, durable when A answered with it. */
-static int add_block(st_writer *w, const uint8_t *b, size_t len)
+/* Sends one block: ADD to every replica (called in append order, under
+ * seq_mu). *f collects the answers; *last is its last entry. */
+static int add_send(st_writer *w, const uint8_t *b, size_t len, fan_shared **f, int64_t *last)
 {
     quorum_storage *q = w->q;
     blk_header h;
@@ -743,16 +830,24 @@ static int add_block(st_writer *w, const uint8_t *b, size_t len)
                           .first_entry_id = h.first_entry_id, .lac = lac,
                           .n_entries = h.n_entries, .records = b + BLK_HEADER_SIZE,
                           .records_len = h.records_len};
+    if (!(*f = fan_send(q, &w->rs, w->h, &m, NULL)))
+        return WP_ENOMEM;
+    *last = h.first_entry_id + h.n_entries - 1;
+    w->next_entry = *last + 1;
+    return WP_OK;
+}
+
+/* Durable once A replicas answered that they hold up to `last`. */
+static int add_wait(st_writer *w, fan_shared *fs, int64_t last)
+{
     fanout f;
-    fan_out(q, &w->rs, w->h, &m, NULL, &f, w->rs.a, false);
-    int64_t last = h.first_entry_id + h.n_entries - 1, ok = 0;
+    fan_wait(fs, &w->rs, &f, w->rs.a, false);
+    int ok = 0;
     for (int i = 0; i < w->rs.w; i++)
         ok += f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= last;
     int rc = fenced_among(&w->rs, &f);
     if (rc == WP_OK && ok < w->rs.a)
         rc = quorum_err(&w->rs, &f, WP_EQUORUM, "ADD", w->rs.a);
-    if (rc == WP_OK)
-        w->next_entry = last + 1;
     return rc;
 }
 
@@ -774,30 +869,64 @@ static int complete(st_writer *w, const uint8_t *b, size_t len)
     return rc;
 }
 
-static int q_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
+/* Append k: the header (nothing to send: each replica writes its own),
+ * blocks (an ADD each, sent once appends < k were sent, then awaited
+ * alongside the later ones) or the index and footer (COMPLETE). */
+static int q_seg_append_nth(st_writer *w, uint64_t k, const struct iovec *iov, int iovcnt)
 {
-    if (w->failed)
-        return wp__err(w->failed, "quorum writer of %" PRId64 "/%" PRId64 " failed earlier",
-                       w->log_id, w->seg_id);
+    fan_shared *sent[APPEND_BLOCKS_MAX];
+    int64_t last[APPEND_BLOCKS_MAX];
+    int n = 0, rc = WP_OK;
     uint64_t total = 0;
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
-    if (!w->header_seen) { /* the segment header: each replica writes its own */
+    pthread_mutex_lock(&w->seq_mu);
+    while (w->appends != k && !writer_failed(w))
+        pthread_cond_wait(&w->seq_cond, &w->seq_mu);
+    if ((rc = writer_failed(w))) {
+        pthread_mutex_unlock(&w->seq_mu);
+        return wp__err(rc, "quorum writer of %" PRId64 "/%" PRId64 " failed earlier", w->log_id,
+                       w->seg_id);
+    }
+    if (!w->header_seen) {
         if (total != SEG_HEADER_SIZE)
-            return writer_fail(w, wp__err(WP_EINVAL, "quorum storage: first append is not a header"));
+            rc = wp__err(WP_EINVAL, "quorum storage: first append is not a header");
         w->header_seen = true;
+    } else {
+        for (int i = 0; i < iovcnt && rc == WP_OK; i++) {
+            const uint8_t *b = iov[i].iov_base;
+            if (iov[i].iov_len >= 4 && memcmp(b, "WPBK", 4) == 0) {
+                if (n == APPEND_BLOCKS_MAX)
+                    rc = wp__err(WP_EINVAL, "quorum storage: more than %d blocks in an append",
+                                 APPEND_BLOCKS_MAX);
+                else if ((rc = add_send(w, b, iov[i].iov_len, &sent[n], &last[n])) == WP_OK)
+                    n++;
+            } else {
+                /* The footer comes after every earlier append returned. */
+                rc = complete(w, b, iov[i].iov_len);
+            }
+        }
+    }
+    if (rc == WP_OK) {
+        w->appends++;
         w->size += total;
-        return WP_OK;
+        pthread_cond_broadcast(&w->seq_cond);
     }
-    for (int i = 0; i < iovcnt; i++) {
-        const uint8_t *b = iov[i].iov_base;
-        bool block = iov[i].iov_len >= 4 && memcmp(b, "WPBK", 4) == 0;
-        int rc = block ? add_block(w, b, iov[i].iov_len) : complete(w, b, iov[i].iov_len);
-        if (rc)
-            return writer_fail(w, rc);
+    pthread_mutex_unlock(&w->seq_mu);
+    for (int i = 0; i < n; i++) {
+        int rc2 = add_wait(w, sent[i], last[i]);
+        if (rc2 && !rc)
+            rc = rc2;
     }
-    w->size += total;
-    return WP_OK;
+    return rc ? writer_fail(w, rc) : WP_OK;
+}
+
+static int q_seg_append(st_writer *w, const struct iovec *iov, int iovcnt)
+{
+    pthread_mutex_lock(&w->seq_mu);
+    uint64_t k = w->appends;
+    pthread_mutex_unlock(&w->seq_mu);
+    return q_seg_append_nth(w, k, iov, iovcnt);
 }
 
 /* Whether a replica of w failed or has been silent for
@@ -891,7 +1020,13 @@ static void *lac_main(void *arg)
     return NULL;
 }
 
-static uint64_t q_seg_writer_size(st_writer *w) { return w->size; }
+static uint64_t q_seg_writer_size(st_writer *w)
+{
+    pthread_mutex_lock(&w->seq_mu);
+    uint64_t size = w->size;
+    pthread_mutex_unlock(&w->seq_mu);
+    return size;
+}
 static void q_writer_close(st_writer *w)
 {
     quorum_storage *q = w->q;
@@ -906,6 +1041,8 @@ static void q_writer_close(st_writer *w)
     if (unsent) /* readers of the replicas see the last entries */
         send_lac(q, &w->rs, w->log_id, w->seg_id, w->epoch, w->lac);
     health_unref(w->h);
+    pthread_mutex_destroy(&w->seq_mu);
+    pthread_cond_destroy(&w->seq_cond);
     free(w);
 }
 
@@ -1329,6 +1466,7 @@ static const struct storage_ops quorum_ops = {
     .seg_create = q_seg_create,
     .seg_reopen = q_seg_reopen,
     .seg_append = q_seg_append,
+    .seg_append_nth = q_seg_append_nth,
     .seg_publish_lac = q_seg_publish_lac,
     .seg_writer_size = q_seg_writer_size,
     .seg_writer_close = q_writer_close,

@@ -90,7 +90,10 @@ struct storage_ops {
     /* Fences the segment against every writer of an epoch < `epoch`: after
      * this returns, no such writer's seg_append returns 0. Idempotent at
      * the same epoch; WP_EFENCED (nothing done) if a higher epoch owns the
-     * segment; WP_ENOENT if it does not exist. */
+     * segment; WP_ENOENT if it does not exist. (Quorum: a server cannot
+     * tell "never written" from "first ADD still on its way", so a fence
+     * keeps an empty copy owned by `epoch` and returns 0: the late ADDs of
+     * an older writer are refused by it.) */
     int (*seg_fence)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch);
 
     /* Readers. seg_read returns *got < len only at the current end. */

@@ -76,6 +76,12 @@ static int read_seq(wp_log *log)
     return i;
 }
 
+static void verify_note(void *arg, int64_t seg_id, const char *problem)
+{
+    fprintf(stderr, "  verify: segment %lld: %s\n", (long long)seg_id, problem);
+    snprintf(arg, 512, "%s", problem);
+}
+
 TEST(append_read_roll_recover)
 {
     const char *dir = test_tmpdir("quorum1");
@@ -100,6 +106,23 @@ TEST(append_read_roll_recover)
     CHECK(read_seq(log) == 3500);
     (void)wp_writer_close(w);
     CHECK_OK(wp_writer_close(w2));
+    /* wp verify reads every entry back from the replicas. */
+    int64_t checked = 0;
+    CHECK_OK(wp_log_verify(log, NULL, NULL, &checked));
+    CHECK(checked == 3500);
+    /* A record claiming more entries than the replicas hold is damage. */
+    meta *m = NULL;
+    meta_log ml;
+    meta_seg sg;
+    REQUIRE(meta_sqlite_open(meta_path, &m) == 0);
+    REQUIRE(m->ops->log_get(m, "q", &ml) == 0);
+    REQUIRE(m->ops->seg_get(m, ml.log_id, 0, &sg) == 0);
+    sg.last_entry_id += 5;
+    CHECK_OK(m->ops->seg_update(m, &sg));
+    m->ops->close(m);
+    char problem[512] = "";
+    CHECK_RC(WP_ECORRUPT, wp_log_verify(log, verify_note, problem, &checked));
+    CHECK(strstr(problem, "metadata says the last is") != NULL);
     wp_log_close(log);
     wp_client_close(c);
     stop_all();

@@ -2,7 +2,8 @@
  * every entry in order or WP_ETRUNCATED, never a silent jump over deleted
  * data; its registration holds GC while it is open, also when a GC pass
  * outlasts the reader lease and across the opening of the reader. Embedded
- * default: local disk + SQLite. */
+ * default: local disk + SQLite; as integration/test_reader_gc@quorum, data
+ * on storage.type quorum (tests/support/quorum_env.h). */
 #include "test.h"
 #include "support/testutil.h"
 

@@ -1,6 +1,7 @@
 /* test_writer.c — writer limits and policies: backpressure (blocking and
  * WP_NONBLOCK), rolling by age and block count, flush interval, and a
- * reader in another process tailing a writer. */
+ * reader in another process tailing a writer. Also run on storage.type
+ * quorum (integration/test_writer@quorum, tests/support/quorum_env.h). */
 #include "test.h"
 #include "support/testutil.h"
 
@@ -19,7 +20,9 @@ static wp_client *open_client(const char *dir, const char *const *kv)
 
 
 
-/* A slow disk: every fdatasync takes 20 ms, so appends pile up. */
+/* A slow disk: every fdatasync takes 20 ms, so appends pile up. (On
+ * storage.type quorum the client syncs nothing: they pile up behind the
+ * round trips to the servers instead.) */
 static int slow_fdatasync(int fd)
 {
     test_sleep_ms(20);

@@ -8,8 +8,10 @@
  * holding a single entry above segment.max_bytes, header + one block +
  * one index entry + footer. test_config checks the same formula at the
  * highest values the configuration accepts against WP_SEGMENT_BYTES_MAX;
- * here it is checked with small values on real segments. */
+ * here it is checked with small values on real segments (also on
+ * storage.type quorum: unit/test_segment_limit@quorum). */
 #include "test.h"
+#include "support/testutil.h"
 
 #include "codec/codec.h"
 
@@ -18,21 +20,12 @@
 
 static wp_client *open_client(const char *dir, const char *max_entries)
 {
-    wp_config *cfg;
-    char v[32];
-    wp_client *c = NULL;
-    if (wp_config_default(&cfg))
-        return NULL;
-    snprintf(v, sizeof v, "%d", MAX_BYTES);
-    wp_config_set(cfg, "storage.root", dir);
-    wp_config_set(cfg, "segment.max_bytes", v);
-    snprintf(v, sizeof v, "%d", MAX_BLOCKS);
-    wp_config_set(cfg, "segment.max_blocks", v);
-    wp_config_set(cfg, "flush.max_entries", max_entries);
-    if (wp_client_open(cfg, &c))
-        fprintf(stderr, "client open: %s\n", wp_errmsg());
-    wp_config_free(cfg);
-    return c;
+    char max_bytes[32], max_blocks[32];
+    snprintf(max_bytes, sizeof max_bytes, "%d", MAX_BYTES);
+    snprintf(max_blocks, sizeof max_blocks, "%d", MAX_BLOCKS);
+    const char *kv[] = {"segment.max_bytes", max_bytes, "segment.max_blocks", max_blocks,
+                        "flush.max_entries", max_entries, NULL};
+    return test_client_open(dir, kv);
 }
 
 static int64_t bound(void) { return MAX_BYTES + (int64_t)IDX_ENTRY_SIZE * MAX_BLOCKS + FTR_SIZE; }
@@ -68,8 +61,10 @@ TEST(segment_at_both_limits_completes)
     CHECK(segs[0].bytes == bound()); /* exactly: data, full index, footer */
     free(segs);
     int64_t entries = 0;
-    CHECK_OK(wp_log_verify(log, NULL, NULL, &entries));
-    CHECK(entries == MAX_BLOCKS + 1);
+    {
+        CHECK_OK(wp_log_verify(log, NULL, NULL, &entries));
+        CHECK(entries == MAX_BLOCKS + 1);
+    }
     wp_log_close(log);
     wp_client_close(c);
 }
@@ -113,8 +108,10 @@ TEST(every_segment_fits_its_bound)
     }
     free(segs);
     int64_t entries = 0;
-    CHECK_OK(wp_log_verify(log, NULL, NULL, &entries));
-    CHECK(entries == total);
+    {
+        CHECK_OK(wp_log_verify(log, NULL, NULL, &entries));
+        CHECK(entries == total);
+    }
     wp_log_close(log);
     wp_client_close(c);
 }
