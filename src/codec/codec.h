@@ -14,6 +14,9 @@
 /* ---- CRC32C (Castagnoli), hardware (SSE4.2) when the CPU has it -------- */
 uint32_t crc32c(uint32_t crc, const void *buf, size_t n); /* crc32c(0, ...) to start */
 bool crc32c_hw(void);
+/* crc32c(0, a || b) from crc_a = crc32c(0, a), crc_b = crc32c(0, b) and
+ * len_b: b is not read again (O(log len_b) work). */
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b);
 
 /* ---- segment header: first bytes of every segment ---------------------- */
 #define SEG_HEADER_SIZE 48

@@ -90,9 +90,16 @@ static inline uint32_t shift(uint32_t t[4][256], uint32_t crc)
     return t[0][crc & 0xff] ^ t[1][(crc >> 8) & 0xff] ^ t[2][(crc >> 16) & 0xff] ^ t[3][crc >> 24];
 }
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* x^(2^k) mod p(x), for crc32c_combine. */
+static uint32_t x2n_table[64];
+static uint32_t multmodp(uint32_t a, uint32_t b);
 
 static void crc32c_init(void)
 {
+    uint32_t xp = 1u << 30; /* x^1 */
+    x2n_table[0] = xp;
+    for (int k = 1; k < 64; k++)
+        x2n_table[k] = xp = multmodp(xp, xp);
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
@@ -198,4 +205,35 @@ bool crc32c_hw(void)
 uint32_t crc32c(uint32_t crc, const void *buf, size_t n)
 {
     return crc32c_hw() ? crc32c_sse42(crc, buf, n) : crc32c_sw(crc, buf, n);
+}
+
+/* ---- combining ------------------------------------------------------------ */
+
+/* a * b mod p(x), both polynomials with x^0 in the top bit (reflected). */
+static uint32_t multmodp(uint32_t a, uint32_t b)
+{
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0)
+                break;
+        }
+        m >>= 1;
+        b = b & 1 ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+    }
+    return p;
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
+{
+    /* zlib 1.2.12's crc32_combine with this polynomial: crc_a times
+     * x^(8 len_b) mod p(x), from the x^(2^k) table, plus crc_b. */
+    pthread_once(&init_once, crc32c_init);
+    uint32_t xp = 1u << 31; /* x^0 */
+    unsigned k = 3;         /* 8 len_b = len_b << 3 */
+    for (size_t n = len_b; n; n >>= 1, k++)
+        if (n & 1)
+            xp = multmodp(x2n_table[k & 63], xp);
+    return multmodp(xp, crc_a) ^ crc_b;
 }

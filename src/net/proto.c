@@ -496,7 +496,9 @@ int proto_encode_head(uint16_t version, uint64_t request_id, const proto_msg *m,
     size_t rlen;
     records_of(m, &recs, &rlen);
     uint32_t crc = crc32c(0, out + PROTO_HEADER_SIZE, n);
-    if (rlen)
+    if (rlen && m->type == PROTO_ADD && m->u.add.records_crc_known)
+        crc = crc32c_combine(crc, m->u.add.records_crc, rlen);
+    else if (rlen)
         crc = crc32c(crc, recs, rlen);
     proto_header h = {.version = version,
                       .type = m->type,

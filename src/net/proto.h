@@ -117,6 +117,11 @@ typedef struct {
     uint32_t n_entries;     /* 0: a LAC-only ADD (first_entry_id == lac + 1) */
     const uint8_t *records; /* n_entries records (docs/format.md §4) */
     size_t records_len;
+    /* Encoding only, optional: crc32c(0, records) when the sender has it
+     * (the block's records_crc), so the frame's body_crc needs no pass
+     * over the records. Not on the wire; decoding leaves it unset. */
+    bool records_crc_known;
+    uint32_t records_crc;
 } proto_add;
 
 typedef struct {

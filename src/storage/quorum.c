@@ -829,7 +829,9 @@ static int add_send(st_writer *w, const uint8_t *b, size_t len, fan_shared **f, 
     m.u.add = (proto_add){.log_id = w->log_id, .segment_id = w->seg_id, .epoch = w->epoch,
                           .first_entry_id = h.first_entry_id, .lac = lac,
                           .n_entries = h.n_entries, .records = b + BLK_HEADER_SIZE,
-                          .records_len = h.records_len};
+                          .records_len = h.records_len,
+                          /* the frames' CRC from the block's: no pass over the records */
+                          .records_crc_known = true, .records_crc = h.records_crc};
     if (!(*f = fan_send(q, &w->rs, w->h, &m, NULL)))
         return WP_ENOMEM;
     *last = h.first_entry_id + h.n_entries - 1;

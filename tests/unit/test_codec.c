@@ -88,8 +88,13 @@ TEST(crc_hw_equals_sw_random)
         size_t cut = n ? rnd() % (n + 1) : 0;
         if (crc32c(crc32c(seed, p, cut), p + cut, n - cut) != r)
             bad++;
+        /* Joined from the two halves' own CRCs (seed 0: from the start). */
+        uint32_t whole = crc_ref(0, p, n);
+        if (crc32c_combine(crc32c(0, p, cut), crc32c(0, p + cut, n - cut), n - cut) != whole)
+            bad++;
     }
     CHECK(bad == 0);
+    CHECK(crc32c_combine(0x12345678, 0, 0) == 0x12345678);
     free(buf);
 }
 

@@ -243,6 +243,15 @@ TEST(golden_worked_example)
     size_t len = enc(&m, 7);
     CHECK(len == sizeof golden_add);
     CHECK(memcmp(frame_buf, golden_add, sizeof golden_add) == 0);
+    /* The same bytes when the sender gives the records' CRC (combined,
+     * not recomputed), and a wrong one shows in the frame. */
+    m.u.add.records_crc_known = true;
+    m.u.add.records_crc = crc32c(0, recs, rl);
+    CHECK(enc(&m, 7) == sizeof golden_add && memcmp(frame_buf, golden_add, sizeof golden_add) == 0);
+    m.u.add.records_crc ^= 1;
+    CHECK(enc(&m, 7) == sizeof golden_add && memcmp(frame_buf, golden_add, sizeof golden_add) != 0);
+    m.u.add.records_crc_known = false;
+    len = enc(&m, 7);
     for (size_t i = 0; i < len && i < sizeof golden_add; i++)
         if (frame_buf[i] != golden_add[i]) {
             fprintf(stderr, "  ADD differs at byte %zu: %02x, golden %02x\n", i, frame_buf[i],
