@@ -506,6 +506,45 @@ TEST(tailing_reader_in_another_client)
     stop_all();
 }
 
+/* Write 5, ack 3: appends go on with two of five servers gone, a new
+ * writer recovers by the 5/3 rules (fence at 3 answers), and the segment
+ * records its own quorums. */
+TEST(five_three)
+{
+    const char *dir = test_tmpdir("quorum9");
+    snprintf(meta_path, sizeof meta_path, "%s/meta.sqlite", dir);
+    for (int i = 0; i < 5; i++)
+        REQUIRE(fleet_start(dir, i, "zone-b", "0") == 0);
+    const char *kv[] = {"storage.type", "quorum", "meta.path", meta_path, "quorum.write", "5",
+                        "quorum.ack", "3", "segment.max_bytes", "64KiB", NULL};
+    wp_client *c = test_client_open(dir, kv);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 500, NULL));
+    for (int i = 0; i < 2; i++) {
+        CHECK(logstore_proc_stop(&fleet[i], SIGKILL) == 128 + SIGKILL);
+        fleet[i].pid = 0;
+    }
+    CHECK_OK(append_seq(w, 500, 500, NULL));
+    (void)wp_writer_close(w);
+    meta_seg *segs;
+    size_t n = segments_of(&segs);
+    CHECK(n >= 1 && strncmp(segs[0].placement, "3:", 2) == 0 && placed_count(segs[0].placement) == 5);
+    free(segs);
+    wp_writer *w2;
+    CHECK_OK(wp_writer_open(log, &w2));
+    CHECK_OK(append_seq(w2, 1000, 10, NULL));
+    CHECK_OK(wp_writer_close(w2));
+    CHECK(read_seq(log) == 1010);
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_stop();
+}
+
 /* A server that stops answering (SIGSTOP: its connections stay open) does
  * not hold up the appends: they are acked by the other two. */
 TEST(hung_server_does_not_stall_appends)
@@ -545,5 +584,6 @@ int main(void)
     RUN(placement_on_registered_servers);
     RUN(lost_server_rolls_the_segment);
     RUN(full_server_is_left_static_list);
+    RUN(five_three);
     return test_done();
 }
