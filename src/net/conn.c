@@ -26,6 +26,11 @@
 #define SLOT_BITS 10
 _Static_assert((1 << SLOT_BITS) == PROTO_INFLIGHT_MAX, "one slot per request in flight");
 #define RECV_CHUNK (256 * 1024)
+/* How long a frame may take to go out: a blocking send (pconn_send), and
+ * the rest of a frame begun by pconn_send_nowait. Past that the server is
+ * taken for gone (it stopped reading) and the connection fails. */
+#define SEND_WAIT_MS 10000
+#define SEND_FINISH_MS 500
 
 typedef struct {
     uint64_t id; /* 0: free */
@@ -94,18 +99,36 @@ static int connect_to(const char *addr, int timeout_ms, int *out)
     return WP_OK;
 }
 
-static int send_all(int fd, const struct iovec *iov, int n)
+/* Sends a whole frame, never waiting without end on a server that stopped
+ * reading: WP_EAGAIN if `nowait` and its socket buffer is full before the
+ * first byte (nothing sent: the connection is fine), WP_EUNAVAILABLE if the
+ * frame is not all out within deadline_ms (a frame begun must be finished
+ * or the stream is broken: the connection is failed). */
+static int send_all(int fd, const struct iovec *iov, int n, bool nowait, int deadline_ms)
 {
     struct iovec v[2];
     memcpy(v, iov, (size_t)n * sizeof *v);
     int i = 0;
+    bool started = false;
+    int64_t due = wp__now_ns() + (int64_t)deadline_ms * 1000000LL;
     while (i < n) {
         struct msghdr mh = {.msg_iov = v + i, .msg_iovlen = (size_t)(n - i)};
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (nowait && !started)
+                return wp__err(WP_EAGAIN, "send: the server is not reading (its buffer is full)");
+            int64_t left = (due - wp__now_ns()) / 1000000LL;
+            struct pollfd p = {fd, POLLOUT, 0};
+            if (left <= 0 || (poll(&p, 1, (int)left) < 0 && errno != EINTR))
+                return wp__err(WP_EUNAVAILABLE, "send: the server read nothing for %d ms",
+                               deadline_ms);
+            continue;
+        }
         if (w <= 0)
             return wp__err(WP_EUNAVAILABLE, "send: %s", w < 0 ? strerror(errno) : "closed");
+        started = true;
         size_t left = (size_t)w;
         while (i < n && left >= v[i].iov_len)
             left -= v[i++].iov_len;
@@ -229,7 +252,7 @@ int pconn_open(const char *addr, const char *client_id, int timeout_ms, pconn **
     if (rc == WP_OK)
         rc = proto_encode(PROTO_HELLO_VERSION, 1, &h, hb, sizeof hb, &len);
     if (rc == WP_OK)
-        rc = send_all(c->fd, &(struct iovec){hb, len}, 1);
+        rc = send_all(c->fd, &(struct iovec){hb, len}, 1, false, timeout_ms);
     proto_frame f;
     if (rc == WP_OK)
         rc = recv_frame(c, &f, timeout_ms);
@@ -288,11 +311,14 @@ static int send_req(pconn *c, const proto_msg *m, pconn_cb cb, void *arg, bool w
             recs = m->u.add.records, rlen = m->u.add.records_len;
         struct iovec v[2] = {{head, hlen}, {(void *)recs, rlen}};
         pthread_mutex_lock(&c->send_mu);
-        rc = send_all(c->fd, v, rlen ? 2 : 1);
+        rc = send_all(c->fd, v, rlen ? 2 : 1, !wait, wait ? SEND_WAIT_MS : SEND_FINISH_MS);
         pthread_mutex_unlock(&c->send_mu);
-        if (rc) /* broken: the reader fails what is in flight, this one included */
+        if (rc == WP_OK)
+            return WP_OK;
+        if (rc != WP_EAGAIN) { /* broken: the reader fails what is in flight, this one included */
             shutdown(c->fd, SHUT_RDWR);
-        return WP_OK;
+            return WP_OK;
+        }
     }
     pthread_mutex_lock(&c->mu); /* not sent: take the slot back */
     if (c->slots[s].id == id) {

@@ -32,12 +32,16 @@ int pconn_open(const char *addr, const char *client_id, int timeout_ms, pconn **
 typedef void (*pconn_cb)(void *arg, int rc, const proto_frame *f);
 
 /* Sends m; cb runs exactly once, later. Blocks while PROTO_INFLIGHT_MAX
- * requests are in flight. An error return (the connection is failed or
- * the message is invalid) means cb will not run. Thread-safe. */
+ * requests are in flight, and while the server's socket buffer is full
+ * (at most 10 s: then the connection fails). An error return (the
+ * connection is failed or the message is invalid) means cb will not run.
+ * Thread-safe. */
 int pconn_send(pconn *c, const proto_msg *m, pconn_cb cb, void *arg);
 /* The same, but WP_EAGAIN at once (cb will not run) instead of waiting
- * when PROTO_INFLIGHT_MAX requests are in flight: a server that stopped
- * answering must not hold up the requests that go to the others. */
+ * when PROTO_INFLIGHT_MAX requests are in flight or the server's socket
+ * buffer is full (it stopped reading): a server that stopped answering
+ * must not hold up the requests that go to the others. A frame begun is
+ * finished within 500 ms, or the connection fails. */
 int pconn_send_nowait(pconn *c, const proto_msg *m, pconn_cb cb, void *arg);
 
 /* Sends m and waits up to timeout_ms for its answer: its type in

@@ -194,7 +194,9 @@ static pconn *node_conn(quorum_storage *q, node *n)
         n->c = NULL;
     }
     if (!n->c && wp__now_ns() >= n->next_try_ns) {
-        if (pconn_open(n->addr, q->client_id, CONNECT_TIMEOUT_MS, &n->c) != WP_OK) {
+        int64_t ms = q->replica_timeout_ns / 1000000LL;
+        if (pconn_open(n->addr, q->client_id, ms < CONNECT_TIMEOUT_MS ? (int)ms : CONNECT_TIMEOUT_MS,
+                       &n->c) != WP_OK) {
             n->c = NULL;
             n->next_try_ns = wp__now_ns() + RECONNECT_BACKOFF_NS;
             node_avoid(n);
@@ -566,6 +568,8 @@ static bool fan_decided(const fan_shared *f, int w, int enough)
 {
     int ok = 0, open = 0;
     for (int i = 0; i < w; i++) {
+        if (f->r[i].rc == WP_EFENCED) /* a newer writer owns it: nothing more to wait for */
+            return true;
         ok += f->r[i].rc == WP_OK;
         open += f->r[i].rc == WP_OK || f->r[i].rc == IN_FLIGHT;
     }
@@ -1302,7 +1306,11 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
                                 .max_bytes = (uint32_t)max_bytes, .wait_ms = (uint32_t)wait,
                                 .flags = completed ? PROTO_READ_UNCONFIRMED : 0};
         uint8_t *body = NULL;
-        rc = pconn_call(c, &m, CALL_TIMEOUT_MS + wait, &ans, &body);
+        /* A replica that stays silent past quorum.replica_timeout_ms (on
+         * top of the wait) is left for the next one. */
+        rc = pconn_call(c, &m, wait + (int)(q->replica_timeout_ns / 1000000LL), &ans, &body);
+        if (rc == WP_ETIMEDOUT)
+            node_avoid(r->rs.n[i]);
         if (rc == WP_OK && ans.u.read_ans.n_entries == 0) {
             /* Nothing there: at the end, or this replica lags (it missed
              * ADDs or LACs while slow or away): ask the others too. */
