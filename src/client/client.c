@@ -578,6 +578,8 @@ static void apply_storage_defaults(wp_client *c)
         c->cfg.flush_max_bytes = o->flush_bytes_default;
     if (o->flush_interval_ms_default && !wp__config_is_set(&c->cfg, "flush.max_interval_ms"))
         c->cfg.flush_max_interval_ms = o->flush_interval_ms_default;
+    if (o->flush_threads_default && !wp__config_is_set(&c->cfg, "flush.max_threads"))
+        c->cfg.flush_max_threads = o->flush_threads_default;
     int64_t poll_ms = c->cfg.reader_poll_max_ms;
     if (poll_ms < o->poll_min_ms)
         poll_ms = o->poll_min_ms;

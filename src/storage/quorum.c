@@ -1472,6 +1472,10 @@ static void q_close(storage *st)
 static const struct storage_ops quorum_ops = {
     .name = "quorum",
     .appends_atomic = true,       /* an entry is on a replica whole or not at all */
+    /* One flush in flight (it takes every ready block): on servers near by
+     * more buy no throughput (the disks are the limit) and cost a thread
+     * handoff per ack; raise flush.max_threads for servers far away. */
+    .flush_threads_default = 1,
     .durable_when_visible = true, /* a replica serves confirmed entries only */
     .seg_create = q_seg_create,
     .seg_reopen = q_seg_reopen,

@@ -47,6 +47,9 @@ struct storage_ops {
      * is a request), and the shortest poll interval of a reader following
      * a writer in another process (each poll of object storage lists). */
     int64_t flush_bytes_default, flush_interval_ms_default, poll_min_ms;
+    /* Default of flush.max_threads (0: the configuration's): appends in
+     * flight at once, for backends with seg_append_nth. */
+    int64_t flush_threads_default;
     /* Ownership, one rule for every backend: a segment is owned by the
      * highest epoch that created, fenced or reopened it, and nobody acts on
      * a segment owned by a higher epoch than its own (WP_EFENCED).

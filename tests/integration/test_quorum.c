@@ -219,12 +219,13 @@ static void fleet_stop(void)
 }
 
 /* A client that places segments on the registered servers (no
- * quorum.nodes), or on the static list `list`. */
+ * quorum.nodes), or on the static list `list`; 8 flushes in flight (the
+ * pipelined path, seg_append_nth). */
 static wp_client *fleet_client(const char *dir, const char *list)
 {
     const char *kv[] = {"storage.type", "quorum", "meta.path", meta_path,
                         "segment.max_bytes", "64KiB", "quorum.replica_timeout_ms", "300",
-                        list ? "quorum.nodes" : NULL, list, NULL};
+                        "flush.max_threads", "8", list ? "quorum.nodes" : NULL, list, NULL};
     return test_client_open(dir, kv);
 }
 
