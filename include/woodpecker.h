@@ -236,6 +236,39 @@ int wp_reader_open(wp_log *, wp_msg_id from, wp_reader **out);
 int wp_reader_next(wp_reader *, int timeout_ms, wp_entry *out);
 void wp_reader_close(wp_reader *);
 
+/* ---- metrics ----------------------------------------------------------- */
+
+/* One metric, as Prometheus names it (docs/configuration.md, "Metrics").
+ * Counters and gauges have `value`; a histogram (latencies, in seconds)
+ * has `count` observations summing to `value`, and bucket_counts[i]
+ * observations at most bucket_bounds[i] (cumulative; the last bound is
+ * +Inf). `labels` is "" or Prometheus label pairs without braces, e.g.
+ * `code="EIO"`. Everything points into storage valid during the callback. */
+enum { WP_METRIC_COUNTER = 0, WP_METRIC_GAUGE = 1, WP_METRIC_HISTOGRAM = 2 };
+typedef struct {
+    const char *name;
+    const char *help;
+    int kind;
+    const char *labels;
+    double value;
+    uint64_t count;
+    int n_buckets;
+    const double *bucket_bounds;
+    const uint64_t *bucket_counts;
+} wp_metric;
+typedef void (*wp_metric_fn)(void *arg, const wp_metric *m);
+
+/* Calls fn for every metric: this process's counters and latency
+ * histograms (appends, acks, flushes and their sizes, fdatasync, S3 PUT,
+ * GET, LIST, DELETE, quorum ADDs, retries, failed acks by error code,
+ * pending bytes, open writers and readers: per process, whatever client
+ * caused them) and this client's segments by state (read from its
+ * metadata store: one listing of every log, so not for a hot loop). */
+int wp_client_metrics(wp_client *, wp_metric_fn fn, void *arg);
+/* The same in the Prometheus text exposition format (version 0.0.4);
+ * *text is NUL-terminated, free() it. */
+int wp_client_metrics_text(wp_client *, char **text, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,6 +107,8 @@ static int run_logstore(int argc, char **argv)
         wp_config_free(cfg);
         return die(1, "starting the logstore", rc);
     }
+    if (logstore_metrics_addr(ls)) /* before the "serving on" line, which says it is ready */
+        printf("woodpecker logstore: metrics on http://%s/metrics\n", logstore_metrics_addr(ls));
     printf("woodpecker logstore: node %s serving on %s\n", cfg->node_id, logstore_addr(ls));
     fflush(stdout);
     st = 0;

@@ -54,6 +54,9 @@ static const char help_text[] =
     "        [--window N] [--reader] [--json]\n"
     "                             append benchmark: throughput, ack latency and with\n"
     "                             --reader end-to-end (append to read) latency\n"
+    "  stats                      print this client's metrics in the Prometheus text\n"
+    "                             format: the segments of every log by state, and the\n"
+    "                             process's counters and latency histograms\n"
     "  help                       print this help\n"
     "\n"
     "Exit status: 0 on success, 1 on failure, 2 on a bad command line.\n";
@@ -229,6 +232,24 @@ static int cmd_compact(cli *c, int argc, char **argv)
     return st;
 }
 
+static int cmd_stats(cli *c, int argc, char **argv)
+{
+    const char *usage = "wp stats";
+    if (argc > 1)
+        return usage_err(usage, "unexpected argument '%s'", argv[1]);
+    int st = cli_open_client(c);
+    if (st)
+        return st;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = wp_client_metrics_text(c->client, &text, &len);
+    if (rc)
+        return fail(rc, "reading the metrics");
+    fwrite(text, 1, len, stdout);
+    free(text);
+    return finish_stdout() ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 typedef int (*cmd_fn)(cli *, int argc, char **argv);
@@ -242,7 +263,7 @@ static const struct {
     {"append", NULL, cmd_append},      {"read", NULL, cmd_read},
     {"truncate", NULL, cmd_truncate},  {"segments", NULL, cmd_segments},
     {"verify", NULL, cmd_verify},      {"bench", NULL, cmd_bench},
-    {"compact", NULL, cmd_compact},
+    {"compact", NULL, cmd_compact},    {"stats", NULL, cmd_stats},
 };
 
 /* The global options before COMMAND. */

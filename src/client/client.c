@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/metrics.h"
 #include "client/internal.h"
 #include "logstore/segment.h"
 #include "os/os.h"
@@ -901,4 +902,72 @@ int wp_log_verify(wp_log *l, wp_verify_fn fn, void *arg, int64_t *entries_checke
     if (entries_checked)
         *entries_checked = entries;
     return bad ? wp__err(WP_ECORRUPT, "log '%s' has damaged segments", l->name) : WP_OK;
+}
+
+/* ---- metrics ----------------------------------------------------------- */
+
+int wp_client_metrics(wp_client *c, wp_metric_fn fn, void *arg)
+{
+    if (!c || !fn)
+        return wp__err(WP_EINVAL, "wp_client_metrics: NULL argument");
+    wp__metrics_visit(fn, arg);
+    /* This client's segments by state, from its metadata store. */
+    static const char *const STATES[] = {"active", "completed", "sealed", "truncated"};
+    _Static_assert(WP_SEG_ACTIVE == 0 && WP_SEG_TRUNCATED == 3, "segment states");
+    int64_t count[4] = {0}, logs = 0;
+    char **names = NULL;
+    size_t n = 0;
+    meta *m = c->meta;
+    int rc = m->ops->log_list(m, "", &names, &n);
+    for (size_t i = 0; rc == WP_OK && i < n; i++) {
+        meta_log ml;
+        meta_seg *segs = NULL;
+        size_t ns = 0;
+        int r = m->ops->log_get(m, names[i], &ml);
+        if (r == WP_ENOENT) /* deleted meanwhile */
+            continue;
+        if (r == WP_OK)
+            r = m->ops->seg_list(m, ml.log_id, &segs, &ns);
+        if (r) {
+            rc = r;
+            break;
+        }
+        logs++;
+        for (size_t k = 0; k < ns; k++)
+            if (segs[k].state >= 0 && segs[k].state < 4)
+                count[segs[k].state]++;
+        free(segs);
+    }
+    wp_free_names(names, n);
+    if (rc)
+        return rc;
+    wp_metric lm = {.name = "wp_logs", .help = "Logs in the metadata store.",
+                    .kind = WP_METRIC_GAUGE, .labels = "", .value = (double)logs};
+    fn(arg, &lm);
+    for (int s = 0; s < 4; s++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "state=\"%s\"", STATES[s]);
+        wp_metric sm = {.name = "wp_segments", .help = "Segments in the metadata store, by state.",
+                        .kind = WP_METRIC_GAUGE, .labels = labels, .value = (double)count[s]};
+        fn(arg, &sm);
+    }
+    return WP_OK;
+}
+
+int wp_client_metrics_text(wp_client *c, char **text, size_t *len)
+{
+    if (!c || !text)
+        return wp__err(WP_EINVAL, "wp_client_metrics_text: NULL argument");
+    wp__prom p = {0};
+    int rc = wp_client_metrics(c, wp__prom_metric, &p);
+    if (rc == WP_OK && (p.failed || !p.buf))
+        rc = wp__err(WP_ENOMEM, "metrics text");
+    if (rc) {
+        free(p.buf);
+        return rc;
+    }
+    *text = p.buf;
+    if (len)
+        *len = p.len;
+    return WP_OK;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/metrics.h"
 #include "client/internal.h"
 #include "logstore/segment.h"
 
@@ -284,6 +285,7 @@ int wp_reader_open(wp_log *log, wp_msg_id from, wp_reader **out)
         free(r);
         return rc;
     }
+    wp__metric_inc(G_READERS);
     *out = r;
     return WP_OK;
 }
@@ -292,6 +294,7 @@ void wp_reader_close(wp_reader *r)
 {
     if (!r)
         return;
+    wp__metric_add(G_READERS, -1);
     if (r->watch)
         r->c->meta->ops->watch_stop(r->watch);
     lseg_close_read(r->sr);
@@ -496,7 +499,12 @@ static int try_next(wp_reader *r, wp_entry *out)
         rc = lseg_next(r->sr, max, &e);
         if (rc == WP_OK) {
             r->entry = e.entry_id + 1;
-            return fill_entry(r, &e, out);
+            rc = fill_entry(r, &e, out);
+            if (rc == WP_OK) {
+                wp__metric_inc(M_READ_ENTRIES);
+                wp__metric_add(M_READ_BYTES, (int64_t)out->len);
+            }
+            return rc;
         }
         if (rc == WP_ECORRUPT && max == LSEG_LAC_UNKNOWN && completed_meanwhile(r)) {
             /* objects: reading what is there ran into the index + footer of

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "client/internal.h"
+#include "base/metrics.h"
 #include "codec/codec.h"
 #include "logstore/segment.h"
 
@@ -244,6 +245,8 @@ static int open_segment(wp_writer *w, int64_t seg_id)
     if (rc)
         return rc;
     rc = lseg_create(w->c->st, w->ml.log_id, seg_id, w->ml.epoch, &w->seg);
+    if (rc == WP_OK)
+        wp__metric_inc(M_SEGMENTS_CREATED);
     if (rc == WP_EEXIST)
         return wp__err(WP_EFENCED, "segment %" PRId64 " of log '%s' exists in storage (fenced)",
                        seg_id, w->log->name);
@@ -392,9 +395,24 @@ static uint64_t run_callbacks(wblock **batch, int n, int rc)
 
 static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
 {
-    int64_t bytes = 0;
-    for (int i = 0; i < n; i++)
-        bytes += (int64_t)batch[i]->b.len;
+    /* The records' bytes, as append_reserve counted them (not the block
+     * headers: counting those drifted pending_bytes down by 32 bytes a
+     * block, loosening writer.max_pending_bytes without end). */
+    int64_t bytes = 0, entries = 0;
+    for (int i = 0; i < n; i++) {
+        bytes += (int64_t)(batch[i]->b.len - BLK_HEADER_SIZE);
+        entries += batch[i]->b.n_entries;
+    }
+    wp__metric_add(G_PENDING_BYTES, -bytes);
+    if (rc) {
+        for (int64_t i = 0; i < entries; i++)
+            wp__metric_error(rc);
+    } else {
+        wp__metric_add(M_ACKED, entries);
+        int64_t now = wp__now_ns();
+        for (int i = 0; i < n; i++)
+            wp__hist_observe(H_ACK, now - batch[i]->t0_ns);
+    }
     wblock *last = batch[n - 1];
     pthread_mutex_lock(&w->mu);
     if (rc && !w->failed) {
@@ -463,6 +481,7 @@ static bool deliver_one(wp_writer *w)
             w->degraded_seg = u->batch[0]->seg_id;
             wp__log(&w->c->logger, WP_LOG_WARN, "log '%s': segment %" PRId64 " lost a server; "
                     "rolling to a new segment", w->log->name, w->degraded_seg);
+            wp__metric_inc(M_QUORUM_ROLLS);
         }
         pthread_mutex_unlock(&w->mu);
     }
@@ -470,6 +489,19 @@ static bool deliver_one(wp_writer *w)
     free(u);
     pthread_mutex_lock(&w->mu);
     return true;
+}
+
+/* One flush: the storage append of u's blocks, timed and counted. */
+static int put_run(upload *u, bool parallel)
+{
+    int64_t t0 = wp__now_ns(), bytes = 0;
+    int rc = lseg_put_run(u->seg, &u->put, parallel);
+    for (int i = 0; i < u->put.n; i++)
+        bytes += (int64_t)u->put.iov[i].iov_len;
+    wp__hist_observe(H_FLUSH, wp__now_ns() - t0);
+    wp__metric_inc(M_FLUSHES);
+    wp__metric_add(M_FLUSH_BYTES, bytes);
+    return rc;
 }
 
 /* Takes ready blocks and starts their upload (in a worker, or inline).
@@ -505,7 +537,7 @@ static bool dispatch_one(wp_writer *w)
     if (rc || !w->workers) { /* failed, or sequential: run it here */
         pthread_mutex_unlock(&w->mu);
         if (!rc)
-            rc = lseg_put_run(u->seg, &u->put, false);
+            rc = put_run(u, false);
         pthread_mutex_lock(&w->mu);
         u->rc = rc;
         u->done = true;
@@ -536,7 +568,7 @@ static void *worker_main(void *arg)
         if (!w->todo_head)
             w->todo_tail = NULL;
         pthread_mutex_unlock(&w->mu);
-        int rc = lseg_put_run(u->seg, &u->put, true);
+        int rc = put_run(u, true);
         pthread_mutex_lock(&w->mu);
         u->rc = rc;
         u->done = true;
@@ -638,7 +670,8 @@ static int recover(wp_writer *w)
     w->lac = (wp_msg_id){-1, -1};
     for (size_t i = 0; i < n && rc == WP_OK; i++) {
         if (segs[i].state == WP_SEG_ACTIVE)
-            rc = recover_segment(w, &segs[i]);
+            if ((rc = recover_segment(w, &segs[i])) == WP_OK)
+                wp__metric_inc(M_SEGMENTS_RECOVERED);
         w->cur_seg = segs[i].seg_id + 1;
         if (segs[i].last_entry_id >= 0)
             w->lac = (wp_msg_id){segs[i].seg_id, segs[i].last_entry_id};
@@ -743,6 +776,7 @@ int wp_writer_open(wp_log *log, wp_writer **out)
     }
     wp__log(&w->c->logger, WP_LOG_INFO, "log '%s': writer open, epoch %" PRId64
             ", next segment %" PRId64, log->name, w->ml.epoch, w->cur_seg);
+    wp__metric_inc(G_WRITERS);
     *out = w;
     return WP_OK;
 out_untail:
@@ -872,6 +906,7 @@ static int append_reserve(wp_writer *w, size_t rec_len, int flags, wp_append_cb 
     w->seg_bytes += rec_len;
     w->pending_bytes += (int64_t)rec_len;
     w->n_appended++;
+    wp__metric_add(G_PENDING_BYTES, (int64_t)rec_len);
     if (b->b.len - BLK_HEADER_SIZE >= (size_t)w->cfg->flush_max_bytes ||
         b->b.n_entries >= (uint32_t)w->cfg->flush_max_entries)
         b->sealed = true;
@@ -914,6 +949,8 @@ int wp_writer_append_entry_async(wp_writer *w, const wp_payload *p, int flags, w
     pthread_mutex_lock(&w->mu);
     append_done(w, b);
     pthread_mutex_unlock(&w->mu);
+    wp__metric_inc(M_APPENDS);
+    wp__metric_add(M_APPEND_BYTES, (int64_t)p->len);
     return WP_OK;
 }
 
@@ -1003,5 +1040,6 @@ int wp_writer_close(wp_writer *w)
     if (rc)
         rc = wp__err(rc, "closing the writer of log '%s': %s", w->log->name, wp_strerror(rc));
     writer_free(w);
+    wp__metric_add(G_WRITERS, -1);
     return rc;
 }

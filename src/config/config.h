@@ -58,6 +58,7 @@ struct wp_config {
     char node_zone[64];             /* node.zone: for placement across zones */
     int64_t node_workers;           /* node.workers: write/sync threads */
     int64_t node_disk_reserve_bytes; /* node.disk_reserve_bytes: refuse ADDs below */
+    char node_metrics_listen[256];  /* node.metrics_listen: host:port of GET /metrics; "" off */
     unsigned char set_by_user[64];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;
     void *log_arg;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/err.h"
+#include "base/metrics.h"
 #include "base/limits.h"
 
 /* iovecs handed to one pwritev call (the kernel's IOV_MAX is 1024). */
@@ -135,8 +136,11 @@ int os_pread_full(int fd, void *buf, size_t n, off_t off, size_t *got, const cha
 int os_fdatasync(int fd, const char *path)
 {
     /* Never retried: after a failed sync the dirty pages may be gone. */
-    if (os_sys.fdatasync(fd) != 0)
-        return wp__err_sys(errno, "fdatasync", path);
+    int64_t t0 = wp__now_ns();
+    int r = os_sys.fdatasync(fd), e = errno;
+    wp__hist_observe(H_FDATASYNC, wp__now_ns() - t0);
+    if (r != 0)
+        return wp__err_sys(e, "fdatasync", path);
     return 0;
 }
 
@@ -146,8 +150,11 @@ int os_fsync_path(const char *path)
     if (fd < 0)
         return wp__err_sys(errno, "open", path);
     int rc = 0;
-    if (os_sys.fsync(fd) != 0)
-        rc = wp__err_sys(errno, "fsync", path);
+    int64_t t0 = wp__now_ns();
+    int r = os_sys.fsync(fd), e = errno;
+    wp__hist_observe(H_FDATASYNC, wp__now_ns() - t0);
+    if (r != 0)
+        rc = wp__err_sys(e, "fsync", path);
     os_sys.close(fd);
     return rc;
 }

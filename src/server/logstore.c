@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,10 @@
 
 #include "codec/codec.h"
 #include "meta/meta.h"
+#include "base/metrics.h"
+#include "net/listen.h"
 #include "net/proto.h"
+#include "server/http.h"
 #include "server/replica.h"
 
 #define CONNS_MAX 4096              /* connections (fds below this) */
@@ -108,7 +112,15 @@ struct logstore {
     bool failed; /* atomic */
     bool lease_started, loop_started;
     int64_t started_ms;
+    httpd *http; /* GET /metrics on node.metrics_listen, or NULL */
+    uint32_t n_parked; /* held READs (atomic: the metrics thread reads it) */
 };
+
+/* ---- metrics (per process: a server process runs one logstore) ---------- */
+
+#define N_TYPES 16 /* protocol message types 1..15 */
+#define N_CODES 32
+static _Atomic uint64_t srv_requests[N_TYPES], srv_request_bytes, srv_errors[N_CODES];
 
 /* ---- answers ----------------------------------------------------------- */
 
@@ -130,6 +142,8 @@ static void answer_error(job *j, int rc, const char *msg)
 {
     if (rc < PROTO_ERR_CODE_MIN || rc >= 0)
         rc = WP_EIO;
+    if (-rc < N_CODES)
+        atomic_fetch_add_explicit(&srv_errors[-rc], 1, memory_order_relaxed);
     proto_msg m = {.type = PROTO_ERROR};
     m.u.error = (proto_error){.code = rc, .msg = msg, .msg_len = strnlen(msg, PROTO_ERRMSG_MAX)};
     if (answer(j, &m) != WP_OK)
@@ -542,6 +556,9 @@ static void on_stats(logstore *ls, conn *c, const proto_frame *f)
 /* A request frame: answered here (HELLO, STATS) or made a job. */
 static int on_frame(logstore *ls, conn *c, const proto_frame *f)
 {
+    atomic_fetch_add_explicit(&srv_requests[f->msg.type < N_TYPES ? f->msg.type : 0], 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv_request_bytes, f->h.body_len, memory_order_relaxed);
     if (f->msg.type == PROTO_HELLO) {
         on_hello(ls, c, f);
         return WP_OK;
@@ -760,6 +777,7 @@ static void on_done(logstore *ls)
 static int64_t expire_parked(logstore *ls)
 {
     int64_t now = wp__now_ns(), next = now + 1000000000LL;
+    uint32_t held = 0;
     for (job **pp = &ls->parked; *pp;) {
         job *j = *pp;
         if (!conn_of(ls, j)) {
@@ -774,8 +792,10 @@ static int64_t expire_parked(logstore *ls)
             if (j->deadline_ns < next)
                 next = j->deadline_ns;
             pp = &j->next;
+            held++;
         }
     }
+    __atomic_store_n(&ls->n_parked, held, __ATOMIC_RELAXED);
     return next;
 }
 
@@ -877,38 +897,7 @@ static void *lease_main(void *arg)
 
 static int listen_on(logstore *ls, const char *spec)
 {
-    char host[256];
-    const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host)
-        return wp__err(WP_EINVAL, "node.listen '%s': not host:port", spec);
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = '\0';
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
-    int g = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (g != 0)
-        return wp__err(WP_EINVAL, "node.listen '%s': %s", spec, gai_strerror(g));
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-    int rc = WP_OK;
-    if (fd < 0)
-        rc = wp__err_sys(errno, "socket", spec);
-    else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-             bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0)
-        rc = wp__err_sys(errno, "bind/listen", spec);
-    freeaddrinfo(ai);
-    if (rc) {
-        if (fd >= 0)
-            close(fd);
-        return rc;
-    }
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
-    snprintf(ls->addr, sizeof ls->addr, "%s:%u", ip, (unsigned)ntohs(sa.sin_port));
-    ls->lfd = fd;
-    return WP_OK;
+    return net_listen(spec, "node.listen", &ls->lfd, ls->addr, sizeof ls->addr);
 }
 
 static int start_threads(logstore *ls)
@@ -934,6 +923,62 @@ static int start_threads(logstore *ls)
         return wp__err(WP_ENOMEM, "cannot start the lease thread");
     ls->lease_started = true;
     return WP_OK;
+}
+
+static void srv_metric(wp__prom *p, const char *name, const char *help, int kind,
+                       const char *labels, double v)
+{
+    wp_metric m = {.name = name, .help = help, .kind = kind, .labels = labels, .value = v};
+    wp__prom_metric(p, &m);
+}
+
+/* GET /metrics: the process's metrics (fdatasync latency among them) and
+ * the server's own. */
+static char *metrics_text(void *arg, size_t *len)
+{
+    logstore *ls = arg;
+    wp__prom p = {0};
+    wp__metrics_visit(wp__prom_metric, &p);
+    for (int t = 1; t < N_TYPES; t++) {
+        const char *name = proto_type_name((uint16_t)t);
+        if (strcmp(name, "unknown") == 0 || strstr(name, "_ANS") || strcmp(name, "ERROR") == 0)
+            continue;
+        char labels[48];
+        snprintf(labels, sizeof labels, "type=\"%s\"", name);
+        srv_metric(&p, "wp_logstore_requests_total", "Requests received, by type.",
+                   WP_METRIC_COUNTER, labels, (double)atomic_load(&srv_requests[t]));
+    }
+    srv_metric(&p, "wp_logstore_request_bytes_total", "Bytes of request bodies received.",
+               WP_METRIC_COUNTER, "", (double)atomic_load(&srv_request_bytes));
+    for (int rc = -1; rc > -N_CODES; rc--) {
+        const char *text = wp_strerror(rc);
+        if (!text || strcmp(text, "unknown error") == 0)
+            continue;
+        char labels[48];
+        snprintf(labels, sizeof labels, "code=\"%d\"", rc);
+        srv_metric(&p, "wp_logstore_errors_total", "Requests answered with an error, by WP_E* code.",
+                   WP_METRIC_COUNTER, labels, (double)atomic_load(&srv_errors[-rc]));
+    }
+    replica_stats st = {0};
+    (void)replica_stats_get(ls->rs, &st);
+    srv_metric(&p, "wp_logstore_connections", "Client connections open.", WP_METRIC_GAUGE, "",
+               (double)__atomic_load_n(&ls->n_conns, __ATOMIC_RELAXED));
+    srv_metric(&p, "wp_logstore_load", "Requests in progress.", WP_METRIC_GAUGE, "",
+               (double)__atomic_load_n(&ls->load, __ATOMIC_RELAXED));
+    srv_metric(&p, "wp_logstore_held_reads", "READs held until entries come.", WP_METRIC_GAUGE,
+               "", (double)__atomic_load_n(&ls->n_parked, __ATOMIC_RELAXED));
+    srv_metric(&p, "wp_logstore_segments", "Segment copies held on disk.", WP_METRIC_GAUGE, "",
+               (double)st.segments);
+    srv_metric(&p, "wp_logstore_disk_free_bytes", "Free bytes of the data directory's file system.",
+               WP_METRIC_GAUGE, "", (double)st.disk_free);
+    srv_metric(&p, "wp_logstore_disk_total_bytes", "Size of the data directory's file system.",
+               WP_METRIC_GAUGE, "", (double)st.disk_total);
+    if (p.failed) {
+        free(p.buf);
+        return NULL;
+    }
+    *len = p.len;
+    return p.buf;
 }
 
 int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
@@ -973,6 +1018,8 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
         rc = node_register(ls);
     if (rc == WP_OK)
         rc = start_threads(ls);
+    if (rc == WP_OK && cfg->node_metrics_listen[0])
+        rc = httpd_start(cfg->node_metrics_listen, metrics_text, ls, lg, &ls->http);
     if (rc) {
         logstore_stop(ls);
         return rc;
@@ -984,6 +1031,11 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
 }
 
 const char *logstore_addr(const logstore *ls) { return ls->addr; }
+
+const char *logstore_metrics_addr(const logstore *ls)
+{
+    return ls->http ? httpd_addr(ls->http) : NULL;
+}
 
 bool logstore_failed(const logstore *ls)
 {
@@ -1003,6 +1055,8 @@ void logstore_stop(logstore *ls)
 {
     if (!ls)
         return;
+    httpd_stop(ls->http);
+    ls->http = NULL;
     pthread_mutex_lock(&ls->stop_mu);
     ls->stop = true;
     pthread_cond_broadcast(&ls->stop_cond);

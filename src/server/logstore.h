@@ -29,6 +29,8 @@ typedef struct logstore logstore;
 int logstore_start(const struct wp_config *cfg, const wp__logger *lg, logstore **out);
 /* The address actually bound ("127.0.0.1:7400"). */
 const char *logstore_addr(const logstore *ls);
+/* Where GET /metrics is served (node.metrics_listen as bound), or NULL. */
+const char *logstore_metrics_addr(const logstore *ls);
 /* True once the server failed for good (a failed write or sync, or its
  * event loop died): it must stop. */
 bool logstore_failed(const logstore *ls);

@@ -36,6 +36,7 @@
 
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/metrics.h"
 #include "codec/codec.h"
 #include "config/config.h"
 #include "meta/meta.h"
@@ -838,6 +839,7 @@ static int add_send(st_writer *w, const uint8_t *b, size_t len, fan_shared **f, 
                           .records_crc_known = true, .records_crc = h.records_crc};
     if (!(*f = fan_send(q, &w->rs, w->h, &m, NULL)))
         return WP_ENOMEM;
+    wp__metric_add(M_QUORUM_ADDS, w->rs.w);
     *last = h.first_entry_id + h.n_entries - 1;
     w->next_entry = *last + 1;
     return WP_OK;
@@ -881,7 +883,7 @@ static int complete(st_writer *w, const uint8_t *b, size_t len)
 static int q_seg_append_nth(st_writer *w, uint64_t k, const struct iovec *iov, int iovcnt)
 {
     fan_shared *sent[APPEND_BLOCKS_MAX];
-    int64_t last[APPEND_BLOCKS_MAX];
+    int64_t last[APPEND_BLOCKS_MAX], t0 = wp__now_ns();
     int n = 0, rc = WP_OK;
     uint64_t total = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -921,6 +923,7 @@ static int q_seg_append_nth(st_writer *w, uint64_t k, const struct iovec *iov, i
     pthread_mutex_unlock(&w->seq_mu);
     for (int i = 0; i < n; i++) {
         int rc2 = add_wait(w, sent[i], last[i]);
+        wp__hist_observe(H_QUORUM_ADD, wp__now_ns() - t0);
         if (rc2 && !rc)
             rc = rc2;
     }

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "base/limits.h"
+#include "base/metrics.h"
 
 /* Easy handles kept for reuse (each keeps its connection alive). */
 #define S3_POOL_MAX 64
@@ -1003,9 +1004,31 @@ static int transport_error(const s3_client *c, const s3_req *q, int attempts)
                    (int)q->cc, attempts, attempts == 1 ? "" : "s");
 }
 
+/* The latency histogram of a request (metrics). */
+static wp__hist_id req_hist(const s3_req *q)
+{
+    if (strcmp(q->method, "PUT") == 0)
+        return H_S3_PUT;
+    if (strcmp(q->method, "GET") == 0)
+        return q->key[0] ? H_S3_GET : H_S3_LIST; /* the bucket: a listing */
+    if (strcmp(q->method, "DELETE") == 0)
+        return H_S3_DELETE;
+    return H_S3_OTHER;
+}
+
+static int s3_exec_once(s3_client *c, s3_req *q);
+
 /* Runs the request with retries. 0 for a 2xx answer (q holds it), else a
  * WP_E* code with detail; q->status/q->body describe the last answer. */
 static int s3_exec(s3_client *c, s3_req *q)
+{
+    int64_t t0 = wp__now_ns();
+    int rc = s3_exec_once(c, q);
+    wp__hist_observe(req_hist(q), wp__now_ns() - t0);
+    return rc;
+}
+
+static int s3_exec_once(s3_client *c, s3_req *q)
 {
     char url[S3_URL_MAX];
     int rc = build_url(c, q, url, sizeof url);
@@ -1028,6 +1051,7 @@ static int s3_exec(s3_client *c, s3_req *q)
                 q->method, c->bucket, q->key, q->cc ? curl_easy_strerror(q->cc) : "HTTP",
                 q->cc ? 0L : q->status, k + 1, c->max_retries, d);
         atomic_fetch_add(&c->n_retries, 1);
+        wp__metric_inc(M_S3_RETRIES);
         sleep_ms(d);
     }
     if (q->cc != CURLE_OK)

@@ -61,16 +61,24 @@ int logstore_proc_start_opts(logstore_proc *s, const char *dir, const char *id,
     }
     close(pfd[1]);
     char line[256] = {0};
-    size_t n = 0;
-    struct pollfd p = {pfd[0], POLLIN, 0};
-    while (n < sizeof line - 1 && poll(&p, 1, 10000) == 1) {
-        ssize_t r = read(pfd[0], line + n, 1);
-        if (r <= 0 || line[n] == '\n')
+    s->metrics_addr[0] = '\0';
+    for (;;) { /* lines up to "serving on" (a "metrics on" line comes first) */
+        size_t n = 0;
+        struct pollfd p = {pfd[0], POLLIN, 0};
+        while (n < sizeof line - 1 && poll(&p, 1, 10000) == 1) {
+            ssize_t r = read(pfd[0], line + n, 1);
+            if (r <= 0 || line[n] == '\n')
+                break;
+            n++;
+        }
+        line[n] = '\0'; /* without the newline */
+        const char *m = strstr(line, "metrics on http://");
+        if (!m)
             break;
-        n++;
+        snprintf(s->metrics_addr, sizeof s->metrics_addr, "%.*s",
+                 (int)strcspn(m + strlen("metrics on http://"), "/"), m + strlen("metrics on http://"));
     }
     close(pfd[0]);
-    line[n] = '\0'; /* without the newline */
     const char *at = strstr(line, "serving on ");
     if (!at) {
         fprintf(stderr, "  server %s did not start: '%s' (see %s)\n", id, line, errlog);

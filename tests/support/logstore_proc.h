@@ -9,6 +9,7 @@
 typedef struct {
     pid_t pid;
     char addr[64]; /* 127.0.0.1:PORT it serves on */
+    char metrics_addr[64]; /* where GET /metrics is (node.metrics_listen), or "" */
     char dir[1024];
     char id[64];
 } logstore_proc;
