@@ -50,7 +50,7 @@ die() { log "error: $*"; exit 1; }
 
 # Debian packages of the peers, installed only if missing (quietly).
 install_deps() {
-  local pkgs=(etcd-server etcd-client nats-server libnats-dev libnghttp2-dev gcc curl)
+  local pkgs=(etcd-server etcd-client nats-server libnats-dev libnghttp2-dev gcc curl gnuplot-nox)
   local missing=() p sudo=
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -327,16 +327,40 @@ report() {
     echo "  wp-quorum vs $sys: $ahead ($what ratio $r; target: ahead)"
   done
   for sys in "${SYSTEMS[@]}"; do echo "  command $sys: ${CMD[$sys]}"; done
+  # The chart's data (bench/plot.gp): throughput of the async cases, ack
+  # latency of every case ("-": not measured).
+  if [ "$mode" = async ]; then
+    local row; row=$(label "$size" | tr -d ' ')
+    for sys in "${SYSTEMS[@]}"; do row+=" $(num "${V[$sys|mib_per_s]}" 1)"; done
+    echo "$row" >>"$tmp/chart/thr.dat"
+  fi
+  for sys in "${SYSTEMS[@]}"; do
+    echo "\"$sys $mode $(label "$size" | tr -d ' ')\" $(num "${V[$sys|ack_p50_ms]}" 3) $(num "${V[$sys|ack_p99_ms]}" 3) -" \
+      >>"$tmp/chart/ack.dat"
+  done
 }
 
 declare -A CASE=([1k]="async 1024 20000" [16k]="async 16384 4000" [1m]="async 1048576 200"
                   [sync]="sync 4096 2000")
+mkdir -p "$tmp/chart"
+echo "size ${SYSTEMS[*]}" >"$tmp/chart/thr.dat"
 for c in $CASES; do
   [ -n "${CASE[$c]:-}" ] || die "BENCH_CASES: no case '$c' (1k 16k 1m sync)"
   read -r mode size n <<<"${CASE[$c]}"
   bench "$mode" "$size" "$n" "$WIN"
   report "$mode" "$size" "$n"
 done
+
+# The chart (gnuplot, when present): bench/results/<date>-quorum.png, or
+# under BENCH_RESULTS.
+if command -v gnuplot >/dev/null; then
+  out_dir=${BENCH_RESULTS:-$(cd "$(dirname "$0")" && pwd)/results}
+  mkdir -p "$out_dir"
+  png="$out_dir/$(date +%F)-quorum.png"
+  gnuplot -e "dir='$tmp/chart'; out='$png'; ncol=$((${#SYSTEMS[@]} + 1)); e2e=0; title='make bench-quorum $(date +%F): 3 replicas on one machine (2 cores, one disk)'" \
+    "$(cd "$(dirname "$0")" && pwd)/plot.gp" 2>"$tmp/gnuplot.err" &&
+    echo "bench: chart $png" >&2 || log "no chart: $(tail -2 "$tmp/gnuplot.err")"
+fi
 
 if [ "$PEERS" != 0 ]; then
   echo
