@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "base/limits.h"
@@ -380,10 +381,21 @@ static int configure(meta_sqlite *m)
     if (sqlite3_db_readonly(m->db, "main") == 1)
         return wp__err(WP_EIO, "meta sqlite open (%s): file is read-only", m->path);
     sqlite3_stmt *st;
-    int rc = prep(m, op, &st, "PRAGMA journal_mode = WAL", "");
-    if (rc < 0)
-        return rc;
-    rc = step(m, op, st);
+    int rc;
+    /* Switching a new file to WAL takes an exclusive lock, and SQLite does
+     * not wait for it: two processes opening a store that does not exist
+     * yet would see "database is locked". Retried within the busy timeout. */
+    for (int64_t due = wp__now_ns() + META_SQLITE_BUSY_TIMEOUT_MS * 1000000LL;;) {
+        rc = prep(m, op, &st, "PRAGMA journal_mode = WAL", "");
+        if (rc < 0)
+            return rc;
+        rc = step(m, op, st);
+        if (rc != WP_EUNAVAILABLE || wp__now_ns() >= due)
+            break;
+        sqlite3_finalize(st);
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (rc == 1) {
         const unsigned char *mode = sqlite3_column_text(st, 0);
         if (!mode || strcmp((const char *)mode, "wal") != 0)

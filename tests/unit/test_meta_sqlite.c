@@ -328,6 +328,39 @@ TEST(sq_placement_column_added)
     m->ops->close(m);
 }
 
+/* Several processes open a store that does not exist yet, at once: each
+ * opens it (switching a new file to WAL is retried, not "database is
+ * locked"). */
+TEST(sq_concurrent_first_open)
+{
+    for (int round = 0; round < 20; round++) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/fresh.db", test_tmpdir("meta_sqlite"));
+        pid_t kids[4];
+        for (int k = 0; k < 4; k++) {
+            kids[k] = fork();
+            if (kids[k] == 0) {
+                meta *m = NULL;
+                int rc = meta_sqlite_open(path, &m);
+                if (rc)
+                    fprintf(stderr, "  child %d: %s\n", k, wp_errmsg());
+                else
+                    m->ops->close(m);
+                _exit(rc ? 1 : 0);
+            }
+        }
+        int bad = 0;
+        for (int k = 0; k < 4; k++) {
+            int st = 0;
+            waitpid(kids[k], &st, 0);
+            bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        CHECK(bad == 0);
+        if (bad)
+            break;
+    }
+}
+
 TEST(sq_corrupt_rows)
 {
     char path[1100];
@@ -433,6 +466,7 @@ int main(void)
     RUN(sq_schema_version);
     RUN(sq_reopen_persistence);
     RUN(sq_placement_column_added);
+    RUN(sq_concurrent_first_open);
     RUN(sq_corrupt_rows);
     RUN(sq_busy_unavailable);
     RUN(node_value_codec);
