@@ -7,8 +7,8 @@
  * guard. A txn whose outcome is unknown (connection lost after sending, a
  * leader change) is retried only because it is a CAS (at most one attempt
  * can apply), and a failed retry is re-checked through the 16-byte random
- * tag every log and segment value carries: if the first change after the
- * expected revision carries our tag, our write applied.
+ * tag every log, segment and claim value carries: if the first change after
+ * the expected revision carries our tag, our write applied.
  *
  * Updates write whole values, so they need the record's immutable fields:
  * a small per-handle cache maps (key, mod_revision) to the value stored at
@@ -52,8 +52,17 @@ _Static_assert(256 + sizeof "nodes/" + WP_NODE_ID_MAX < META_ETCD_KEY_MAX, "node
 #define VALUE_MAX (2 + WP_LOG_NAME_MAX > SEG_VALUE_MAX ? 2 + WP_LOG_NAME_MAX : SEG_VALUE_MAX)
 
 _Static_assert(LOG_VALUE_LEN <= VALUE_MAX && SEG_VALUE_MAX <= VALUE_MAX, "values fit the cache");
+_Static_assert(TAG_LEN == META_CLAIM_TAG_LEN, "claim values carry the same write tag");
+_Static_assert(256 + sizeof "claims//" + 40 < META_ETCD_KEY_MAX, "claim keys fit");
 
-enum { KIND_LOG = 'L', KIND_SEG = 'S', KIND_READER = 'R', KIND_ID = 'I', KIND_SETTING = 'V' };
+enum {
+    KIND_LOG = 'L',
+    KIND_SEG = 'S',
+    KIND_READER = 'R',
+    KIND_ID = 'I',
+    KIND_SETTING = 'V',
+    KIND_CLAIM = 'C'
+};
 
 typedef struct {
     char key[META_ETCD_KEY_MAX];
@@ -108,6 +117,11 @@ static void key_node(const meta_etcd *m, keybuf k, const char *id)
     snprintf(k, META_ETCD_KEY_MAX, "%snodes/%s", m->prefix, id);
 }
 
+static void key_claim(const meta_etcd *m, keybuf k, int64_t log_id, int64_t seg_id)
+{
+    key_fmt(m, k, "claims/%020lld/%020lld", log_id, seg_id);
+}
+
 /* ---- value encoding (docs/metadata.md §5.2) ---------------------------- */
 
 static size_t enc(uint8_t *p, int kind, const int64_t *f, size_t n, const uint8_t *tag)
@@ -149,13 +163,15 @@ static void new_tag(uint8_t tag[TAG_LEN])
     }
 }
 
-/* The tag of a log or segment value, or NULL. */
+/* The tag of a log, segment or claim value, or NULL. */
 static const uint8_t *value_tag(const uint8_t *v, size_t len)
 {
     if (len == LOG_VALUE_LEN && v[1] == KIND_LOG)
         return v + len - TAG_LEN;
     if (len >= SEG_VALUE_LEN && len <= SEG_VALUE_MAX && v[1] == KIND_SEG)
         return v + len - TAG_LEN;
+    if (len >= META_CLAIM_VALUE_MIN && len <= META_CLAIM_VALUE_MAX && v[1] == KIND_CLAIM)
+        return v + META_CLAIM_TAG_OFF;
     return NULL;
 }
 
@@ -767,21 +783,24 @@ static int et_log_update(meta *mm, meta_log *l)
     return cas_put(m, op, k, &l->rev, val, sizeof val, tag, deadline);
 }
 
-/* The delete txn of one log: the log key, its id key, segments, readers. */
+/* The delete txn of one log: the log key, its id key, segments, readers,
+ * upload claims. */
 static int log_delete_once(meta_etcd *m, const meta_log *cur, int64_t deadline, bool *gone)
 {
-    keybuf klog, kid, ksegs, kreaders;
+    keybuf klog, kid, ksegs, kreaders, kclaims;
     key_log(m, klog, cur->name);
     key_id(m, kid, cur->log_id);
     key_fmt(m, ksegs, "segs/%020lld/", cur->log_id, 0);
     key_fmt(m, kreaders, "readers/%020lld/", cur->log_id, 0);
+    key_fmt(m, kclaims, "claims/%020lld/", cur->log_id, 0);
     etcd_cmp cmp = {ETCD_CMP_MOD, ETCD_CMP_EQUAL, klog, cur->rev, NULL, 0};
-    etcd_op ok[4] = {{.kind = ETCD_OP_DELETE, .key = klog},
+    etcd_op ok[5] = {{.kind = ETCD_OP_DELETE, .key = klog},
                      {.kind = ETCD_OP_DELETE, .key = kid},
                      {.kind = ETCD_OP_DELETE, .key = ksegs, .prefix = true},
-                     {.kind = ETCD_OP_DELETE, .key = kreaders, .prefix = true}};
+                     {.kind = ETCD_OP_DELETE, .key = kreaders, .prefix = true},
+                     {.kind = ETCD_OP_DELETE, .key = kclaims, .prefix = true}};
     etcd_op fail = {.kind = ETCD_OP_RANGE, .key = klog};
-    wtxn w = {&cmp, 1, ok, &fail, 4, 1, NULL, 0, NULL};
+    wtxn w = {&cmp, 1, ok, &fail, 5, 1, NULL, 0, NULL};
     etcd_result res;
     int64_t rev;
     bool unknown;
@@ -1034,16 +1053,17 @@ static int et_seg_update(meta *mm, meta_seg *s)
     return cas_put(m, op, k, &s->rev, val, vlen, tag, deadline);
 }
 
-/* Deletes key if it exists (expect_rev 0) or is at expect_rev. An unknown
- * outcome followed by "gone" counts as done. */
+/* Deletes key if it exists (expect_rev 0) or is at expect_rev, and with it
+ * the key `also` if set (whether it exists or not). An unknown outcome
+ * followed by "gone" counts as done. */
 static int delete_key(meta_etcd *m, const char *op, const char *key, int64_t expect_rev,
-                      const char *what)
+                      const char *what, const char *also)
 {
     etcd_cmp cmp = expect_rev ? (etcd_cmp){ETCD_CMP_MOD, ETCD_CMP_EQUAL, key, expect_rev, NULL, 0}
                               : (etcd_cmp){ETCD_CMP_CREATE, ETCD_CMP_GREATER, key, 0, NULL, 0};
-    etcd_op ok = {.kind = ETCD_OP_DELETE, .key = key};
+    etcd_op ok[2] = {{.kind = ETCD_OP_DELETE, .key = key}, {.kind = ETCD_OP_DELETE, .key = also}};
     etcd_op fail = {.kind = ETCD_OP_RANGE, .key = key};
-    wtxn w = {&cmp, 1, &ok, &fail, 1, 1, NULL, 0, NULL};
+    wtxn w = {&cmp, 1, ok, &fail, also ? 2 : 1, 1, NULL, 0, NULL};
     etcd_result res;
     int64_t rev;
     bool unknown;
@@ -1060,9 +1080,11 @@ static int et_seg_delete(meta *mm, int64_t log_id, int64_t seg_id, int64_t expec
     meta_etcd *m = me(mm);
     keybuf k;
     char what[64];
+    keybuf kc;
     key_seg(m, k, log_id, seg_id);
+    key_claim(m, kc, log_id, seg_id); /* the segment's upload claim goes with it */
     snprintf(what, sizeof what, "segment %lld/%lld", (long long)log_id, (long long)seg_id);
-    return delete_key(m, "seg_delete", k, expect_rev, what);
+    return delete_key(m, "seg_delete", k, expect_rev, what, kc);
 }
 
 /* ---- leases ------------------------------------------------------------ */
@@ -1154,7 +1176,7 @@ static int et_reader_delete(meta *mm, int64_t log_id, const char *name)
     char what[WP_READER_NAME_MAX + 64];
     key_reader(m, k, log_id, name);
     snprintf(what, sizeof what, "reader '%s' on log %lld", name, (long long)log_id);
-    return delete_key(m, op, k, 0, what);
+    return delete_key(m, op, k, 0, what, NULL);
 }
 
 static int decode_reader(const meta_etcd *m, const char *op, const etcd_kv *kv, void *out)
@@ -1264,7 +1286,7 @@ static int et_node_delete(meta *mm, const char *node_id)
     char what[WP_NODE_ID_MAX + 16];
     key_node(m, k, node_id);
     snprintf(what, sizeof what, "node '%s'", node_id);
-    return delete_key(m, op, k, 0, what);
+    return delete_key(m, op, k, 0, what, NULL);
 }
 
 static int et_node_list(meta *mm, const char *kind, meta_node **out, size_t *n)
@@ -1368,6 +1390,150 @@ static int et_setting_put(meta *mm, const char *name, const char *value)
     return rc;
 }
 
+/* ---- upload claims ------------------------------------------------------ */
+
+/* A claim value (meta.h, docs/metadata.md §5.2) whose ids are those of its
+ * key and whose lease_id is the lease etcd reports for the key. */
+static int dec_claim(const meta_etcd *m, const char *op, const etcd_kv *kv, meta_claim *c)
+{
+    keybuf k;
+    memset(c, 0, sizeof *c);
+    const char *why = meta_claim_decode(kv->value, kv->value_len, c);
+    if (why)
+        return corrupt(op, kv->key, why);
+    key_claim(m, k, c->log_id, c->seg_id);
+    if (strcmp(k, kv->key) != 0)
+        return corrupt(op, kv->key, "claim ids do not match the key");
+    if (c->lease_id != kv->lease)
+        return corrupt(op, kv->key, "claim lease_id differs from the key's lease");
+    if (kv->mod_rev < 1)
+        return corrupt(op, kv->key, "no revision");
+    c->rev = kv->mod_rev;
+    return 0;
+}
+
+static int decode_claim(const meta_etcd *m, const char *op, const etcd_kv *kv, void *out)
+{
+    return dec_claim(m, op, kv, out);
+}
+
+/* Why a claim_create txn failed, from its failure reads: the segment first. */
+static int claim_create_failed(const meta_etcd *m, const etcd_result *res, const meta_claim *c)
+{
+    static const char op[] = "claim_create";
+    meta_claim cur;
+    if (!found(res, 0))
+        return wp__err(WP_ENOENT, "meta %s: no segment %lld/%lld", op, (long long)c->log_id,
+                       (long long)c->seg_id);
+    if (!found(res, 1))
+        return wp__err(WP_ECONFLICT, "meta %s: segment %lld/%lld: the store changed", op,
+                       (long long)c->log_id, (long long)c->seg_id);
+    int rc = dec_claim(m, op, &res->ops[1].kvs[0], &cur);
+    if (rc < 0)
+        return rc;
+    return wp__err(WP_EEXIST, "meta %s: segment %lld/%lld is claimed by '%s' (rev %lld, lease "
+                   "%lld)", op, (long long)c->log_id, (long long)c->seg_id, cur.node_id,
+                   (long long)cur.rev, (long long)cur.lease_id);
+}
+
+static int et_claim_create(meta *mm, meta_claim *c)
+{
+    static const char op[] = "claim_create";
+    meta_etcd *m = me(mm);
+    int rc = meta_claim_check(op, c);
+    if (rc < 0)
+        return rc;
+    keybuf kseg, kc;
+    uint8_t val[META_CLAIM_VALUE_MAX], tag[TAG_LEN];
+    key_seg(m, kseg, c->log_id, c->seg_id);
+    key_claim(m, kc, c->log_id, c->seg_id);
+    new_tag(tag);
+    size_t len = meta_claim_encode(c, tag, val);
+    /* A tagged creation: re-sent after an unknown outcome and re-checked
+     * by its tag (§5.5). etcd refuses the put (NotFound) if the lease is
+     * gone; it checks only the branch that runs, so a live claim is
+     * WP_EEXIST whatever the lease. */
+    etcd_cmp cmp[2] = {{ETCD_CMP_CREATE, ETCD_CMP_GREATER, kseg, 0, NULL, 0},
+                       {ETCD_CMP_CREATE, ETCD_CMP_EQUAL, kc, 0, NULL, 0}};
+    etcd_op ok = {.kind = ETCD_OP_PUT, .key = kc, .value = val, .value_len = len,
+                  .lease = c->lease_id};
+    etcd_op fail[2] = {{.kind = ETCD_OP_RANGE, .key = kseg, .keys_only = true},
+                       {.kind = ETCD_OP_RANGE, .key = kc}};
+    wtxn w = {cmp, 2, &ok, fail, 1, 2, kc, 0, tag};
+    etcd_result res;
+    int64_t rev = 0;
+    bool unknown;
+    rc = run_txn(m, op, &w, etcd_deadline(m->cli, 0), &res, &rev, &unknown);
+    if (rc == WP_ENOENT)
+        rc = wp__err(WP_ENOENT, "meta %s %lld/%lld: lease %lld expired or revoked (%s)", op,
+                     (long long)c->log_id, (long long)c->seg_id, (long long)c->lease_id,
+                     wp_errmsg());
+    else if (rc == 0 && res.succeeded)
+        c->rev = rev;
+    else if (rc == 0)
+        rc = claim_create_failed(m, &res, c);
+    etcd_result_free(&res);
+    return rc;
+}
+
+static int et_claim_get(meta *mm, int64_t log_id, int64_t seg_id, meta_claim *out)
+{
+    static const char op[] = "claim_get";
+    meta_etcd *m = me(mm);
+    int rc = meta_claim_key_check(op, log_id, seg_id);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    etcd_result res;
+    const etcd_kv *kv;
+    key_claim(m, k, log_id, seg_id);
+    if ((rc = get_key(m, op, k, 0, 0, &res, &kv)) < 0)
+        return rc;
+    if (!kv)
+        rc = wp__err(WP_ENOENT, "meta %s: no claim of segment %lld/%lld", op, (long long)log_id,
+                     (long long)seg_id);
+    else
+        rc = dec_claim(m, op, kv, out);
+    etcd_result_free(&res);
+    return rc;
+}
+
+static int et_claim_delete(meta *mm, int64_t log_id, int64_t seg_id, int64_t expect_rev)
+{
+    static const char op[] = "claim_delete";
+    meta_etcd *m = me(mm);
+    int rc = meta_claim_key_check(op, log_id, seg_id);
+    if (rc < 0)
+        return rc;
+    if (expect_rev < 0)
+        return wp__err(WP_EINVAL, "meta %s: bad expect_rev %lld", op, (long long)expect_rev);
+    keybuf k;
+    char what[64];
+    key_claim(m, k, log_id, seg_id);
+    snprintf(what, sizeof what, "claim %lld/%lld", (long long)log_id, (long long)seg_id);
+    return delete_key(m, op, k, expect_rev, what, NULL);
+}
+
+static int et_claim_list(meta *mm, int64_t log_id, meta_claim **out, size_t *n)
+{
+    static const char op[] = "claim_list";
+    meta_etcd *m = me(mm);
+    *out = NULL;
+    *n = 0;
+    if (log_id < 0)
+        return wp__err(WP_EINVAL, "meta %s: bad log_id %lld (0: every log)", op,
+                       (long long)log_id);
+    keybuf k;
+    if (log_id)
+        key_fmt(m, k, "claims/%020lld/", log_id, 0);
+    else
+        key_fmt(m, k, "claims/", 0, 0);
+    /* Keys are zero-padded ids: key order is (log_id, seg_id) order, and
+     * dec_claim checks each record's ids against its key. */
+    rec_list rl = {.m = m, .op = op, .elem = sizeof(meta_claim), .decode = decode_claim};
+    return list_recs(m, &rl, k, (void **)out, n);
+}
+
 /* ---- handle ------------------------------------------------------------ */
 
 static void et_close(meta *mm)
@@ -1456,6 +1622,10 @@ static const struct meta_ops etcd_ops = {
     .node_list = et_node_list,
     .setting_get = et_setting_get,
     .setting_put = et_setting_put,
+    .claim_create = et_claim_create,
+    .claim_get = et_claim_get,
+    .claim_delete = et_claim_delete,
+    .claim_list = et_claim_list,
 };
 
 static int client_from(const struct wp_config *cfg, etcd_client **cli)

@@ -72,6 +72,21 @@ typedef struct {
     int64_t rev;           /* set by the backend */
 } meta_node;
 
+/* An upload claim (docs/metadata.md §3.6): which LogStore server is
+ * uploading a completed segment to object storage. At most one live claim
+ * per segment; it vanishes with its lease. */
+typedef struct {
+    int64_t log_id, seg_id;             /* the key: the claimed segment */
+    char node_id[WP_NODE_ID_MAX + 1];   /* the claimant (node id rules) */
+    int64_t lease_id;   /* > 0: the claimant's lease (required) */
+    int64_t claimed_ms; /* >= 0: unix ms, set by the claimant */
+    int64_t attempt;    /* >= 1: the claimant's count (1 + the last attempt
+                         * it saw of this segment); stored as given */
+    int64_t rev;        /* set by the backend at creation; claims are never
+                         * updated, so it is the claim's generation: unique
+                         * in the store, larger for every later claim */
+} meta_claim;
+
 typedef struct meta_watch meta_watch;
 
 struct meta_ops {
@@ -82,7 +97,8 @@ struct meta_ops {
     /* Writes l's epoch/truncation if the stored rev == l->rev, then sets
      * l->rev to the new rev. WP_ECONFLICT if rev differs, WP_ENOENT. */
     int (*log_update)(meta *, meta_log *l);
-    /* Deletes the log and its segments and readers. expect_rev 0: any. */
+    /* Deletes the log and its segments, readers and upload claims.
+     * expect_rev 0: any. */
     int (*log_delete)(meta *, const char *name, int64_t expect_rev);
     /* Names starting with prefix, sorted; free with wp_free_names. */
     int (*log_list)(meta *, const char *prefix, char ***names, size_t *n);
@@ -96,6 +112,8 @@ struct meta_ops {
     int (*seg_list)(meta *, int64_t log_id, meta_seg **out, size_t *n);
     /* CAS on s->rev; sets s->rev. WP_ECONFLICT, WP_ENOENT. */
     int (*seg_update)(meta *, meta_seg *s);
+    /* Deletes the segment and its upload claim, if any. CAS on expect_rev
+     * (0: any); WP_ECONFLICT, WP_ENOENT. */
     int (*seg_delete)(meta *, int64_t log_id, int64_t seg_id, int64_t expect_rev);
 
     /* Leases: keys attached to a lease vanish when it expires or is revoked. */
@@ -128,6 +146,21 @@ struct meta_ops {
      * setting_put upserts. */
     int (*setting_get)(meta *, const char *name, char *value, size_t cap);
     int (*setting_put)(meta *, const char *name, const char *value);
+
+    /* Upload claims (docs/metadata.md §3.6), attached to c->lease_id; a
+     * claim vanishes with its lease, its segment (seg_delete) and its log
+     * (log_delete). Every field is checked (WP_EINVAL naming it).
+     * claim_create, in one transaction: WP_ENOENT if the segment does not
+     * exist, WP_EEXIST if it has a live claim (anyone's), WP_ENOENT if the
+     * lease expired or was revoked; else creates c and sets c->rev. */
+    int (*claim_create)(meta *, meta_claim *c);
+    int (*claim_get)(meta *, int64_t log_id, int64_t seg_id, meta_claim *out); /* WP_ENOENT */
+    /* Deletes the live claim if its rev == expect_rev (0: any): WP_ENOENT
+     * if none, WP_ECONFLICT if it has another rev (left alone). */
+    int (*claim_delete)(meta *, int64_t log_id, int64_t seg_id, int64_t expect_rev);
+    /* Live claims of log_id (0: every log), sorted by (log_id, seg_id);
+     * free(*out). */
+    int (*claim_list)(meta *, int64_t log_id, meta_claim **out, size_t *n);
 
     /* Optional (NULL: the store has no watches; readers poll). Watches
      * every segment record of log_id from now on, on a background thread:
@@ -340,6 +373,100 @@ static inline const char *meta_node_decode(const uint8_t *v, size_t len, meta_no
     out->lease_id = lease;
     out->disk_free = free_b;
     out->load = load;
+    return NULL;
+}
+
+/* ---- upload claims: checks and value encoding, shared by the backends ---- */
+
+/* The stored value of a claim, the same layout in both backends
+ * (docs/metadata.md §5.2): format 1, kind 'C', log_id, seg_id, lease_id,
+ * claimed_ms, attempt (int64 little-endian), a 16-byte write tag (etcd:
+ * random per write, to re-check an unknown outcome; SQLite: zeros), then
+ * the node id (the rest, 1..WP_NODE_ID_MAX bytes). */
+#define META_CLAIM_FORMAT 1
+#define META_CLAIM_TAG_OFF (2 + 5 * 8)
+#define META_CLAIM_TAG_LEN 16
+#define META_CLAIM_VALUE_MIN (META_CLAIM_TAG_OFF + META_CLAIM_TAG_LEN + 1)
+#define META_CLAIM_VALUE_MAX (META_CLAIM_TAG_OFF + META_CLAIM_TAG_LEN + WP_NODE_ID_MAX)
+
+/* Checks a claim's key (a segment): WP_EINVAL naming the bad id. */
+static inline int meta_claim_key_check(const char *op, int64_t log_id, int64_t seg_id)
+{
+    if (log_id < 1)
+        return wp__err(WP_EINVAL, "meta %s: bad log_id %lld (>= 1)", op, (long long)log_id);
+    if (seg_id < 0)
+        return wp__err(WP_EINVAL, "meta %s: bad seg_id %lld (>= 0)", op, (long long)seg_id);
+    return 0;
+}
+
+/* Checks every field of c but rev: WP_EINVAL naming the bad field. */
+static inline int meta_claim_check(const char *op, const meta_claim *c)
+{
+    int rc = meta_claim_key_check(op, c->log_id, c->seg_id);
+    if (rc < 0)
+        return rc;
+    long long l = (long long)c->log_id, s = (long long)c->seg_id;
+    if (!meta_node_id_valid(c->node_id, strnlen(c->node_id, sizeof c->node_id)))
+        return wp__err(WP_EINVAL, "meta %s %lld/%lld: bad node_id (1..%d bytes of "
+                                  "[A-Za-z0-9._-])", op, l, s, WP_NODE_ID_MAX);
+    if (c->lease_id <= 0)
+        return wp__err(WP_EINVAL, "meta %s %lld/%lld: bad lease_id %lld (a claim needs a lease)",
+                       op, l, s, (long long)c->lease_id);
+    if (c->claimed_ms < 0)
+        return wp__err(WP_EINVAL, "meta %s %lld/%lld: bad claimed_ms %lld", op, l, s,
+                       (long long)c->claimed_ms);
+    if (c->attempt < 1)
+        return wp__err(WP_EINVAL, "meta %s %lld/%lld: bad attempt %lld (>= 1)", op, l, s,
+                       (long long)c->attempt);
+    return 0;
+}
+
+/* Encodes a checked c with tag (NULL: zeros) into buf; returns the length. */
+static inline size_t meta_claim_encode(const meta_claim *c, const uint8_t *tag,
+                                       uint8_t buf[META_CLAIM_VALUE_MAX])
+{
+    size_t ilen = strlen(c->node_id);
+    buf[0] = META_CLAIM_FORMAT;
+    buf[1] = 'C';
+    meta_le64_put(buf + 2, (uint64_t)c->log_id);
+    meta_le64_put(buf + 10, (uint64_t)c->seg_id);
+    meta_le64_put(buf + 18, (uint64_t)c->lease_id);
+    meta_le64_put(buf + 26, (uint64_t)c->claimed_ms);
+    meta_le64_put(buf + 34, (uint64_t)c->attempt);
+    if (tag)
+        memcpy(buf + META_CLAIM_TAG_OFF, tag, META_CLAIM_TAG_LEN);
+    else
+        memset(buf + META_CLAIM_TAG_OFF, 0, META_CLAIM_TAG_LEN);
+    memcpy(buf + META_CLAIM_TAG_OFF + META_CLAIM_TAG_LEN, c->node_id, ilen);
+    return META_CLAIM_TAG_OFF + META_CLAIM_TAG_LEN + ilen;
+}
+
+/* Decodes an untrusted value into out's log_id, seg_id, node_id, lease_id,
+ * claimed_ms and attempt (rev untouched). NULL if valid, else what is
+ * wrong. The caller checks the ids against the key and the lease against
+ * the store's. */
+static inline const char *meta_claim_decode(const uint8_t *v, size_t len, meta_claim *out)
+{
+    if (len < 2 || v[0] != META_CLAIM_FORMAT)
+        return "unknown value format";
+    if (v[1] != 'C' || len < META_CLAIM_VALUE_MIN || len > META_CLAIM_VALUE_MAX)
+        return "wrong record kind or length";
+    int64_t log_id = (int64_t)meta_le64_get(v + 2), seg_id = (int64_t)meta_le64_get(v + 10);
+    int64_t lease = (int64_t)meta_le64_get(v + 18), at = (int64_t)meta_le64_get(v + 26);
+    int64_t attempt = (int64_t)meta_le64_get(v + 34);
+    const char *id = (const char *)v + META_CLAIM_TAG_OFF + META_CLAIM_TAG_LEN;
+    size_t ilen = len - META_CLAIM_TAG_OFF - META_CLAIM_TAG_LEN;
+    if (!meta_node_id_valid(id, ilen))
+        return "claim node_id";
+    if (log_id < 1 || seg_id < 0 || lease <= 0 || at < 0 || attempt < 1)
+        return "claim log_id, seg_id, lease_id, claimed_ms or attempt out of range";
+    out->log_id = log_id;
+    out->seg_id = seg_id;
+    memcpy(out->node_id, id, ilen);
+    out->node_id[ilen] = '\0';
+    out->lease_id = lease;
+    out->claimed_ms = at;
+    out->attempt = attempt;
     return NULL;
 }
 

@@ -29,7 +29,7 @@
 /* How long a call waits for another connection's write lock. */
 #define META_SQLITE_BUSY_TIMEOUT_MS 5000
 /* Bound on the rows one list call returns (log_list, seg_list, reader_list,
- * node_list). */
+ * node_list, claim_list). */
 #define META_LIST_ROWS_MAX (16 * 1024 * 1024)
 /* Bound on a lease's time to live (one day). */
 #define META_LEASE_TTL_MS_MAX (24LL * 3600 * 1000)
@@ -242,6 +242,19 @@ static int rev_next(meta_sqlite *m, const char *op, int64_t *rev)
     "  value TEXT NOT NULL,"                                                             \
     "  rev INTEGER NOT NULL)"
 
+/* The claims table (docs/metadata.md §3.6, §4.2): upload claims, created
+ * if missing at every open, like nodes and settings. value is the claim
+ * value of §5.2 (tag zeros); lease_id repeats the value's for the joins. */
+#define CLAIMS_TABLE_SQL                                                                 \
+    "CREATE TABLE IF NOT EXISTS claims ("                                                \
+    "  log_id INTEGER NOT NULL,"                                                         \
+    "  seg_id INTEGER NOT NULL,"                                                         \
+    "  value BLOB NOT NULL,"                                                             \
+    "  lease_id INTEGER NOT NULL,"                                                       \
+    "  rev INTEGER NOT NULL,"                                                            \
+    "  PRIMARY KEY (log_id, seg_id)) WITHOUT ROWID"
+#define CLAIMS_INDEX_SQL "CREATE INDEX IF NOT EXISTS claims_lease ON claims (lease_id)"
+
 static const char schema_sql[] =
     "CREATE TABLE kv ("
     "  key TEXT PRIMARY KEY NOT NULL,"
@@ -283,6 +296,8 @@ static const char schema_sql[] =
     "CREATE INDEX readers_lease ON readers (lease_id);"
     NODES_TABLE_SQL ";"
     SETTINGS_TABLE_SQL ";"
+    CLAIMS_TABLE_SQL ";"
+    CLAIMS_INDEX_SQL ";"
     "INSERT INTO kv (key, value) VALUES"
     "  ('version', 1),"
     "  ('instance', lower(hex(randomblob(16)))),"
@@ -361,6 +376,10 @@ static int schema_init(meta_sqlite *m)
         rc = exec(m, op, NULL, NODES_TABLE_SQL, "");
         if (rc == 0)
             rc = exec(m, op, NULL, SETTINGS_TABLE_SQL, "");
+        if (rc == 0)
+            rc = exec(m, op, NULL, CLAIMS_TABLE_SQL, "");
+        if (rc == 0)
+            rc = exec(m, op, NULL, CLAIMS_INDEX_SQL, "");
         /* Segment placements (docs/metadata.md §4.2): a column added to
          * files made before it, read as '' in their old rows. */
         if (rc == 0 && (rc = query_i64(m, op, "SELECT count(*) FROM pragma_table_info('segments') "
@@ -572,7 +591,8 @@ static int sq_log_delete(meta *mm, const char *name, int64_t expect_rev)
     int64_t rev;
     if ((rc = rev_next(m, op, &rev)) < 0 ||
         (rc = exec(m, op, NULL, "DELETE FROM segments WHERE log_id = ?", "i", cur.log_id)) < 0 ||
-        (rc = exec(m, op, NULL, "DELETE FROM readers WHERE log_id = ?", "i", cur.log_id)) < 0)
+        (rc = exec(m, op, NULL, "DELETE FROM readers WHERE log_id = ?", "i", cur.log_id)) < 0 ||
+        (rc = exec(m, op, NULL, "DELETE FROM claims WHERE log_id = ?", "i", cur.log_id)) < 0)
         goto out_tx;
     rc = exec(m, op, NULL, "DELETE FROM logs WHERE name = ?", "s", name);
 out_tx:
@@ -868,7 +888,9 @@ static int sq_seg_delete(meta *mm, int64_t log_id, int64_t seg_id, int64_t expec
         rc = rev_conflict(op, what, expect_rev, cur.rev);
         goto out_tx;
     }
-    if ((rc = rev_next(m, op, &rev)) < 0)
+    if ((rc = rev_next(m, op, &rev)) < 0 ||
+        (rc = exec(m, op, NULL, "DELETE FROM claims WHERE log_id = ? AND seg_id = ?", "ii",
+                   log_id, seg_id)) < 0)
         goto out_tx;
     rc = exec(m, op, NULL, "DELETE FROM segments WHERE log_id = ? AND seg_id = ?", "ii", log_id,
               seg_id);
@@ -881,8 +903,9 @@ out_unlock:
 
 /* ---- leases ------------------------------------------------------------ */
 
-/* Deletes expired leases and the readers and nodes attached to them (lazy
- * expiry; keys of expired leases are already invisible to every read). */
+/* Deletes expired leases and the readers, nodes and claims attached to
+ * them (lazy expiry; keys of expired leases are already invisible to every
+ * read). */
 static int purge_expired(meta_sqlite *m, const char *op, int64_t now)
 {
     int rc = exec(m, op, NULL,
@@ -891,6 +914,10 @@ static int purge_expired(meta_sqlite *m, const char *op, int64_t now)
     if (rc == 0)
         rc = exec(m, op, NULL,
                   "DELETE FROM nodes WHERE lease_id IN "
+                  "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
+    if (rc == 0)
+        rc = exec(m, op, NULL,
+                  "DELETE FROM claims WHERE lease_id IN "
                   "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
     if (rc < 0)
         return rc;
@@ -961,6 +988,7 @@ static int sq_lease_revoke(meta *mm, int64_t lease_id)
     if ((rc = purge_expired(m, op, wp__wall_ms())) < 0 ||
         (rc = exec(m, op, NULL, "DELETE FROM readers WHERE lease_id = ?", "i", lease_id)) < 0 ||
         (rc = exec(m, op, NULL, "DELETE FROM nodes WHERE lease_id = ?", "i", lease_id)) < 0 ||
+        (rc = exec(m, op, NULL, "DELETE FROM claims WHERE lease_id = ?", "i", lease_id)) < 0 ||
         (rc = exec(m, op, &changes, "DELETE FROM leases WHERE lease_id = ?", "i", lease_id)) < 0)
         goto out_tx;
     if (changes == 0)
@@ -1321,6 +1349,208 @@ out_unlock:
     return rc;
 }
 
+/* ---- upload claims ------------------------------------------------------ */
+
+/* Live claims only: one whose lease expired (or is missing) is invisible
+ * (purged lazily). A lease_id <= 0 is never written, so such a row is shown
+ * and then reported corrupt rather than hidden. */
+#define CLAIM_SELECT                                                                     \
+    "SELECT c.log_id, c.seg_id, c.value, c.lease_id, c.rev "                             \
+    "FROM claims c LEFT JOIN leases l ON l.lease_id = c.lease_id "                       \
+    "WHERE (c.lease_id <= 0 OR l.expires_ms > ?)"
+
+static int claim_corrupt(meta_sqlite *m, const char *op, int64_t log_id, int64_t seg_id,
+                         const char *what)
+{
+    return wp__err(WP_ECORRUPT, "meta sqlite %s (%s): corrupt record: claim %lld/%lld: %s", op,
+                   m->path, (long long)log_id, (long long)seg_id, what);
+}
+
+static int row_claim(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_claim *c)
+{
+    int64_t log_id = 0, seg_id = 0, lease = 0;
+    memset(c, 0, sizeof *c);
+    int rc;
+    if ((rc = col_i64(m, op, st, 0, 1, &log_id)) < 0 ||
+        (rc = col_i64(m, op, st, 1, 0, &seg_id)) < 0)
+        return rc;
+    if (sqlite3_column_type(st, 2) != SQLITE_BLOB)
+        return claim_corrupt(m, op, log_id, seg_id, "value is not a blob");
+    const void *v = sqlite3_column_blob(st, 2);
+    int len = sqlite3_column_bytes(st, 2);
+    const char *why = v && len > 0 ? meta_claim_decode(v, (size_t)len, c) : "empty value";
+    if (why)
+        return claim_corrupt(m, op, log_id, seg_id, why);
+    if (c->log_id != log_id || c->seg_id != seg_id)
+        return claim_corrupt(m, op, log_id, seg_id, "ids differ from the key");
+    if (col_i64(m, op, st, 3, 1, &lease) < 0 || col_i64(m, op, st, 4, 1, &c->rev) < 0)
+        return claim_corrupt(m, op, log_id, seg_id, "lease_id or rev column");
+    if (lease != c->lease_id)
+        return claim_corrupt(m, op, log_id, seg_id, "lease_id differs from the value's");
+    return 0;
+}
+
+/* The live claim of a segment, inside the current transaction or
+ * autocommit: 0 and *out, WP_ENOENT, or an error. */
+static int claim_load(meta_sqlite *m, const char *op, int64_t log_id, int64_t seg_id,
+                      meta_claim *out)
+{
+    sqlite3_stmt *st;
+    int rc = prep(m, op, &st, CLAIM_SELECT " AND c.log_id = ? AND c.seg_id = ?", "iii",
+                  wp__wall_ms(), log_id, seg_id);
+    if (rc < 0)
+        return rc;
+    rc = step(m, op, st);
+    if (rc == 1)
+        rc = row_claim(m, op, st, out);
+    else if (rc == 0)
+        rc = wp__err(WP_ENOENT, "meta %s: no claim of segment %lld/%lld", op, (long long)log_id,
+                     (long long)seg_id);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* claim_create's checks inside its transaction, in the documented order:
+ * the segment exists, no live claim, the lease is live. */
+static int claim_create_check(meta_sqlite *m, const char *op, const meta_claim *c)
+{
+    meta_seg seg;
+    meta_claim cur;
+    int rc = purge_expired(m, op, wp__wall_ms());
+    if (rc < 0 || (rc = seg_load(m, op, c->log_id, c->seg_id, &seg)) < 0)
+        return rc;
+    rc = claim_load(m, op, c->log_id, c->seg_id, &cur);
+    if (rc == 0)
+        return wp__err(WP_EEXIST, "meta %s: segment %lld/%lld is claimed by '%s' (rev %lld, "
+                       "lease %lld)", op, (long long)c->log_id, (long long)c->seg_id,
+                       cur.node_id, (long long)cur.rev, (long long)cur.lease_id);
+    if (rc != WP_ENOENT)
+        return rc;
+    int changes = 0;
+    /* A no-op write that tells whether the lease is live. */
+    rc = exec(m, op, &changes, "UPDATE leases SET ttl_ms = ttl_ms WHERE lease_id = ?", "i",
+              c->lease_id);
+    if (rc == 0 && changes == 0)
+        rc = wp__err(WP_ENOENT, "meta %s %lld/%lld: lease %lld expired or revoked", op,
+                     (long long)c->log_id, (long long)c->seg_id, (long long)c->lease_id);
+    return rc;
+}
+
+static int sq_claim_create(meta *mm, meta_claim *c)
+{
+    static const char op[] = "claim_create";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_claim_check(op, c);
+    if (rc < 0)
+        return rc;
+    uint8_t val[META_CLAIM_VALUE_MAX];
+    size_t len = meta_claim_encode(c, NULL, val);
+    int64_t rev = 0;
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = claim_create_check(m, op, c)) < 0 || (rc = rev_next(m, op, &rev)) < 0)
+        goto out_tx;
+    /* REPLACE: a row whose lease is missing is not live (never expected). */
+    rc = exec(m, op, NULL,
+              "INSERT OR REPLACE INTO claims (log_id, seg_id, value, lease_id, rev) "
+              "VALUES (?, ?, ?, ?, ?)",
+              "iibii", c->log_id, c->seg_id, (const void *)val, len, c->lease_id, rev);
+out_tx:
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    if (rc == 0)
+        c->rev = rev;
+    return rc;
+}
+
+static int sq_claim_get(meta *mm, int64_t log_id, int64_t seg_id, meta_claim *out)
+{
+    static const char op[] = "claim_get";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_claim_key_check(op, log_id, seg_id);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&m->mu);
+    rc = claim_load(m, op, log_id, seg_id, out);
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int sq_claim_delete(meta *mm, int64_t log_id, int64_t seg_id, int64_t expect_rev)
+{
+    static const char op[] = "claim_delete";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_claim_key_check(op, log_id, seg_id);
+    if (rc < 0)
+        return rc;
+    if (expect_rev < 0)
+        return wp__err(WP_EINVAL, "meta %s: bad expect_rev %lld", op, (long long)expect_rev);
+    meta_claim cur;
+    int64_t rev;
+    char what[64];
+    snprintf(what, sizeof what, "claim %lld/%lld", (long long)log_id, (long long)seg_id);
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = purge_expired(m, op, wp__wall_ms())) < 0 ||
+        (rc = claim_load(m, op, log_id, seg_id, &cur)) < 0)
+        goto out_tx;
+    if (expect_rev != 0 && cur.rev != expect_rev) {
+        rc = rev_conflict(op, what, expect_rev, cur.rev);
+        goto out_tx;
+    }
+    if ((rc = rev_next(m, op, &rev)) < 0)
+        goto out_tx;
+    rc = exec(m, op, NULL, "DELETE FROM claims WHERE log_id = ? AND seg_id = ?", "ii", log_id,
+              seg_id);
+out_tx:
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int sq_claim_list(meta *mm, int64_t log_id, meta_claim **out, size_t *n)
+{
+    static const char op[] = "claim_list";
+    meta_sqlite *m = ms(mm);
+    meta_claim *arr = NULL;
+    size_t cnt = 0, cap = 0;
+    sqlite3_stmt *st;
+    *out = NULL;
+    *n = 0;
+    if (log_id < 0)
+        return wp__err(WP_EINVAL, "meta %s: bad log_id %lld (0: every log)", op,
+                       (long long)log_id);
+    pthread_mutex_lock(&m->mu);
+    int rc = log_id ? prep(m, op, &st, CLAIM_SELECT " AND c.log_id = ? ORDER BY c.log_id, c.seg_id",
+                           "ii", wp__wall_ms(), log_id)
+                    : prep(m, op, &st, CLAIM_SELECT " ORDER BY c.log_id, c.seg_id", "i",
+                           wp__wall_ms());
+    if (rc < 0)
+        goto out_unlock;
+    while ((rc = step(m, op, st)) == 1) {
+        if ((rc = grow((void **)&arr, &cap, cnt + 1, sizeof *arr, op)) < 0 ||
+            (rc = row_claim(m, op, st, &arr[cnt])) < 0)
+            break;
+        cnt++;
+    }
+    sqlite3_finalize(st);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = cnt;
+    return 0;
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
 static void sq_close(meta *mm)
@@ -1358,6 +1588,10 @@ static const struct meta_ops sqlite_ops = {
     .node_list = sq_node_list,
     .setting_get = sq_setting_get,
     .setting_put = sq_setting_put,
+    .claim_create = sq_claim_create,
+    .claim_get = sq_claim_get,
+    .claim_delete = sq_claim_delete,
+    .claim_list = sq_claim_list,
 };
 
 int meta_sqlite_open(const char *path, meta **out)

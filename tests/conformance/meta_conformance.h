@@ -1221,6 +1221,541 @@ TEST(mc_seg_placement)
     mc_close(m);
 }
 
+/* ---- upload claims (docs/metadata.md §3.6) ----------------------------- */
+
+static meta_claim mc_claim(int64_t log_id, int64_t seg_id, const char *node_id, int64_t lease_id,
+                           int64_t attempt)
+{
+    meta_claim c;
+    memset(&c, 0, sizeof c);
+    c.log_id = log_id;
+    c.seg_id = seg_id;
+    snprintf(c.node_id, sizeof c.node_id, "%s", node_id);
+    c.lease_id = lease_id;
+    c.claimed_ms = 5000 + seg_id;
+    c.attempt = attempt;
+    return c;
+}
+
+static bool mc_claim_eq(const meta_claim *a, const meta_claim *b)
+{
+    return a->log_id == b->log_id && a->seg_id == b->seg_id &&
+           strcmp(a->node_id, b->node_id) == 0 && a->lease_id == b->lease_id &&
+           a->claimed_ms == b->claimed_ms && a->attempt == b->attempt && a->rev == b->rev;
+}
+
+/* claim_list(log_id) returns exactly the (log_id, seg_id) pairs want, in
+ * that order (want holds 2 * n_want ids). */
+static bool mc_claims_are(meta *m, int64_t log_id, const int64_t *want, size_t n_want)
+{
+    meta_claim *cs = NULL;
+    size_t n = 0;
+    int rc = m->ops->claim_list(m, log_id, &cs, &n);
+    if (rc != 0) {
+        fprintf(stderr, "  claim_list(%lld): %s\n", (long long)log_id, wp_errmsg());
+        return false;
+    }
+    bool ok = n == n_want;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = cs[i].log_id == want[2 * i] && cs[i].seg_id == want[2 * i + 1];
+    if (!ok) {
+        fprintf(stderr, "  claim_list(%lld) returned %zu:", (long long)log_id, n);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %lld/%lld", (long long)cs[i].log_id, (long long)cs[i].seg_id);
+        fprintf(stderr, "\n");
+    }
+    free(cs);
+    return ok;
+}
+
+/* Creates segments 0..n-1 of l. */
+static bool mc_make_segs(meta *m, const meta_log *l, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        meta_seg s = mc_seg(l->log_id, i, 0);
+        if (m->ops->seg_create(m, l, &s) != 0) {
+            fprintf(stderr, "  seg_create %lld/%lld: %s\n", (long long)l->log_id, (long long)i,
+                    wp_errmsg());
+            return false;
+        }
+    }
+    return true;
+}
+
+TEST(mc_claim_crud)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta_log a, b;
+    REQUIRE(m->ops->log_create(m, "claimed", 1, &a) == 0);
+    REQUIRE(m->ops->log_create(m, "claimed2", 1, &b) == 0);
+    REQUIRE(mc_make_segs(m, &a, 3) && mc_make_segs(m, &b, 2));
+    int64_t l1 = 0, l2 = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &l1));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &l2));
+
+    meta_claim c1 = mc_claim(a.log_id, 1, "ls-1", l1, 1), g;
+    c1.rev = 777; /* ignored */
+    CHECK_OK(m->ops->claim_create(m, &c1));
+    CHECK(c1.rev > 0 && c1.rev != 777);
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->claim_get(m, a.log_id, 1, &g));
+    CHECK(mc_claim_eq(&g, &c1));
+    CHECK(g.claimed_ms == 5001 && strcmp(g.node_id, "ls-1") == 0 && g.attempt == 1);
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, a.log_id, 0, &g));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, b.log_id, 1, &g));
+
+    /* A live claim: anyone's create is WP_EEXIST (the claimant's own too)
+     * and changes nothing. */
+    meta_claim dup = mc_claim(a.log_id, 1, "ls-2", l2, 1);
+    CHECK_RC(WP_EEXIST, m->ops->claim_create(m, &dup));
+    CHECK(strstr(wp_errmsg(), "ls-1") != NULL); /* names the holder */
+    CHECK(dup.rev == 0);
+    dup = c1;
+    CHECK_RC(WP_EEXIST, m->ops->claim_create(m, &dup));
+    CHECK(dup.rev == c1.rev);
+    CHECK_OK(m->ops->claim_get(m, a.log_id, 1, &g));
+    CHECK(mc_claim_eq(&g, &c1));
+
+    /* A segment that does not exist cannot be claimed. */
+    meta_claim none = mc_claim(a.log_id, 3, "ls-1", l1, 1);
+    CHECK_RC(WP_ENOENT, m->ops->claim_create(m, &none));
+    none = mc_claim(b.log_id + 1000, 0, "ls-1", l1, 1);
+    CHECK_RC(WP_ENOENT, m->ops->claim_create(m, &none));
+
+    /* More claims; list sorts by (log_id, seg_id), 0 lists every log. */
+    meta_claim c0 = mc_claim(a.log_id, 0, "ls-2", l2, 3);
+    meta_claim cb1 = mc_claim(b.log_id, 1, "ls-1", l1, 1);
+    meta_claim cb0 = mc_claim(b.log_id, 0, "ls-3", l2, 1);
+    CHECK_OK(m->ops->claim_create(m, &cb1));
+    CHECK_OK(m->ops->claim_create(m, &c0));
+    CHECK_OK(m->ops->claim_create(m, &cb0));
+    CHECK(cb1.rev > c1.rev && c0.rev > cb1.rev && cb0.rev > c0.rev);
+    int64_t want_a[] = {a.log_id, 0, a.log_id, 1};
+    int64_t want_b[] = {b.log_id, 0, b.log_id, 1};
+    int64_t want_all[] = {a.log_id, 0, a.log_id, 1, b.log_id, 0, b.log_id, 1};
+    CHECK(mc_claims_are(m, a.log_id, want_a, 2));
+    CHECK(mc_claims_are(m, b.log_id, want_b, 2));
+    CHECK(mc_claims_are(m, 0, want_all, 4));
+    CHECK(mc_claims_are(m, b.log_id + 1000, NULL, 0));
+
+    /* Another handle sees the same records. */
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    meta_claim *cs = NULL;
+    size_t n = 0;
+    CHECK_OK(m2->ops->claim_list(m2, 0, &cs, &n));
+    CHECK(n == 4);
+    if (n == 4)
+        CHECK(mc_claim_eq(&cs[0], &c0) && mc_claim_eq(&cs[1], &c1) &&
+              mc_claim_eq(&cs[2], &cb0) && mc_claim_eq(&cs[3], &cb1));
+    free(cs);
+
+    /* Delete: a stale rev is WP_ECONFLICT and leaves the claim alone. */
+    int64_t stale = c1.rev;
+    CHECK_OK(m2->ops->claim_delete(m2, a.log_id, 1, c1.rev));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, a.log_id, 1, &g));
+    CHECK_RC(WP_ENOENT, m->ops->claim_delete(m, a.log_id, 1, c1.rev));
+    CHECK_RC(WP_ENOENT, m->ops->claim_delete(m, a.log_id, 1, 0));
+    meta_claim c1b = mc_claim(a.log_id, 1, "ls-2", l2, 2);
+    CHECK_OK(m->ops->claim_create(m, &c1b)); /* a new claim, a new generation */
+    CHECK(c1b.rev > cb0.rev);
+    CHECK_RC(WP_ECONFLICT, m->ops->claim_delete(m, a.log_id, 1, stale));
+    CHECK_OK(m2->ops->claim_get(m2, a.log_id, 1, &g));
+    CHECK(mc_claim_eq(&g, &c1b));
+    CHECK_OK(m->ops->claim_delete(m, a.log_id, 1, 0)); /* 0: whatever its rev */
+    CHECK_RC(WP_ENOENT, m2->ops->claim_get(m2, a.log_id, 1, &g));
+    CHECK(mc_claims_are(m2, 0, (int64_t[]){a.log_id, 0, b.log_id, 0, b.log_id, 1}, 3));
+
+    /* Deleting claims leaves the leases and the segments alone. */
+    CHECK(mc_count_segs(m, a.log_id) == 3);
+    CHECK_OK(m->ops->lease_keepalive(m, l1));
+    CHECK_OK(m->ops->lease_revoke(m, l1));
+    CHECK_OK(m->ops->lease_revoke(m, l2));
+    CHECK(mc_claims_are(m2, 0, NULL, 0));
+    mc_close(m2);
+    mc_close(m);
+}
+
+TEST(mc_claim_bad_args)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta_log l;
+    REQUIRE(m->ops->log_create(m, "badclaims", 1, &l) == 0);
+    REQUIRE(mc_make_segs(m, &l, 2));
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_claim ok = mc_claim(l.log_id, 0, "ok", lease, 1), b, g;
+
+    /* The longest node id and claimed_ms 0 are fine. */
+    meta_claim lng = mc_claim(l.log_id, 1, "", lease, INT64_MAX);
+    memset(lng.node_id, 'i', WP_NODE_ID_MAX);
+    lng.node_id[WP_NODE_ID_MAX] = '\0';
+    lng.claimed_ms = 0;
+    CHECK_OK(m->ops->claim_create(m, &lng));
+    CHECK_OK(m->ops->claim_get(m, l.log_id, 1, &g));
+    CHECK(mc_claim_eq(&g, &lng));
+
+    static const char *const bad_ids[] = {"", "a/b", "a b", "a:b", "caf\xc3\xa9", "x\n"};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+        b = ok;
+        snprintf(b.node_id, sizeof b.node_id, "%s", bad_ids[i]);
+        CHECK_RC(WP_EINVAL, m->ops->claim_create(m, &b));
+        CHECK(strstr(wp_errmsg(), "node_id") != NULL);
+    }
+    b = ok;
+    memset(b.node_id, 'i', sizeof b.node_id); /* unterminated: too long */
+    CHECK_RC(WP_EINVAL, m->ops->claim_create(m, &b));
+    CHECK(strstr(wp_errmsg(), "node_id") != NULL);
+
+    static const struct {
+        int64_t log_id, seg_id, lease_id, claimed_ms, attempt;
+        const char *field;
+    } bad[] = {
+        {0, 0, 1, 0, 1, "log_id"},     {-1, 0, 1, 0, 1, "log_id"},  {1, -1, 1, 0, 1, "seg_id"},
+        {1, 0, 0, 0, 1, "lease_id"},   {1, 0, -1, 0, 1, "lease_id"}, {1, 0, 1, -1, 1, "claimed_ms"},
+        {1, 0, 1, 0, 0, "attempt"},    {1, 0, 1, 0, -1, "attempt"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        b = ok;
+        b.log_id = bad[i].log_id == 1 ? l.log_id : bad[i].log_id;
+        b.seg_id = bad[i].seg_id;
+        b.lease_id = bad[i].lease_id == 1 ? lease : bad[i].lease_id;
+        b.claimed_ms = bad[i].claimed_ms;
+        b.attempt = bad[i].attempt;
+        CHECK_RC(WP_EINVAL, m->ops->claim_create(m, &b));
+        if (!strstr(wp_errmsg(), bad[i].field))
+            fprintf(stderr, "  case %zu: '%s' does not name %s\n", i, wp_errmsg(), bad[i].field);
+        CHECK(strstr(wp_errmsg(), bad[i].field) != NULL);
+    }
+
+    /* Bad keys and revs given to get, delete and list. */
+    CHECK_RC(WP_EINVAL, m->ops->claim_get(m, 0, 0, &g));
+    CHECK_RC(WP_EINVAL, m->ops->claim_get(m, -5, 0, &g));
+    CHECK_RC(WP_EINVAL, m->ops->claim_get(m, l.log_id, -1, &g));
+    CHECK_RC(WP_EINVAL, m->ops->claim_delete(m, 0, 0, 0));
+    CHECK_RC(WP_EINVAL, m->ops->claim_delete(m, l.log_id, -1, 0));
+    CHECK_RC(WP_EINVAL, m->ops->claim_delete(m, l.log_id, 1, -1));
+    meta_claim *cs = (meta_claim *)1;
+    size_t n = 7;
+    CHECK_RC(WP_EINVAL, m->ops->claim_list(m, -1, &cs, &n));
+    CHECK(cs == NULL && n == 0);
+
+    /* Nothing bad was stored; the good one is unchanged. */
+    CHECK(mc_claims_are(m, 0, (int64_t[]){l.log_id, 1}, 1));
+    CHECK_OK(m->ops->claim_get(m, l.log_id, 1, &g));
+    CHECK(mc_claim_eq(&g, &lng));
+    CHECK_OK(m->ops->claim_create(m, &ok));
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    CHECK(mc_claims_are(m, l.log_id, NULL, 0));
+    mc_close(m);
+}
+
+/* A claim lives exactly as long as its lease: revoked or expired, it is
+ * gone for every handle and the segment can be claimed again, with a new,
+ * larger generation; the old claimant's delete is then WP_ECONFLICT. */
+TEST(mc_claim_lease)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    meta_log l;
+    REQUIRE(m->ops->log_create(m, "leaseclaims", 1, &l) == 0);
+    REQUIRE(mc_make_segs(m, &l, 4));
+    meta_claim g;
+
+    /* A revoked lease: create is WP_ENOENT and stores nothing. */
+    int64_t gone = 0, la = 0, lb = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &gone));
+    CHECK_OK(m->ops->lease_revoke(m, gone));
+    meta_claim c = mc_claim(l.log_id, 0, "ls-1", gone, 1);
+    CHECK_RC(WP_ENOENT, m->ops->claim_create(m, &c));
+    CHECK(strstr(wp_errmsg(), "lease") != NULL);
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, l.log_id, 0, &g));
+
+    /* Revoke (from another handle) removes exactly that lease's claims. */
+    CHECK_OK(m->ops->lease_grant(m, 60000, &la));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lb));
+    meta_claim ca0 = mc_claim(l.log_id, 0, "ls-1", la, 1);
+    meta_claim ca1 = mc_claim(l.log_id, 1, "ls-1", la, 1);
+    meta_claim cb2 = mc_claim(l.log_id, 2, "ls-2", lb, 1);
+    CHECK_OK(m->ops->claim_create(m, &ca0));
+    CHECK_OK(m->ops->claim_create(m, &ca1));
+    CHECK_OK(m->ops->claim_create(m, &cb2));
+    CHECK_OK(m2->ops->lease_revoke(m2, la));
+    CHECK(mc_claims_are(m, l.log_id, (int64_t[]){l.log_id, 2}, 1));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, l.log_id, 0, &g));
+    CHECK_RC(WP_ENOENT, m->ops->claim_delete(m, l.log_id, 1, ca1.rev));
+    meta_claim take = mc_claim(l.log_id, 0, "ls-2", lb, 2);
+    CHECK_OK(m2->ops->claim_create(m2, &take));
+    CHECK(take.rev > ca0.rev);
+
+    /* Expiry: the claimant stops its keepalives; while the lease lives the
+     * segment is taken, then the claim vanishes and another claimant takes
+     * the segment over. */
+    int64_t ls = 0;
+    CHECK_OK(m->ops->lease_grant(m, mc_lease_ttl_ms, &ls));
+    meta_claim eph = mc_claim(l.log_id, 3, "ls-3", ls, 1);
+    CHECK_OK(m->ops->claim_create(m, &eph));
+    meta_claim over = mc_claim(l.log_id, 3, "ls-2", lb, 2);
+    CHECK_RC(WP_EEXIST, m2->ops->claim_create(m2, &over));
+    CHECK_OK(m2->ops->claim_get(m2, l.log_id, 3, &g));
+    CHECK(mc_claim_eq(&g, &eph));
+    mc_sleep_ms(mc_lease_ttl_ms + mc_lease_slack_ms);
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, l.log_id, 3, &g));
+    CHECK_RC(WP_ENOENT, m2->ops->claim_get(m2, l.log_id, 3, &g));
+    CHECK(mc_claims_are(m2, l.log_id, (int64_t[]){l.log_id, 0, l.log_id, 2}, 2));
+    CHECK_RC(WP_ENOENT, m->ops->claim_delete(m, l.log_id, 3, eph.rev));
+    CHECK_OK(m2->ops->claim_create(m2, &over)); /* the takeover */
+    CHECK(over.rev > eph.rev && over.rev > take.rev);
+    CHECK_OK(m->ops->claim_get(m, l.log_id, 3, &g));
+    CHECK(mc_claim_eq(&g, &over) && g.attempt == 2 && strcmp(g.node_id, "ls-2") == 0);
+    /* The old claimant, late: its delete cannot remove the new claim, and
+     * its expired lease cannot claim again. */
+    CHECK_RC(WP_ECONFLICT, m->ops->claim_delete(m, l.log_id, 3, eph.rev));
+    CHECK_OK(m2->ops->claim_get(m2, l.log_id, 3, &g));
+    CHECK(mc_claim_eq(&g, &over));
+    CHECK_RC(WP_ENOENT, m->ops->lease_keepalive(m, ls));
+    CHECK_RC(WP_ENOENT, m->ops->claim_delete(m, l.log_id, 1, 0)); /* gone with la */
+    meta_claim late = mc_claim(l.log_id, 1, "ls-3", ls, 1);
+    CHECK_RC(WP_ENOENT, m->ops->claim_create(m, &late));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, l.log_id, 1, &g));
+
+    CHECK_OK(m->ops->lease_revoke(m, lb));
+    CHECK(mc_claims_are(m2, 0, NULL, 0));
+    mc_close(m2);
+    mc_close(m);
+}
+
+/* log_delete removes every claim of the log; seg_delete the segment's
+ * only (and not when its CAS fails). */
+TEST(mc_claim_cascade)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta_log l, keep, again;
+    REQUIRE(m->ops->log_create(m, "doomedc", 1, &l) == 0);
+    REQUIRE(m->ops->log_create(m, "keptc", 1, &keep) == 0);
+    REQUIRE(mc_make_segs(m, &l, 3) && mc_make_segs(m, &keep, 3));
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    for (int64_t i = 0; i < 3; i++) {
+        meta_claim c = mc_claim(l.log_id, i, "ls-1", lease, 1);
+        CHECK_OK(m->ops->claim_create(m, &c));
+        c = mc_claim(keep.log_id, i, "ls-1", lease, 1);
+        CHECK_OK(m->ops->claim_create(m, &c));
+    }
+    meta_seg s1;
+    CHECK_OK(m->ops->seg_get(m, keep.log_id, 1, &s1));
+    CHECK_RC(WP_ECONFLICT, m->ops->seg_delete(m, keep.log_id, 1, s1.rev + 1000));
+    CHECK(mc_claims_are(m, keep.log_id,
+                        (int64_t[]){keep.log_id, 0, keep.log_id, 1, keep.log_id, 2}, 3));
+    CHECK_OK(m->ops->seg_delete(m, keep.log_id, 1, s1.rev));
+    CHECK(mc_claims_are(m, keep.log_id, (int64_t[]){keep.log_id, 0, keep.log_id, 2}, 2));
+    CHECK_OK(m->ops->seg_delete(m, keep.log_id, 2, 0));
+    CHECK(mc_claims_are(m, keep.log_id, (int64_t[]){keep.log_id, 0}, 1));
+    meta_claim g;
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, keep.log_id, 2, &g));
+    /* A segment deleted and made again starts unclaimed. */
+    meta_seg s = mc_seg(keep.log_id, 2, 0);
+    CHECK_OK(m->ops->seg_create(m, &keep, &s));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, keep.log_id, 2, &g));
+
+    CHECK_OK(m->ops->log_delete(m, "doomedc", l.rev));
+    CHECK(mc_claims_are(m, l.log_id, NULL, 0));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, l.log_id, 0, &g));
+    CHECK_RC(WP_ENOENT, m->ops->claim_delete(m, l.log_id, 2, 0));
+    meta_claim c = mc_claim(l.log_id, 0, "ls-1", lease, 1);
+    CHECK_RC(WP_ENOENT, m->ops->claim_create(m, &c)); /* its segments are gone */
+    CHECK(mc_claims_are(m, 0, (int64_t[]){keep.log_id, 0}, 1));
+    CHECK_OK(m->ops->log_create(m, "doomedc", 1, &again));
+    REQUIRE(mc_make_segs(m, &again, 1));
+    CHECK(mc_claims_are(m, again.log_id, NULL, 0));
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    mc_close(m);
+}
+
+#define MC_CLAIM_ROUNDS 12
+
+typedef struct {
+    meta *h;
+    int64_t log_id, lease, won[MC_CLAIM_ROUNDS], rev[MC_CLAIM_ROUNDS];
+    int64_t exist, other;
+    char node_id[16];
+    pthread_barrier_t *start;
+} mc_claimer;
+
+static void *mc_claim_thread(void *p)
+{
+    mc_claimer *r = p;
+    for (int i = 0; i < MC_CLAIM_ROUNDS; i++) {
+        meta_claim c = mc_claim(r->log_id, i, r->node_id, r->lease, 1);
+        pthread_barrier_wait(r->start);
+        int rc = r->h->ops->claim_create(r->h, &c);
+        r->won[i] = rc == 0;
+        r->rev[i] = rc == 0 ? c.rev : 0;
+        r->exist += rc == WP_EEXIST;
+        r->other += rc != 0 && rc != WP_EEXIST;
+        if (rc != 0 && rc != WP_EEXIST)
+            fprintf(stderr, "  %s round %d: %s\n", r->node_id, i, wp_errmsg());
+    }
+    return NULL;
+}
+
+/* Threads on separate handles (two of them sharing one) claim the same
+ * segments at the same moment: exactly one wins each, and the stored
+ * claim is the winner's. */
+TEST(mc_claim_race_threads)
+{
+    meta *h[MC_RACE_HANDLES] = {NULL};
+    h[0] = mc_fresh(mc_arg);
+    REQUIRE(h[0]);
+    bool opened = true;
+    for (int i = 1; i < MC_RACE_HANDLES; i++)
+        opened = (h[i] = mc_again(mc_arg)) != NULL && opened;
+    CHECK(opened);
+    meta_log l;
+    CHECK_OK(h[0]->ops->log_create(h[0], "claimrace", 1, &l));
+    CHECK(mc_make_segs(h[0], &l, MC_CLAIM_ROUNDS));
+    mc_claimer r[MC_RACE_THREADS];
+    pthread_t t[MC_RACE_THREADS];
+    pthread_barrier_t start;
+    memset(r, 0, sizeof r);
+    for (int i = 0; opened && i < MC_RACE_THREADS; i++) {
+        r[i].h = h[i % MC_RACE_HANDLES];
+        r[i].log_id = l.log_id;
+        r[i].start = &start;
+        snprintf(r[i].node_id, sizeof r[i].node_id, "ls-%d", i);
+        CHECK_OK(r[i].h->ops->lease_grant(r[i].h, 60000, &r[i].lease));
+    }
+    int started = 0;
+    if (opened && pthread_barrier_init(&start, NULL, MC_RACE_THREADS) == 0) {
+        for (int i = 0; i < MC_RACE_THREADS; i++) {
+            if (pthread_create(&t[i], NULL, mc_claim_thread, &r[i]) != 0)
+                break;
+            started++;
+        }
+        if (started < MC_RACE_THREADS) /* cannot happen in practice; never hang */
+            fprintf(stderr, "  only %d threads started\n", started);
+        REQUIRE(started == MC_RACE_THREADS);
+        for (int i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&start);
+    }
+    CHECK(started == MC_RACE_THREADS);
+    int64_t exist = 0, other = 0;
+    for (int i = 0; i < started; i++) {
+        exist += r[i].exist;
+        other += r[i].other;
+    }
+    CHECK(other == 0);
+    CHECK(exist == (int64_t)(MC_RACE_THREADS - 1) * MC_CLAIM_ROUNDS);
+    for (int s = 0; started == MC_RACE_THREADS && s < MC_CLAIM_ROUNDS; s++) {
+        int winners = 0, w = 0;
+        for (int i = 0; i < MC_RACE_THREADS; i++)
+            if (r[i].won[s]) {
+                winners++;
+                w = i;
+            }
+        CHECK(winners == 1);
+        meta_claim g;
+        CHECK_OK(h[1 % MC_RACE_HANDLES]->ops->claim_get(h[1 % MC_RACE_HANDLES], l.log_id, s, &g));
+        if (winners == 1)
+            CHECK(strcmp(g.node_id, r[w].node_id) == 0 && g.rev == r[w].rev[s] &&
+                  g.lease_id == r[w].lease);
+    }
+    for (int i = 0; opened && i < MC_RACE_THREADS; i++)
+        CHECK_OK(h[0]->ops->lease_revoke(h[0], r[i].lease));
+    for (int i = 0; i < MC_RACE_HANDLES; i++)
+        mc_close(h[i]);
+}
+
+/* Child: open a handle, grant a lease, report ready, wait for go, claim
+ * segment seg_id as node `id`. Exit status: 0 won, 1 WP_EEXIST, 2 other
+ * error, 3 could not open. The winner's claim outlives it (its lease). */
+static void mc_claim_child(int64_t log_id, int64_t seg_id, const char *id, int ready_fd, int go_fd)
+{
+    meta *h = mc_again(mc_arg);
+    char c = 'r';
+    int64_t lease = 0;
+    if (!h)
+        _exit(3);
+    if (h->ops->lease_grant(h, 60000, &lease) != 0 || write(ready_fd, &c, 1) != 1 ||
+        read(go_fd, &c, 1) != 1)
+        _exit(2);
+    meta_claim cl = mc_claim(log_id, seg_id, id, lease, 1);
+    int rc = h->ops->claim_create(h, &cl);
+    h->ops->close(h);
+    _exit(rc == 0 ? 0 : rc == WP_EEXIST ? 1 : 2);
+}
+
+/* Two processes claim the same segment at once: exactly one wins. */
+TEST(mc_claim_race_processes)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta_log l;
+    int rc = m->ops->log_create(m, "claimprocs", 1, &l);
+    bool made = rc == 0 && mc_make_segs(m, &l, MC_PROC_ROUNDS);
+    mc_close(m); /* hold no handle across fork */
+    REQUIRE(made);
+    for (int round = 0; round < MC_PROC_ROUNDS; round++) {
+        int ready[2], go[2];
+        REQUIRE(pipe(ready) == 0);
+        REQUIRE(pipe(go) == 0);
+        fflush(NULL);
+        pid_t pid[2];
+        for (int i = 0; i < 2; i++) {
+            pid[i] = fork();
+            REQUIRE(pid[i] >= 0);
+            if (pid[i] == 0) {
+                close(ready[0]);
+                close(go[1]);
+                mc_claim_child(l.log_id, round, i ? "proc-1" : "proc-0", ready[1], go[0]);
+            }
+        }
+        close(ready[1]);
+        close(go[0]);
+        char c;
+        int n_ready = 0;
+        for (int i = 0; i < 2; i++)
+            n_ready += read(ready[0], &c, 1) == 1;
+        CHECK(n_ready == 2);
+        CHECK(write(go[1], "gg", 2) == 2);
+        close(go[1]);
+        close(ready[0]);
+        int won = 0, lost = 0, winner = -1;
+        for (int i = 0; i < 2; i++) {
+            int st = 0;
+            CHECK(waitpid(pid[i], &st, 0) == pid[i]);
+            CHECK(WIFEXITED(st));
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+                won++;
+                winner = i;
+            } else if (WIFEXITED(st) && WEXITSTATUS(st) == 1) {
+                lost++;
+            } else {
+                fprintf(stderr, "  round %d: child %d status 0x%x\n", round, i, st);
+            }
+        }
+        CHECK(won == 1 && lost == 1);
+        m = mc_again(mc_arg);
+        REQUIRE(m);
+        meta_claim g;
+        CHECK_OK(m->ops->claim_get(m, l.log_id, round, &g));
+        if (won == 1)
+            CHECK(strcmp(g.node_id, winner ? "proc-1" : "proc-0") == 0);
+        CHECK_OK(m->ops->lease_revoke(m, g.lease_id)); /* the child's lease */
+        mc_close(m);
+    }
+}
+
 static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_again)(void *arg),
                                  void *arg)
 {
@@ -1245,6 +1780,12 @@ static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_ag
     RUN(mc_node_bad_fields);
     RUN(mc_node_lease);
     RUN(mc_setting);
+    RUN(mc_claim_crud);
+    RUN(mc_claim_bad_args);
+    RUN(mc_claim_lease);
+    RUN(mc_claim_cascade);
+    RUN(mc_claim_race_threads);
+    RUN(mc_claim_race_processes);
 }
 
 #endif

@@ -2,7 +2,8 @@
  * test starts itself), plus etcd-only behaviour: the client's base64 and
  * JSON decoding of odd responses, bounded response sizes, unreachable and
  * hung endpoints, failover, unknown outcomes re-checked (through a proxy
- * that drops responses after etcd applied the request), corrupt records,
+ * that drops responses after etcd applied the request), corrupt records
+ * (claims too),
  * watches, auth with token expiry, and measured latency (printed). */
 #include "test.h"
 
@@ -481,6 +482,18 @@ TEST(et_unknown_outcome)
     etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
     CHECK_OK(a->ops->reader_put(a, &r));
     CHECK(mc_count_readers(b, g.log_id) == 1);
+    /* claim_create: applied, answer lost, found by its tag: created once,
+     * at the rev it applied at; claim_delete: gone on the retry, done. */
+    meta_claim c = mc_claim(g.log_id, 0, "ls-1", lease, 1), gc;
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_OK(a->ops->claim_create(a, &c));
+    CHECK_OK(b->ops->claim_get(b, g.log_id, 0, &gc));
+    CHECK(gc.rev == c.rev && strcmp(gc.node_id, "ls-1") == 0);
+    meta_claim c2 = mc_claim(g.log_id, 0, "ls-2", lease, 1);
+    CHECK_RC(WP_EEXIST, b->ops->claim_create(b, &c2));
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_OK(a->ops->claim_delete(a, g.log_id, 0, c.rev));
+    CHECK_RC(WP_ENOENT, b->ops->claim_get(b, g.log_id, 0, &gc));
     etcd_proxy_drop(p, "/v3/lease/revoke", 1, NULL, NULL);
     CHECK_OK(a->ops->lease_revoke(a, lease));
     CHECK(mc_count_readers(b, g.log_id) == 0);
@@ -488,9 +501,9 @@ TEST(et_unknown_outcome)
     CHECK_OK(a->ops->log_delete(a, "x", g.rev));
     CHECK_RC(WP_ENOENT, b->ops->log_get(b, "x", &g));
     int dropped = etcd_proxy_dropped(p);
-    if (dropped != 8)
+    if (dropped != 10)
         fprintf(stderr, "  dropped %d\n", dropped);
-    CHECK(dropped == 8); /* every drop above happened */
+    CHECK(dropped == 10); /* every drop above happened */
     a->ops->close(a);
     b->ops->close(b);
     etcd_proxy_stop(p);
@@ -556,6 +569,104 @@ TEST(et_corrupt_records)
     CHECK_RC(WP_ECORRUPT, meta_etcd_open(cfg, &m2));
     CHECK(m2 == NULL);
     wp_config_free(cfg);
+    etcd_client_free(c);
+    m->ops->close(m);
+}
+
+/* A raw put attached to a lease (0: none). */
+static void raw_put_lease(etcd_client *c, const char *key, const void *v, size_t len, int64_t lease)
+{
+    etcd_result r;
+    if (etcd_put(c, key, v, len, lease, 0, &r) != 0)
+        fprintf(stderr, "  raw put %s: %s\n", key, wp_errmsg());
+    etcd_result_free(&r);
+}
+
+/* Bad claim values are WP_ECORRUPT naming the key, from get, list and
+ * create (which reads the holder for its message). */
+TEST(et_corrupt_claims)
+{
+    meta *m = open_at(cl.endpoints, "corruptc", 3000, NULL, NULL);
+    etcd_client *c = raw_client(cl.endpoints, 3000, 0);
+    if (!m || !c) {
+        if (m)
+            m->ops->close(m);
+        etcd_client_free(c);
+        CHECK(m && c);
+        return;
+    }
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "c", 1, &l));
+    meta_seg s = mc_seg(l.log_id, 0, 0);
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_claim good = mc_claim(l.log_id, 0, "ls-1", lease, 1), g;
+    CHECK_OK(m->ops->claim_create(m, &good));
+    char key[128];
+    snprintf(key, sizeof key, "corruptc/claims/%020lld/%020d", (long long)l.log_id, 0);
+
+    uint8_t v[META_CLAIM_VALUE_MAX + 1];
+    size_t len = meta_claim_encode(&good, NULL, v);
+    /* Each case stores a bad value (attached to the lease unless said
+     * otherwise). */
+    for (int i = 0; i < 9; i++) {
+        uint8_t x[META_CLAIM_VALUE_MAX + 1];
+        size_t xlen = len;
+        int64_t xlease = lease;
+        meta_claim other = good;
+        memcpy(x, v, len);
+        switch (i) {
+        case 0: /* too short */
+            xlen = 2;
+            break;
+        case 1: /* unknown format */
+            x[0] = 2;
+            break;
+        case 2: /* another kind */
+            x[1] = 'N';
+            break;
+        case 3: /* bad node id */
+            x[len - 1] = '/';
+            break;
+        case 4: /* no lease on the key: differs from the value's */
+            xlease = 0;
+            break;
+        case 5: /* seg 5 under key 0 */
+            other.seg_id = 5;
+            xlen = meta_claim_encode(&other, NULL, x);
+            break;
+        case 6: /* log id 0 */
+            memset(x + 2, 0, 8);
+            break;
+        case 7: /* attempt 0 */
+            memset(x + 34, 0, 8);
+            break;
+        case 8: /* one byte too long */
+            memset(x + len, 'x', sizeof x - len);
+            xlen = sizeof x;
+            break;
+        }
+        raw_put_lease(c, key, x, xlen, xlease);
+        int rc = m->ops->claim_get(m, l.log_id, 0, &g);
+        if (rc != WP_ECORRUPT || !strstr(wp_errmsg(), key))
+            fprintf(stderr, "  case %d: %d %s\n", i, rc, wp_errmsg());
+        CHECK(rc == WP_ECORRUPT);
+        CHECK(strstr(wp_errmsg(), key) != NULL);
+        meta_claim *cs = (meta_claim *)1;
+        size_t n = 7;
+        CHECK_RC(WP_ECORRUPT, m->ops->claim_list(m, l.log_id, &cs, &n));
+        CHECK(cs == NULL && n == 0);
+        CHECK_RC(WP_ECORRUPT, m->ops->claim_list(m, 0, &cs, &n));
+        meta_claim again = mc_claim(l.log_id, 0, "ls-2", lease, 1);
+        CHECK_RC(WP_ECORRUPT, m->ops->claim_create(m, &again));
+    }
+    /* Restored (a raw put of a good value on the lease): readable again. */
+    raw_put_lease(c, key, v, len, lease);
+    CHECK_OK(m->ops->claim_get(m, l.log_id, 0, &g));
+    CHECK(strcmp(g.node_id, "ls-1") == 0 && g.lease_id == lease && g.rev > good.rev);
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    CHECK_RC(WP_ENOENT, m->ops->claim_get(m, l.log_id, 0, &g));
     etcd_client_free(c);
     m->ops->close(m);
 }
@@ -863,6 +974,7 @@ int main(void)
     RUN(et_hung_endpoint);
     RUN(et_unknown_outcome);
     RUN(et_corrupt_records);
+    RUN(et_corrupt_claims);
     RUN(et_watch_segments);
     RUN(et_watch_compacted);
     RUN(et_auth);

@@ -1,6 +1,7 @@
 /* test_meta_sqlite.c — the metadata conformance suite on the SQLite backend,
  * plus SQLite-only behaviour: bad files, permissions, schema version,
- * persistence across reopen, corrupt rows, lock timeouts. */
+ * persistence across reopen, corrupt rows, lock timeouts, tables added at
+ * open, the node and claim value codecs. */
 #include "test.h"
 
 #include <fcntl.h>
@@ -453,6 +454,172 @@ TEST(node_value_codec)
         CHECK(meta_node_decode(b, cut, &d) != NULL || cut > 34 + 1 + 8 + 1 + 5);
 }
 
+/* A file made before upload claims: it has no claims table; opening adds
+ * it (and its index), and claims work. */
+TEST(sq_claims_table_added)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "old", 1, &l));
+    meta_seg s;
+    memset(&s, 0, sizeof s);
+    s.log_id = l.log_id;
+    s.last_entry_id = -1;
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    m->ops->close(m);
+    REQUIRE(raw_exec(path, "DROP TABLE claims") == SQLITE_OK);
+    CHECK(raw_i64(path, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'claims%'") == 0);
+    m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    CHECK(raw_i64(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('claims', "
+                        "'claims_lease')") == 2);
+    CHECK(raw_i64(path, "SELECT value FROM kv WHERE key = 'version'") == 1);
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_claim c = {.log_id = l.log_id, .seg_id = 0, .lease_id = lease, .claimed_ms = 1,
+                    .attempt = 1};
+    snprintf(c.node_id, sizeof c.node_id, "ls-1");
+    CHECK_OK(m->ops->claim_create(m, &c));
+    meta_claim g;
+    CHECK_OK(m->ops->claim_get(m, l.log_id, 0, &g));
+    CHECK(g.rev == c.rev && strcmp(g.node_id, "ls-1") == 0);
+    m->ops->close(m);
+}
+
+/* Bad claim rows are WP_ECORRUPT naming the claim, never a crash or a
+ * claim read as something else. */
+TEST(sq_corrupt_claims)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "c", 1, &l));
+    REQUIRE(l.log_id == 1);
+    meta_seg s;
+    memset(&s, 0, sizeof s);
+    s.log_id = l.log_id;
+    s.last_entry_id = -1;
+    CHECK_OK(m->ops->seg_create(m, &l, &s));
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_claim c = {.log_id = 1, .seg_id = 0, .lease_id = lease, .claimed_ms = 1000,
+                    .attempt = 1};
+    snprintf(c.node_id, sizeof c.node_id, "ls-1");
+    CHECK_OK(m->ops->claim_create(m, &c));
+    char good[2 * META_CLAIM_VALUE_MAX + 1];
+    raw_text(path, "SELECT hex(value) FROM claims", good, sizeof good);
+    CHECK(strlen(good) == 2 * 62);
+
+    /* Each statement breaks the row one way; the next restores it. */
+    int64_t other = 0; /* a live lease the value does not name */
+    CHECK_OK(m->ops->lease_grant(m, 60000, &other));
+    char lease_sql[128];
+    snprintf(lease_sql, sizeof lease_sql, "UPDATE claims SET lease_id = %lld", (long long)other);
+    const char *const breaks[] = {
+        "UPDATE claims SET value = x'0143'",               /* too short */
+        "UPDATE claims SET value = 'text'",                /* not a blob */
+        "UPDATE claims SET value = x''",                   /* empty */
+        "UPDATE claims SET value = x'02' || substr(value, 2)", /* unknown format */
+        "UPDATE claims SET value = substr(value, 1, 1) || x'4e' || substr(value, 3)", /* kind */
+        "UPDATE claims SET value = value || x'20'",        /* a space in the node id */
+        "UPDATE claims SET value = substr(value, 1, 58)",  /* no node id */
+        "UPDATE claims SET value = substr(value, 1, 10) || x'0500000000000000' || "
+        "substr(value, 19)",                               /* seg_id 5 under key 0 */
+        "UPDATE claims SET value = substr(value, 1, 34) || x'0000000000000000' || "
+        "substr(value, 43)",                               /* attempt 0 */
+        "UPDATE claims SET value = substr(value, 1, 26) || x'ffffffffffffffff' || "
+        "substr(value, 35)",                               /* claimed_ms -1 */
+        lease_sql,                                         /* lease differs from the value */
+        "UPDATE claims SET rev = 0",
+    };
+    char restore[2 * META_CLAIM_VALUE_MAX + 160];
+    snprintf(restore, sizeof restore,
+             "UPDATE claims SET value = x'%s', lease_id = %lld, rev = %lld", good,
+             (long long)lease, (long long)c.rev);
+    for (size_t i = 0; i < sizeof breaks / sizeof *breaks; i++) {
+        REQUIRE(raw_exec(path, breaks[i]) == SQLITE_OK);
+        meta_claim g;
+        int rc = m->ops->claim_get(m, 1, 0, &g);
+        if (rc != WP_ECORRUPT)
+            fprintf(stderr, "  case %zu (%s): %d %s\n", i, breaks[i], rc, wp_errmsg());
+        CHECK(rc == WP_ECORRUPT);
+        CHECK(strstr(wp_errmsg(), "claim 1/0") != NULL); /* names the claim (its key) */
+        meta_claim *cs = (meta_claim *)1;
+        size_t n = 7;
+        CHECK_RC(WP_ECORRUPT, m->ops->claim_list(m, 0, &cs, &n));
+        CHECK(cs == NULL && n == 0);
+        /* A create meets the corrupt row too, instead of replacing it. */
+        meta_claim again = c;
+        CHECK_RC(WP_ECORRUPT, m->ops->claim_create(m, &again));
+        REQUIRE(raw_exec(path, restore) == SQLITE_OK);
+        CHECK_OK(m->ops->claim_get(m, 1, 0, &g));
+        CHECK(g.rev == c.rev && g.lease_id == lease && strcmp(g.node_id, "ls-1") == 0);
+    }
+    m->ops->close(m);
+}
+
+/* The claim value codec shared by both backends (docs/metadata.md §5.2):
+ * the documented example, a round trip, bad bytes refused. */
+TEST(claim_value_codec)
+{
+    meta_claim c = {.log_id = 7, .seg_id = 3, .lease_id = 5, .claimed_ms = 1000, .attempt = 1};
+    snprintf(c.node_id, sizeof c.node_id, "ls-1");
+    uint8_t b[META_CLAIM_VALUE_MAX];
+    size_t len = meta_claim_encode(&c, NULL, b);
+    static const uint8_t doc[] = {
+        0x01, 0x43, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0,
+        0xe8, 0x03, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x6c, 0x73, 0x2d, 0x31};
+    CHECK(len == sizeof doc && len == 62);
+    CHECK(memcmp(b, doc, sizeof doc) == 0);
+    meta_claim d;
+    memset(&d, 0x5a, sizeof d);
+    d.rev = 99;
+    CHECK(meta_claim_decode(b, len, &d) == NULL);
+    CHECK(d.log_id == 7 && d.seg_id == 3 && d.lease_id == 5 && d.claimed_ms == 1000 &&
+          d.attempt == 1 && strcmp(d.node_id, "ls-1") == 0 && d.rev == 99);
+    /* The tag is carried, not interpreted. */
+    uint8_t tag[META_CLAIM_TAG_LEN];
+    memset(tag, 0xee, sizeof tag);
+    len = meta_claim_encode(&c, tag, b);
+    CHECK(memcmp(b + META_CLAIM_TAG_OFF, tag, sizeof tag) == 0);
+    CHECK(meta_claim_decode(b, len, &d) == NULL && strcmp(d.node_id, "ls-1") == 0);
+    /* The longest node id. */
+    meta_claim lng = c;
+    memset(lng.node_id, 'n', WP_NODE_ID_MAX);
+    lng.node_id[WP_NODE_ID_MAX] = '\0';
+    len = meta_claim_encode(&lng, NULL, b);
+    CHECK(len == META_CLAIM_VALUE_MAX);
+    CHECK(meta_claim_decode(b, len, &d) == NULL && strlen(d.node_id) == WP_NODE_ID_MAX);
+    /* Refused: every cut short of a node id, one byte too many, a bad
+     * format, kind or id byte, fields out of range. */
+    len = meta_claim_encode(&c, NULL, b);
+    for (size_t cut = 0; cut < META_CLAIM_VALUE_MIN; cut++)
+        CHECK(meta_claim_decode(b, cut, &d) != NULL);
+    uint8_t big[META_CLAIM_VALUE_MAX + 1];
+    memcpy(big, b, len);
+    memset(big + len, 'x', sizeof big - len);
+    CHECK(meta_claim_decode(big, sizeof big, &d) != NULL);
+    static const struct {
+        size_t off;
+        uint8_t v;
+    } bad[] = {{0, 2}, {1, 'N'}, {59, '/'}, {61, 0}, {9, 0x80}, {2, 0}, {17, 0x80},
+               {18, 0}, {25, 0x80}, {33, 0x80}, {34, 0}, {41, 0x80}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        uint8_t x[META_CLAIM_VALUE_MAX];
+        memcpy(x, b, len);
+        x[bad[i].off] = bad[i].v;
+        if (meta_claim_decode(x, len, &d) == NULL)
+            fprintf(stderr, "  case %zu accepted\n", i);
+        CHECK(meta_claim_decode(x, len, &d) != NULL);
+    }
+}
+
 int main(void)
 {
     sq_store store;
@@ -470,5 +637,8 @@ int main(void)
     RUN(sq_corrupt_rows);
     RUN(sq_busy_unavailable);
     RUN(node_value_codec);
+    RUN(sq_claims_table_added);
+    RUN(sq_corrupt_claims);
+    RUN(claim_value_codec);
     return test_done();
 }
