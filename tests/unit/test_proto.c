@@ -667,7 +667,8 @@ TEST(body_bad_records)
     le_put32(body + 40, 6);
     CHECK_OK(dec_raw(PROTO_ADD, body, (uint32_t)(len + extra))); /* with n = 6 it is fine */
     /* LAC-only ADD: no records, first == lac + 1 */
-    proto_msg l = {.type = PROTO_ADD, .u.add = {1, 1, 1, 5, 4, 0, NULL, 0}};
+    proto_msg l = {.type = PROTO_ADD,
+                   .u.add = {.log_id = 1, .segment_id = 1, .epoch = 1, .first_entry_id = 5, .lac = 4}};
     len = enc(&l, 1) - PROTO_HEADER_SIZE;
     REQUIRE(len == PROTO_ADD_FIXED);
     memcpy(body, frame_buf + PROTO_HEADER_SIZE, len);
@@ -912,7 +913,9 @@ TEST(reader_large_body_released)
     REQUIRE(recs && f && pay);
     wp_payload p = {.data = pay, .len = 2 * WP_MiB};
     size_t rl = rec_encode(&p, recs);
-    proto_msg a = {.type = PROTO_ADD, .u.add = {1, 1, 1, 0, -1, 1, recs, rl}};
+    proto_msg a = {.type = PROTO_ADD,
+                   .u.add = {.log_id = 1, .segment_id = 1, .epoch = 1, .first_entry_id = 0,
+                             .lac = -1, .n_entries = 1, .records = recs, .records_len = rl}};
     proto_msg h = sample(PROTO_HELLO);
     size_t len, hl, used;
     CHECK_OK(proto_encode(1, 0, &h, f, cap, &hl));
