@@ -6,8 +6,9 @@ BUILD_O3   ?= build-release
 JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
+PREFIX     ?= /usr/local
 
-.PHONY: all deps build demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum clean
+.PHONY: all deps build install demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum clean
 
 all: build
 
@@ -17,6 +18,14 @@ deps:
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
+
+# Installs into $(PREFIX) (under $(DESTDIR) if set): woodpecker.h,
+# libwoodpecker.{a,so}, wp, woodpecker, woodpecker.pc, the CMake package,
+# man pages, the example config and examples/ (cmake/packaging.cmake).
+# As root with no DESTDIR, refreshes the dynamic linker's cache.
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 # The embedded demo: local disk + SQLite, in a temporary directory.
 demo: build

@@ -7,6 +7,9 @@
 #   wp async 1 MiB entries (flush.max_bytes 1MiB: one fdatasync per entry)
 #   wp async 4 KiB entries (group commit: many entries per fdatasync)
 #   wp sync 4 KiB entries (one append at a time, low load)
+#   compression: wp async 4 KiB entries of log-like text and of random bytes
+#     with flush.compression none, zstd and lz4: MB/s of payload, bytes
+#     stored per payload byte, CPU seconds per GiB of payload
 # Environment: WP_BENCH_DIR (scratch parent; default: the build directory),
 # REPS (default 3). Needs python3 or jq to read JSON.
 set -euo pipefail
@@ -64,7 +67,7 @@ fmt() {
   if [ "$1" = nan ]; then echo "-"; else printf "%.${2:-2}f" "$1"; fi
 }
 
-declare -A cmds mbs p50 p99 e50 e99
+declare -A cmds mbs p50 p99 e50 e99 stored sratio cpug
 
 # fio_case NAME BS SIZE: REPS fio runs; records MB/s and fdatasync latency.
 fio_case() {
@@ -92,7 +95,7 @@ fio_case() {
 
 # wp_case NAME WP-ARGS...: REPS `wp bench --reader --json` runs in fresh roots.
 wp_case() {
-  local name=$1 r m=() a=() b=() c=() d=()
+  local name=$1 r m=() a=() b=() c=() d=() s=() q=() g=()
   shift
   for r in $(seq "$REPS"); do
     local out=$tmp/$name.$r.json root=$tmp/$name-$r
@@ -102,9 +105,12 @@ wp_case() {
     m+=("$(jget "$out" mib_per_s)")
     a+=("$(jget "$out" ack_p50_ms)") b+=("$(jget "$out" ack_p99_ms)")
     c+=("$(jget "$out" e2e_p50_ms)") d+=("$(jget "$out" e2e_p99_ms)")
+    s+=("$(jget "$out" stored_bytes)") q+=("$(jget "$out" stored_ratio)")
+    g+=("$(jget "$out" cpu_s_per_gib)")
   done
   mbs[$name]=$(median "${m[@]}") p50[$name]=$(median "${a[@]}") p99[$name]=$(median "${b[@]}")
   e50[$name]=$(median "${c[@]}") e99[$name]=$(median "${d[@]}")
+  stored[$name]=$(median "${s[@]}") sratio[$name]=$(median "${q[@]}") cpug[$name]=$(median "${g[@]}")
   echo "bench: $name ${mbs[$name]} MiB/s, ack p50 ${p50[$name]} ms" >&2
 }
 
@@ -113,6 +119,14 @@ fio_case fio-4k 4k 20M
 wp_case wp-async-1MiB -o flush.max_bytes=1MiB bench --log b --entries 256 --size 1MiB --mode async --window 4
 wp_case wp-async-4KiB bench --log b --entries 100000 --size 4KiB --mode async
 wp_case wp-sync-4KiB bench --log b --entries 5000 --size 4KiB --mode sync
+ZCASES=()
+for payload in text random; do
+  for codec in none zstd lz4; do
+    ZCASES+=("wp-$codec-$payload")
+    wp_case "wp-$codec-$payload" -o flush.compression=$codec bench --log b --entries 100000 \
+      --size 4KiB --mode async --payload $payload
+  done
+done
 
 # ratio NAME PEER: NAME's MB/s over PEER's.
 ratio() {
@@ -143,8 +157,25 @@ echo
 echo "fio rows: ack = fdatasync latency of one block; wp rows: ack = append call to"
 echo "durable callback, tail-read = append call to a concurrent reader receiving the entry."
 echo
+echo "## Compression: async 4 KiB entries, flush.compression per row (median of $REPS runs)"
+echo
+echo "| case | payload | codec | MB/s of payload | ack p50 ms | stored bytes | stored / payload | CPU s per GiB of payload |"
+echo "|---|---|---|---:|---:|---:|---:|---:|"
+for n in "${ZCASES[@]}"; do
+  IFS=- read -r _ codec payload <<<"$n"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$payload" "$codec" \
+    "$(fmt "$(scale "${mbs[$n]:-nan}" 0.95367431640625)" 1)" "$(fmt "${p50[$n]:-nan}" 3)" \
+    "$(fmt "${stored[$n]:-nan}" 0)" "$(fmt "${sratio[$n]:-nan}" 3)" "$(fmt "${cpug[$n]:-nan}" 2)"
+done
+echo
+echo "MB/s = 10^6 bytes of payload per second; stored bytes = what the run added to the"
+echo "log's segment files (headers, blocks, index, footers); CPU = user + system time of"
+echo "the wp process (writer, compression, tailing reader, decompression) per GiB of"
+echo "payload. text = log lines of a service (timestamps, ids, paths; bench/local.sh"
+echo "uses \`wp bench --payload text\`), random = incompressible bytes."
+echo
 echo "Commands (wp = $WP; N = run number):"
 echo
-for n in fio-1M fio-4k wp-async-1MiB wp-async-4KiB wp-sync-4KiB; do
+for n in fio-1M fio-4k wp-async-1MiB wp-async-4KiB wp-sync-4KiB "${ZCASES[@]}"; do
   echo "    ${cmds[$n]}"
 done

@@ -1,13 +1,18 @@
 /* wp_bench.h — `wp bench`: append throughput, ack latency (append call to
  * callback) and, with --reader, end-to-end latency (append call to a tailing
  * reader receiving the entry, from a CLOCK_MONOTONIC send timestamp embedded
- * in the first 8 bytes of each payload). Included once, by tools/wp.c. */
+ * in the first 8 bytes of each payload); the process's CPU time and the
+ * bytes the run added to the log's segments (on disk or in the bucket: with
+ * flush.compression, less than the payload). Payloads are random bytes or
+ * log-like text (--payload), cut from a pool so that entries differ.
+ * Included once, by tools/wp.c. */
 #ifndef WP_TOOLS_BENCH_H
 #define WP_TOOLS_BENCH_H
 
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 
 #include "wp_util.h"
 
@@ -15,13 +20,17 @@
 #define BENCH_ENTRIES_MAX 20000000LL
 #define BENCH_SIZE_MAX (64LL << 20)
 #define BENCH_WINDOW_MAX 1000000LL
+/* Entry i's payload is the `size` bytes at (i * size) mod this in a pool:
+ * entries differ (a compressor finds no whole repeated entry in a block of
+ * up to a few MiB), and the pool stays cache-sized. */
+#define BENCH_POOL_BYTES (4LL << 20)
 /* How long the reader may see nothing after the writer finished. */
 #define BENCH_READER_IDLE_MS 10000
 #define BENCH_READER_POLL_MS 100
 
 static const char bench_usage[] =
     "wp bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync] "
-    "[--window N] [--reader] [--json]\n"
+    "[--window N] [--payload random|text] [--reader] [--json]\n"
     "       wp bench --tail [--log NAME] [--entries N] [--json]   (read only: end-to-end latency\n"
     "                of entries another `wp bench` process appends)";
 
@@ -29,7 +38,16 @@ typedef struct {
     const char *log;
     int64_t entries, size, window;
     bool sync, reader, json, tail;
+    bool text; /* --payload text: log lines; else random bytes */
 } bench_opts;
+
+/* What a run cost besides time: CPU of the whole process (writer, flusher,
+ * reader) from the first append until the reader has everything, and the
+ * bytes the run added to the log's segments. */
+typedef struct {
+    double cpu_s;
+    int64_t stored_bytes; /* -1: unknown */
+} bench_cost;
 
 /* In-flight window and ack latencies, shared with the callback thread. */
 typedef struct {
@@ -83,6 +101,10 @@ static int parse_bench_option(int argc, char **argv, int *i, bench_opts *o)
     } else if ((m = opt_value(argc, argv, i, "--window", &v)) != 0) {
         if (m < 0 || !parse_i64(v, 1, BENCH_WINDOW_MAX, &o->window))
             return usage_err(bench_usage, "--window wants 1..%lld", BENCH_WINDOW_MAX);
+    } else if ((m = opt_value(argc, argv, i, "--payload", &v)) != 0) {
+        if (m < 0 || (strcmp(v, "random") != 0 && strcmp(v, "text") != 0))
+            return usage_err(bench_usage, "--payload wants random or text");
+        o->text = strcmp(v, "text") == 0;
     } else if ((m = opt_value(argc, argv, i, "--mode", &v)) != 0) {
         if (m < 0 || (strcmp(v, "async") != 0 && strcmp(v, "sync") != 0))
             return usage_err(bench_usage, "--mode wants async or sync");
@@ -95,7 +117,7 @@ static int parse_bench_option(int argc, char **argv, int *i, bench_opts *o)
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false, false};
+    *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false, false, false};
     for (int i = 0; i < argc; i++) {
         int st;
         if (!is_option(argv[i]))
@@ -160,6 +182,75 @@ static void bench_ack_cb(void *arg, int rc, wp_msg_id id)
     pthread_mutex_unlock(&b->mu);
 }
 
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
+}
+
+/* Fills p with log lines like a service's access log: timestamps that
+ * advance, a few services, levels, paths and statuses, and ids, latencies
+ * and addresses that vary. Compresses about as real logs do. */
+static void pool_text(uint8_t *p, size_t len, uint64_t *x)
+{
+    static const char *const svc[] = {"orders-api", "payments", "inventory", "auth",
+                                      "gateway", "search", "billing", "shipping"};
+    static const char *const lvl[] = {"INFO", "INFO", "INFO", "INFO", "INFO", "INFO",
+                                      "INFO", "DEBUG", "WARN", "ERROR"};
+    static const char *const meth[] = {"GET", "GET", "GET", "POST", "PUT", "DELETE"};
+    static const char *const path[] = {"/api/v1/orders/%u", "/api/v1/orders/%u/items",
+                                       "/api/v1/users/%u", "/api/v1/cart/%u",
+                                       "/api/v2/search?q=item-%u&page=1", "/healthz",
+                                       "/api/v1/payments/%u/capture", "/metrics"};
+    static const int status[] = {200, 200, 200, 200, 201, 204, 304, 400, 404, 500};
+    uint64_t us = 1796550000000000ull; /* 2026-12-06 */
+    size_t off = 0;
+    char line[512], pth[128];
+    while (off < len) {
+        us += xorshift(x) % 5000;
+        time_t t = (time_t)(us / 1000000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        uint64_t r = xorshift(x);
+        snprintf(pth, sizeof pth, path[r % 8], (unsigned)(xorshift(x) % 1000000));
+        int n = snprintf(line, sizeof line,
+                         "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ %-5s [%s] req=%016" PRIx64
+                         " method=%s path=%s status=%d dur_ms=%u.%02u user=u-%u "
+                         "ip=10.%u.%u.%u bytes=%u\n",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, (unsigned)(us % 1000000), lvl[(r >> 8) % 10],
+                         svc[(r >> 16) % 8], xorshift(x), meth[(r >> 24) % 6], pth,
+                         status[(r >> 32) % 10], (unsigned)(r >> 40) % 300,
+                         (unsigned)(r >> 52) % 100, (unsigned)(xorshift(x) % 100000),
+                         (unsigned)(r % 16), (unsigned)(r >> 4) % 256, (unsigned)(r >> 12) % 256,
+                         (unsigned)(xorshift(x) % 20000));
+        size_t k = (size_t)n < len - off ? (size_t)n : len - off;
+        memcpy(p + off, line, k);
+        off += k;
+    }
+}
+
+/* The payload pool: BENCH_POOL_BYTES + size bytes. */
+static uint8_t *pool_new(const bench_opts *o)
+{
+    size_t len = (size_t)(BENCH_POOL_BYTES + o->size);
+    uint8_t *p = malloc(len);
+    if (!p)
+        return NULL;
+    uint64_t x = 0x9e3779b97f4a7c15ull; /* xorshift64: fixed seed, same pool every run */
+    if (o->text)
+        pool_text(p, len, &x);
+    else
+        for (size_t i = 0; i < len; i++)
+            p[i] = (uint8_t)xorshift(&x);
+    return p;
+}
+
+static uint8_t *pool_entry(uint8_t *pool, const bench_opts *o, int64_t i)
+{
+    return pool + (i * o->size) % BENCH_POOL_BYTES; /* < 2^51: no overflow */
+}
+
 /* Stamps the send time into the payload (when it has room) and returns it. */
 static int64_t stamp(uint8_t *payload, size_t size)
 {
@@ -169,7 +260,7 @@ static int64_t stamp(uint8_t *payload, size_t size)
     return now;
 }
 
-static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *payload)
+static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *pool)
 {
     int st = 0;
     pthread_mutex_lock(&b->mu);
@@ -181,6 +272,7 @@ static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t
             pthread_cond_wait(&b->cv, &b->mu);
         bool failed = b->first_rc != 0;
         b->in_flight++;
+        uint8_t *payload = pool_entry(pool, o, i);
         b->sent_ns[i] = stamp(payload, (size_t)o->size);
         pthread_mutex_unlock(&b->mu);
         if (failed) {
@@ -202,10 +294,11 @@ static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t
     return st;
 }
 
-static int bench_sync(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *payload)
+static int bench_sync(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *pool)
 {
     for (int64_t i = 0; i < o->entries; i++) {
         wp_msg_id id;
+        uint8_t *payload = pool_entry(pool, o, i);
         int64_t sent = stamp(payload, (size_t)o->size);
         int rc = wp_writer_append(w, payload, (size_t)o->size, &id);
         if (rc)
@@ -253,7 +346,16 @@ static void print_ms_json(const char *key, double v)
         printf(",\"%s\":%.4f", key, v);
 }
 
-static void bench_report(const bench_opts *o, bench_acks *b, bench_reader *br, double secs)
+static double cpu_now_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void bench_report(const bench_opts *o, bench_acks *b, bench_reader *br, double secs,
+                         const bench_cost *cost)
 {
     int64_t n_ack = sort_valid(b->ack_ns, b->acked);
     int64_t n_e2e = br ? sort_valid(br->e2e_ns, br->got) : 0;
@@ -264,6 +366,9 @@ static void bench_report(const bench_opts *o, bench_acks *b, bench_reader *br, d
     double a999 = pct_ms(b->ack_ns, n_ack, 99.9);
     double e50 = pct_ms(br ? br->e2e_ns : NULL, n_e2e, 50);
     double e99 = pct_ms(br ? br->e2e_ns : NULL, n_e2e, 99);
+    double gib = bytes / (1024.0 * 1024.0 * 1024.0);
+    double cpu_gib = gib > 0 ? cost->cpu_s / gib : NAN;
+    double ratio = bytes > 0 && cost->stored_bytes >= 0 ? (double)cost->stored_bytes / bytes : NAN;
     if (o->json) {
         printf("{\"log\":\"%s\",\"mode\":\"%s\",\"entries\":%" PRId64 ",\"size\":%" PRId64
                ",\"bytes\":%.0f,\"seconds\":%.6f,\"mib_per_s\":%.3f,\"entries_per_s\":%.1f",
@@ -273,14 +378,23 @@ static void bench_report(const bench_opts *o, bench_acks *b, bench_reader *br, d
         print_ms_json("ack_p999_ms", a999);
         print_ms_json("e2e_p50_ms", e50);
         print_ms_json("e2e_p99_ms", e99);
-        printf(",\"reader_entries\":%" PRId64 "}\n", br ? br->got : 0);
+        printf(",\"reader_entries\":%" PRId64 ",\"payload\":\"%s\",\"stored_bytes\":%" PRId64,
+               br ? br->got : 0, o->text ? "text" : "random", cost->stored_bytes);
+        print_ms_json("stored_ratio", ratio);
+        printf(",\"cpu_s\":%.3f", cost->cpu_s);
+        print_ms_json("cpu_s_per_gib", cpu_gib);
+        printf("}\n");
         return;
     }
     printf("entries:      %" PRId64 " x %" PRId64 " bytes (%s", b->acked, o->size,
            o->sync ? "sync" : "async");
     if (!o->sync)
         printf(", window %" PRId64, o->window);
-    printf(")\nbytes:        %.0f\nseconds:      %.3f\nMiB/s:        %.2f\n", bytes, secs, mibs);
+    printf(", %s payloads)\nbytes:        %.0f\nseconds:      %.3f\nMiB/s:        %.2f\n",
+           o->text ? "text" : "random", bytes, secs, mibs);
+    if (cost->stored_bytes >= 0)
+        printf("stored bytes: %" PRId64 " (%.3f of the payload bytes)\n", cost->stored_bytes, ratio);
+    printf("CPU seconds:  %.3f (%.2f per GiB of payload)\n", cost->cpu_s, cpu_gib);
     printf("entries/s:    %.0f\n", eps);
     printf("ack ms:       p50 %.3f  p99 %.3f  p99.9 %.3f\n", a50, a99, a999);
     if (br)
@@ -318,26 +432,25 @@ out_close_log:
 
 /* Runs the appends and, with --reader, waits for the reader to catch up. */
 static int bench_run(wp_writer *w, const bench_opts *o, bench_acks *b, bench_reader *br,
-                     double *secs)
+                     double *secs, bench_cost *cost)
 {
-    uint8_t *payload = malloc((size_t)o->size + 1);
-    if (!payload)
+    uint8_t *pool = pool_new(o);
+    if (!pool)
         return fail_msg("out of memory");
-    uint64_t x = 0x9e3779b97f4a7c15ull; /* xorshift64: incompressible payloads */
-    for (int64_t i = 0; i < o->size; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        payload[i] = (uint8_t)x;
-    }
+    double cpu0 = cpu_now_s();
     int64_t t0 = mono_ns();
-    int st = o->sync ? bench_sync(w, o, b, payload) : bench_async(w, o, b, payload);
+    int st = o->sync ? bench_sync(w, o, b, pool) : bench_async(w, o, b, pool);
     *secs = (double)(mono_ns() - t0) / 1e9;
-    free(payload);
+    free(pool);
+    if (br) {
+        if (st)
+            atomic_store(&br->stop, true);
+        atomic_store(&br->writer_done, true);
+        pthread_join(br->tid, NULL);
+    }
+    cost->cpu_s = cpu_now_s() - cpu0;
     if (!br)
         return st;
-    if (st)
-        atomic_store(&br->stop, true);
-    atomic_store(&br->writer_done, true);
-    pthread_join(br->tid, NULL);
     if (!st && br->rc)
         st = fail_msg("bench reader on '%s' after %" PRId64 " of %" PRId64 " entries: %s (%s)",
                       o->log, br->got, br->want, wp_strerror(br->rc), br->errmsg);
@@ -385,10 +498,13 @@ static int cmd_bench(cli *c, int argc, char **argv)
     bench_opts o;
     bench_acks b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     bench_reader br = {.want = 0};
+    bench_cost cost = {.stored_bytes = -1};
     wp_log *log = NULL;
     wp_writer *w = NULL;
     wp_reader *r = NULL;
+    wp_log_info before, after;
     double secs = 0;
+    bool ran = false, stat_ok = false;
     int st = parse_bench(argc, argv, &o), rc;
     if (st)
         return st;
@@ -403,19 +519,24 @@ static int cmd_bench(cli *c, int argc, char **argv)
     }
     if ((st = bench_open(c, &o, &log, &w, &r)))
         goto out_free;
+    stat_ok = wp_log_stat(log, &before) == WP_OK; /* after the writer's recovery */
     br.r = r;
     br.want = o.entries;
     if (r && pthread_create(&br.tid, NULL, bench_reader_main, &br) != 0) {
         st = fail_msg("starting the reader thread");
         goto out_close;
     }
-    if (!(st = bench_run(w, &o, &b, r ? &br : NULL, &secs)))
-        bench_report(&o, &b, r ? &br : NULL, secs);
+    ran = !(st = bench_run(w, &o, &b, r ? &br : NULL, &secs, &cost));
 out_close:
     if (r)
         wp_reader_close(r);
     if ((rc = wp_writer_close(w)) && !st)
         st = fail(rc, "closing the writer of '%s'", o.log);
+    /* The writer completed its segment: the log's bytes include this run's. */
+    if (!st && stat_ok && wp_log_stat(log, &after) == WP_OK)
+        cost.stored_bytes = after.bytes - before.bytes;
+    if (!st && ran)
+        bench_report(&o, &b, r ? &br : NULL, secs, &cost);
     wp_log_close(log);
     if (!st)
         st = finish_stdout();

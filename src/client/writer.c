@@ -250,6 +250,8 @@ static int open_segment(wp_writer *w, int64_t seg_id)
     if (rc == WP_EEXIST)
         return wp__err(WP_EFENCED, "segment %" PRId64 " of log '%s' exists in storage (fenced)",
                        seg_id, w->log->name);
+    if (rc == WP_OK) /* flush.compression: its indexes are BLK_CODEC_* */
+        rc = lseg_set_codec(w->seg, (uint32_t)w->cfg->flush_compression);
     return rc;
 }
 

@@ -53,22 +53,61 @@ int rec_prop_next(const rec_view *r, size_t *off, const uint8_t **key, size_t *k
 
 /* ---- blocks: one flush each -------------------------------------------- */
 #define BLK_HEADER_SIZE 40
+/* Codecs of a block's records (docs/format.md §5.1): bits 0..3 of the
+ * header's flags. Equal to the indexes of flush.compression's values. */
+#define BLK_CODEC_NONE 0u
+#define BLK_CODEC_ZSTD 1u
+#define BLK_CODEC_LZ4 2u
+#define BLK_CODEC_MAX BLK_CODEC_LZ4
+#define BLK_CODEC_MASK 0xFu
 typedef struct {
     int64_t first_entry_id;
     uint32_t n_entries;   /* >= 1 */
-    uint32_t records_len; /* bytes of records after the header */
-    uint32_t records_crc; /* CRC32C of those bytes */
-    uint32_t flags;
+    uint32_t records_len; /* bytes stored after the header (compressed or not) */
+    uint32_t records_crc; /* CRC32C of those stored bytes */
+    uint32_t flags;       /* bits 4..31 of the flags field (passed through) */
+    uint32_t codec;       /* BLK_CODEC_*: bits 0..3 of the flags field */
+    uint32_t raw_len;     /* the records' length once decompressed; decoders
+                           * set it to records_len for BLK_CODEC_NONE, for
+                           * which encoders accept 0 */
 } blk_header;
 void blk_header_encode(const blk_header *h, uint8_t out[BLK_HEADER_SIZE]);
-/* Checks magic, version, header CRC and field bounds. */
+/* Checks magic, version, header CRC and field bounds (raw_len at most
+ * WP_BLOCK_BYTES_MAX: a reader may allocate raw_len bytes after this). */
 int blk_header_decode(const uint8_t in[BLK_HEADER_SIZE], blk_header *out);
-/* Checks the records area of a decoded header: CRC, and that it holds
- * exactly n_entries well-formed records. */
+/* Checks the records area of a decoded header of an uncompressed block:
+ * CRC, and that it holds exactly n_entries well-formed records
+ * (WP_ECORRUPT for a compressed block: see blk_open_records). */
 int blk_check_records(const blk_header *h, const uint8_t *records);
+/* Checks a block's stored bytes (the h->records_len bytes after its
+ * header) and walks its records: the CRC first; then, for a compressed
+ * block, *raw (of *raw_cap bytes; the caller's, freed by the caller) is
+ * grown to h->raw_len bytes — only now, once the CRC matched — and the
+ * records are decompressed into it. *records is then `stored` or *raw:
+ * h->raw_len bytes holding exactly n_entries records. raw and raw_cap may
+ * be NULL for an uncompressed block. */
+int blk_open_records(const blk_header *h, const uint8_t *stored, uint8_t **raw, size_t *raw_cap,
+                     const uint8_t **records);
 /* Offset of the first position >= 0 in buf where a valid block header
  * starts, or -1 (used to tell a torn tail from corruption). */
 ptrdiff_t blk_find_header(const uint8_t *buf, size_t len);
+
+/* ---- block compression (compress.c; docs/format.md §5.1) ---------------- */
+/* "none", "zstd", "lz4"; "?" for anything else. */
+const char *blk_codec_name(uint32_t codec);
+/* Decompresses a compressed block's stored bytes (records_crc already
+ * checked) into raw (h->raw_len bytes): WP_ECORRUPT unless they decode to
+ * exactly h->raw_len bytes. Never writes past raw + h->raw_len. */
+int blk_decompress(const blk_header *h, const uint8_t *stored, uint8_t *raw);
+/* A compressor for one thread at a time (it keeps the codec's context). */
+typedef struct blk_compressor blk_compressor;
+int blk_compressor_new(uint32_t codec, blk_compressor **out);
+void blk_compressor_free(blk_compressor *c);
+uint32_t blk_compressor_codec(const blk_compressor *c);
+/* Compresses len bytes of records into dst (cap bytes). Returns the
+ * compressed length, or 0 if that would not be below both len and cap
+ * (the caller then stores the records uncompressed). */
+size_t blk_compress(blk_compressor *c, const uint8_t *src, size_t len, uint8_t *dst, size_t cap);
 
 /* ---- block index + footer: written when a segment completes ------------ */
 #define IDX_ENTRY_SIZE 16

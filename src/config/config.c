@@ -16,6 +16,7 @@
 #include <yaml.h>
 
 #include "base/err.h"
+#include "codec/codec.h"
 
 extern char **environ;
 
@@ -57,6 +58,8 @@ static const char *const META_LATER[] = {NULL};
 /* Indexes equal WP_LOG_DEBUG..WP_LOG_ERROR. */
 static const char *const BOOLS[] = {"false", "true", NULL};
 static const char *const LOG_LEVELS[] = {"debug", "info", "warn", "error", NULL};
+/* Indexes equal BLK_CODEC_* (docs/format.md §5.1). */
+static const char *const CODECS[] = {"none", "zstd", "lz4", NULL};
 
 #define FIELD(f) offsetof(struct wp_config, f), sizeof(((struct wp_config *)0)->f)
 #define STR(n, f, def, lo, hi, fl) {n, K_STR, FIELD(f), def, lo, hi, fl, NULL, NULL, NULL}
@@ -100,6 +103,7 @@ static const key_def KEYS[] = {
     NUM("flush.max_bytes", K_SIZE, flush_max_bytes, "256KiB", WP_FLUSH_BYTES_MIN, WP_FLUSH_BYTES_MAX),
     NUM("flush.max_interval_ms", K_DUR, flush_max_interval_ms, "0", 0, WP_FLUSH_INTERVAL_MS_MAX),
     NUM("flush.max_entries", K_INT, flush_max_entries, "10000", 1, WP_BLOCK_ENTRIES_MAX),
+    ENUM_I("flush.compression", flush_compression, "none", CODECS),
     NUM("writer.max_pending_bytes", K_SIZE, writer_max_pending_bytes, "64MiB", WP_MiB, WP_PENDING_BYTES_MAX),
     NUM("writer.max_entry_bytes", K_SIZE, writer_max_entry_bytes, "64MiB", 1, WP_ENTRY_BYTES_MAX),
     NUM("retention.ttl_ms", K_DUR, retention_ttl_ms, "259200000", 0, 365 * DAY_MS),
@@ -126,6 +130,8 @@ _Static_assert(WP_ENTRY_BYTES_DEFAULT == 64 * WP_MiB, "writer.max_entry_bytes de
 _Static_assert(WP_SEGMENT_BLOCKS_MAX == 4194304 && WP_SEGMENT_BYTES_MAX == 64 * WP_GiB,
                "segment.max_bytes 'why' text");
 _Static_assert(WP_LOG_DEBUG == 0 && WP_LOG_ERROR == 3, "log.level indexes");
+_Static_assert(BLK_CODEC_NONE == 0 && BLK_CODEC_ZSTD == 1 && BLK_CODEC_LZ4 == 2,
+               "flush.compression indexes");
 
 static const key_def *key_find(const char *name)
 {

@@ -41,6 +41,7 @@ struct wp_config {
     int64_t flush_max_bytes;        /* flush.max_bytes */
     int64_t flush_max_interval_ms;  /* flush.max_interval_ms */
     int64_t flush_max_entries;      /* flush.max_entries */
+    int flush_compression;          /* flush.compression: none|zstd|lz4 (BLK_CODEC_*) */
     int64_t writer_max_pending_bytes; /* writer.max_pending_bytes */
     int64_t writer_max_entry_bytes; /* writer.max_entry_bytes */
     int64_t retention_ttl_ms;       /* retention.ttl_ms */

@@ -16,6 +16,9 @@
 /* Entries a reader of an entry-reading backend asks for at once. */
 #define LSEG_READ_BATCH_BYTES (4 * WP_MiB)
 _Static_assert(WP_BLOCK_BYTES_MAX >= 64 * WP_MiB, "a torn multi-block flush fits the bound");
+/* A block is stored compressed only if that saves more than 1/32 of its
+ * records (3 %): less is not worth decompressing on every read. */
+#define LSEG_COMPRESS_GAIN_MIN 32
 
 
 /* ---- block loading (shared by readers, recovery and verify) ------------ */
@@ -24,8 +27,11 @@ typedef struct {
     st_reader *r;
     uint64_t off;   /* offset of the next block header */
     uint64_t limit; /* no block may extend past this */
-    uint8_t *buf;   /* records of the loaded block */
+    uint8_t *buf;   /* stored bytes of the loaded block */
     size_t cap;
+    uint8_t *raw;   /* its records decompressed (compressed blocks) */
+    size_t raw_cap;
+    const uint8_t *rec; /* its records: buf or raw, h.raw_len bytes */
     blk_header h;
 } biter;
 
@@ -58,27 +64,43 @@ static int biter_header(biter *it, const storage *st)
     return WP_OK;
 }
 
+/* Grows *buf to hold need bytes (need <= WP_BLOCK_BYTES_MAX: checked by
+ * blk_header_decode before anything is allocated; the stored bytes must
+ * then be there to be read). */
+static int buf_reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return WP_OK;
+    size_t c = *cap ? *cap : 64 * 1024;
+    while (c < need)
+        c *= 2;
+    uint8_t *nb = realloc(*buf, c);
+    if (!nb)
+        return wp__err(WP_ENOMEM, "block buffer of %zu bytes", c);
+    *buf = nb;
+    *cap = c;
+    return WP_OK;
+}
+
 /* Loads the records of the block whose header biter_header just read and
- * checks them. WP_EAGAIN if not all bytes are there yet. */
+ * checks them: the stored bytes' CRC, then (compressed blocks) their
+ * decompression, then the records (docs/format.md §5, §5.1). WP_EAGAIN if
+ * not all bytes are there yet. */
 static int biter_records(biter *it, const storage *st)
 {
     size_t need = it->h.records_len, got;
-    if (need > it->cap) {
-        size_t cap = it->cap ? it->cap : 64 * 1024;
-        while (cap < need)
-            cap *= 2;
-        uint8_t *nb = realloc(it->buf, cap);
-        if (!nb)
-            return wp__err(WP_ENOMEM, "block buffer of %zu bytes", cap);
-        it->buf = nb;
-        it->cap = cap;
-    }
-    int rc = read_exact(it->r, st, it->off + BLK_HEADER_SIZE, it->buf, need, &got);
+    int rc = buf_reserve(&it->buf, &it->cap, need);
+    if (rc)
+        return rc;
+    rc = read_exact(it->r, st, it->off + BLK_HEADER_SIZE, it->buf, need, &got);
     if (rc)
         return rc;
     if (got < need)
         return WP_EAGAIN;
-    rc = blk_check_records(&it->h, it->buf);
+    /* grows it->raw to raw_len once the stored bytes' CRC matched */
+    rc = blk_open_records(&it->h, it->buf, &it->raw, &it->raw_cap, &it->rec);
+    if (rc == WP_ENOMEM)
+        return rc;
     if (rc)
         return wp__err(WP_ECORRUPT, "block at offset %" PRIu64 " (entries %" PRId64 "..): %s",
                        it->off, it->h.first_entry_id, wp_errmsg());
@@ -96,6 +118,7 @@ struct lseg_w {
     idx_entry *idx;
     size_t n_idx, cap_idx;
     int64_t finish_last; /* the footer's last entry at most this (INT64_MAX: none) */
+    blk_compressor *z;   /* flush.compression (lseg_set_codec); NULL: none */
     int failed;
 };
 
@@ -149,30 +172,82 @@ static int idx_push(lseg_w *w, uint64_t off, int64_t first)
     return WP_OK;
 }
 
+int lseg_set_codec(lseg_w *w, uint32_t codec)
+{
+    /* A backend that keeps entries splits blocks into records (quorum:
+     * ADD frames carry the records): it gets them uncompressed. */
+    if (w->st->ops->seg_read_entries)
+        codec = BLK_CODEC_NONE;
+    if (w->z && blk_compressor_codec(w->z) == codec)
+        return WP_OK;
+    blk_compressor_free(w->z);
+    w->z = NULL;
+    return codec == BLK_CODEC_NONE ? WP_OK : blk_compressor_new(codec, &w->z);
+}
+
+/* Fills a block's header, compressing its records into *zp (advanced past
+ * what it used) when w compresses and that makes them smaller; the
+ * stored block is *out: at b->buf, or in the area *zp pointed to. */
+static void block_seal(lseg_w *w, lseg_block *b, uint8_t **zp, struct iovec *out)
+{
+    const uint8_t *rec = b->buf + BLK_HEADER_SIZE;
+    size_t raw_len = b->len - BLK_HEADER_SIZE;
+    blk_header h = {.first_entry_id = b->first_entry_id, .n_entries = b->n_entries};
+    size_t zlen = 0;
+    /* Worth it only if it saves LSEG_COMPRESS_GAIN_MIN of the records
+     * (docs/format.md §5.1); then it also fits where b->len would. */
+    if (w->z && *zp)
+        zlen = blk_compress(w->z, rec, raw_len, *zp + BLK_HEADER_SIZE,
+                            raw_len - 1 - raw_len / LSEG_COMPRESS_GAIN_MIN);
+    if (zlen) {
+        h.codec = blk_compressor_codec(w->z);
+        h.raw_len = (uint32_t)raw_len;
+        h.records_len = (uint32_t)zlen;
+        h.records_crc = crc32c(0, *zp + BLK_HEADER_SIZE, zlen);
+        blk_header_encode(&h, *zp);
+        *out = (struct iovec){*zp, BLK_HEADER_SIZE + zlen};
+        *zp += BLK_HEADER_SIZE + zlen;
+        return;
+    }
+    h.records_len = (uint32_t)raw_len;
+    h.records_crc = crc32c(0, rec, raw_len);
+    blk_header_encode(&h, b->buf);
+    *out = (struct iovec){b->buf, b->len};
+}
+
 int lseg_prepare(lseg_w *w, lseg_block *const *blocks, int n, lseg_put *p)
 {
+    p->zbuf = NULL;
     if (w->failed)
         return w->failed;
     if (n <= 0 || n > LSEG_WRITE_BLOCKS_MAX)
         return wp__err(WP_EINVAL, "lseg_prepare: %d blocks", n);
     uint64_t off = w->bytes;
     int64_t next = w->next_entry;
+    if (w->z) { /* compressed blocks go here: each smaller than its block */
+        size_t total = 0;
+        for (int i = 0; i < n; i++)
+            total += blocks[i]->len;
+        p->zbuf = malloc(total);
+        /* Without it, the blocks are written uncompressed. */
+    }
+    uint8_t *zp = p->zbuf;
     for (int i = 0; i < n; i++) {
         lseg_block *b = blocks[i];
-        if (b->first_entry_id != next || b->n_entries == 0)
+        if (b->first_entry_id != next || b->n_entries == 0) {
+            free(p->zbuf);
+            p->zbuf = NULL;
             return wp__err(WP_EINVAL, "lseg_prepare: block starts at %" PRId64 ", want %" PRId64,
                            b->first_entry_id, next);
-        blk_header h = {.first_entry_id = b->first_entry_id,
-                        .n_entries = b->n_entries,
-                        .records_len = (uint32_t)(b->len - BLK_HEADER_SIZE),
-                        .records_crc = crc32c(0, b->buf + BLK_HEADER_SIZE, b->len - BLK_HEADER_SIZE),
-                        .flags = 0};
-        blk_header_encode(&h, b->buf);
-        p->iov[i] = (struct iovec){b->buf, b->len};
+        }
+        block_seal(w, b, &zp, &p->iov[i]);
         int rc = idx_push(w, off, b->first_entry_id);
-        if (rc)
+        if (rc) {
+            free(p->zbuf);
+            p->zbuf = NULL;
             return w->failed = rc;
-        off += b->len;
+        }
+        off += p->iov[i].iov_len;
         next += b->n_entries;
     }
     p->n = n;
@@ -193,8 +268,10 @@ int lseg_put_run(lseg_w *w, const lseg_put *p, bool parallel)
 
 bool lseg_parallel(const lseg_w *w) { return w->st->ops->seg_append_nth != NULL; }
 
-int lseg_put_done(lseg_w *w, const lseg_put *p, int rc)
+int lseg_put_done(lseg_w *w, lseg_put *p, int rc)
 {
+    free(p->zbuf);
+    p->zbuf = NULL;
     if (rc && !w->failed)
         w->failed = rc;
     if (w->failed)
@@ -263,6 +340,7 @@ void lseg_close(lseg_w *w)
     if (!w)
         return;
     w->st->ops->seg_writer_close(w->sw);
+    blk_compressor_free(w->z);
     free(w->idx);
     free(w);
 }
@@ -364,6 +442,7 @@ static int scan_blocks(const storage *st, st_reader *r, uint64_t size, lseg_w *w
         it.off += BLK_HEADER_SIZE + it.h.records_len;
     }
     free(it.buf);
+    free(it.raw);
     se->end = it.off;
     return rc;
 }
@@ -783,12 +862,12 @@ int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
         if (r->next_id > max_entry_id)
             return WP_EAGAIN;
         size_t used;
-        int rc = rec_decode(r->it.buf + r->rec_off, r->it.h.records_len - r->rec_off, &out->rec,
+        int rc = rec_decode(r->it.rec + r->rec_off, r->it.h.raw_len - r->rec_off, &out->rec,
                             &used);
         if (rc) /* blk_check_records already passed; cannot happen */
             return wp__err(WP_ECORRUPT, "record %" PRId64 ": %s", r->next_id, wp_errmsg());
         out->entry_id = r->next_id++;
-        out->raw = r->it.buf + r->rec_off;
+        out->raw = r->it.rec + r->rec_off;
         out->raw_len = used;
         r->rec_i++;
         r->rec_off += used;
@@ -820,6 +899,7 @@ void lseg_close_read(lseg_r *r)
     r->st->ops->seg_reader_close(r->r);
     free(r->idx);
     free(r->it.buf);
+    free(r->it.raw);
     free(r);
 }
 

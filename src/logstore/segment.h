@@ -43,11 +43,21 @@ typedef struct {
     int n;
     uint64_t k;             /* append number */
     int64_t last_entry_id;  /* last entry of the blocks */
+    uint8_t *zbuf;          /* the compressed blocks, freed by lseg_put_done */
 } lseg_put;
+/* With a codec (lseg_set_codec), lseg_prepare compresses each block's
+ * records into the put's own buffer when that makes them smaller
+ * (docs/format.md §5.1); the caller's blocks keep their records. Every
+ * lseg_prepare that succeeded must be followed by lseg_put_done. */
 int lseg_prepare(lseg_w *w, lseg_block *const *blocks, int n, lseg_put *p);
 int lseg_put_run(lseg_w *w, const lseg_put *p, bool parallel);
-int lseg_put_done(lseg_w *w, const lseg_put *p, int rc);
+int lseg_put_done(lseg_w *w, lseg_put *p, int rc);
 bool lseg_parallel(const lseg_w *w);
+/* Compresses the records of the blocks written from now on with codec
+ * (BLK_CODEC_*; flush.compression). A backend that keeps entries rather
+ * than bytes (storage_ops.seg_read_entries: quorum) gets them
+ * uncompressed whatever the codec. */
+int lseg_set_codec(lseg_w *w, uint32_t codec);
 /* Appends the index + footer durably. *last_entry_id is -1 if empty. */
 int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes);
 uint64_t lseg_bytes(const lseg_w *w);

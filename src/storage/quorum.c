@@ -822,6 +822,8 @@ static int add_send(st_writer *w, const uint8_t *b, size_t len, fan_shared **f, 
     if (len < BLK_HEADER_SIZE || blk_header_decode(b, &h) != WP_OK ||
         len != BLK_HEADER_SIZE + h.records_len)
         return wp__err(WP_EINVAL, "quorum storage: an append that is not a block");
+    if (h.codec != BLK_CODEC_NONE) /* ADDs carry records (lseg_set_codec) */
+        return wp__err(WP_EINVAL, "quorum storage: a compressed block");
     if (h.first_entry_id != w->next_entry)
         return wp__err(WP_EINVAL, "quorum storage: block from entry %" PRId64 ", expected %" PRId64,
                        h.first_entry_id, w->next_entry);

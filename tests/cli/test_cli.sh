@@ -91,6 +91,8 @@ run wp truncate x 1-2
 expect_error "bad truncate id" 2
 run wp bench --mode turbo
 expect_error "bad bench mode" 2
+run wp bench --payload zeros
+expect_error "bad bench payload" 2
 run "$WP" -o
 expect_error "-o without a value" 2
 run "$WP" -o novalue log list
@@ -317,6 +319,14 @@ expect_ok "bench sync, entries smaller than a timestamp"
 expect "bench text output" -n "$(printf '%s' "$out" | grep '^MiB/s:')"
 run wp read b1 --count 1000
 expect "bench entries are readable" "$(printf '%s\n' "$out" | wc -l)" -eq 220
+# compressible payloads, compressed: fewer bytes stored than appended
+run wp -o flush.compression=zstd bench --log b2 --entries 300 --size 1000 --payload text --json
+expect_ok "bench --payload text, zstd"
+expect "bench reports stored bytes and CPU" "$(printf '%s' "$out" | python3 -c 'import sys, json
+o = json.loads(sys.stdin.read())
+print(o["payload"], 0 < o["stored_bytes"] < o["bytes"] / 2, o["stored_ratio"] < 0.5, o["cpu_s"] >= 0)')" = "text True True True"
+run wp verify b2
+expect_ok "verify a compressed log"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

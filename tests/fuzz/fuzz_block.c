@@ -54,8 +54,10 @@ static void check_one(const uint8_t *data, size_t size)
     if (blk_header_decode(data, &h) != 0)
         return;
     if (h.first_entry_id < 0 || h.n_entries < 1 || h.n_entries > WP_BLOCK_ENTRIES_MAX ||
-        h.records_len > WP_BLOCK_BYTES_MAX || h.records_len < 12ull * h.n_entries)
-        abort();
+        h.records_len > WP_BLOCK_BYTES_MAX || h.raw_len > WP_BLOCK_BYTES_MAX ||
+        h.raw_len < 12ull * h.n_entries || h.codec > BLK_CODEC_MAX ||
+        (h.codec == BLK_CODEC_NONE ? h.records_len != h.raw_len : h.records_len >= h.raw_len))
+        abort(); /* compressed blocks: fuzz_blockz.c */
     uint8_t again[BLK_HEADER_SIZE];
     blk_header_encode(&h, again);
     if (memcmp(again, data, BLK_HEADER_SIZE) != 0)

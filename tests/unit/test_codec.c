@@ -483,10 +483,10 @@ TEST(blk_round_trip)
         off += used;
     }
     CHECK(off == len);
-    h.flags = 0xdeadbeef;
+    h.flags = 0xdeadbee0; /* bits 4..31 pass through; 0..3 are the codec */
     blk_header_encode(&h, b);
     CHECK_OK(blk_header_decode(b, &d));
-    CHECK(d.flags == 0xdeadbeef);
+    CHECK(d.flags == 0xdeadbee0 && d.codec == BLK_CODEC_NONE);
     free(b);
 }
 
