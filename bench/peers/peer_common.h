@@ -1,5 +1,5 @@
 /* peer_common.h — what the peer benchmark clients (redis_bench.c,
- * nats_bench.c) share with `wp bench` (tools/wp_bench.h): options, the send
+ * nats_bench.c) share with `wp bench` (tools/wp/cmd_bench.c): options, the send
  * timestamp embedded in each payload, latency arrays and the JSON report
  * (same field names and the same nearest-rank percentiles).
  *
@@ -20,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-/* Bounds (as in tools/wp_bench.h): latencies are kept per entry. */
+/* Bounds (as in tools/wp/cmd_bench.c): latencies are kept per entry. */
 #define PEER_ENTRIES_MAX 20000000LL
 #define PEER_SIZE_MAX (64LL << 20)
 #define PEER_WINDOW_MAX 1000000LL

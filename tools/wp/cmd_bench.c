@@ -1,20 +1,20 @@
-/* wp_bench.h — `wp bench`: append throughput, ack latency (append call to
+/* cmd_bench.c — `wp bench`: append throughput, ack latency (append call to
  * callback) and, with --reader, end-to-end latency (append call to a tailing
  * reader receiving the entry, from a CLOCK_MONOTONIC send timestamp embedded
  * in the first 8 bytes of each payload); the process's CPU time and the
  * bytes the run added to the log's segments (on disk or in the bucket: with
  * flush.compression, less than the payload). Payloads are random bytes or
- * log-like text (--payload), cut from a pool so that entries differ.
- * Included once, by tools/wp.c. */
-#ifndef WP_TOOLS_BENCH_H
-#define WP_TOOLS_BENCH_H
-
+ * log-like text (--payload), cut from a pool so that entries differ. */
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
-#include "wp_util.h"
+#include "cli.h"
 
 /* Bounds: latencies are kept per entry (2 x 8 bytes each). */
 #define BENCH_ENTRIES_MAX 20000000LL
@@ -78,54 +78,35 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int parse_bench_option(int argc, char **argv, int *i, bench_opts *o)
-{
-    const char *v = NULL;
-    int m;
-    if (strcmp(argv[*i], "--reader") == 0) {
-        o->reader = true;
-    } else if (strcmp(argv[*i], "--tail") == 0) {
-        o->tail = true;
-    } else if (strcmp(argv[*i], "--json") == 0) {
-        o->json = true;
-    } else if ((m = opt_value(argc, argv, i, "--log", &v)) != 0) {
-        if (m < 0)
-            return usage_err(bench_usage, "--log wants a NAME");
-        o->log = v;
-    } else if ((m = opt_value(argc, argv, i, "--entries", &v)) != 0) {
-        if (m < 0 || !parse_i64(v, 1, BENCH_ENTRIES_MAX, &o->entries))
-            return usage_err(bench_usage, "--entries wants 1..%lld", BENCH_ENTRIES_MAX);
-    } else if ((m = opt_value(argc, argv, i, "--size", &v)) != 0) {
-        if (m < 0 || !parse_bytes(v, BENCH_SIZE_MAX, &o->size))
-            return usage_err(bench_usage, "--size wants bytes (0..64MiB, e.g. 4KiB)");
-    } else if ((m = opt_value(argc, argv, i, "--window", &v)) != 0) {
-        if (m < 0 || !parse_i64(v, 1, BENCH_WINDOW_MAX, &o->window))
-            return usage_err(bench_usage, "--window wants 1..%lld", BENCH_WINDOW_MAX);
-    } else if ((m = opt_value(argc, argv, i, "--payload", &v)) != 0) {
-        if (m < 0 || (strcmp(v, "random") != 0 && strcmp(v, "text") != 0))
-            return usage_err(bench_usage, "--payload wants random or text");
-        o->text = strcmp(v, "text") == 0;
-    } else if ((m = opt_value(argc, argv, i, "--mode", &v)) != 0) {
-        if (m < 0 || (strcmp(v, "async") != 0 && strcmp(v, "sync") != 0))
-            return usage_err(bench_usage, "--mode wants async or sync");
-        o->sync = strcmp(v, "sync") == 0;
-    } else {
-        return usage_err(bench_usage, "unknown option '%s'", argv[*i]);
-    }
-    return 0;
-}
-
 static int parse_bench(int argc, char **argv, bench_opts *o)
 {
+    static const char *const payloads[] = {"random", "text", NULL};
+    static const char *const modes[] = {"async", "sync", NULL};
+    int payload = 0, mode = 0;
     *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false, false, false};
-    for (int i = 0; i < argc; i++) {
-        int st;
-        if (!is_option(argv[i]))
-            return usage_err(bench_usage, "unexpected argument '%s'", argv[i]);
-        if ((st = parse_bench_option(argc, argv, &i, o)))
-            return st;
-    }
-    return 0;
+    const cli_opt opts[] = {
+        {.name = "--reader", .kind = CLI_FLAG, .out = &o->reader},
+        {.name = "--tail", .kind = CLI_FLAG, .out = &o->tail},
+        {.name = "--json", .kind = CLI_FLAG, .out = &o->json},
+        {.name = "--log", .kind = CLI_STR, .out = &o->log, .want = "a NAME"},
+        {.name = "--entries", .kind = CLI_I64, .out = &o->entries, .min = 1,
+         .max = BENCH_ENTRIES_MAX, .want = "1..20000000"},
+        {.name = "--size", .kind = CLI_BYTES, .out = &o->size, .max = BENCH_SIZE_MAX,
+         .want = "bytes (0..64MiB, e.g. 4KiB)"},
+        {.name = "--window", .kind = CLI_I64, .out = &o->window, .min = 1,
+         .max = BENCH_WINDOW_MAX, .want = "1..1000000"},
+        {.name = "--payload", .kind = CLI_CHOICE, .out = &payload, .choices = payloads,
+         .want = "random or text"},
+        {.name = "--mode", .kind = CLI_CHOICE, .out = &mode, .choices = modes,
+         .want = "async or sync"},
+        {0},
+    };
+    _Static_assert(BENCH_ENTRIES_MAX == 20000000LL && BENCH_WINDOW_MAX == 1000000LL,
+                   "the --entries and --window wants");
+    int st = cli_parse(bench_usage, argc, argv, opts, NULL, 0, 0, NULL, NULL);
+    o->text = payload == 1;
+    o->sync = mode == 1;
+    return st;
 }
 
 static void *bench_reader_main(void *arg)
@@ -493,7 +474,7 @@ out:
     return st;
 }
 
-static int cmd_bench(cli *c, int argc, char **argv)
+int cmd_bench(cli *c, int argc, char **argv)
 {
     bench_opts o;
     bench_acks b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -546,5 +527,3 @@ out_free:
     free(br.e2e_ns);
     return st;
 }
-
-#endif

@@ -1,38 +1,16 @@
-/* wp_util.h — helpers shared by the commands of the wp CLI (tools/wp.c):
- * error and usage reporting, option parsing, number and time formatting,
- * opening the client and a log. Included once, by tools/wp.c; uses only the
- * public API (include/woodpecker.h).
- *
- * Command functions return a process exit status: 0, EXIT_FAILURE (1) for a
- * failed operation, EXIT_USAGE (2) for a bad command line. */
-#ifndef WP_TOOLS_UTIL_H
-#define WP_TOOLS_UTIL_H
+/* cli.c — see cli.h: error reporting, the option parser, values, opening. */
+#include "cli.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "woodpecker.h"
-
-#define EXIT_USAGE 2
-/* Longest message the CLI composes itself (the "what" of an error). */
-#define CLI_MSG_MAX 512
-
-/* The state of one wp invocation. */
-typedef struct {
-    wp_config *cfg;     /* resolved: defaults or -c file, env, then -o */
-    wp_client *client;  /* opened by cli_open_log() */
-} cli;
-
 /* Prints "wp: error: <what>: <wp_strerror(rc)> (<wp_errmsg()>)" and returns
  * EXIT_FAILURE. Call it right after the failing call, on the same thread. */
-static int fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int rc, const char *fmt, ...)
+int fail(int rc, const char *fmt, ...)
 {
     char what[CLI_MSG_MAX];
     va_list ap;
@@ -48,8 +26,7 @@ static int fail(int rc, const char *fmt, ...)
 }
 
 /* Prints "wp: error: <msg>" for a failure the CLI itself detected. */
-static int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail_msg(const char *fmt, ...)
+int fail_msg(const char *fmt, ...)
 {
     va_list ap;
     fputs("wp: error: ", stderr);
@@ -61,8 +38,7 @@ static int fail_msg(const char *fmt, ...)
 }
 
 /* Prints "wp: error: <msg>" and the usage line of the command; returns 2. */
-static int usage_err(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage_err(const char *usage, const char *fmt, ...)
+int usage_err(const char *usage, const char *fmt, ...)
 {
     va_list ap;
     fputs("wp: error: ", stderr);
@@ -76,7 +52,7 @@ static int usage_err(const char *usage, const char *fmt, ...)
 /* Matches argv[*i] against "--name" (value in the next argument) or
  * "--name=value". Returns 1 and sets *val on a match, 0 if argv[*i] is not
  * this option, -1 if the value is missing. */
-static int opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+int opt_value(int argc, char **argv, int *i, const char *name, const char **val)
 {
     const char *a = argv[*i];
     size_t n = strlen(name);
@@ -95,10 +71,10 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
     return 1;
 }
 
-static bool is_option(const char *a) { return a[0] == '-' && a[1] != '\0'; }
+bool is_option(const char *a) { return a[0] == '-' && a[1] != '\0'; }
 
 /* Parses a decimal integer in [min, max]. */
-static bool parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+bool parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     char *end;
     if (!s || !*s)
@@ -112,7 +88,7 @@ static bool parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 }
 
 /* Parses a byte count: digits with an optional K/KiB, M/MiB or G/GiB suffix. */
-static bool parse_bytes(const char *s, int64_t max, int64_t *out)
+bool parse_bytes(const char *s, int64_t max, int64_t *out)
 {
     static const struct { const char *suffix; int64_t mult; } units[] = {
         {"", 1},       {"B", 1},
@@ -139,8 +115,7 @@ static bool parse_bytes(const char *s, int64_t max, int64_t *out)
 }
 
 /* Formats unix milliseconds as "2024-05-01T12:00:00.123Z" ("-" for 0). */
-#define TIME_STR_MAX 32
-static const char *format_time_ms(int64_t ms, char buf[TIME_STR_MAX])
+const char *format_time_ms(int64_t ms, char buf[TIME_STR_MAX])
 {
     struct tm tm;
     time_t s = (time_t)(ms / 1000);
@@ -154,7 +129,7 @@ static const char *format_time_ms(int64_t ms, char buf[TIME_STR_MAX])
 }
 
 /* "S:E", or "none" for an id with a negative part ({-1,-1}: not set). */
-static const char *format_id(wp_msg_id id, char buf[WP_MSG_ID_STR_MAX])
+const char *format_id(wp_msg_id id, char buf[WP_MSG_ID_STR_MAX])
 {
     if (id.segment_id < 0 || id.entry_id < 0) {
         snprintf(buf, WP_MSG_ID_STR_MAX, "none");
@@ -164,7 +139,7 @@ static const char *format_id(wp_msg_id id, char buf[WP_MSG_ID_STR_MAX])
 }
 
 /* Parses a reader position: earliest, latest or S:E. */
-static bool parse_position(const char *s, wp_msg_id *out)
+bool parse_position(const char *s, wp_msg_id *out)
 {
     if (strcmp(s, "earliest") == 0) {
         *out = WP_EARLIEST;
@@ -178,7 +153,7 @@ static bool parse_position(const char *s, wp_msg_id *out)
 }
 
 /* Checks a log name before any backend is touched. */
-static int check_name(const char *name)
+int check_name(const char *name)
 {
     if (wp_log_name_valid(name))
         return 0;
@@ -188,7 +163,7 @@ static int check_name(const char *name)
 }
 
 /* Opens the client (once) from the resolved config. */
-static int cli_open_client(cli *c)
+int cli_open_client(cli *c)
 {
     if (c->client)
         return 0;
@@ -199,7 +174,7 @@ static int cli_open_client(cli *c)
 }
 
 /* Validates the name, opens the client and the log. */
-static int cli_open_log(cli *c, const char *name, wp_log **out)
+int cli_open_log(cli *c, const char *name, wp_log **out)
 {
     int st = check_name(name);
     if (st || (st = cli_open_client(c)))
@@ -211,11 +186,98 @@ static int cli_open_log(cli *c, const char *name, wp_log **out)
 }
 
 /* Flushes stdout; a write error (full disk, closed pipe) is a failure. */
-static int finish_stdout(void)
+int finish_stdout(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout))
         return fail_msg("writing standard output: %s", strerror(errno));
     return 0;
 }
 
-#endif
+
+/* ---- the option parser ------------------------------------------------------ */
+
+static const cli_opt *find_opt(const cli_opt *opts, const char *arg, size_t *name_len)
+{
+    for (const cli_opt *o = opts; o && o->name; o++) {
+        const char *names[2] = {o->name, o->alias};
+        for (int k = 0; k < 2; k++) {
+            size_t n = names[k] ? strlen(names[k]) : 0;
+            if (n && strncmp(arg, names[k], n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+                *name_len = n;
+                return o;
+            }
+        }
+    }
+    return NULL;
+}
+
+static int set_opt(const char *usage, const cli_opt *o, const char *v)
+{
+    bool ok = true;
+    switch (o->kind) {
+    case CLI_FLAG:
+        *(bool *)o->out = true;
+        break;
+    case CLI_STR:
+        *(const char **)o->out = v;
+        break;
+    case CLI_I64:
+        ok = parse_i64(v, o->min, o->max, (int64_t *)o->out);
+        break;
+    case CLI_BYTES:
+        ok = parse_bytes(v, o->max, (int64_t *)o->out);
+        break;
+    case CLI_CHOICE:
+        ok = false;
+        for (int i = 0; o->choices[i]; i++)
+            if (strcmp(v, o->choices[i]) == 0) {
+                *(int *)o->out = i;
+                ok = true;
+            }
+        break;
+    case CLI_POSITION:
+        ok = parse_position(v, (wp_msg_id *)o->out);
+        break;
+    case CLI_CALL:
+        return o->call(o->out, v);
+    }
+    return ok ? 0 : usage_err(usage, "%s wants %s", o->name, o->want ? o->want : "a value");
+}
+
+int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, const char **pos,
+              int min_pos, int max_pos, const char *const *pos_names, int *n_pos)
+{
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!is_option(a)) {
+            if (n == max_pos)
+                return usage_err(usage, "unexpected argument '%s'", a);
+            pos[n++] = a;
+            continue;
+        }
+        size_t len = 0;
+        const cli_opt *o = find_opt(opts, a, &len);
+        if (!o)
+            return usage_err(usage, "unknown option '%s'", a);
+        const char *v = NULL;
+        if (o->kind == CLI_FLAG) {
+            if (a[len] == '=')
+                return usage_err(usage, "%s takes no value", o->name);
+        } else if (a[len] == '=') {
+            v = a + len + 1;
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            return usage_err(usage, "%s wants %s", o->name, o->want ? o->want : "a value");
+        }
+        int st = set_opt(usage, o, v);
+        if (st)
+            return st;
+    }
+    if (n < min_pos)
+        return usage_err(usage, "missing %s", pos_names && pos_names[n] ? pos_names[n] : "argument");
+    if (n_pos)
+        *n_pos = n;
+    return 0;
+}

@@ -1,13 +1,14 @@
-/* wp_io.h — the `append` and `read` commands of the wp CLI and the entry
- * output formats (text, raw, json). Included once, by tools/wp.c. */
-#ifndef WP_TOOLS_IO_H
-#define WP_TOOLS_IO_H
-
+/* cmd_data.c — wp append | read, and the entry output formats (text, raw,
+ * json). */
+#include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
-#include "wp_util.h"
+#include "cli.h"
 
 /* Largest entry the CLI reads from a line or a file (the hard cap of
  * writer.max_entry_bytes; the library enforces the configured value). */
@@ -129,8 +130,9 @@ out_close:
     return 0;
 }
 
-static int parse_prop(append_opts *o, const char *kv)
+static int parse_prop(void *arg, const char *kv)
 {
+    append_opts *o = arg;
     const char *eq = strchr(kv, '=');
     if (!eq || eq == kv)
         return usage_err(append_usage, "--prop wants KEY=VALUE, got '%s'", kv);
@@ -149,27 +151,13 @@ static int parse_prop(append_opts *o, const char *kv)
 
 static int parse_append(int argc, char **argv, append_opts *o)
 {
-    for (int i = 0; i < argc; i++) {
-        const char *v = NULL;
-        int m, st;
-        if ((m = opt_value(argc, argv, &i, "--prop", &v)) > 0) {
-            if ((st = parse_prop(o, v)))
-                return st;
-        } else if (m == 0 && (m = opt_value(argc, argv, &i, "--file", &v)) > 0) {
-            o->file = v;
-        } else if (m < 0) {
-            return usage_err(append_usage, "option '%s' needs a value", argv[i]);
-        } else if (is_option(argv[i])) {
-            return usage_err(append_usage, "unknown option '%s'", argv[i]);
-        } else if (!o->name) {
-            o->name = argv[i];
-        } else {
-            return usage_err(append_usage, "unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!o->name)
-        return usage_err(append_usage, "missing log NAME");
-    return 0;
+    static const char *const names[] = {"log NAME"};
+    const cli_opt opts[] = {
+        {.name = "--prop", .kind = CLI_CALL, .out = o, .call = parse_prop, .want = "KEY=VALUE"},
+        {.name = "--file", .kind = CLI_STR, .out = &o->file, .want = "a PATH (- for stdin)"},
+        {0},
+    };
+    return cli_parse(append_usage, argc, argv, opts, &o->name, 1, 1, names, NULL);
 }
 
 /* --file: the whole file is one entry, appended synchronously. */
@@ -221,7 +209,7 @@ static int append_lines(wp_writer *w, const append_opts *o, append_state *as)
     return st;
 }
 
-static int cmd_append(cli *c, int argc, char **argv)
+int cmd_append(cli *c, int argc, char **argv)
 {
     append_opts *o = calloc(1, sizeof *o);
     append_state as = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -452,53 +440,25 @@ static void install_stop_handlers(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
-static int parse_read_option(int argc, char **argv, int *i, read_opts *o)
-{
-    const char *v = NULL;
-    int m;
-    if (strcmp(argv[*i], "--follow") == 0 || strcmp(argv[*i], "-f") == 0) {
-        o->follow = true;
-    } else if ((m = opt_value(argc, argv, i, "--from", &v)) != 0) {
-        if (m < 0 || !parse_position(v, &o->from))
-            return usage_err(read_usage, "--from wants earliest, latest or S:E");
-    } else if ((m = opt_value(argc, argv, i, "--count", &v)) != 0) {
-        if (m < 0 || !parse_i64(v, 0, INT64_MAX, &o->count))
-            return usage_err(read_usage, "--count wants a non-negative number");
-    } else if ((m = opt_value(argc, argv, i, "--timeout-ms", &v)) != 0) {
-        if (m < 0 || !parse_i64(v, 0, INT32_MAX, &o->timeout_ms))
-            return usage_err(read_usage, "--timeout-ms wants milliseconds (0..%d)", INT32_MAX);
-    } else if ((m = opt_value(argc, argv, i, "--format", &v)) != 0) {
-        if (m > 0 && strcmp(v, "text") == 0)
-            o->format = FMT_TEXT;
-        else if (m > 0 && strcmp(v, "raw") == 0)
-            o->format = FMT_RAW;
-        else if (m > 0 && strcmp(v, "json") == 0)
-            o->format = FMT_JSON;
-        else
-            return usage_err(read_usage, "--format wants text, raw or json");
-    } else {
-        return usage_err(read_usage, "unknown option '%s'", argv[*i]);
-    }
-    return 0;
-}
-
 static int parse_read(int argc, char **argv, read_opts *o)
 {
+    static const char *const names[] = {"log NAME"};
+    static const char *const formats[] = {"text", "raw", "json", NULL};
+    _Static_assert(FMT_TEXT == 0 && FMT_RAW == 1 && FMT_JSON == 2, "--format choices");
     *o = (read_opts){NULL, WP_EARLIEST, false, -1, READ_TIMEOUT_MS_DEFAULT, FMT_TEXT};
-    for (int i = 0; i < argc; i++) {
-        int st;
-        if (is_option(argv[i])) {
-            if ((st = parse_read_option(argc, argv, &i, o)))
-                return st;
-        } else if (!o->name) {
-            o->name = argv[i];
-        } else {
-            return usage_err(read_usage, "unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!o->name)
-        return usage_err(read_usage, "missing log NAME");
-    return 0;
+    const cli_opt opts[] = {
+        {.name = "--follow", .alias = "-f", .kind = CLI_FLAG, .out = &o->follow},
+        {.name = "--from", .kind = CLI_POSITION, .out = &o->from,
+         .want = "earliest, latest or S:E"},
+        {.name = "--count", .kind = CLI_I64, .out = &o->count, .min = 0, .max = INT64_MAX,
+         .want = "a non-negative number"},
+        {.name = "--timeout-ms", .kind = CLI_I64, .out = &o->timeout_ms, .min = 0,
+         .max = INT32_MAX, .want = "milliseconds (0..2147483647)"},
+        {.name = "--format", .kind = CLI_CHOICE, .out = &o->format, .choices = formats,
+         .want = "text, raw or json"},
+        {0},
+    };
+    return cli_parse(read_usage, argc, argv, opts, &o->name, 1, 1, names, NULL);
 }
 
 /* Prints entries until the count, the idle timeout (no --follow) or a stop
@@ -530,7 +490,7 @@ static int read_loop(wp_reader *r, const read_opts *o)
     return 0;
 }
 
-static int cmd_read(cli *c, int argc, char **argv)
+int cmd_read(cli *c, int argc, char **argv)
 {
     read_opts o;
     wp_log *log = NULL;
@@ -553,5 +513,3 @@ out_close_log:
     wp_log_close(log);
     return st;
 }
-
-#endif
