@@ -239,10 +239,10 @@ void wp_reader_close(wp_reader *);
 /* ---- metrics ----------------------------------------------------------- */
 
 /* One metric, as Prometheus names it (docs/configuration.md, "Metrics").
- * Counters and gauges have `value`; a histogram (latencies, in seconds)
- * has `count` observations summing to `value`, and bucket_counts[i]
- * observations at most bucket_bounds[i] (cumulative; the last bound is
- * +Inf). `labels` is "" or Prometheus label pairs without braces, e.g.
+ * Counters and gauges have `value`; a histogram (latencies in seconds,
+ * flush sizes in bytes) has `count` observations summing to `value`, and
+ * bucket_counts[i] observations at most bucket_bounds[i] (cumulative; the
+ * last bound is +Inf). `labels` is "" or Prometheus label pairs without braces, e.g.
  * `code="EIO"`. Everything points into storage valid during the callback. */
 enum { WP_METRIC_COUNTER = 0, WP_METRIC_GAUGE = 1, WP_METRIC_HISTOGRAM = 2 };
 typedef struct {

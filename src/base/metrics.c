@@ -39,26 +39,36 @@ static const struct {
     [G_READERS] = {"wp_readers", "Open readers.", WP_METRIC_GAUGE},
 };
 
-static const struct {
-    const char *name, *help, *labels;
-} H_DEF[H_N] = {
-    [H_ACK] = {"wp_ack_seconds", "From an append to its acknowledgement (first entry of each "
-                                 "block).", ""},
-    [H_FLUSH] = {"wp_flush_seconds", "One flush: a storage append of blocks, durable.", ""},
-    [H_FDATASYNC] = {"wp_fdatasync_seconds", "One fdatasync or fsync.", ""},
-    [H_S3_PUT] = {"wp_s3_request_seconds", "S3 requests, retries included.", "method=\"PUT\""},
-    [H_S3_GET] = {"wp_s3_request_seconds", "", "method=\"GET\""},
-    [H_S3_LIST] = {"wp_s3_request_seconds", "", "method=\"LIST\""},
-    [H_S3_DELETE] = {"wp_s3_request_seconds", "", "method=\"DELETE\""},
-    [H_S3_OTHER] = {"wp_s3_request_seconds", "", "method=\"OTHER\""},
-    [H_QUORUM_ADD] = {"wp_quorum_add_seconds",
-                      "An ADD to a segment's servers until its ack quorum answered.", ""},
-};
-
 /* Upper bounds in seconds: 50 us .. 10 s, then +Inf. */
 static const double BOUNDS[WP__HIST_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
     0.025,   0.05,   0.1,     0.25,   0.5,   1,      10,     1.0 / 0.0};
+/* Upper bounds in bytes: 512 B, 1 KiB, ... 1 MiB (x2), 4, 16, 64 MiB, then +Inf. */
+static const double SIZE_BOUNDS[WP__HIST_BUCKETS] = {
+    512,    1024,   2048,    4096,    8192,    16384,   32768,    65536,
+    131072, 262144, 524288, 1048576, 4194304, 16777216, 67108864, 1.0 / 0.0};
+
+static const struct {
+    const char *name, *help, *labels;
+    double unit; /* observed units per output unit (ns per s; 1 for bytes) */
+    const double *bounds;
+} H_DEF[H_N] = {
+    [H_ACK] = {"wp_ack_seconds", "From an append to its acknowledgement (first entry of each "
+                                 "block).", "", 1e9, BOUNDS},
+    [H_FLUSH] = {"wp_flush_seconds", "One flush: a storage append of blocks, durable.", "", 1e9,
+                 BOUNDS},
+    [H_FDATASYNC] = {"wp_fdatasync_seconds", "One fdatasync or fsync.", "", 1e9, BOUNDS},
+    [H_S3_PUT] = {"wp_s3_request_seconds", "S3 requests, retries included.", "method=\"PUT\"",
+                  1e9, BOUNDS},
+    [H_S3_GET] = {"wp_s3_request_seconds", "", "method=\"GET\"", 1e9, BOUNDS},
+    [H_S3_LIST] = {"wp_s3_request_seconds", "", "method=\"LIST\"", 1e9, BOUNDS},
+    [H_S3_DELETE] = {"wp_s3_request_seconds", "", "method=\"DELETE\"", 1e9, BOUNDS},
+    [H_S3_OTHER] = {"wp_s3_request_seconds", "", "method=\"OTHER\"", 1e9, BOUNDS},
+    [H_QUORUM_ADD] = {"wp_quorum_add_seconds",
+                      "An ADD to a segment's servers until its ack quorum answered.", "", 1e9,
+                      BOUNDS},
+    [H_FLUSH_SIZE] = {"wp_flush_size_bytes", "Bytes of one flush.", "", 1, SIZE_BOUNDS},
+};
 
 #define N_CODES 32 /* -rc for every WP_E* code, with room */
 
@@ -77,9 +87,9 @@ void wp__hist_observe(wp__hist_id id, int64_t ns)
 {
     if (ns < 0)
         ns = 0;
-    double s = (double)ns / 1e9;
+    double s = (double)ns / H_DEF[id].unit;
     int i = 0;
-    while (i < WP__HIST_BUCKETS - 1 && s > BOUNDS[i])
+    while (i < WP__HIST_BUCKETS - 1 && s > H_DEF[id].bounds[i])
         i++;
     atomic_fetch_add_explicit(&hists[id].b[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&hists[id].count, 1, memory_order_relaxed);
@@ -136,8 +146,9 @@ void wp__metrics_visit(wp_metric_fn fn, void *arg)
         wp_metric m = {.name = H_DEF[i].name, .help = H_DEF[i].help, .kind = WP_METRIC_HISTOGRAM,
                        .labels = H_DEF[i].labels,
                        .value = (double)atomic_load_explicit(&hists[i].sum_ns,
-                                                             memory_order_relaxed) / 1e9,
-                       .count = run, .n_buckets = WP__HIST_BUCKETS, .bucket_bounds = BOUNDS,
+                                                             memory_order_relaxed) / H_DEF[i].unit,
+                       .count = run, .n_buckets = WP__HIST_BUCKETS,
+                       .bucket_bounds = H_DEF[i].bounds,
                        .bucket_counts = cum};
         fn(arg, &m);
     }
@@ -181,7 +192,7 @@ static void prom_bound(char *out, size_t cap, double b)
     if (b > 1e300)
         snprintf(out, cap, "+Inf");
     else
-        snprintf(out, cap, "%g", b);
+        snprintf(out, cap, "%.10g", b);
 }
 
 void wp__prom_metric(void *arg, const wp_metric *m)

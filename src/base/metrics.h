@@ -34,7 +34,8 @@ typedef enum {
     M_N
 } wp__metric_id;
 
-/* Latency histograms, in seconds in the output. */
+/* Histograms: latencies (observed in ns, seconds in the output) and one
+ * of sizes (H_FLUSH_SIZE: bytes). */
 typedef enum {
     H_ACK,          /* an entry's wait from its append to its ack (per block: its first entry) */
     H_FLUSH,        /* one storage append (a flush) */
@@ -45,6 +46,7 @@ typedef enum {
     H_S3_DELETE,
     H_S3_OTHER,     /* HEAD, POST (multipart, batch delete) */
     H_QUORUM_ADD,   /* an ADD until its ack quorum answered */
+    H_FLUSH_SIZE,   /* bytes of one flush (observed in bytes, not ns) */
     H_N
 } wp__hist_id;
 
@@ -52,7 +54,7 @@ typedef enum {
 
 void wp__metric_add(wp__metric_id id, int64_t v);
 static inline void wp__metric_inc(wp__metric_id id) { wp__metric_add(id, 1); }
-void wp__hist_observe(wp__hist_id id, int64_t ns);
+void wp__hist_observe(wp__hist_id id, int64_t ns_or_bytes);
 /* Failed acknowledgements by WP_E* code. */
 void wp__metric_error(int rc);
 

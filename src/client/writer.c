@@ -501,6 +501,7 @@ static int put_run(upload *u, bool parallel)
     for (int i = 0; i < u->put.n; i++)
         bytes += (int64_t)u->put.iov[i].iov_len;
     wp__hist_observe(H_FLUSH, wp__now_ns() - t0);
+    wp__hist_observe(H_FLUSH_SIZE, bytes);
     wp__metric_inc(M_FLUSHES);
     wp__metric_add(M_FLUSH_BYTES, bytes);
     return rc;

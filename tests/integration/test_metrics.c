@@ -130,6 +130,7 @@ TEST(client_metrics_move)
     CHECK(get(&b, "wp_acked_total") == get(&a, "wp_acked_total") + 100);
     CHECK(get(&b, "wp_flushes_total") >= get(&a, "wp_flushes_total") + 1);
     CHECK(get(&b, "wp_flush_seconds") >= get(&a, "wp_flush_seconds") + 1); /* its count */
+    CHECK(get(&b, "wp_flush_size_bytes") == get(&b, "wp_flush_seconds"));
     CHECK(get(&b, "wp_ack_seconds") >= get(&a, "wp_ack_seconds") + 1);
     CHECK(get(&b, "wp_fdatasync_seconds") >= get(&a, "wp_fdatasync_seconds") + 1);
     CHECK(get(&b, "wp_pending_bytes") == get(&a, "wp_pending_bytes"));
@@ -164,6 +165,7 @@ TEST(client_metrics_move)
     int samples = check_text(text);
     CHECK(samples > 50);
     CHECK(strstr(text, "# TYPE wp_fdatasync_seconds histogram\n") != NULL);
+    CHECK(strstr(text, "wp_flush_size_bytes_bucket{le=\"16777216\"} ") != NULL);
     CHECK(strstr(text, "wp_segments{state=\"completed\"} 1\n") != NULL);
     free(text);
     wp_log_close(log);
