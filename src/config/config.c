@@ -121,6 +121,7 @@ static const key_def KEYS[] = {
     STR("node.zone", node_zone, "", 0, 63, F_TOKEN),
     NUM("node.workers", K_INT, node_workers, "4", 1, 64),
     NUM("node.disk_reserve_bytes", K_SIZE, node_disk_reserve_bytes, "1GiB", 0, 1024 * WP_GiB),
+    NUM("node.disk_soft_reserve_bytes", K_SIZE, node_disk_soft_reserve_bytes, "0", 0, 1024 * WP_GiB),
     STR("node.metrics_listen", node_metrics_listen, "", 0, 255, F_TOKEN),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])

@@ -59,6 +59,7 @@ struct wp_config {
     char node_zone[64];             /* node.zone: for placement across zones */
     int64_t node_workers;           /* node.workers: write/sync threads */
     int64_t node_disk_reserve_bytes; /* node.disk_reserve_bytes: refuse ADDs below */
+    int64_t node_disk_soft_reserve_bytes; /* node.disk_soft_reserve_bytes: no new segments below */
     char node_metrics_listen[256];  /* node.metrics_listen: host:port of GET /metrics; "" off */
     unsigned char set_by_user[64];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;

@@ -86,7 +86,7 @@ typedef struct {
     bool stop;
     struct logstore *ls;
     int64_t disk_checked_ns;
-    bool disk_low;
+    bool disk_low, disk_soft_low;
 } worker;
 
 struct logstore {
@@ -164,16 +164,40 @@ static void answer_state(job *j, uint16_t type, const replica_state *st)
 
 /* ---- workers ----------------------------------------------------------- */
 
-static bool disk_low(worker *w)
+/* The watermarks: below the soft one (node.disk_soft_reserve_bytes, at
+ * least the hard one) no new segments; below the hard one
+ * (node.disk_reserve_bytes) no ADDs at all. */
+static uint64_t soft_reserve(const wp_config *cfg)
+{
+    int64_t soft = cfg->node_disk_soft_reserve_bytes, hard = cfg->node_disk_reserve_bytes;
+    return (uint64_t)(soft > hard ? soft : hard);
+}
+
+static void disk_check(worker *w)
 {
     int64_t now = wp__now_ns();
     if (now - w->disk_checked_ns >= DISK_CHECK_NS) {
         replica_stats st;
-        w->disk_low = replica_stats_get(w->ls->rs, &st) == WP_OK &&
-                      st.disk_free < (uint64_t)w->ls->cfg->node_disk_reserve_bytes;
+        bool ok = replica_stats_get(w->ls->rs, &st) == WP_OK;
+        w->disk_low = ok && st.disk_free < (uint64_t)w->ls->cfg->node_disk_reserve_bytes;
+        w->disk_soft_low = ok && st.disk_free < soft_reserve(w->ls->cfg);
         w->disk_checked_ns = now;
     }
+}
+
+static bool disk_low(worker *w)
+{
+    disk_check(w);
     return w->disk_low;
+}
+
+/* Below the soft watermark, and the ADD would create a copy. */
+static bool refuses_new_segment(worker *w, const proto_add *a)
+{
+    disk_check(w);
+    replica_state st;
+    return w->disk_soft_low && a->n_entries > 0 &&
+           replica_state_get(w->ls->rs, a->log_id, a->segment_id, &st) == WP_ENOENT;
 }
 
 /* How many jobs from j on are ADDs of j's segment and epoch whose entries
@@ -214,6 +238,9 @@ static job *run_adds(worker *w, job *j)
     if (a->n_entries > 0 && disk_low(w))
         rc = wp__err(WP_ENOSPC, "logstore: free disk below node.disk_reserve_bytes (%" PRId64 ")",
                      w->ls->cfg->node_disk_reserve_bytes);
+    else if (refuses_new_segment(w, a))
+        rc = wp__err(WP_ENOSPC, "logstore: free disk below node.disk_soft_reserve_bytes (%" PRIu64
+                     "): no new segments", soft_reserve(w->ls->cfg));
     else if (n > 1 && !(buf = malloc(bytes)))
         rc = wp__err(WP_ENOMEM, "logstore: %zu bytes of ADDs", bytes);
     if (rc == WP_OK && buf) {
@@ -848,7 +875,7 @@ static int node_put(logstore *ls)
     replica_stats st = {0};
     (void)replica_stats_get(ls->rs, &st);
     /* What it can still take: placement skips a server that reports 0. */
-    uint64_t reserve = (uint64_t)ls->cfg->node_disk_reserve_bytes;
+    uint64_t reserve = soft_reserve(ls->cfg);
     uint64_t room = st.disk_free > reserve ? st.disk_free - reserve : 0;
     meta_node n = {.lease_id = ls->lease_id, .registered_ms = ls->started_ms,
                    .disk_free = (int64_t)(room > INT64_MAX ? INT64_MAX : room),

@@ -24,6 +24,8 @@
 #include "net/conn.h"
 #include "net/proto.h"
 
+#include <sys/statvfs.h>
+
 /* ---- the server process (tests/support/logstore_proc.c) --------------- */
 
 typedef logstore_proc srv;
@@ -408,6 +410,56 @@ TEST(registers_in_metadata)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 }
 
+/* The disk watermarks: below the soft one a server takes no new segment
+ * (the first ADD of one it does not hold: WP_ENOSPC) but goes on with the
+ * ones it holds, and registers no room; below the hard one it takes no
+ * ADD with entries at all. The free space cannot be made to shrink here,
+ * so the watermarks are set above it (up to 1 TiB). */
+TEST(disk_watermarks)
+{
+    srv s;
+    const char *dir = test_tmpdir("ls9");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/meta.sqlite", dir);
+    REQUIRE(srv_start(&s, dir, "node-9") == 0);
+    cli c;
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    int64_t last = -1;
+    CHECK_OK(add(&c, 1, 1, 0, 10, -1, &last)); /* segment 1 exists before */
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+    struct statvfs v;
+    REQUIRE(statvfs(dir, &v) == 0);
+    if ((unsigned long long)v.f_bavail * v.f_frsize >= 1000ULL << 30) {
+        fprintf(stderr, "  SKIP: over 1000 GiB free: no watermark can be set above it\n");
+        return;
+    }
+    /* Soft watermark above the free space, hard one at 0. */
+    const char *soft[] = {"node.disk_soft_reserve_bytes=1024GiB", NULL};
+    REQUIRE(logstore_proc_start_opts(&s, dir, "node-9", NULL, soft) == 0);
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK_OK(add(&c, 1, 1, 10, 10, 9, &last)); /* the segment it holds goes on */
+    CHECK(last == 19);
+    CHECK_RC(WP_ENOSPC, add(&c, 2, 1, 0, 5, -1, NULL)); /* a new one: no */
+    CHECK_RC(WP_ENOENT, read_n(&c, 2, 0, 0, PROTO_READ_UNCONFIRMED, NULL)); /* not created */
+    meta *m = NULL;
+    meta_node n;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    CHECK_OK(m->ops->node_get(m, "node-9", &n));
+    CHECK(n.disk_free == 0); /* placement leaves it out */
+    m->ops->close(m);
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+    /* Hard watermark above the free space: no ADD with entries. */
+    const char *hard[] = {"node.disk_reserve_bytes=1024GiB", NULL};
+    REQUIRE(logstore_proc_start_opts(&s, dir, "node-9", NULL, hard) == 0);
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK_RC(WP_ENOSPC, add(&c, 1, 1, 20, 5, 19, NULL));
+    CHECK(read_n(&c, 1, 0, 0, PROTO_READ_UNCONFIRMED, NULL) == 20); /* what it holds is read */
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
 /* ---- the client's pipelined connection (src/net/conn.c) ----------------- */
 
 typedef struct {
@@ -534,6 +586,7 @@ int main(void)
     RUN(complete_and_delete);
     RUN(bad_frames_close_only_their_connection);
     RUN(registers_in_metadata);
+    RUN(disk_watermarks);
     RUN(pipelined_connection);
     RUN(inflight_limit_pauses_then_resumes);
     return test_done();

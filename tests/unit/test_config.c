@@ -556,8 +556,8 @@ TEST(test_every_key_round_trips)
         CHECK_OK(wp_config_get(d, k, b2, sizeof b2));
         CHECK(strcmp(buf, b2) == 0);
     }
-    CHECK(n == N_ALL + 32); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads,
-                             * flush.compression, compaction.*, 7 node.*, 4 quorum.* */
+    CHECK(n == N_ALL + 33); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads,
+                             * flush.compression, compaction.*, 8 node.*, 4 quorum.* */
     CHECK_OK(wp_config_set(d, "storage.type", "quorum"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "quorum.write", "6"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "node.listen", "a b:1"));
