@@ -25,9 +25,13 @@ static const char usage[] =
     "Roles:\n"
     "  logstore   serve segment copies to Woodpecker clients (service mode):\n"
     "             keys node.id (required), node.listen, node.data_dir, node.zone,\n"
-    "             node.workers, node.disk_reserve_bytes, and meta.* for the\n"
-    "             registration (docs/configuration.md)\n"
+    "             node.workers, node.disk_reserve_bytes, node.disk_soft_reserve_bytes,\n"
+    "             node.metrics_listen, and meta.* for the registration\n"
+    "             (docs/configuration.md)\n"
     "\n"
+    "SIGUSR1: drain: take no new segments and register no room, so that\n"
+    "writers roll their segments away to other servers; go on serving what\n"
+    "it holds.\n"
     "SIGTERM or SIGINT: deregister, close, exit 0.\n";
 
 static void log_to_stderr(void *arg, int level, const char *msg)
@@ -99,6 +103,7 @@ static int run_logstore(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* the server's threads inherit it */
     signal(SIGPIPE, SIG_IGN);
     logstore *ls = NULL;
@@ -115,6 +120,12 @@ static int run_logstore(int argc, char **argv)
     for (;;) {
         struct timespec one = {1, 0};
         int sig = sigtimedwait(&set, NULL, &one);
+        if (sig == SIGUSR1) { /* drain: no new segments; writers move away */
+            logstore_drain(ls);
+            printf("woodpecker logstore: node %s draining\n", cfg->node_id);
+            fflush(stdout);
+            continue;
+        }
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (logstore_failed(ls)) {

@@ -113,6 +113,8 @@ struct logstore {
     bool lease_started, loop_started;
     int64_t started_ms;
     httpd *http; /* GET /metrics on node.metrics_listen, or NULL */
+    bool draining;     /* atomic: takes no new segments (logstore_drain) */
+    bool repost;       /* under stop_mu: the lease thread puts the record now */
     uint32_t n_parked; /* held READs (atomic: the metrics thread reads it) */
 };
 
@@ -191,12 +193,13 @@ static bool disk_low(worker *w)
     return w->disk_low;
 }
 
-/* Below the soft watermark, and the ADD would create a copy. */
+/* Below the soft watermark or draining, and the ADD would create a copy. */
 static bool refuses_new_segment(worker *w, const proto_add *a)
 {
     disk_check(w);
     replica_state st;
-    return w->disk_soft_low && a->n_entries > 0 &&
+    return (w->disk_soft_low || __atomic_load_n(&w->ls->draining, __ATOMIC_RELAXED)) &&
+           a->n_entries > 0 &&
            replica_state_get(w->ls->rs, a->log_id, a->segment_id, &st) == WP_ENOENT;
 }
 
@@ -239,8 +242,10 @@ static job *run_adds(worker *w, job *j)
         rc = wp__err(WP_ENOSPC, "logstore: free disk below node.disk_reserve_bytes (%" PRId64 ")",
                      w->ls->cfg->node_disk_reserve_bytes);
     else if (refuses_new_segment(w, a))
-        rc = wp__err(WP_ENOSPC, "logstore: free disk below node.disk_soft_reserve_bytes (%" PRIu64
-                     "): no new segments", soft_reserve(w->ls->cfg));
+        rc = __atomic_load_n(&w->ls->draining, __ATOMIC_RELAXED)
+                 ? wp__err(WP_EUNAVAILABLE, "logstore: draining: no new segments")
+                 : wp__err(WP_ENOSPC, "logstore: free disk below node.disk_soft_reserve_bytes (%" PRIu64
+                           "): no new segments", soft_reserve(w->ls->cfg));
     else if (n > 1 && !(buf = malloc(bytes)))
         rc = wp__err(WP_ENOMEM, "logstore: %zu bytes of ADDs", bytes);
     if (rc == WP_OK && buf) {
@@ -877,6 +882,8 @@ static int node_put(logstore *ls)
     /* What it can still take: placement skips a server that reports 0. */
     uint64_t reserve = soft_reserve(ls->cfg);
     uint64_t room = st.disk_free > reserve ? st.disk_free - reserve : 0;
+    if (__atomic_load_n(&ls->draining, __ATOMIC_RELAXED))
+        room = 0; /* no new segments: placement skips it, writers roll away */
     meta_node n = {.lease_id = ls->lease_id, .registered_ms = ls->started_ms,
                    .disk_free = (int64_t)(room > INT64_MAX ? INT64_MAX : room),
                    .load = __atomic_load_n(&ls->load, __ATOMIC_RELAXED)};
@@ -900,9 +907,12 @@ static void *lease_main(void *arg)
     while (!ls->stop) {
         int64_t due = wp__now_ns() + LEASE_TTL_MS / 3 * 1000000LL;
         struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
-        pthread_cond_timedwait(&ls->stop_cond, &ls->stop_mu, &ts);
+        while (!ls->stop && !ls->repost &&
+               pthread_cond_timedwait(&ls->stop_cond, &ls->stop_mu, &ts) == 0)
+            ;
         if (ls->stop)
             break;
+        ls->repost = false;
         pthread_mutex_unlock(&ls->stop_mu);
         int rc = ls->meta->ops->lease_keepalive(ls->meta, ls->lease_id);
         if (rc == WP_ENOENT) { /* expired: register again */
@@ -1058,6 +1068,16 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
 }
 
 const char *logstore_addr(const logstore *ls) { return ls->addr; }
+
+void logstore_drain(logstore *ls)
+{
+    __atomic_store_n(&ls->draining, true, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&ls->stop_mu);
+    ls->repost = true; /* the registration says so now, not at the next keepalive */
+    pthread_cond_broadcast(&ls->stop_cond);
+    pthread_mutex_unlock(&ls->stop_mu);
+    wp__log(ls->lg, WP_LOG_INFO, "logstore %s: draining: no new segments", ls->cfg->node_id);
+}
 
 const char *logstore_metrics_addr(const logstore *ls)
 {

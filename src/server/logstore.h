@@ -31,6 +31,13 @@ int logstore_start(const struct wp_config *cfg, const wp__logger *lg, logstore *
 const char *logstore_addr(const logstore *ls);
 /* Where GET /metrics is served (node.metrics_listen as bound), or NULL. */
 const char *logstore_metrics_addr(const logstore *ls);
+/* Starts draining: the server takes no new segments (a new segment's
+ * first ADD gets WP_EUNAVAILABLE) and registers no room at once, so
+ * placement leaves it out and writers whose segments it holds roll to
+ * others (storage.type quorum); the segments it holds are still served.
+ * Exiting once everything it holds is in object storage comes with
+ * server-driven tiering (issue 11). */
+void logstore_drain(logstore *ls);
 /* True once the server failed for good (a failed write or sync, or its
  * event loop died): it must stop. */
 bool logstore_failed(const logstore *ls);

@@ -57,6 +57,8 @@
 #define NODE_POOL_MAX 256
 /* A server that failed is placed last for this long. */
 #define AVOID_NS (10 * 1000000000LL)
+/* How often a writer looks whether its replicas registered no room. */
+#define REG_CHECK_NS (250 * 1000000LL)
 /* How old the registered-servers snapshot may be. */
 #define REGISTRY_TTL_NS (1000 * 1000000LL)
 /* Blocks in one append at most (the logstore layer sends up to 512). */
@@ -134,6 +136,8 @@ struct st_writer {
     uint64_t size;        /* bytes the logstore appended (it counts them) */
     bool header_seen;
     int failed;           /* under lac_mu (the LAC thread reads it) */
+    int64_t reg_checked_ns; /* q_seg_writer_degraded: when the registrations were last looked at */
+    bool reg_no_room;       /* then: a replica registered no room (draining, disk low) */
 };
 
 struct st_reader {
@@ -956,7 +960,20 @@ static bool q_seg_writer_degraded(st_writer *w)
             bad++;
         }
     pthread_mutex_unlock(&w->h->mu);
-    if (bad == 0)
+    /* A replica registered with no room (draining, or below its soft disk
+     * watermark) wants its writers elsewhere; looked at now and then. */
+    if (bad == 0 && now - w->reg_checked_ns >= REG_CHECK_NS && q->base.meta) {
+        w->reg_checked_ns = now;
+        w->reg_no_room = false;
+        pthread_mutex_lock(&q->pool_mu);
+        if (registry_refresh(q, false) == WP_OK)
+            for (int i = 0; i < w->rs.w; i++)
+                for (size_t k = 0; k < q->n_reg; k++)
+                    if (q->reg[k].disk_free <= 0 && strcmp(q->reg[k].addr, w->rs.n[i]->addr) == 0)
+                        w->reg_no_room = true;
+        pthread_mutex_unlock(&q->pool_mu);
+    }
+    if (bad == 0 && !w->reg_no_room)
         return false;
     int usable = 0;
     pthread_mutex_lock(&q->pool_mu);

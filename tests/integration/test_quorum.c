@@ -385,6 +385,67 @@ TEST(lost_server_rolls_the_segment)
     fleet_stop();
 }
 
+/* A server told to drain (SIGUSR1) registers no room at once: the writer
+ * whose segment it holds rolls away to the others without an error, new
+ * segments are placed elsewhere, and it goes on serving what it holds. */
+TEST(drained_server_is_left)
+{
+    const char *dir = test_tmpdir("quorum10");
+    snprintf(meta_path, sizeof meta_path, "%s/meta.sqlite", dir);
+    for (int i = 0; i < 4; i++)
+        REQUIRE(fleet_start(dir, i, "zone-b", "0") == 0);
+    /* Segments large enough not to roll on size here: a roll is the drain's. */
+    const char *kv[] = {"storage.type", "quorum", "meta.path", meta_path,
+                        "segment.max_bytes", "64MiB", NULL};
+    wp_client *c = test_client_open(dir, kv);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    wp_msg_id id;
+    CHECK_OK(append_seq(w, 0, 100, &id));
+    meta_seg *segs;
+    size_t n = segments_of(&segs);
+    REQUIRE(n == 1);
+    int victim = -1;
+    for (int i = 0; i < 4 && victim < 0; i++)
+        if (placed_on(segs[0].placement, fleet[i].id))
+            victim = i;
+    free(segs);
+    REQUIRE(victim >= 0);
+    CHECK(kill(fleet[victim].pid, SIGUSR1) == 0);
+    int64_t t0 = test_now_ms();
+    int next = 100;
+    while (test_now_ms() - t0 < 1500) {
+        int rc = append_seq(w, next, 1, &id);
+        CHECK_OK(rc);
+        if (rc)
+            break;
+        next++;
+    }
+    fprintf(stderr, "  %d appends after the drain; now in segment %lld\n", next - 100,
+            (long long)id.segment_id);
+    CHECK(id.segment_id == 1); /* rolled once, away from the drained server */
+    n = segments_of(&segs);
+    CHECK(n == 2);
+    if (n >= 2)
+        CHECK(!placed_on(segs[n - 1].placement, fleet[victim].id));
+    free(segs);
+    meta *m = NULL;
+    meta_node nd;
+    REQUIRE(meta_sqlite_open(meta_path, &m) == 0);
+    CHECK_OK(m->ops->node_get(m, fleet[victim].id, &nd));
+    CHECK(nd.disk_free == 0);
+    m->ops->close(m);
+    CHECK_OK(wp_writer_close(w));
+    CHECK(read_seq(log) == next); /* the drained server still serves its segment */
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_stop();
+}
+
 /* With a static quorum.nodes list, a server that refuses ADDs (its disk is
  * below node.disk_reserve_bytes: WP_ENOSPC, retriable) costs nothing: the
  * entries are acked by the others and the writer rolls to segments
@@ -585,6 +646,7 @@ int main(void)
     RUN(placement_on_registered_servers);
     RUN(lost_server_rolls_the_segment);
     RUN(full_server_is_left_static_list);
+    RUN(drained_server_is_left);
     RUN(five_three);
     return test_done();
 }
