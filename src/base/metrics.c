@@ -96,10 +96,10 @@ void wp__hist_observe(wp__hist_id id, int64_t ns)
     atomic_fetch_add_explicit(&hists[id].sum_ns, (uint64_t)ns, memory_order_relaxed);
 }
 
-void wp__metric_error(int rc)
+void wp__metric_error(int rc, int64_t n)
 {
-    if (rc < 0 && -rc < N_CODES)
-        atomic_fetch_add_explicit(&errors[-rc], 1, memory_order_relaxed);
+    if (rc < 0 && -rc < N_CODES && n > 0)
+        atomic_fetch_add_explicit(&errors[-rc], (uint64_t)n, memory_order_relaxed);
 }
 
 static const char *code_name(int rc)

@@ -55,8 +55,8 @@ typedef enum {
 void wp__metric_add(wp__metric_id id, int64_t v);
 static inline void wp__metric_inc(wp__metric_id id) { wp__metric_add(id, 1); }
 void wp__hist_observe(wp__hist_id id, int64_t ns_or_bytes);
-/* Failed acknowledgements by WP_E* code. */
-void wp__metric_error(int rc);
+/* n failed acknowledgements with WP_E* code rc. */
+void wp__metric_error(int rc, int64_t n);
 
 /* Visits the process's metrics. */
 void wp__metrics_visit(wp_metric_fn fn, void *arg);

@@ -407,8 +407,7 @@ static void after_flush(wp_writer *w, wblock **batch, int n, int rc)
     }
     wp__metric_add(G_PENDING_BYTES, -bytes);
     if (rc) {
-        for (int64_t i = 0; i < entries; i++)
-            wp__metric_error(rc);
+        wp__metric_error(rc, entries);
     } else {
         wp__metric_add(M_ACKED, entries);
         int64_t now = wp__now_ns();
