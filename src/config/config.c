@@ -123,6 +123,10 @@ static const key_def KEYS[] = {
     NUM("node.disk_reserve_bytes", K_SIZE, node_disk_reserve_bytes, "1GiB", 0, 1024 * WP_GiB),
     NUM("node.disk_soft_reserve_bytes", K_SIZE, node_disk_soft_reserve_bytes, "0", 0, 1024 * WP_GiB),
     STR("node.metrics_listen", node_metrics_listen, "", 0, 255, F_TOKEN),
+    NUM("node.upload_threads", K_INT, node_upload_threads, "2", 1, 16),
+    NUM("node.upload_interval_ms", K_DUR, node_upload_interval_ms, "1000", 10, 600 * 1000),
+    NUM("node.upload_delay_ms", K_DUR, node_upload_delay_ms, "0", 0, DAY_MS),
+    NUM("node.drop_grace_ms", K_DUR, node_drop_grace_ms, "30000", 0, 7 * DAY_MS),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(N_KEYS <= sizeof(((struct wp_config *)0)->set_by_user), "set_by_user has a slot per key");

@@ -61,7 +61,11 @@ struct wp_config {
     int64_t node_disk_reserve_bytes; /* node.disk_reserve_bytes: refuse ADDs below */
     int64_t node_disk_soft_reserve_bytes; /* node.disk_soft_reserve_bytes: no new segments below */
     char node_metrics_listen[256];  /* node.metrics_listen: host:port of GET /metrics; "" off */
-    unsigned char set_by_user[64];  /* per key: 1 if set by file/env/wp_config_set */
+    int64_t node_upload_threads;    /* node.upload_threads: segments uploaded at once */
+    int64_t node_upload_interval_ms; /* node.upload_interval_ms: how often held copies are looked at */
+    int64_t node_upload_delay_ms;   /* node.upload_delay_ms: a completed segment waits this long */
+    int64_t node_drop_grace_ms;     /* node.drop_grace_ms: a sealed copy is kept this long */
+    unsigned char set_by_user[96];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;
     void *log_arg;
 };

@@ -701,6 +701,59 @@ out:
     return rc;
 }
 
+int lseg_check_complete(storage *st, int64_t log_id, int64_t seg_id, uint64_t bytes,
+                        int64_t *last_entry_id)
+{
+    st_reader *r = NULL;
+    int rc = st->ops->seg_open_read(st, log_id, seg_id, &r);
+    if (rc)
+        return rc;
+    if (bytes == 0 && (rc = st->ops->seg_size(r, &bytes)) != WP_OK)
+        goto out;
+    seg_footer f;
+    rc = header_check(st, r, log_id, seg_id, NULL);
+    if (rc == WP_EAGAIN)
+        rc = wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": no header", log_id, seg_id);
+    if (rc || (rc = footer_read(st, r, bytes, &f)) != WP_OK)
+        goto out;
+    size_t ilen = (size_t)f.n_blocks * IDX_ENTRY_SIZE;
+    uint8_t *ib = malloc(ilen ? ilen : 1);
+    idx_entry *idx = malloc((f.n_blocks ? f.n_blocks : 1) * sizeof *idx);
+    size_t got = 0;
+    if (!ib || !idx)
+        rc = wp__err(WP_ENOMEM, "segment index");
+    if (rc == WP_OK && (rc = read_exact(r, st, f.index_offset, ib, ilen, &got)) == WP_OK &&
+        got < ilen)
+        rc = wp__err(WP_ECORRUPT, "index: short read");
+    if (rc == WP_OK)
+        rc = idx_decode(ib, &f, idx);
+    /* The last block the index names must be there and hold the last entry. */
+    if (rc == WP_OK && f.n_blocks > 0) {
+        biter it = {.r = r, .off = idx[f.n_blocks - 1].offset, .limit = f.index_offset};
+        rc = biter_header(&it, st);
+        if (rc == WP_EAGAIN)
+            rc = wp__err(WP_ECORRUPT, "last block at %" PRIu64 ": cut short", it.off);
+        if (rc == WP_OK && (it.h.first_entry_id != idx[f.n_blocks - 1].first_entry_id ||
+                            it.h.first_entry_id > f.last_entry_id ||
+                            it.h.first_entry_id + (int64_t)it.h.n_entries - 1 < f.last_entry_id))
+            rc = wp__err(WP_ECORRUPT, "last block (entries %" PRId64 "+%" PRIu32 ") does not "
+                         "match the index and footer (last entry %" PRId64 ")",
+                         it.h.first_entry_id, it.h.n_entries, f.last_entry_id);
+    }
+    if (rc == WP_OK && f.n_blocks == 0 && f.last_entry_id != -1)
+        rc = wp__err(WP_ECORRUPT, "footer: no blocks, last entry %" PRId64, f.last_entry_id);
+    free(ib);
+    free(idx);
+    if (rc == WP_OK)
+        *last_entry_id = f.last_entry_id;
+out:
+    st->ops->seg_reader_close(r);
+    if (rc && rc != WP_ENOMEM && rc != WP_EIO && rc != WP_ENOENT && rc != WP_EUNAVAILABLE)
+        rc = wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 " of %" PRIu64 " bytes is not "
+                     "a complete segment: %s", log_id, seg_id, bytes, wp_errmsg());
+    return rc;
+}
+
 int lseg_open_read(storage *st, int64_t log_id, int64_t seg_id, bool completed, uint64_t bytes,
                    lseg_r **out)
 {

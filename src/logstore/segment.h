@@ -93,6 +93,15 @@ int lseg_recover_at(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, 
 int lseg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int64_t limit,
                 const wp__logger *lg, lseg_w **out, int64_t *last_entry_id, uint64_t *bytes);
 
+/* Checks that the first `bytes` bytes of a segment (0: its current size)
+ * form a complete segment of (log_id, seg_id): header, footer, index (its
+ * CRC), and the last block where the index says, holding the footer's last
+ * entry; without reading the other blocks. *last_entry_id: the footer's.
+ * WP_ECORRUPT if they do not. For an upload's commit (object storage
+ * read back before the segment is sealed). */
+int lseg_check_complete(storage *st, int64_t log_id, int64_t seg_id, uint64_t bytes,
+                        int64_t *last_entry_id);
+
 /* ---- reading ----------------------------------------------------------- */
 
 typedef struct lseg_r lseg_r;

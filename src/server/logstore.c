@@ -37,6 +37,8 @@
 #include "net/proto.h"
 #include "server/http.h"
 #include "server/replica.h"
+#include "server/upload.h"
+#include "woodpecker.h"
 
 #define CONNS_MAX 4096              /* connections (fds below this) */
 #define READ_CHUNK (256 * WP_KiB)   /* bytes read per recv */
@@ -116,6 +118,10 @@ struct logstore {
     bool draining;     /* atomic: takes no new segments (logstore_drain) */
     bool repost;       /* under stop_mu: the lease thread puts the record now */
     uint32_t n_parked; /* held READs (atomic: the metrics thread reads it) */
+    int64_t lease_pub; /* lease_id as published to the uploader (atomic) */
+    uploader *up;      /* tiering: uploads, drops (upload.h) */
+    wp_client *gc;     /* GC and retention of every log, with no client running */
+    int64_t drain_ns;  /* atomic: when the drain began (0: not draining) */
 };
 
 /* ---- metrics (per process: a server process runs one logstore) ---------- */
@@ -359,6 +365,8 @@ static job *run_job(worker *w, job *j)
         else
             answer_state(j, PROTO_COMPLETE_ANS, &st);
         j->added = rc == WP_OK; /* held READs: up to the last entry, or the end */
+        if (rc == WP_OK && w->ls->up)
+            uploader_kick(w->ls->up); /* completed: upload it without waiting */
         break;
     }
     case PROTO_DELETE: {
@@ -897,6 +905,8 @@ static int node_put(logstore *ls)
 static int node_register(logstore *ls)
 {
     int rc = ls->meta->ops->lease_grant(ls->meta, LEASE_TTL_MS, &ls->lease_id);
+    if (rc == WP_OK)
+        __atomic_store_n(&ls->lease_pub, ls->lease_id, __ATOMIC_RELAXED);
     return rc ? rc : node_put(ls);
 }
 
@@ -1010,12 +1020,50 @@ static char *metrics_text(void *arg, size_t *len)
                WP_METRIC_GAUGE, "", (double)st.disk_free);
     srv_metric(&p, "wp_logstore_disk_total_bytes", "Size of the data directory's file system.",
                WP_METRIC_GAUGE, "", (double)st.disk_total);
+    upload_view uv = {0};
+    uploader_view(ls->up, &uv);
+    uint64_t up_n, up_bytes, up_fail, up_drop, up_take;
+    uploader_counters(&up_n, &up_bytes, &up_fail, &up_drop, &up_take);
+    srv_metric(&p, "wp_logstore_upload_waiting_segments", "Completed segments held here and not "
+               "yet in object storage.", WP_METRIC_GAUGE, "", (double)uv.waiting);
+    srv_metric(&p, "wp_logstore_upload_waiting_bytes", "Their bytes.", WP_METRIC_GAUGE, "",
+               (double)uv.waiting_bytes);
+    srv_metric(&p, "wp_logstore_upload_lag_seconds", "Age of the oldest of them since it was "
+               "completed.", WP_METRIC_GAUGE, "", (double)uv.lag_ms / 1000.0);
+    srv_metric(&p, "wp_logstore_uploads_total", "Segments this server uploaded and sealed.",
+               WP_METRIC_COUNTER, "", (double)up_n);
+    srv_metric(&p, "wp_logstore_upload_bytes_total", "Bytes of those segments.", WP_METRIC_COUNTER,
+               "", (double)up_bytes);
+    srv_metric(&p, "wp_logstore_upload_failures_total", "Upload attempts that failed (tried again "
+               "later).", WP_METRIC_COUNTER, "", (double)up_fail);
+    srv_metric(&p, "wp_logstore_upload_takeovers_total", "Uploads that started over an earlier "
+               "claimant's objects.", WP_METRIC_COUNTER, "", (double)up_take);
+    srv_metric(&p, "wp_logstore_dropped_total", "Copies dropped: sealed in object storage, or "
+               "deleted, for node.drop_grace_ms.", WP_METRIC_COUNTER, "", (double)up_drop);
     if (p.failed) {
         free(p.buf);
         return NULL;
     }
     *len = p.len;
     return p.buf;
+}
+
+/* GC and retention (docs/metadata.md §3.2) of every log, run by the
+ * servers so that they happen with no client running: an embedded client
+ * of the same metadata, whose background thread runs the GC passes
+ * (gc.interval_ms; several servers doing so is safe: every step is a CAS
+ * or idempotent). Its storage is the quorum backend, with the object
+ * storage of sealed segments when storage.s3.bucket is set. */
+static int gc_start(logstore *ls)
+{
+    wp_config *c = malloc(sizeof *c);
+    if (!c)
+        return wp__err(WP_ENOMEM, "gc client config");
+    *c = *ls->cfg;
+    snprintf(c->storage_type, sizeof c->storage_type, "quorum");
+    int rc = wp_client_open(c, &ls->gc);
+    free(c);
+    return rc;
 }
 
 int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
@@ -1055,6 +1103,10 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
         rc = node_register(ls);
     if (rc == WP_OK)
         rc = start_threads(ls);
+    if (rc == WP_OK)
+        rc = uploader_start(cfg, lg, ls->rs, ls->meta, &ls->lease_pub, &ls->up);
+    if (rc == WP_OK)
+        rc = gc_start(ls);
     if (rc == WP_OK && cfg->node_metrics_listen[0])
         rc = httpd_start(cfg->node_metrics_listen, metrics_text, ls, lg, &ls->http);
     if (rc) {
@@ -1071,7 +1123,17 @@ const char *logstore_addr(const logstore *ls) { return ls->addr; }
 
 void logstore_drain(logstore *ls)
 {
+    int64_t zero = 0, now = wp__now_ns();
+    __atomic_compare_exchange_n(&ls->drain_ns, &zero, now, false, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
     __atomic_store_n(&ls->draining, true, __ATOMIC_RELAXED);
+    if (ls->up) {
+        if (!uploader_uploads(ls->up))
+            wp__log(ls->lg, WP_LOG_WARN, "logstore %s: draining without object storage "
+                    "(storage.s3.bucket is empty): the completed segments it holds stay here, "
+                    "so the drain does not end", ls->cfg->node_id);
+        uploader_kick(ls->up);
+    }
     pthread_mutex_lock(&ls->stop_mu);
     ls->repost = true; /* the registration says so now, not at the next keepalive */
     pthread_cond_broadcast(&ls->stop_cond);
@@ -1082,6 +1144,12 @@ void logstore_drain(logstore *ls)
 const char *logstore_metrics_addr(const logstore *ls)
 {
     return ls->http ? httpd_addr(ls->http) : NULL;
+}
+
+bool logstore_drained(logstore *ls)
+{
+    int64_t since = __atomic_load_n(&ls->drain_ns, __ATOMIC_SEQ_CST);
+    return since > 0 && ls->up && uploader_holds_nothing_unsealed(ls->up, since);
 }
 
 bool logstore_failed(const logstore *ls)
@@ -1104,6 +1172,9 @@ void logstore_stop(logstore *ls)
         return;
     httpd_stop(ls->http);
     ls->http = NULL;
+    if (ls->gc)
+        wp_client_close(ls->gc);
+    uploader_stop(ls->up);
     pthread_mutex_lock(&ls->stop_mu);
     ls->stop = true;
     pthread_cond_broadcast(&ls->stop_cond);

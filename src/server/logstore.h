@@ -35,9 +35,12 @@ const char *logstore_metrics_addr(const logstore *ls);
  * first ADD gets WP_EUNAVAILABLE) and registers no room at once, so
  * placement leaves it out and writers whose segments it holds roll to
  * others (storage.type quorum); the segments it holds are still served.
- * Exiting once everything it holds is in object storage comes with
- * server-driven tiering (issue 11). */
+ * The server's uploads go on; logstore_drained tells when it may exit. */
 void logstore_drain(logstore *ls);
+/* True once draining and a look begun after the drain found nothing held
+ * that is not in object storage (no ACTIVE or COMPLETED copy): the
+ * server may stop. */
+bool logstore_drained(logstore *ls);
 /* True once the server failed for good (a failed write or sync, or its
  * event loop died): it must stop. */
 bool logstore_failed(const logstore *ls);

@@ -278,6 +278,7 @@ static int rseg_take(replica *rs, int64_t log_id, int64_t seg_id, rseg **out)
 static void rseg_release(replica *rs, rseg *g, replica_state *out)
 {
     g->st.deleted = g->deleted;
+    g->st.bytes = g->st.completed ? g->bytes : 0;
     if (out)
         *out = g->st;
     pthread_mutex_unlock(&g->mu);
@@ -611,6 +612,105 @@ int replica_delete(replica *rs, int64_t log_id, int64_t seg_id)
         rs->n_held -= k < rs->n_held ? k : rs->n_held;
         pthread_mutex_unlock(&rs->mu);
     }
+    return rc;
+}
+
+static int id_cmp(const void *pa, const void *pb)
+{
+    const replica_id *a = pa, *b = pb;
+    if (a->log_id != b->log_id)
+        return a->log_id < b->log_id ? -1 : 1;
+    return a->seg_id < b->seg_id ? -1 : a->seg_id > b->seg_id;
+}
+
+int replica_list(replica *rs, replica_id **out, size_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    char sdir[WP_PATH_MAX + 16];
+    snprintf(sdir, sizeof sdir, "%s/segments", rs->dir);
+    char **names;
+    size_t n;
+    int rc = os_list_dir(sdir, &names, &n);
+    if (rc)
+        return rc;
+    replica_id *v = NULL;
+    size_t k = 0, cap = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        char *end;
+        long long id = strtoll(names[i], &end, 10);
+        if (*end || id < 0 || end == names[i])
+            continue;
+        int64_t *ids;
+        size_t m;
+        if ((rc = rs->st->ops->seg_list(rs->st, id, &ids, &m)) != WP_OK)
+            break;
+        for (size_t j = 0; j < m && !rc; j++) {
+            if (tomb_exists(rs, id, ids[j]))
+                continue;
+            if (k == cap) {
+                size_t c = cap ? 2 * cap : 64;
+                replica_id *nv = realloc(v, c * sizeof *nv);
+                if (!nv) {
+                    rc = wp__err(WP_ENOMEM, "replica: list of %zu copies", c);
+                    break;
+                }
+                v = nv;
+                cap = c;
+            }
+            v[k++] = (replica_id){.log_id = id, .seg_id = ids[j]};
+        }
+        free(ids);
+    }
+    os_free_names(names, n);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    if (k)
+        qsort(v, k, sizeof *v, id_cmp);
+    *out = v;
+    *n_out = k;
+    return WP_OK;
+}
+
+int replica_read_bytes(replica *rs, int64_t log_id, int64_t seg_id, uint64_t off, void *buf,
+                       size_t len, size_t *got)
+{
+    *got = 0;
+    rseg *g;
+    int rc = rseg_take(rs, log_id, seg_id, &g);
+    if (rc)
+        return rc;
+    if (!g->exists || g->deleted)
+        rc = wp__err(WP_ENOENT, "replica: no segment %" PRId64 "/%" PRId64, log_id, seg_id);
+    else if (!g->st.completed)
+        rc = wp__err(WP_EINVAL, "replica: segment %" PRId64 "/%" PRId64 " is not completed",
+                     log_id, seg_id);
+    uint64_t size = g->bytes;
+    rseg_release(rs, g, NULL);
+    if (rc)
+        return rc;
+    if (off >= size)
+        return WP_OK;
+    if (len > size - off)
+        len = (size_t)(size - off);
+    /* A completed copy no longer changes: read it without the lock (a
+     * deletion meanwhile makes this fail, never read other bytes). */
+    st_reader *r = NULL;
+    if ((rc = rs->st->ops->seg_open_read(rs->st, log_id, seg_id, &r)))
+        return rc;
+    size_t done = 0;
+    while (done < len && rc == WP_OK) {
+        size_t n = 0;
+        rc = rs->st->ops->seg_read(r, off + done, (uint8_t *)buf + done, len - done, &n);
+        if (rc == WP_OK && n == 0)
+            rc = wp__err(WP_ECORRUPT, "replica: segment %" PRId64 "/%" PRId64 " is shorter than "
+                         "its %" PRIu64 " bytes", log_id, seg_id, size);
+        done += n;
+    }
+    rs->st->ops->seg_reader_close(r);
+    *got = done;
     return rc;
 }
 

@@ -37,6 +37,7 @@ typedef struct {
     int64_t epoch;  /* the owner (fence) epoch (-1: none) */
     bool completed; /* sealed here at `last` */
     bool deleted;   /* a tombstone: deleted here */
+    uint64_t bytes; /* of a completed copy: its length (the segment file) */
 } replica_state;
 
 /* ADD: entries [first, first + n) as n concatenated records (docs/format.md
@@ -80,6 +81,19 @@ int replica_complete(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch,
 /* DELETE: one segment, or every segment of the log (seg_id < 0), leaving
  * a tombstone (synced before the data goes). Idempotent. */
 int replica_delete(replica *rs, int64_t log_id, int64_t seg_id);
+
+/* The copies on disk (not deleted), sorted by (log_id, seg_id); free(*out). */
+typedef struct {
+    int64_t log_id, seg_id;
+} replica_id;
+int replica_list(replica *rs, replica_id **out, size_t *n);
+
+/* Reads bytes [off, off + len) of a completed copy: its segment file as
+ * written (docs/format.md: header, blocks, index, footer), which no longer
+ * changes. *got < len only at its end. WP_ENOENT if it is not held,
+ * WP_EINVAL if it is not completed. */
+int replica_read_bytes(replica *rs, int64_t log_id, int64_t seg_id, uint64_t off, void *buf,
+                       size_t len, size_t *got);
 
 typedef struct {
     uint64_t disk_free, disk_total; /* bytes, of the data directory's file system */

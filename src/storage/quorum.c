@@ -39,9 +39,11 @@
 #include "base/metrics.h"
 #include "codec/codec.h"
 #include "config/config.h"
+#include "logstore/segment.h"
 #include "meta/meta.h"
 #include "net/conn.h"
 #include "storage/quorum.h"
+#include "storage/s3.h"
 
 #define CONNECT_TIMEOUT_MS 3000
 #define CALL_TIMEOUT_MS 30000
@@ -87,6 +89,10 @@ typedef struct {
 
 typedef struct quorum_storage {
     storage base;
+    /* Object storage of sealed segments (storage.s3.*; issue 11), or NULL:
+     * the LogStore servers upload completed segments there, and readers of
+     * a SEALED segment read it there (docs/format.md §11). */
+    storage *cold;
     int w, a;                     /* for new segments */
     int64_t replica_timeout_ns;   /* quorum.replica_timeout_ms */
     char client_id[64];
@@ -142,11 +148,17 @@ struct st_writer {
 
 struct st_reader {
     quorum_storage *q;
-    replset rs;
+    replset rs;           /* w == 0: unknown (a sealed segment's servers may be gone) */
     int64_t log_id, seg_id;
     int pref;             /* the replica tried first */
     int wait_ms;          /* seg_reader_wait: how long the next READ may be held */
     uint8_t *buf;         /* the last batch's records */
+    size_t buf_cap;
+    /* A SEALED segment is read from object storage (q->cold). */
+    bool sealed;
+    uint64_t cold_bytes;  /* its length, from the record */
+    lseg_r *cold_r;       /* open on it, or NULL */
+    int64_t cold_next;    /* the entry cold_r is at (-1: seek first) */
 };
 
 static quorum_storage *qs(storage *s) { return (quorum_storage *)s; }
@@ -1289,19 +1301,105 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
 
 /* ---- reading ----------------------------------------------------------------- */
 
+/* Whether the segment is SEALED now (its objects are the copy to read):
+ * then r->cold_bytes is its length. */
+static bool sealed_now(st_reader *r)
+{
+    meta_seg s;
+    meta *m = r->q->base.meta;
+    if (!r->q->cold || !m || m->ops->seg_get(m, r->log_id, r->seg_id, &s) != WP_OK ||
+        s.state != WP_SEG_SEALED) {
+        wp__err_clear();
+        return false;
+    }
+    r->sealed = true;
+    r->cold_bytes = (uint64_t)s.bytes;
+    return true;
+}
+
 static int q_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_reader **out)
 {
     st_reader *r = calloc(1, sizeof *r);
     if (!r)
         return wp__err(WP_ENOMEM, "quorum reader");
-    *r = (st_reader){.q = qs(st), .log_id = log_id, .seg_id = seg_id};
+    *r = (st_reader){.q = qs(st), .log_id = log_id, .seg_id = seg_id, .cold_next = -1};
+    bool sealed = sealed_now(r);
     int rc = resolve(r->q, log_id, seg_id, &r->rs);
+    if (rc && sealed) { /* read from object storage; its servers may be gone */
+        wp__err_clear();
+        r->rs.w = 0;
+        rc = WP_OK;
+    }
     if (rc) {
         free(r);
         return rc;
     }
-    r->pref = (int)((uint64_t)(log_id * 31 + seg_id) % (uint64_t)r->rs.w);
+    r->pref = r->rs.w ? (int)((uint64_t)(log_id * 31 + seg_id) % (uint64_t)r->rs.w) : 0;
     *out = r;
+    return WP_OK;
+}
+
+static int buf_room(st_reader *r, size_t need)
+{
+    if (need <= r->buf_cap)
+        return WP_OK;
+    size_t c = r->buf_cap ? r->buf_cap : 64 * 1024;
+    while (c < need)
+        c *= 2;
+    uint8_t *nb = realloc(r->buf, c);
+    if (!nb)
+        return wp__err(WP_ENOMEM, "read buffer of %zu bytes", c);
+    r->buf = nb;
+    r->buf_cap = c;
+    return WP_OK;
+}
+
+/* Entries [from, upto] of a sealed segment from its objects, at most
+ * max_bytes of them (at least one), through the segment reader of the
+ * object layout (its index, its read-ahead). */
+static int cold_read(st_reader *r, int64_t from, int64_t upto, size_t max_bytes, st_entries *out)
+{
+    quorum_storage *q = r->q;
+    int rc;
+    if (!r->cold_r &&
+        (rc = lseg_open_read(q->cold, r->log_id, r->seg_id, true, r->cold_bytes, &r->cold_r)))
+        return rc;
+    if (from != r->cold_next)
+        lseg_seek(r->cold_r, from);
+    r->cold_next = -1;
+    size_t len = 0;
+    uint32_t n = 0;
+    lseg_entry e;
+    while ((rc = lseg_next(r->cold_r, upto, &e)) == WP_OK) {
+        if (e.entry_id != from + (int64_t)n) {
+            rc = wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 " in object storage: entry %"
+                         PRId64 " where %" PRId64 " was expected", r->log_id, r->seg_id,
+                         e.entry_id, from + (int64_t)n);
+            break;
+        }
+        if (n > 0 && len + e.raw_len > max_bytes) /* it stays for the next call (a seek) */
+            break;
+        if ((rc = buf_room(r, len + e.raw_len)))
+            break;
+        memcpy(r->buf + len, e.raw, e.raw_len);
+        len += e.raw_len;
+        n++;
+        if (e.entry_id >= upto || len >= max_bytes) {
+            r->cold_next = from + (int64_t)n;
+            break;
+        }
+    }
+    if (rc == WP_EAGAIN) { /* the end, or upto */
+        wp__err_clear();
+        rc = WP_OK;
+        r->cold_next = from + (int64_t)n;
+    }
+    if (rc) {
+        lseg_close_read(r->cold_r);
+        r->cold_r = NULL;
+        return rc;
+    }
+    *out = (st_entries){.first = from, .n = n, .records = r->buf, .len = len};
     return WP_OK;
 }
 
@@ -1309,9 +1407,16 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
                               size_t max_bytes, st_entries *out)
 {
     quorum_storage *q = r->q;
-    free(r->buf);
-    r->buf = NULL;
     *out = (st_entries){.first = from};
+    int cold_rc = WP_OK;
+    if (r->sealed) { /* its objects first; the replicas while they still hold it */
+        cold_rc = cold_read(r, from, upto, max_bytes, out);
+        if (cold_rc == WP_OK || cold_rc == WP_ENOMEM)
+            return cold_rc;
+        wp__log(q->base.logger, WP_LOG_WARN, "quorum: segment %" PRId64 "/%" PRId64 ": reading "
+                "object storage: %s (%s); trying the replicas", r->log_id, r->seg_id,
+                wp_strerror(cold_rc), wp_errmsg());
+    }
     int rc = wp__err(WP_EUNAVAILABLE, "no replica of segment %" PRId64 "/%" PRId64 " answers",
                      r->log_id, r->seg_id);
     bool nothing = false;
@@ -1347,10 +1452,9 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
             if (n > 0 && from + (int64_t)n - 1 > upto) /* never past what the caller allows */
                 n = (uint32_t)(upto - from + 1);
             size_t len = rec_offset(a->records, a->records_len, n);
-            r->buf = malloc(len ? len : 1);
-            if (!r->buf) {
+            if (buf_room(r, len ? len : 1)) {
                 free(body);
-                return wp__err(WP_ENOMEM, "read buffer");
+                return WP_ENOMEM;
             }
             memcpy(r->buf, a->records, len);
             *out = (st_entries){.first = from, .n = n, .records = r->buf, .len = len};
@@ -1362,7 +1466,16 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
         if (rc == WP_ENOENT && !completed) /* not created on it yet: nothing yet */
             nothing = true;
     }
-    return nothing ? WP_OK : rc; /* n == 0: nothing yet anywhere */
+    if (nothing && !completed)
+        return WP_OK; /* n == 0: nothing yet anywhere */
+    /* Sealed and dropped by the replicas since the reader opened it (or
+     * they are gone): its objects hold it, from the same entry on. */
+    if (!r->sealed && sealed_now(r))
+        return cold_read(r, from, upto, max_bytes, out);
+    if (r->sealed && cold_rc)
+        return wp__err(cold_rc, "segment %" PRId64 "/%" PRId64 ": object storage failed and no "
+                       "replica holds it", r->log_id, r->seg_id);
+    return nothing ? WP_OK : rc;
 }
 
 static void q_seg_reader_wait(st_reader *r, int wait_ms)
@@ -1395,6 +1508,7 @@ static void q_reader_close(st_reader *r)
 {
     if (!r)
         return;
+    lseg_close_read(r->cold_r);
     free(r->buf);
     free(r);
 }
@@ -1412,14 +1526,39 @@ static int del(quorum_storage *q, const replset *rs, int64_t log_id, int64_t seg
     return count_ok(rs, &f) == rs->w ? WP_OK : quorum_err(rs, &f, WP_EUNAVAILABLE, "DELETE", rs->w);
 }
 
+/* The objects first (a sealed segment's data), then the replicas'
+ * copies. A replica that cannot be reached keeps its copy: its server
+ * drops it once it sees the record gone (src/server/upload.c), so an
+ * unreachable server does not hold GC up. */
 static int q_seg_delete(storage *st, int64_t log_id, int64_t seg_id)
 {
     quorum_storage *q = qs(st);
+    int rc = q->cold ? q->cold->ops->seg_delete(q->cold, log_id, seg_id) : WP_OK;
+    if (rc)
+        return rc;
     replset rs;
-    int rc = resolve(q, log_id, seg_id, &rs);
+    rc = resolve(q, log_id, seg_id, &rs);
     if (rc == WP_ENOENT) /* its record is gone: deleted before */
         return WP_OK;
-    return rc ? rc : del(q, &rs, log_id, seg_id);
+    if (rc)
+        return rc;
+    proto_msg m = {.type = PROTO_DELETE};
+    m.u.del = (proto_delete){.log_id = log_id, .segment_id = seg_id};
+    fanout f;
+    fan_out(q, &rs, NULL, &m, NULL, &f, rs.w, false);
+    for (int i = 0; i < rs.w; i++) {
+        int r = f.r[i].rc;
+        if (r == WP_OK)
+            continue;
+        bool unreachable = r == IN_FLIGHT || r == NOT_ASKED || r == WP_EUNAVAILABLE ||
+                           r == WP_ETIMEDOUT || r == WP_ECLOSED;
+        if (!unreachable)
+            return quorum_err(&rs, &f, WP_EUNAVAILABLE, "DELETE", rs.w);
+        wp__log(q->base.logger, WP_LOG_INFO, "quorum: segment %" PRId64 "/%" PRId64 ": replica %s "
+                "did not answer the DELETE; its server drops the copy later", log_id, seg_id,
+                rs.n[i]->addr);
+    }
+    return WP_OK;
 }
 
 /* A deleted log's segments may be on any server: DELETE goes to every
@@ -1428,6 +1567,11 @@ static int q_seg_delete(storage *st, int64_t log_id, int64_t seg_id)
 static int q_log_delete(storage *st, int64_t log_id)
 {
     quorum_storage *q = qs(st);
+    if (q->cold) {
+        int crc = q->cold->ops->log_delete(q->cold, log_id);
+        if (crc)
+            return crc;
+    }
     pthread_mutex_lock(&q->pool_mu);
     int rc = registry_refresh(q, true);
     size_t n_reg = q->n_reg;
@@ -1487,6 +1631,8 @@ static void q_close(storage *st)
         free(q->pool[i]);
     }
     pthread_mutex_destroy(&q->pool_mu);
+    if (q->cold)
+        q->cold->ops->close(q->cold);
     free(q->reg);
     free(q);
 }
@@ -1567,6 +1713,8 @@ int storage_quorum_open(const struct wp_config *cfg, const wp__logger *lg, meta 
                      q->n_static, w);
     if (rc == WP_OK && q->n_static == 0 && !m)
         rc = wp__err(WP_EINVAL, "quorum: no quorum.nodes and no metadata store to find servers in");
+    if (rc == WP_OK && cfg->s3_bucket[0]) /* sealed segments are read there */
+        rc = storage_s3_open(cfg, lg, &q->cold);
     if (rc == WP_OK && pthread_create(&q->lac_thr, NULL, lac_main, q) != 0)
         rc = wp__err(WP_ENOMEM, "quorum storage: cannot start the LAC thread");
     if (rc) {
