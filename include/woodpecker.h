@@ -156,6 +156,21 @@ typedef struct {
 /* Segments in id order; free *out with free(). */
 int wp_log_segments(wp_log *, wp_segment_info **out, size_t *n);
 
+/* Where a segment's replicas live (storage.type quorum; docs/metadata.md
+ * section 3.2): the ack quorum A, ':', then the replicas, comma-separated,
+ * each "<node_id>@<host:port>" or "<host:port>"; e.g.
+ * "2:ls-1@10.0.0.1:7400,ls-2@10.0.0.2:7400,ls-3@10.0.0.3:7400". "" on every
+ * other storage, and for quorum segments made before placements were
+ * recorded (those use quorum.nodes). Printable ASCII, no spaces. */
+#define WP_PLACEMENT_MAX 511
+typedef struct {
+    int64_t segment_id;
+    char placement[WP_PLACEMENT_MAX + 1];
+} wp_segment_placement;
+/* The placement of each of the log's segments, in id order (one metadata
+ * listing, like wp_log_segments); free *out with free(). */
+int wp_log_placements(wp_log *, wp_segment_placement **out, size_t *n);
+
 /* Checks every CRC, block header, index and footer of every retained
  * segment; the callback (may be NULL) gets one line per problem. Returns
  * WP_ECORRUPT if any problem was found. */
@@ -235,6 +250,31 @@ int wp_reader_open(wp_log *, wp_msg_id from, wp_reader **out);
  * skips or repeats one. */
 int wp_reader_next(wp_reader *, int timeout_ms, wp_entry *out);
 void wp_reader_close(wp_reader *);
+
+/* ---- nodes ------------------------------------------------------------- */
+
+/* A live node registration (a LogStore or streaming server; docs/metadata.md
+ * section 3.4), as the node last reported it: a LogStore server reports
+ * again every few seconds. Text fields are NUL-terminated. */
+typedef struct {
+    char id[129];            /* 1..128 bytes of [A-Za-z0-9._-] */
+    char kind[32];           /* 1..31 bytes of [a-z0-9_-]: "logstore", ... */
+    char addr[256];          /* where to reach it: host:port */
+    char zone[64];           /* its zone, "" if none */
+    int64_t registered_ms;   /* unix ms: when it started */
+    int64_t disk_free;       /* bytes it can still take (0: none) */
+    int64_t load;            /* requests in progress */
+    int64_t segments;        /* segment copies it holds on disk */
+    int64_t upload_segments; /* of those, completed and not yet in object
+                              * storage (waiting for upload) */
+    int64_t upload_bytes;    /* their bytes */
+    int64_t upload_lag_ms;   /* age of the oldest of them since it was
+                              * completed; 0 if none */
+} wp_node_info;
+/* The live registrations of `kind` ("" or NULL: every kind) in the client's
+ * metadata store, sorted by id; none without servers (embedded mode).
+ * WP_EINVAL for a bad kind. Free *out with free(). */
+int wp_client_nodes(wp_client *, const char *kind, wp_node_info **out, size_t *n);
 
 /* ---- metrics ----------------------------------------------------------- */
 

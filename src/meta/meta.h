@@ -69,6 +69,13 @@ typedef struct {
     char zone[META_NODE_ZONE_MAX + 1]; /* "" none; [A-Za-z0-9._-] */
     int64_t disk_free;     /* >= 0: bytes free, as of this put */
     int64_t load;          /* >= 0: requests in progress, as of this put */
+    /* What a LogStore server holds, as of this put (0 for other kinds): */
+    int64_t segments;        /* >= 0: segment copies on its disk */
+    int64_t upload_segments; /* >= 0: of those, completed and not yet in
+                              * object storage (waiting for upload) */
+    int64_t upload_bytes;    /* >= 0: their bytes */
+    int64_t upload_lag_ms;   /* >= 0: age of the oldest of them since it was
+                              * completed; 0 if none */
     int64_t rev;           /* set by the backend */
 } meta_node;
 
@@ -274,22 +281,44 @@ static inline int meta_node_check(const char *op, const meta_node *n)
     if (!meta_node_zone_valid(n->zone, strnlen(n->zone, sizeof n->zone)))
         return wp__err(WP_EINVAL, "meta %s %s: bad zone (0..%d bytes of [A-Za-z0-9._-])", op,
                        n->id, META_NODE_ZONE_MAX);
-    if (n->disk_free < 0 || n->load < 0)
-        return wp__err(WP_EINVAL, "meta %s %s: bad disk_free or load", op, n->id);
+    const struct {
+        const char *name;
+        int64_t v;
+    } counts[] = {{"disk_free", n->disk_free},
+                  {"load", n->load},
+                  {"segments", n->segments},
+                  {"upload_segments", n->upload_segments},
+                  {"upload_bytes", n->upload_bytes},
+                  {"upload_lag_ms", n->upload_lag_ms}};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        if (counts[i].v < 0)
+            return wp__err(WP_EINVAL, "meta %s %s: bad %s %lld (>= 0)", op, n->id,
+                           counts[i].name, (long long)counts[i].v);
     return 0;
 }
 
 /* The stored value of a node record, the same bytes in both backends
- * (docs/metadata.md §5.2): format 2, kind 'N', registered_ms, lease_id,
- * disk_free, load (int64 little-endian), the kind's length (1 byte), the
- * kind, the zone's length (1 byte), the zone, the address (the rest). The
- * id is the key. Format 1 (no disk_free, load, zone) is still read. */
-#define META_NODE_FORMAT 2
-#define META_NODE_VALUE_MIN (2 + 4 * 8 + 1 + 1 + 1 + 1)
-#define META_NODE_VALUE_MAX \
-    (2 + 4 * 8 + 1 + META_NODE_KIND_MAX + 1 + META_NODE_ZONE_MAX + META_NODE_ADDR_MAX)
-#define META_NODE_V1_MIN (2 + 2 * 8 + 1 + 1 + 1)
+ * (docs/metadata.md §5.2): the format (1 byte), kind 'N', the format's
+ * int64 fields (little-endian), the kind's length (1 byte), the kind, the
+ * zone's length (1 byte; not in format 1), the zone, the address (the
+ * rest). The id is the key. Fields by format:
+ *   1: registered_ms, lease_id (no zone; read only)
+ *   2: and disk_free, load, and the zone
+ *   3: and segments, upload_segments, upload_bytes, upload_lag_ms
+ * A record whose format-3 fields are all 0 is written in format 2, so that
+ * builds from before format 3 still read it; fields a format lacks read
+ * as 0 (zone ""). */
+#define META_NODE_FORMAT 3
+#define META_NODE_FIELDS_MAX 8
+#define META_NODE_VALUE_MAX                                                               \
+    (2 + META_NODE_FIELDS_MAX * 8 + 1 + META_NODE_KIND_MAX + 1 + META_NODE_ZONE_MAX + \
+     META_NODE_ADDR_MAX)
 
+/* How many int64 fields format fmt (1..META_NODE_FORMAT) has. */
+static inline size_t meta_node_fields(int fmt)
+{
+    return fmt == 1 ? 2 : fmt == 2 ? 4 : META_NODE_FIELDS_MAX;
+}
 
 static inline void meta_le64_put(uint8_t *b, uint64_t v)
 {
@@ -308,14 +337,18 @@ static inline uint64_t meta_le64_get(const uint8_t *b)
 /* Encodes a checked n into buf; returns the length. */
 static inline size_t meta_node_encode(const meta_node *n, uint8_t buf[META_NODE_VALUE_MAX])
 {
-    size_t klen = strlen(n->kind), zlen = strlen(n->zone), alen = strlen(n->addr);
-    buf[0] = META_NODE_FORMAT;
+    const int64_t f[META_NODE_FIELDS_MAX] = {
+        n->registered_ms, n->lease_id,        n->disk_free,    n->load,
+        n->segments,      n->upload_segments, n->upload_bytes, n->upload_lag_ms};
+    bool holds = n->segments || n->upload_segments || n->upload_bytes || n->upload_lag_ms;
+    int fmt = holds ? META_NODE_FORMAT : 2;
+    size_t nf = meta_node_fields(fmt), klen = strlen(n->kind), zlen = strlen(n->zone),
+           alen = strlen(n->addr);
+    buf[0] = (uint8_t)fmt;
     buf[1] = 'N';
-    meta_le64_put(buf + 2, (uint64_t)n->registered_ms);
-    meta_le64_put(buf + 10, (uint64_t)n->lease_id);
-    meta_le64_put(buf + 18, (uint64_t)n->disk_free);
-    meta_le64_put(buf + 26, (uint64_t)n->load);
-    size_t o = 34;
+    size_t o = 2;
+    for (size_t i = 0; i < nf; i++, o += 8)
+        meta_le64_put(buf + o, (uint64_t)f[i]);
     buf[o++] = (uint8_t)klen;
     memcpy(buf + o, n->kind, klen);
     o += klen;
@@ -327,29 +360,30 @@ static inline size_t meta_node_encode(const meta_node *n, uint8_t buf[META_NODE_
 }
 
 /* Decodes an untrusted value into out's kind, zone, addr, registered_ms,
- * lease_id, disk_free and load (id and rev untouched). NULL if valid, else
- * what is wrong. */
+ * lease_id and counts (id and rev untouched). NULL if valid, else what is
+ * wrong. */
 static inline const char *meta_node_decode(const uint8_t *v, size_t len, meta_node *out)
 {
-    if (len < 2 || (v[0] != 1 && v[0] != META_NODE_FORMAT))
+    if (len < 2 || v[0] < 1 || v[0] > META_NODE_FORMAT)
         return "unknown value format";
-    bool v1 = v[0] == 1;
-    size_t min = v1 ? META_NODE_V1_MIN : META_NODE_VALUE_MIN;
-    size_t max = v1 ? META_NODE_V1_MIN - 1 + META_NODE_KIND_MAX + META_NODE_ADDR_MAX - 1
-                    : META_NODE_VALUE_MAX;
+    int fmt = v[0];
+    size_t nf = meta_node_fields(fmt), zb = fmt == 1 ? 0 : 1; /* zone length byte */
+    size_t min = 2 + nf * 8 + 1 + 1 + zb + 1;                  /* kind, addr >= 1 byte */
+    size_t max = 2 + nf * 8 + 1 + META_NODE_KIND_MAX + zb * (1 + META_NODE_ZONE_MAX) +
+                 META_NODE_ADDR_MAX;
     if (v[1] != 'N' || len < min || len > max)
         return "wrong record kind or length";
-    int64_t reg = (int64_t)meta_le64_get(v + 2), lease = (int64_t)meta_le64_get(v + 10);
-    int64_t free_b = v1 ? 0 : (int64_t)meta_le64_get(v + 18);
-    int64_t load = v1 ? 0 : (int64_t)meta_le64_get(v + 26);
-    size_t o = v1 ? 18 : 34;
+    int64_t f[META_NODE_FIELDS_MAX] = {0};
+    size_t o = 2;
+    for (size_t i = 0; i < nf; i++, o += 8)
+        f[i] = (int64_t)meta_le64_get(v + o);
     size_t klen = v[o++];
     if (klen > len - o)
         return "node kind length";
     const char *kind = (const char *)v + o;
     o += klen;
     size_t zlen = 0;
-    if (!v1) {
+    if (zb) {
         if (o >= len)
             return "node zone length";
         zlen = v[o++];
@@ -361,18 +395,25 @@ static inline const char *meta_node_decode(const uint8_t *v, size_t len, meta_no
     if (!meta_node_kind_valid(kind, klen) || !meta_node_addr_valid(addr, alen) ||
         !meta_node_zone_valid(zone, zlen))
         return "node kind, zone or addr";
-    if (reg < 0 || lease <= 0 || free_b < 0 || load < 0)
-        return "node registered_ms, lease_id, disk_free or load out of range";
+    if (f[0] < 0 || f[1] <= 0)
+        return "node registered_ms or lease_id out of range";
+    for (size_t i = 2; i < nf; i++)
+        if (f[i] < 0)
+            return "node disk_free, load, segments or upload figures out of range";
     memcpy(out->kind, kind, klen);
     out->kind[klen] = '\0';
     memcpy(out->zone, zone, zlen);
     out->zone[zlen] = '\0';
     memcpy(out->addr, addr, alen);
     out->addr[alen] = '\0';
-    out->registered_ms = reg;
-    out->lease_id = lease;
-    out->disk_free = free_b;
-    out->load = load;
+    out->registered_ms = f[0];
+    out->lease_id = f[1];
+    out->disk_free = f[2];
+    out->load = f[3];
+    out->segments = f[4];
+    out->upload_segments = f[5];
+    out->upload_bytes = f[6];
+    out->upload_lag_ms = f[7];
     return NULL;
 }
 

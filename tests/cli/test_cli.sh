@@ -239,6 +239,9 @@ expect_ok "segments"
 expect "segments: header" -n "$(printf '%s' "$out" | head -1 | grep 'id.*state.*last_entry.*bytes.*epoch.*created.*completed')"
 expect "segments: one row per segment" "$(printf '%s\n' "$out" | sed 1d | wc -l)" -eq "${nseg:-0}"
 expect "segments: segment 0 holds entries 0..99" -n "$(printf '%s' "$out" | grep -E '^0 +[a-z]+ +99 ')"
+expect "segments: location column" -n "$(printf '%s' "$out" | head -1 | grep -E 'completed +location$')"
+expect "segments: local segments are local" \
+  "$(printf '%s\n' "$out" | sed 1d | awk '{ print $NF }' | sort -u)" = local
 run wp verify a
 expect_ok "verify"
 expect "verify: ok line" -n "$(printf '%s' "$out" | grep -E '^ok: [1-9][0-9]* entries checked$')"
@@ -247,6 +250,81 @@ expect_error "compact on local storage" 1
 expect "compact: says object storage only" -n "$(printf '%s' "$err" | grep 'object storage only')"
 run wp compact
 expect_error "compact without a NAME" 2
+
+# ---- nodes, and segment locations in service mode ------------------------------
+
+run wp nodes
+expect_ok "nodes without servers"
+expect "nodes without servers: says so" "$out" = "no live nodes"
+run wp nodes --json
+expect "nodes --json without servers: an empty array" "$out" = "[]"
+run wp nodes --kind=logstore
+expect "nodes --kind without servers" "$out" = "no live nodes of kind 'logstore'"
+for bad in LogStore "log store" "" "a/b" "$(printf 'k%.0s' $(seq 32))"; do
+  run wp nodes --kind "$bad"
+  expect_error "nodes --kind '${bad:0:20}'" 2
+done
+run wp nodes --kind
+expect_error "nodes --kind without a value" 2
+run wp nodes --frob
+expect_error "nodes with an unknown option" 2
+run wp nodes extra
+expect_error "nodes with an argument" 2
+run wp -o meta.type=etcd -o meta.etcd.endpoints=http://127.0.0.1:1 -o meta.etcd.timeout_ms=300 nodes
+expect_error "nodes with unreachable metadata" 1
+
+# A LogStore server registered in the same metadata file; a quorum log of
+# one replica on it.
+server=$(dirname "$WP")/woodpecker
+if [ -x "$server" ]; then
+  "$server" logstore -o node.id=ls-cli -o node.listen=127.0.0.1:0 -o node.data_dir="$dir/ls" \
+    -o meta.path="$root/meta.sqlite" -o node.zone=zone-c -o node.disk_reserve_bytes=0 \
+    >"$dir/ls.out" 2>"$dir/ls.err" &
+  lsp=$!
+  bg+=("$lsp")
+  for _ in $(seq 100); do grep -q 'serving on' "$dir/ls.out" && break; sleep 0.1; done
+  addr=$(sed -n 's/.*serving on //p' "$dir/ls.out")
+  expect "logstore server started" -n "$addr"
+  run wp nodes
+  expect_ok "nodes with a server"
+  expect "nodes: header" "$(printf '%s\n' "$out" | head -1 | tr -s ' ')" = \
+    "id kind addr zone load free segments upload lag up"
+  expect "nodes: the server's row" \
+    "$(printf '%s\n' "$out" | sed 1d | awk '{ print $1, $2, $3, $4, $5, $8, $9, $10, $11, $12, $13 }')" = \
+    "ls-cli logstore $addr zone-c 0 0 0 / 0 B -"
+  expect "nodes: free space in binary units" \
+    -n "$(printf '%s\n' "$out" | sed 1d | grep -E ' [0-9]+(\.[0-9] [KMGTPE]i| )B ')"
+  run wp nodes --kind logstore --json
+  expect "nodes --json fields" "$(printf '%s' "$out" | python3 -c 'import sys, json
+a = json.loads(sys.stdin.read())
+o = a[0]
+print(len(a), o["id"], o["kind"], o["addr"], o["zone"], o["disk_free"] > 0, o["segments"],
+      o["upload_segments"], o["upload_bytes"], o["upload_lag_ms"], o["up_ms"] >= 0,
+      o["registered_ms"] > 0)')" = "1 ls-cli logstore $addr zone-c True 0 0 0 0 True True"
+  run wp nodes --kind streaming
+  expect "nodes --kind streaming" "$out" = "no live nodes of kind 'streaming'"
+
+  q=(-o storage.type=quorum -o quorum.write=1 -o quorum.ack=1)
+  run wp "${q[@]}" log create q
+  printf 'q0\nq1\n' >"$dir/q.txt"
+  run_in "$dir/q.txt" wp "${q[@]}" append q
+  expect_ok "append to a quorum log"
+  run wp "${q[@]}" segments q
+  expect_ok "segments of a quorum log"
+  expect "segments: a quorum segment's replicas by node id" \
+    "$(printf '%s\n' "$out" | sed 1d | awk '{ print $1, $2, $(NF-1), $NF }')" = "0 completed replicas ls-cli"
+  run wp segments q # the placement, whatever the configuration says
+  expect "segments: placement over configuration" \
+    "$(printf '%s\n' "$out" | sed 1d | awk '{ print $(NF-1), $NF }')" = "replicas ls-cli"
+
+  kill -TERM "$lsp"
+  wait "$lsp"
+  expect "logstore server exits 0 on SIGTERM" $? -eq 0
+  run wp nodes
+  expect "nodes after the server deregistered" "$out" = "no live nodes"
+else
+  echo "skip: no $server (nodes with a server, quorum locations)"
+fi
 
 # ---- corruption -----------------------------------------------------------------
 

@@ -73,6 +73,8 @@ run wp segments a
 nseg=$(printf '%s\n' "$out" | sed 1d | wc -l)
 ncomp=$(printf '%s\n' "$out" | sed 1d | grep -c ' completed ')
 expect "segments: several completed" "$ncomp" -ge 3
+expect "segments: every one in object storage" \
+  "$(printf '%s\n' "$out" | sed 1d | grep -vc ' object storage$')" -eq 0
 run wp compact a
 expect "compact: exit 0" "$rc" -eq 0
 expect "compact: reports the segments sealed" -n "$(printf '%s' "$out" | grep -E "^ok: $ncomp segment\(s\) sealed, [0-9]+ PUT\(s\)")"

@@ -802,6 +802,13 @@ static meta_node mc_node(const char *id, const char *kind, const char *addr, int
     snprintf(n.zone, sizeof n.zone, "%s", registered_ms % 2 ? "zone-a" : "");
     n.disk_free = registered_ms * 1000003;
     n.load = registered_ms % 7;
+    /* and the upload figures, on some (the others keep the default 0) */
+    if (registered_ms % 3) {
+        n.segments = registered_ms % 11 + 3;
+        n.upload_segments = registered_ms % 3;
+        n.upload_bytes = registered_ms * 65537;
+        n.upload_lag_ms = registered_ms * 13;
+    }
     return n;
 }
 
@@ -833,7 +840,9 @@ static bool mc_node_eq(const meta_node *a, const meta_node *b)
     return strcmp(a->id, b->id) == 0 && strcmp(a->kind, b->kind) == 0 &&
            strcmp(a->addr, b->addr) == 0 && a->lease_id == b->lease_id &&
            a->registered_ms == b->registered_ms && a->rev == b->rev &&
-           strcmp(a->zone, b->zone) == 0 && a->disk_free == b->disk_free && a->load == b->load;
+           strcmp(a->zone, b->zone) == 0 && a->disk_free == b->disk_free && a->load == b->load &&
+           a->segments == b->segments && a->upload_segments == b->upload_segments &&
+           a->upload_bytes == b->upload_bytes && a->upload_lag_ms == b->upload_lag_ms;
 }
 
 TEST(mc_node_crud)
@@ -889,6 +898,29 @@ TEST(mc_node_crud)
     CHECK_OK(m->ops->node_get(m, "ls-1", &g));
     CHECK(mc_node_eq(&g, &up) && strcmp(g.addr, "10.0.0.9:9001") == 0);
     CHECK(mc_nodes_are(m, "", all, 4));
+    /* The upload figures: set, then back to the default 0 (every put
+     * replaces them), then set again. */
+    CHECK(ls1.segments > 0 && ls2.segments == 0 && st.segments == 0);
+    up.segments = 7;
+    up.upload_segments = 2;
+    up.upload_bytes = 3LL << 40;
+    up.upload_lag_ms = 86400000;
+    CHECK_OK(m->ops->node_put(m, &up));
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(mc_node_eq(&g, &up) && g.segments == 7 && g.upload_segments == 2 &&
+          g.upload_bytes == 3LL << 40 && g.upload_lag_ms == 86400000);
+    up.segments = up.upload_segments = up.upload_bytes = up.upload_lag_ms = 0;
+    CHECK_OK(m->ops->node_put(m, &up));
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(mc_node_eq(&g, &up) && g.segments == 0 && g.upload_segments == 0 &&
+          g.upload_bytes == 0 && g.upload_lag_ms == 0);
+    up.segments = 1;
+    up.upload_lag_ms = 1;
+    CHECK_OK(m->ops->node_put(m, &up));
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(mc_node_eq(&g, &up));
     meta_node moved = a9;
     snprintf(moved.kind, sizeof moved.kind, "streaming");
     CHECK_OK(m->ops->node_put(m, &moved));
@@ -935,6 +967,10 @@ TEST(mc_node_bad_fields)
     lng.kind[sizeof lng.kind - 1] = '\0';
     memset(lng.addr, 'a', sizeof lng.addr - 1);
     lng.addr[sizeof lng.addr - 1] = '\0';
+    memset(lng.zone, 'z', sizeof lng.zone - 1);
+    lng.zone[sizeof lng.zone - 1] = '\0';
+    lng.disk_free = lng.load = lng.segments = lng.upload_segments = lng.upload_bytes =
+        lng.upload_lag_ms = INT64_MAX;
     CHECK_OK(m->ops->node_put(m, &ok));
     CHECK_OK(m->ops->node_put(m, &lng));
     CHECK_OK(m->ops->node_get(m, lng.id, &g));
@@ -1002,12 +1038,23 @@ TEST(mc_node_bad_fields)
     snprintf(b.zone, sizeof b.zone, "a zone"); /* a space */
     CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
     CHECK(strstr(wp_errmsg(), "zone") != NULL);
-    b = ok;
-    b.load = -1;
-    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
-    b = ok;
-    b.disk_free = -5;
-    CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+    /* Counts and figures: >= 0, a bad one named. */
+    static const char *const counts[] = {"disk_free", "load", "segments", "upload_segments",
+                                         "upload_bytes", "upload_lag_ms"};
+    for (size_t i = 0; i < sizeof counts / sizeof *counts; i++) {
+        for (int k = 0; k < 2; k++) {
+            b = ok;
+            int64_t *f[] = {&b.disk_free,       &b.load,         &b.segments,
+                            &b.upload_segments, &b.upload_bytes, &b.upload_lag_ms};
+            *f[i] = k ? INT64_MIN : -1;
+            CHECK_RC(WP_EINVAL, m->ops->node_put(m, &b));
+            char want[64];
+            snprintf(want, sizeof want, "bad %s ", counts[i]);
+            if (!strstr(wp_errmsg(), want))
+                fprintf(stderr, "  %s: %s\n", counts[i], wp_errmsg());
+            CHECK(strstr(wp_errmsg(), want) != NULL);
+        }
+    }
 
     /* Nothing bad was stored, and the good ones are unchanged. */
     meta_node *ns = NULL;

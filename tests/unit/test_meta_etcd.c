@@ -3,7 +3,7 @@
  * JSON decoding of odd responses, bounded response sizes, unreachable and
  * hung endpoints, failover, unknown outcomes re-checked (through a proxy
  * that drops responses after etcd applied the request), corrupt records
- * (claims too),
+ * (claims and nodes too),
  * watches, auth with token expiry, and measured latency (printed). */
 #include "test.h"
 
@@ -671,6 +671,68 @@ TEST(et_corrupt_claims)
     m->ops->close(m);
 }
 
+/* Node values: a format-2 value (as servers from before the upload figures
+ * wrote it) reads with the figures 0; a negative figure is WP_ECORRUPT
+ * naming the key, from get and list. */
+TEST(et_node_values)
+{
+    meta *m = open_at(cl.endpoints, "corruptn", 3000, NULL, NULL);
+    etcd_client *c = raw_client(cl.endpoints, 3000, 0);
+    if (!m || !c) {
+        if (m)
+            m->ops->close(m);
+        etcd_client_free(c);
+        CHECK(m && c);
+        return;
+    }
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_node n = {.lease_id = lease, .registered_ms = 5, .disk_free = 100, .load = 2,
+                   .segments = 4, .upload_segments = 1, .upload_bytes = 4096,
+                   .upload_lag_ms = 1500};
+    snprintf(n.id, sizeof n.id, "ls-1");
+    snprintf(n.kind, sizeof n.kind, "logstore");
+    snprintf(n.addr, sizeof n.addr, "h:1");
+    CHECK_OK(m->ops->node_put(m, &n));
+    meta_node g;
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(g.segments == 4 && g.upload_segments == 1 && g.upload_bytes == 4096 &&
+          g.upload_lag_ms == 1500);
+
+    const char *key = "corruptn/nodes/ls-1";
+    uint8_t v[META_NODE_VALUE_MAX];
+    meta_node old = n;
+    old.segments = old.upload_segments = old.upload_bytes = old.upload_lag_ms = 0;
+    size_t len = meta_node_encode(&old, v);
+    CHECK(v[0] == 2);
+    raw_put_lease(c, key, v, len, lease);
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(g.disk_free == 100 && g.load == 2 && g.segments == 0 && g.upload_segments == 0 &&
+          g.upload_bytes == 0 && g.upload_lag_ms == 0 && strcmp(g.addr, "h:1") == 0);
+
+    len = meta_node_encode(&n, v);
+    CHECK(v[0] == 3);
+    for (int i = 0; i < 4; i++) { /* segments .. upload_lag_ms, after load */
+        uint8_t x[META_NODE_VALUE_MAX];
+        memcpy(x, v, len);
+        meta_le64_put(x + 34 + 8 * i, (uint64_t)-1);
+        raw_put_lease(c, key, x, len, lease);
+        CHECK_RC(WP_ECORRUPT, m->ops->node_get(m, "ls-1", &g));
+        CHECK(strstr(wp_errmsg(), key) != NULL);
+        meta_node *ns = (meta_node *)1;
+        size_t cnt = 7;
+        CHECK_RC(WP_ECORRUPT, m->ops->node_list(m, "", &ns, &cnt));
+        CHECK(ns == NULL && cnt == 0);
+    }
+    CHECK_OK(m->ops->node_put(m, &n)); /* a put replaces it */
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(g.upload_bytes == 4096);
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    etcd_client_free(c);
+    m->ops->close(m);
+}
+
 /* ---- watch ------------------------------------------------------------- */
 
 typedef struct {
@@ -975,6 +1037,7 @@ int main(void)
     RUN(et_unknown_outcome);
     RUN(et_corrupt_records);
     RUN(et_corrupt_claims);
+    RUN(et_node_values);
     RUN(et_watch_segments);
     RUN(et_watch_compacted);
     RUN(et_auth);

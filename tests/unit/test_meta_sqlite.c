@@ -413,7 +413,9 @@ TEST(sq_busy_unavailable)
 }
 
 /* The node value codec shared by both backends (docs/metadata.md §5.2):
- * format 2 round-trips, format 1 is still read, bad bytes are refused. */
+ * format 3 (with upload figures) and format 2 (without: all 0) round-trip,
+ * formats 1 and 2 are still read with the fields they lack as 0, bad bytes
+ * are refused. */
 TEST(node_value_codec)
 {
     meta_node n = {.lease_id = 7, .registered_ms = 1234, .disk_free = 5LL << 40, .load = 3};
@@ -422,23 +424,66 @@ TEST(node_value_codec)
     snprintf(n.addr, sizeof n.addr, "127.0.0.1:7400");
     uint8_t b[META_NODE_VALUE_MAX];
     size_t len = meta_node_encode(&n, b);
+    CHECK(b[0] == 2 && len == 2 + 4 * 8 + 1 + 8 + 1 + 5 + 14); /* no figures: format 2 */
     meta_node d;
-    memset(&d, 0, sizeof d);
+    memset(&d, 0xab, sizeof d);
     CHECK(meta_node_decode(b, len, &d) == NULL);
     CHECK(strcmp(d.kind, "logstore") == 0 && strcmp(d.zone, "eu-1a") == 0 &&
           strcmp(d.addr, "127.0.0.1:7400") == 0 && d.lease_id == 7 && d.registered_ms == 1234 &&
           d.disk_free == 5LL << 40 && d.load == 3);
-    /* Format 1, as written before zones: zone "", disk_free and load 0. */
+    CHECK(d.segments == 0 && d.upload_segments == 0 && d.upload_bytes == 0 &&
+          d.upload_lag_ms == 0);
+    /* Format 3: any figure set; each at its offset after load. */
+    meta_node f = n;
+    f.segments = 12;
+    f.upload_segments = 3;
+    f.upload_bytes = 48LL << 20;
+    f.upload_lag_ms = INT64_MAX;
+    uint8_t b3[META_NODE_VALUE_MAX];
+    size_t len3 = meta_node_encode(&f, b3);
+    CHECK(b3[0] == 3 && len3 == len + 4 * 8);
+    CHECK(meta_le64_get(b3 + 34) == 12 && meta_le64_get(b3 + 42) == 3 &&
+          meta_le64_get(b3 + 50) == 48ULL << 20 && meta_le64_get(b3 + 58) == INT64_MAX);
+    memset(&d, 0xab, sizeof d);
+    CHECK(meta_node_decode(b3, len3, &d) == NULL);
+    CHECK(strcmp(d.kind, "logstore") == 0 && strcmp(d.zone, "eu-1a") == 0 &&
+          strcmp(d.addr, "127.0.0.1:7400") == 0 && d.lease_id == 7 && d.registered_ms == 1234 &&
+          d.disk_free == 5LL << 40 && d.load == 3 && d.segments == 12 &&
+          d.upload_segments == 3 && d.upload_bytes == 48LL << 20 && d.upload_lag_ms == INT64_MAX);
+    for (int i = 0; i < 4; i++) { /* only one figure set: still format 3 */
+        meta_node one = n;
+        int64_t *fig[] = {&one.segments, &one.upload_segments, &one.upload_bytes,
+                          &one.upload_lag_ms};
+        *fig[i] = 1;
+        CHECK(meta_node_encode(&one, b3) == len + 4 * 8 && b3[0] == 3);
+        memset(&d, 0, sizeof d);
+        CHECK(meta_node_decode(b3, len + 4 * 8, &d) == NULL);
+        CHECK(d.segments + d.upload_segments + d.upload_bytes + d.upload_lag_ms == 1);
+    }
+    /* Refused in format 3: a negative figure, a length of format 2. */
+    len3 = meta_node_encode(&f, b3);
+    for (int i = 0; i < 4; i++) {
+        uint8_t x[META_NODE_VALUE_MAX];
+        memcpy(x, b3, len3);
+        meta_le64_put(x + 34 + 8 * i, (uint64_t)-1);
+        CHECK(meta_node_decode(x, len3, &d) != NULL);
+    }
+    for (size_t cut = 0; cut < 2 + 8 * 8 + 1 + 1 + 1 + 1; cut++)
+        CHECK(meta_node_decode(b3, cut, &d) != NULL);
+    /* Format 1, as written before zones: zone "", disk_free, load and the
+     * figures 0. */
     uint8_t v1[64] = {1, 'N'};
     v1[2] = 0xd2, v1[3] = 0x04; /* registered_ms 1234 */
     v1[10] = 7;                 /* lease_id 7 */
     v1[18] = 8;
     memcpy(v1 + 19, "logstore", 8);
     memcpy(v1 + 27, "h:1", 3);
-    memset(&d, 0, sizeof d);
+    memset(&d, 0xab, sizeof d);
     CHECK(meta_node_decode(v1, 30, &d) == NULL);
     CHECK(strcmp(d.kind, "logstore") == 0 && strcmp(d.addr, "h:1") == 0 && d.zone[0] == '\0' &&
-          d.disk_free == 0 && d.load == 0 && d.lease_id == 7 && d.registered_ms == 1234);
+          d.disk_free == 0 && d.load == 0 && d.lease_id == 7 && d.registered_ms == 1234 &&
+          d.segments == 0 && d.upload_segments == 0 && d.upload_bytes == 0 &&
+          d.upload_lag_ms == 0);
     /* Refused: a zone length past the end, a bad zone byte, an unknown format. */
     uint8_t bad[META_NODE_VALUE_MAX];
     memcpy(bad, b, len);
@@ -447,11 +492,73 @@ TEST(node_value_codec)
     memcpy(bad, b, len);
     bad[34 + 1 + 8 + 1] = ' ';
     CHECK(meta_node_decode(bad, len, &d) != NULL);
-    memcpy(bad, b, len);
-    bad[0] = 3;
-    CHECK(meta_node_decode(bad, len, &d) != NULL);
+    memcpy(bad, b3, len3);
+    bad[0] = 4;
+    CHECK(meta_node_decode(bad, len3, &d) != NULL);
+    bad[0] = 0;
+    CHECK(meta_node_decode(bad, len3, &d) != NULL);
     for (size_t cut = 0; cut < len; cut++)
         CHECK(meta_node_decode(b, cut, &d) != NULL || cut > 34 + 1 + 8 + 1 + 5);
+}
+
+/* Node records in the file: a format-2 value (as servers from before the
+ * upload figures wrote it) reads with the figures 0; a stored negative
+ * figure is WP_ECORRUPT naming the node. */
+TEST(sq_node_values)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    meta_node n = {.lease_id = lease, .registered_ms = 5, .disk_free = 100, .load = 2,
+                   .segments = 4, .upload_segments = 1, .upload_bytes = 4096,
+                   .upload_lag_ms = 1500};
+    snprintf(n.id, sizeof n.id, "ls-1");
+    snprintf(n.kind, sizeof n.kind, "logstore");
+    snprintf(n.addr, sizeof n.addr, "h:1");
+    CHECK_OK(m->ops->node_put(m, &n));
+    meta_node g;
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(g.segments == 4 && g.upload_segments == 1 && g.upload_bytes == 4096 &&
+          g.upload_lag_ms == 1500);
+    /* Format 2: 02 4e, registered_ms 5, the lease, disk_free 100, load 2,
+     * kind "logstore", no zone, addr "h:1". */
+    char sql[512];
+    uint8_t v[META_NODE_VALUE_MAX];
+    meta_node old = n;
+    old.segments = old.upload_segments = old.upload_bytes = old.upload_lag_ms = 0;
+    size_t len = meta_node_encode(&old, v);
+    REQUIRE(v[0] == 2);
+    int o = snprintf(sql, sizeof sql, "UPDATE nodes SET value = x'");
+    for (size_t i = 0; i < len; i++)
+        o += snprintf(sql + o, sizeof sql - (size_t)o, "%02x", v[i]);
+    snprintf(sql + o, sizeof sql - (size_t)o, "'");
+    REQUIRE(raw_exec(path, sql) == SQLITE_OK);
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(g.disk_free == 100 && g.load == 2 && g.segments == 0 && g.upload_segments == 0 &&
+          g.upload_bytes == 0 && g.upload_lag_ms == 0 && strcmp(g.addr, "h:1") == 0);
+    /* Format 3 with upload_bytes -1. */
+    len = meta_node_encode(&n, v);
+    REQUIRE(v[0] == 3);
+    meta_le64_put(v + 50, (uint64_t)-1);
+    o = snprintf(sql, sizeof sql, "UPDATE nodes SET value = x'");
+    for (size_t i = 0; i < len; i++)
+        o += snprintf(sql + o, sizeof sql - (size_t)o, "%02x", v[i]);
+    snprintf(sql + o, sizeof sql - (size_t)o, "'");
+    REQUIRE(raw_exec(path, sql) == SQLITE_OK);
+    CHECK_RC(WP_ECORRUPT, m->ops->node_get(m, "ls-1", &g));
+    CHECK(strstr(wp_errmsg(), "ls-1") != NULL);
+    meta_node *ns = (meta_node *)1;
+    size_t cnt = 7;
+    CHECK_RC(WP_ECORRUPT, m->ops->node_list(m, "", &ns, &cnt));
+    CHECK(ns == NULL && cnt == 0);
+    CHECK_OK(m->ops->node_put(m, &n)); /* a put replaces it */
+    CHECK_OK(m->ops->node_get(m, "ls-1", &g));
+    CHECK(g.upload_bytes == 4096);
+    m->ops->close(m);
 }
 
 /* A file made before upload claims: it has no claims table; opening adds
@@ -637,6 +744,7 @@ int main(void)
     RUN(sq_corrupt_rows);
     RUN(sq_busy_unavailable);
     RUN(node_value_codec);
+    RUN(sq_node_values);
     RUN(sq_claims_table_added);
     RUN(sq_corrupt_claims);
     RUN(claim_value_codec);

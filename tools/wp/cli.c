@@ -138,6 +138,45 @@ const char *format_id(wp_msg_id id, char buf[WP_MSG_ID_STR_MAX])
     return wp_msg_id_format(id, buf);
 }
 
+/* Bytes for people: binary units, one decimal ("48.0 MiB"). */
+const char *format_bytes(int64_t bytes, char buf[AMOUNT_STR_MAX])
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (bytes < 1024) {
+        snprintf(buf, AMOUNT_STR_MAX, "%" PRId64 " B", bytes > 0 ? bytes : 0);
+        return buf;
+    }
+    double v = (double)bytes / 1024;
+    size_t u = 0;
+    /* 1023.96 KiB would print as "1024.0 KiB": move up at what rounds to 1024 */
+    while (v >= 1023.95 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, AMOUNT_STR_MAX, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+/* A duration for people: ms below a second, tenths below a minute, then
+ * the two largest units. */
+const char *format_duration_ms(int64_t ms, char buf[AMOUNT_STR_MAX])
+{
+    if (ms < 0)
+        ms = 0;
+    int64_t s = ms / 1000 + (ms % 1000 >= 500); /* whole seconds, rounded */
+    if (ms < 1000)
+        snprintf(buf, AMOUNT_STR_MAX, "%" PRId64 " ms", ms);
+    else if (ms < 59950) /* what rounds to 60.0 s is a minute */
+        snprintf(buf, AMOUNT_STR_MAX, "%.1f s", (double)ms / 1000);
+    else if (s < 3600)
+        snprintf(buf, AMOUNT_STR_MAX, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
+    else if (s < 86400)
+        snprintf(buf, AMOUNT_STR_MAX, "%" PRId64 "h%02" PRId64 "m", s / 3600, s % 3600 / 60);
+    else
+        snprintf(buf, AMOUNT_STR_MAX, "%" PRId64 "d%02" PRId64 "h", s / 86400, s % 86400 / 3600);
+    return buf;
+}
+
 /* Parses a reader position: earliest, latest or S:E. */
 bool parse_position(const char *s, wp_msg_id *out)
 {

@@ -2,7 +2,8 @@
  * builtin/): the invocation state, error and usage reporting, ONE option
  * parser (cli_parse, table-driven), value parsing and formatting, opening
  * the client and a log, and the command table. Each command group is its
- * own file (cmd_log.c, cmd_data.c, cmd_admin.c, cmd_bench.c, cmd_stats.c);
+ * own file (cmd_log.c, cmd_data.c, cmd_admin.c, cmd_nodes.c, cmd_bench.c,
+ * cmd_stats.c);
  * wp.c parses the global options and dispatches. Uses only the public API
  * (include/woodpecker.h).
  *
@@ -22,6 +23,8 @@
 /* Longest message the CLI composes itself (the "what" of an error). */
 #define CLI_MSG_MAX 512
 #define TIME_STR_MAX 32
+/* Longest text of format_bytes and format_duration_ms, with its NUL. */
+#define AMOUNT_STR_MAX 24
 
 /* The state of one wp invocation. */
 typedef struct {
@@ -50,6 +53,7 @@ int cmd_truncate(cli *, int, char **);
 int cmd_segments(cli *, int, char **);
 int cmd_verify(cli *, int, char **);
 int cmd_compact(cli *, int, char **);
+int cmd_nodes(cli *, int, char **);
 int cmd_bench(cli *, int, char **);
 int cmd_stats(cli *, int, char **);
 
@@ -112,6 +116,12 @@ bool parse_position(const char *s, wp_msg_id *out);
 const char *format_time_ms(int64_t ms, char buf[TIME_STR_MAX]);
 /* "S:E", or "none" for an id with a negative part ({-1,-1}: not set). */
 const char *format_id(wp_msg_id id, char buf[WP_MSG_ID_STR_MAX]);
+/* Bytes for people: "512 B", "1.0 KiB", "48.0 MiB", "12.3 GiB" (binary
+ * units, one decimal; negative counts as 0). */
+const char *format_bytes(int64_t bytes, char buf[AMOUNT_STR_MAX]);
+/* A duration for people: "850 ms", "1.2 s", "5m07s", "3h05m", "2d04h"
+ * (negative counts as 0). */
+const char *format_duration_ms(int64_t ms, char buf[AMOUNT_STR_MAX]);
 
 /* ---- opening ---------------------------------------------------------------- */
 

@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -26,30 +27,111 @@ int cmd_truncate(cli *c, int argc, char **argv)
     return rc ? fail(rc, "truncating '%s' at %s", pos[0], pos[1]) : 0;
 }
 
+/* Longest location text: "replicas " and a placement's replicas, or the
+ * servers of quorum.nodes (at most 1279 bytes). */
+#define LOCATION_MAX (16 + 1280)
+_Static_assert(LOCATION_MAX > 16 + WP_PLACEMENT_MAX, "a placement fits");
+
+/* Appends text to buf[cap] at *o, as far as it fits. */
+static void put_at(char *buf, size_t cap, size_t *o, const char *text, size_t len)
+{
+    size_t room = cap - 1 - *o; /* *o < cap always */
+    len = len < room ? len : room;
+    memcpy(buf + *o, text, len);
+    *o += len;
+    buf[*o] = '\0';
+}
+
+/* "replicas " and the replicas of a placement ("A:" then comma-separated
+ * "<node_id>@<host:port>" or "<host:port>"; docs/metadata.md §3.2): each
+ * node id, or host:port when there is none. */
+static const char *placement_location(const char *placement, char *buf, size_t cap)
+{
+    const char *list = strchr(placement, ':');
+    list = list ? list + 1 : placement;
+    size_t o = 0;
+    put_at(buf, cap, &o, "replicas ", 9);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ","), at = strcspn(p, "@");
+        if (p != list)
+            put_at(buf, cap, &o, ",", 1);
+        put_at(buf, cap, &o, p, at < len ? at : len); /* the id before '@', else host:port */
+        p += len + (p[len] == ',');
+    }
+    return buf;
+}
+
+/* A quorum segment from before placements: "replicas " and the first
+ * quorum.write servers of quorum.nodes (what the storage uses for it);
+ * "-" if it lists fewer. */
+static const char *static_location(const wp_config *cfg, char *buf, size_t cap)
+{
+    char nodes[1280] = "", w[16] = "";
+    wp_config_get(cfg, "quorum.nodes", nodes, sizeof nodes);
+    wp_config_get(cfg, "quorum.write", w, sizeof w);
+    int want = atoi(w), have = 0;
+    size_t o = 0;
+    put_at(buf, cap, &o, "replicas ", 9);
+    for (char *save = NULL, *t = strtok_r(nodes, ",", &save); t && have < want;
+         t = strtok_r(NULL, ",", &save), have++) {
+        if (have)
+            put_at(buf, cap, &o, ",", 1);
+        put_at(buf, cap, &o, t, strlen(t));
+    }
+    return have == want ? buf : "-";
+}
+
+/* Where a segment's data is: its replicas (a placement, or storage.type
+ * quorum) while ACTIVE or COMPLETED, object storage once SEALED (or on
+ * storage.type s3), else the configured storage type (local). */
+static const char *seg_location(const wp_config *cfg, const wp_segment_info *s,
+                                const char *placement, char *buf, size_t cap)
+{
+    char type[32] = "";
+    wp_config_get(cfg, "storage.type", type, sizeof type);
+    bool replicated = placement[0] || strcmp(type, "quorum") == 0;
+    if (s->state == WP_SEG_SEALED || (!replicated && strcmp(type, "s3") == 0))
+        return "object storage";
+    if (!replicated) {
+        snprintf(buf, cap, "%s", type[0] ? type : "-");
+        return buf;
+    }
+    if (s->state == WP_SEG_TRUNCATED) /* still on the replicas, or uploaded: unknown */
+        return "-";
+    return placement[0] ? placement_location(placement, buf, cap) : static_location(cfg, buf, cap);
+}
+
 int cmd_segments(cli *c, int argc, char **argv)
 {
     const char *name = NULL;
     wp_log *log = NULL;
     wp_segment_info *segs = NULL;
-    size_t n = 0;
+    wp_segment_placement *pl = NULL;
+    size_t n = 0, np = 0;
     int st = cli_parse("wp segments NAME", argc, argv, NULL, &name, 1, 1, LOG_NAME, NULL);
     if (st || (st = cli_open_log(c, name, &log)))
         return st;
     int rc = wp_log_segments(log, &segs, &n);
+    if (rc == 0 && (rc = wp_log_placements(log, &pl, &np)))
+        free(segs);
     wp_log_close(log);
     if (rc)
         return fail(rc, "listing the segments of '%s'", name);
-    printf("%-8s %-10s %12s %14s %8s %-24s %s\n", "id", "state", "last_entry", "bytes",
-           "epoch", "created", "completed");
-    for (size_t i = 0; i < n; i++) {
+    printf("%-8s %-10s %12s %14s %8s %-24s %-24s %s\n", "id", "state", "last_entry", "bytes",
+           "epoch", "created", "completed", "location");
+    for (size_t i = 0, j = 0; i < n; i++) {
         const wp_segment_info *s = &segs[i];
-        char t1[TIME_STR_MAX], t2[TIME_STR_MAX];
-        printf("%-8" PRId64 " %-10s %12" PRId64 " %14" PRId64 " %8" PRId64 " %-24s %s\n",
+        char t1[TIME_STR_MAX], t2[TIME_STR_MAX], loc[LOCATION_MAX];
+        while (j < np && pl[j].segment_id < s->segment_id) /* both in id order */
+            j++;
+        const char *p = j < np && pl[j].segment_id == s->segment_id ? pl[j].placement : "";
+        printf("%-8" PRId64 " %-10s %12" PRId64 " %14" PRId64 " %8" PRId64 " %-24s %-24s %s\n",
                s->segment_id, wp_seg_state_name(s->state), s->last_entry_id, s->bytes,
                s->writer_epoch, format_time_ms(s->created_ms, t1),
-               format_time_ms(s->completed_ms, t2));
+               format_time_ms(s->completed_ms, t2), seg_location(c->cfg, s, p, loc, sizeof loc));
     }
     free(segs);
+    free(pl);
     return finish_stdout();
 }
 

@@ -56,12 +56,20 @@ const cli_command cli_commands[] = {
     {"truncate", NULL, cmd_truncate,
          "  truncate NAME S:E          truncate the log up to S:E (inclusive)\n"},
     {"segments", NULL, cmd_segments,
-         "  segments NAME              list the log's segments\n"},
+         "  segments NAME              list the log's segments and where each one lives\n"
+         "                             (location: local, object storage, or the replicas'\n"
+         "                             node ids in service mode)\n"},
     {"verify", NULL, cmd_verify,
          "  verify NAME                check every CRC, block, index and footer\n"},
     {"compact", NULL, cmd_compact,
          "  compact NAME               object storage: merge the completed segments' objects\n"
          "                             now and mark them sealed (also done in the background)\n"},
+    {"nodes", NULL, cmd_nodes,
+         "  nodes [--kind KIND] [--json]\n"
+         "                             list the live LogStore and streaming servers: id,\n"
+         "                             kind, address, zone, load, free space, segments held,\n"
+         "                             waiting for upload (count / bytes), upload lag, uptime\n"
+         "                             json: an array of objects with the raw figures\n"},
     {"bench", NULL, cmd_bench,
          "  bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync]\n"
          "        [--window N] [--payload random|text] [--reader] [--json]\n"
