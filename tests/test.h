@@ -3,6 +3,7 @@
  *
  *   TEST(name) { CHECK(x == 1); CHECK_OK(wp_call()); CHECK_RC(WP_EINVAL, f()); }
  *   int main(void) { RUN(name); return test_done(); }
+ * WP_TEST_ONLY=name runs only that test of a binary (for debugging).
  */
 #ifndef WP_TEST_H
 #define WP_TEST_H
@@ -24,6 +25,8 @@ static const char *test_cur_name;
     do {                                                                       \
         test_cur_name = #name;                                                 \
         test_cur_failed = 0;                                                   \
+        if (getenv("WP_TEST_ONLY") && strcmp(getenv("WP_TEST_ONLY"), #name))  \
+            break;                                                             \
         name();                                                                \
         if (test_cur_failed) {                                                 \
             test_failed++;                                                     \

@@ -27,6 +27,9 @@
  * worker may wait, so that one slow PUT does not idle the others. */
 #define UPLOADS_WAITING_PER_WORKER 4
 #define EPOCH_CAS_TRIES_MAX 64
+/* How often an idle writer on a backend that places segments on servers
+ * looks whether its segment should move (roll_if_idle_and_degraded). */
+#define IDLE_DEGRADED_CHECK_MS 250
 /* Free blocks an idle writer (nothing buffered) keeps for reuse. */
 #define FREE_BLOCKS_IDLE_MAX 8
 /* The flusher retries after this long when it could not allocate an upload. */
@@ -581,15 +584,53 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* An idle writer whose segment lost a server, or sits on one that is
+ * draining or out of room (storage_ops.seg_writer_degraded), completes it
+ * now rather than at its next append, so that the server is not held up
+ * by an idle log (a drain waits for it). New appends go to the next
+ * segment, created when they are flushed. Called with w->mu held, by the
+ * flusher, with nothing queued or in flight; returns with it held. */
+static void roll_if_idle_and_degraded(wp_writer *w)
+{
+    if (!w->seg || w->head || w->in_head || w->closing || w->failed || !lseg_degraded(w->seg))
+        return;
+    if (w->tail)
+        w->tail->sealed = true;
+    int64_t old = w->cur_seg;
+    w->cur_seg++; /* under w->mu: every append from now on goes to the next one */
+    w->next_entry = 0;
+    w->seg_bytes = SEG_HEADER_SIZE;
+    w->seg_blocks = 0;
+    w->seg_t0_ns = wp__now_ns();
+    pthread_mutex_unlock(&w->mu);
+    int rc = complete_segment(w);
+    wp__log(&w->c->logger, rc ? WP_LOG_ERROR : WP_LOG_INFO, "log '%s': idle segment %" PRId64
+            " is on a server that left or has no room: completed it (%s)", w->log->name, old,
+            rc ? wp_errmsg() : "the next append starts a new segment");
+    pthread_mutex_lock(&w->mu);
+    if (rc && !w->failed)
+        w->failed = rc;
+}
+
 static void *flusher_main(void *arg)
 {
     wp_writer *w = arg;
+    bool watch = w->c->st->ops->seg_writer_degraded != NULL;
     pthread_mutex_lock(&w->mu);
     for (;;) {
         if (deliver_one(w) || dispatch_one(w))
             continue;
         if (w->closing && !w->in_head && !w->head)
             break;
+        if (watch && w->seg && !w->head && !w->in_head) {
+            roll_if_idle_and_degraded(w);
+            if (w->head || w->in_head || w->closing)
+                continue;
+            int64_t due = wp__now_ns() + IDLE_DEGRADED_CHECK_MS * 1000000LL;
+            struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+            pthread_cond_timedwait(&w->cond_work, &w->mu, &ts);
+            continue;
+        }
         wait_for_work(w);
     }
     int rc = w->failed;

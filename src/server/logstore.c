@@ -892,9 +892,14 @@ static int node_put(logstore *ls)
     uint64_t room = st.disk_free > reserve ? st.disk_free - reserve : 0;
     if (__atomic_load_n(&ls->draining, __ATOMIC_RELAXED))
         room = 0; /* no new segments: placement skips it, writers roll away */
+    upload_view uv = {0};
+    if (ls->up)
+        uploader_view(ls->up, &uv);
     meta_node n = {.lease_id = ls->lease_id, .registered_ms = ls->started_ms,
                    .disk_free = (int64_t)(room > INT64_MAX ? INT64_MAX : room),
-                   .load = __atomic_load_n(&ls->load, __ATOMIC_RELAXED)};
+                   .load = __atomic_load_n(&ls->load, __ATOMIC_RELAXED),
+                   .segments = (int64_t)st.segments, .upload_segments = uv.waiting,
+                   .upload_bytes = uv.waiting_bytes, .upload_lag_ms = uv.lag_ms};
     snprintf(n.id, sizeof n.id, "%s", ls->cfg->node_id);
     snprintf(n.kind, sizeof n.kind, "logstore");
     snprintf(n.zone, sizeof n.zone, "%s", ls->cfg->node_zone);

@@ -530,6 +530,135 @@ TEST(restart_during_uploads)
     wp_client_close(c);
 }
 
+/* The server that holds an idle writer's active segment is drained: the
+ * writer completes that segment without an append (its next append starts
+ * a new one elsewhere), so the server uploads it and exits: an idle log
+ * does not hold a decommission up. */
+TEST(drain_with_idle_writer)
+{
+    const char *dir = test_tmpdir("tier6");
+    s3_opts("t6");
+    REQUIRE(fleet_up(dir, 4, NULL) == 0);
+    wp_client *c = client(dir, "256KiB");
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "t"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "t", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 100, 100)); /* then idle */
+    meta *m = meta_of();
+    REQUIRE(m);
+    meta_seg s;
+    int64_t lid = log_id_of("t");
+    REQUIRE(m->ops->seg_get(m, lid, 0, &s) == 0);
+    int d = -1;
+    for (int i = 0; i < 4 && d < 0; i++) {
+        char needle[80];
+        snprintf(needle, sizeof needle, "%s@", srv[i].id);
+        if (strstr(s.placement, needle))
+            d = i;
+    }
+    REQUIRE(d >= 0);
+    CHECK(kill(srv[d].pid, SIGUSR1) == 0);
+    int status = -1;
+    int64_t end = test_now_ms() + 30000;
+    while (test_now_ms() < end && waitpid(srv[d].pid, &status, WNOHANG) == 0)
+        test_sleep_ms(50);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    srv[d].pid = 0;
+    REQUIRE(m->ops->seg_get(m, lid, 0, &s) == 0);
+    CHECK(s.state == WP_SEG_SEALED && s.last_entry_id == 99);
+    m->ops->close(m);
+    CHECK_OK(append_seq(w, 100, 100, 100)); /* segment 1, on the others */
+    CHECK_OK(wp_writer_close(w));
+    CHECK(read_seq(log) == 200);
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_down();
+}
+
+/* Which servers claimed segment (lid, 0) while watching until it is
+ * sealed or timeout_ms passes: bit i for server i. */
+static int claimants_until_sealed(int64_t lid, int timeout_ms, meta_seg *out)
+{
+    meta *m = meta_of();
+    if (!m)
+        return -1;
+    int seen = 0;
+    int64_t end = test_now_ms() + timeout_ms;
+    while (test_now_ms() < end) {
+        meta_claim cl;
+        if (m->ops->claim_get(m, lid, 0, &cl) == 0)
+            for (int i = 0; i < NSRV; i++)
+                if (strcmp(cl.node_id, srv[i].id) == 0)
+                    seen |= 1 << i;
+        if (m->ops->seg_get(m, lid, 0, out) == 0 && out->state == WP_SEG_SEALED)
+            break;
+        test_sleep_ms(10);
+    }
+    m->ops->close(m);
+    return seen;
+}
+
+/* Server 2 lags: it is stopped (SIGSTOP) while entries 200..499 are
+ * written, then killed and restarted, so it holds 0..199 of the segment,
+ * which completes at 499 on servers 0 and 1. Both of those are killed -9
+ * before the upload (uploads wait node.upload_delay_ms): the lagging
+ * server alone never claims the segment and it is never sealed short;
+ * once server 1 (a whole copy) is back, it uploads all of it. */
+TEST(tail_replica_dies_before_upload)
+{
+    const char *dir = test_tmpdir("tier7");
+    s3_opts("t7");
+    const char *extra[] = {"node.upload_delay_ms=3000", NULL};
+    REQUIRE(fleet_up(dir, 3, extra) == 0);
+    wp_client *c = client(dir, "64MiB");
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "t"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "t", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 200, 100));
+    CHECK_OK(wp_writer_flush(w));
+    CHECK(kill(srv[2].pid, SIGSTOP) == 0);
+    CHECK_OK(append_seq(w, 200, 300, 100)); /* acked by servers 0 and 1 */
+    CHECK_OK(wp_writer_close(w));            /* COMPLETE on servers 0 and 1 */
+    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
+    srv[2].pid = 0;
+    int64_t lid = log_id_of("t");
+    CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
+    srv[0].pid = 0;
+    CHECK(logstore_proc_stop(&srv[1], SIGKILL) == 128 + SIGKILL);
+    srv[1].pid = 0;
+    REQUIRE(srv_start(dir, 2, extra) == 0); /* holds 0..199 */
+    /* Only the lagging server runs: nothing may be claimed or sealed. */
+    meta_seg s;
+    int seen = claimants_until_sealed(lid, 5000, &s);
+    CHECK(seen == 0);
+    CHECK(s.state == WP_SEG_COMPLETED && s.last_entry_id == 499);
+    /* Its registration says what it holds and that it waits for upload. */
+    meta *m = meta_of();
+    REQUIRE(m);
+    meta_node nd;
+    CHECK_OK(m->ops->node_get(m, srv[2].id, &nd));
+    fprintf(stderr, "  t2 registered: %lld segments, %lld waiting (%lld bytes), lag %lld ms\n",
+            (long long)nd.segments, (long long)nd.upload_segments, (long long)nd.upload_bytes,
+            (long long)nd.upload_lag_ms);
+    CHECK(nd.segments == 1 && nd.upload_segments == 1 && nd.upload_lag_ms >= 3000);
+    m->ops->close(m);
+    /* Server 1 is back: it uploads; server 2 still never claims. */
+    REQUIRE(srv_start(dir, 1, extra) == 0);
+    seen = claimants_until_sealed(lid, 30000, &s);
+    CHECK(s.state == WP_SEG_SEALED && s.last_entry_id == 499);
+    CHECK((seen & 4) == 0);
+    fleet_down();
+    CHECK(read_seq(log) == 500); /* object storage alone */
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     if (test_s3_env_load(NULL, &env) != 0)
@@ -539,5 +668,7 @@ int main(void)
     RUN(uploader_killed_mid_upload);
     RUN(drain_with_active_writer);
     RUN(restart_during_uploads);
+    RUN(drain_with_idle_writer);
+    RUN(tail_replica_dies_before_upload);
     return test_done();
 }
