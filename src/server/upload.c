@@ -179,9 +179,11 @@ static int put_objects(uploader *u, int64_t log_id, int64_t seg_id, int64_t gen,
     return rc;
 }
 
-/* Seals the record at `bytes` (CAS). WP_ENOENT: the segment is gone. */
-static int seal(uploader *u, const meta_seg *s, uint64_t bytes)
+/* Seals the record at `bytes` (CAS); *ours: this call sealed it (not
+ * another claimant before it). WP_ENOENT: the segment is gone. */
+static int seal(uploader *u, const meta_seg *s, uint64_t bytes, bool *ours)
 {
+    *ours = false;
     for (int i = 0; i < SEAL_TRIES; i++) {
         meta_seg cur;
         int rc = u->m->ops->seg_get(u->m, s->log_id, s->seg_id, &cur);
@@ -196,6 +198,7 @@ static int seal(uploader *u, const meta_seg *s, uint64_t bytes)
         cur.state = WP_SEG_SEALED;
         cur.bytes = (int64_t)bytes;
         rc = u->m->ops->seg_update(u->m, &cur);
+        *ours = rc == WP_OK;
         if (rc != WP_ECONFLICT)
             return rc;
         wp__err_clear();
@@ -223,18 +226,32 @@ static int upload_one(uploader *u, const meta_seg *s, int64_t *attempt, uint8_t 
                     .claimed_ms = wp__wall_ms(), .attempt = *attempt + 1};
     snprintf(c.node_id, sizeof c.node_id, "%s", u->cfg->node_id);
     rc = u->m->ops->claim_create(u->m, &c);
-    if (rc == WP_EEXIST) { /* another replica uploads: look again later (takeover) */
+    bool adopted = false;
+    if (rc == WP_EEXIST) {
         meta_claim other;
-        if (u->m->ops->claim_get(u->m, s->log_id, s->seg_id, &other) == WP_OK &&
-            other.attempt > *attempt)
-            *attempt = other.attempt;
-        wp__err_clear();
-        return WP_EAGAIN;
+        int grc = u->m->ops->claim_get(u->m, s->log_id, s->seg_id, &other);
+        if (grc == WP_OK && strcmp(other.node_id, c.node_id) == 0) {
+            /* Ours: an attempt of this server that could not delete its
+             * claim (metadata unavailable), or of its previous run (same
+             * id, same data). Only one thread here uploads a segment at a
+             * time, so it is ours to go on with, at its generation. */
+            c = other;
+            rc = WP_OK;
+            adopted = true;
+            wp__log(u->lg, WP_LOG_INFO, "upload: segment %" PRId64 "/%" PRId64 ": going on with "
+                    "this server's claim %" PRId64, s->log_id, s->seg_id, c.rev);
+        } else {
+            /* another replica uploads: look again later (takeover) */
+            if (grc == WP_OK && other.attempt > *attempt)
+                *attempt = other.attempt;
+            wp__err_clear();
+            return WP_EAGAIN;
+        }
     }
     if (rc)
         return rc;
     *attempt = c.attempt;
-    if (c.attempt > 1)
+    if (c.attempt > 1 && !adopted)
         wp__log(u->lg, WP_LOG_INFO, "upload: segment %" PRId64 "/%" PRId64 ": taking over "
                 "(attempt %" PRId64 ", claim %" PRId64 ")", s->log_id, s->seg_id, c.attempt, c.rev);
     /* The writer's COMPLETE may not have reached this copy (it holds
@@ -255,11 +272,12 @@ static int upload_one(uploader *u, const meta_seg *s, int64_t *attempt, uint8_t 
         }
     }
     if (rc == WP_OK) {
-        rc = seal(u, s, bytes);
+        bool ours = false;
+        rc = seal(u, s, bytes, &ours);
         if (rc == WP_ENOENT) { /* deleted meanwhile (GC): so are the objects */
             wp__err_clear();
             rc = u->cold->ops->seg_delete(u->cold, s->log_id, s->seg_id);
-        } else if (rc == WP_OK) {
+        } else if (rc == WP_OK && ours) {
             atomic_fetch_add(&n_uploaded, 1);
             atomic_fetch_add(&n_uploaded_bytes, bytes);
             wp__log(u->lg, WP_LOG_INFO, "upload: segment %" PRId64 "/%" PRId64 " sealed: %" PRIu64

@@ -3,9 +3,11 @@
  * server (Ceph RGW, the CTest fixture), seal them, drop their copies; a
  * reader follows the data there; GC runs on the servers; a drained server
  * exits once it holds nothing un-uploaded; an uploader killed -9 mid-upload
- * is taken over. Metadata is one SQLite file shared by every process. */
+ * is taken over; etcd unavailable for a while during uploads. Metadata is
+ * one SQLite file shared by every process, or a real etcd (started here). */
 #include "test.h"
 #include "meta/meta.h"
+#include "support/etcd_proc.h"
 #include "support/logstore_proc.h"
 #include "support/s3env.h"
 #include "support/testutil.h"
@@ -22,6 +24,8 @@
 static logstore_proc srv[NSRV];
 static char meta_path[1100], prefix[128];
 static test_s3_env env;
+/* etcd metadata instead of SQLite when etcd_ep[0] (meta.prefix etcd_pfx). */
+static char etcd_ep[256], etcd_pfx[64], o_mtype[64], o_mep[320], o_mpfx[128];
 static char o_ep[400], o_bucket[120], o_region[120], o_ak[200], o_sk[200], o_prefix[200];
 
 static void s3_opts(const char *tag)
@@ -45,6 +49,14 @@ static int srv_start(const char *dir, int i, const char *const *extra)
                             "node.upload_interval_ms=100", "node.drop_grace_ms=300",
                             "gc.interval_ms=200", "compaction.max_bytes=1MiB", NULL};
     int n = 10;
+    if (etcd_ep[0]) {
+        snprintf(o_mtype, sizeof o_mtype, "meta.type=etcd");
+        snprintf(o_mep, sizeof o_mep, "meta.etcd.endpoints=%s", etcd_ep);
+        snprintf(o_mpfx, sizeof o_mpfx, "meta.prefix=%s", etcd_pfx);
+        opts[n++] = o_mtype;
+        opts[n++] = o_mep;
+        opts[n++] = o_mpfx;
+    }
     for (int k = 0; extra && extra[k] && n < 31; k++)
         opts[n++] = extra[k];
     opts[n] = NULL;
@@ -76,7 +88,8 @@ static wp_client *client(const char *dir, const char *seg_bytes)
                         "storage.s3.endpoint", env.endpoint, "storage.s3.bucket", env.bucket,
                         "storage.s3.region", env.region, "storage.s3.access_key", env.access_key,
                         "storage.s3.secret_key", env.secret_key, "storage.s3.prefix", prefix,
-                        NULL};
+                        etcd_ep[0] ? "meta.type" : NULL, "etcd", "meta.etcd.endpoints", etcd_ep,
+                        "meta.prefix", etcd_pfx, NULL};
     return test_client_open(dir, kv);
 }
 
@@ -132,7 +145,15 @@ static int read_seq(wp_log *log)
 static meta *meta_of(void)
 {
     meta *m = NULL;
-    return meta_sqlite_open(meta_path, &m) == 0 ? m : NULL;
+    if (!etcd_ep[0])
+        return meta_sqlite_open(meta_path, &m) == 0 ? m : NULL;
+    wp_config *cfg = NULL;
+    if (wp_config_default(&cfg) == 0 && wp_config_set(cfg, "meta.type", "etcd") == 0 &&
+        wp_config_set(cfg, "meta.etcd.endpoints", etcd_ep) == 0 &&
+        wp_config_set(cfg, "meta.prefix", etcd_pfx) == 0 && meta_open(cfg, &m) != 0)
+        m = NULL;
+    wp_config_free(cfg);
+    return m;
 }
 
 /* Segments of log `name` in each state; -1 if the metadata fails. */
@@ -659,6 +680,63 @@ TEST(tail_replica_dies_before_upload)
     wp_client_close(c);
 }
 
+/* etcd metadata, killed for 5 s while the servers upload (some in the
+ * middle of an upload, others before they claim) and started again: the
+ * uploads resume; every segment ends sealed once, with a whole copy. */
+TEST(etcd_unavailable_during_uploads)
+{
+    const char *dir = test_tmpdir("tier8");
+    s3_opts("t8");
+    etcd_cluster ec;
+    REQUIRE(etcd_cluster_start(&ec, 1, NULL) == 0);
+    snprintf(etcd_ep, sizeof etcd_ep, "%s", ec.endpoints);
+    snprintf(etcd_pfx, sizeof etcd_pfx, "tier8-%d/", (int)getpid());
+    const char *extra[] = {"node.upload_threads=1", "node.upload_delay_ms=2000", "log.level=info",
+                           NULL};
+    REQUIRE(fleet_up(dir, 3, extra) == 0);
+    wp_client *c = client(dir, "4MiB");
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "t"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "t", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 16000, 2000)); /* ~32 MiB: 8 segments */
+    CHECK_OK(wp_writer_close(w));
+    /* Kill etcd as soon as a server claims a segment: that upload cannot
+     * seal or delete its claim, the others cannot claim. */
+    meta *m = meta_of();
+    REQUIRE(m);
+    int64_t lid = log_id_of("t"), end = test_now_ms() + 30000;
+    bool claimed = false;
+    while (!claimed && test_now_ms() < end) {
+        meta_claim *cl = NULL;
+        size_t n = 0;
+        claimed = m->ops->claim_list(m, lid, &cl, &n) == 0 && n > 0;
+        free(cl);
+        if (!claimed)
+            test_sleep_ms(2);
+    }
+    m->ops->close(m);
+    CHECK(claimed);
+    CHECK(etcd_member_stop(&ec, 0, SIGKILL) == 0);
+    test_sleep_ms(5000);
+    CHECK(etcd_member_start(&ec, 0) == 0);
+    CHECK(etcd_member_wait_healthy(&ec, 0, 20000) == 0);
+    CHECK(wait_sealed("t", 0, 120000));
+    /* Every sealed record's bytes are its object copy's: verify reads
+     * each segment's footer, index and entries from object storage. */
+    fleet_down();
+    int64_t checked = 0;
+    CHECK_OK(wp_log_verify(log, NULL, NULL, &checked));
+    CHECK(checked == 16000);
+    CHECK(read_seq(log) == 16000);
+    wp_log_close(log);
+    wp_client_close(c);
+    etcd_cluster_destroy(&ec);
+    etcd_ep[0] = '\0';
+}
+
 int main(void)
 {
     if (test_s3_env_load(NULL, &env) != 0)
@@ -670,5 +748,6 @@ int main(void)
     RUN(restart_during_uploads);
     RUN(drain_with_idle_writer);
     RUN(tail_replica_dies_before_upload);
+    RUN(etcd_unavailable_during_uploads);
     return test_done();
 }
