@@ -737,6 +737,44 @@ TEST(etcd_unavailable_during_uploads)
     etcd_ep[0] = '\0';
 }
 
+/* A claim of server 0's own, under its live node lease, left by an attempt
+ * that could not delete it (as when metadata was unavailable): the others
+ * must wait for it (it is live), so server 0 goes on with it and seals. */
+TEST(own_stale_claim_is_adopted)
+{
+    const char *dir = test_tmpdir("tier9");
+    s3_opts("t9");
+    const char *extra[] = {"node.upload_delay_ms=1500", NULL};
+    REQUIRE(fleet_up(dir, 3, extra) == 0);
+    wp_client *c = client(dir, "64MiB");
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "t"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "t", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 300, 100));
+    CHECK_OK(wp_writer_close(w));
+    meta *m = meta_of();
+    REQUIRE(m);
+    int64_t lid = log_id_of("t");
+    meta_node nd;
+    REQUIRE(m->ops->node_get(m, srv[0].id, &nd) == 0);
+    meta_claim cl = {.log_id = lid, .seg_id = 0, .lease_id = nd.lease_id, .claimed_ms = 1,
+                     .attempt = 1};
+    snprintf(cl.node_id, sizeof cl.node_id, "%s", srv[0].id);
+    CHECK_OK(m->ops->claim_create(m, &cl));
+    m->ops->close(m);
+    meta_seg s;
+    int seen = claimants_until_sealed(lid, 15000, &s);
+    CHECK(s.state == WP_SEG_SEALED && s.last_entry_id == 299);
+    CHECK(seen == 1); /* only server 0's claim was ever there */
+    fleet_down();
+    CHECK(read_seq(log) == 300);
+    wp_log_close(log);
+    wp_client_close(c);
+}
+
 int main(void)
 {
     if (test_s3_env_load(NULL, &env) != 0)
@@ -749,5 +787,6 @@ int main(void)
     RUN(drain_with_idle_writer);
     RUN(tail_replica_dies_before_upload);
     RUN(etcd_unavailable_during_uploads);
+    RUN(own_stale_claim_is_adopted);
     return test_done();
 }
