@@ -1301,20 +1301,28 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
 
 /* ---- reading ----------------------------------------------------------------- */
 
-/* Whether the segment is SEALED now (its objects are the copy to read):
- * then r->cold_bytes is its length. */
+/* Whether the segment's objects are the copy to read: SEALED now, or
+ * TRUNCATED (still readable until GC deletes it) after it was sealed,
+ * which its objects tell (a complete copy of `bytes` ending at its last
+ * entry; the servers may have dropped theirs). Then r->cold_bytes is its
+ * length. */
 static bool sealed_now(st_reader *r)
 {
     meta_seg s;
     meta *m = r->q->base.meta;
-    if (!r->q->cold || !m || m->ops->seg_get(m, r->log_id, r->seg_id, &s) != WP_OK ||
-        s.state != WP_SEG_SEALED) {
-        wp__err_clear();
-        return false;
+    int64_t last = -2;
+    bool yes = r->q->cold && m && m->ops->seg_get(m, r->log_id, r->seg_id, &s) == WP_OK &&
+               (s.state == WP_SEG_SEALED ||
+                (s.state == WP_SEG_TRUNCATED && s.bytes > 0 &&
+                 lseg_check_complete(r->q->cold, r->log_id, r->seg_id, (uint64_t)s.bytes,
+                                     &last) == WP_OK &&
+                 last == s.last_entry_id));
+    wp__err_clear();
+    if (yes) {
+        r->sealed = true;
+        r->cold_bytes = (uint64_t)s.bytes;
     }
-    r->sealed = true;
-    r->cold_bytes = (uint64_t)s.bytes;
-    return true;
+    return yes;
 }
 
 static int q_seg_open_read(storage *st, int64_t log_id, int64_t seg_id, st_reader **out)

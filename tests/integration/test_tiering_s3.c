@@ -775,6 +775,57 @@ TEST(own_stale_claim_is_adopted)
     wp_client_close(c);
 }
 
+/* A reader positioned before a truncation reads on through segments that
+ * were sealed (the servers dropped their copies) and are now TRUNCATED,
+ * kept for retention.ttl_ms: from their objects. */
+TEST(truncated_sealed_segments_stay_readable)
+{
+    const char *dir = test_tmpdir("tier10");
+    s3_opts("t10");
+    REQUIRE(fleet_up(dir, 3, NULL) == 0);
+    wp_client *c = client(dir, "64KiB");
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "t"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "t", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 3000, 100));
+    CHECK_OK(wp_writer_close(w));
+    REQUIRE(wait_sealed("t", 0, 60000));
+    int64_t end = test_now_ms() + 20000;
+    while (test_now_ms() < end &&
+           copies_held(0, dir) + copies_held(1, dir) + copies_held(2, dir) > 0)
+        test_sleep_ms(100);
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &r) == 0);
+    wp_entry e;
+    CHECK_OK(wp_reader_next(r, 1000, &e));
+    CHECK(entry_is(&e, 0));
+    /* Truncate through segment 2; the servers' GC marks 0..2 TRUNCATED
+     * (deleted only after the default retention of 72 h). */
+    meta *m = meta_of();
+    REQUIRE(m);
+    meta_seg s2;
+    int64_t lid = log_id_of("t");
+    REQUIRE(m->ops->seg_get(m, lid, 2, &s2) == 0);
+    CHECK_OK(wp_log_truncate(log, (wp_msg_id){2, s2.last_entry_id}));
+    end = test_now_ms() + 10000;
+    while (test_now_ms() < end && m->ops->seg_get(m, lid, 1, &s2) == 0 &&
+           s2.state != WP_SEG_TRUNCATED)
+        test_sleep_ms(50);
+    CHECK(s2.state == WP_SEG_TRUNCATED);
+    m->ops->close(m);
+    int i = 1;
+    while (i < 3000 && wp_reader_next(r, 1000, &e) == WP_OK && entry_is(&e, i))
+        i++;
+    CHECK(i == 3000);
+    wp_reader_close(r);
+    wp_log_close(log);
+    wp_client_close(c);
+    fleet_down();
+}
+
 int main(void)
 {
     if (test_s3_env_load(NULL, &env) != 0)
@@ -788,5 +839,6 @@ int main(void)
     RUN(tail_replica_dies_before_upload);
     RUN(etcd_unavailable_during_uploads);
     RUN(own_stale_claim_is_adopted);
+    RUN(truncated_sealed_segments_stay_readable);
     return test_done();
 }
