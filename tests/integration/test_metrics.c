@@ -214,53 +214,6 @@ TEST(pending_bytes_return_to_zero)
 
 /* ---- a LogStore server's GET /metrics ------------------------------------- */
 
-/* One HTTP request on a fresh connection: the whole answer in out. */
-static int http(const char *addr, const char *request, char *out, size_t cap)
-{
-    char host[64];
-    snprintf(host, sizeof host, "%s", addr);
-    char *colon = strrchr(host, ':');
-    if (!colon)
-        return -1;
-    *colon = '\0';
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    inet_pton(AF_INET, host, &sa.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    size_t n = strlen(request), off = 0;
-    while (off < n) {
-        ssize_t w = send(fd, request + off, n - off, MSG_NOSIGNAL);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    size_t got = 0;
-    for (;;) {
-        ssize_t r = recv(fd, out + got, cap - 1 - got, 0);
-        if (r <= 0 || got + (size_t)r >= cap - 1) {
-            if (r > 0)
-                got += (size_t)r;
-            break;
-        }
-        got += (size_t)r;
-    }
-    out[got] = '\0';
-    close(fd);
-    return (int)got;
-}
-
-/* The value of the sample line that starts with key (name{labels}). */
-static double sample_of(const char *text, const char *key)
-{
-    char pat[200];
-    snprintf(pat, sizeof pat, "\n%s ", key);
-    const char *at = strstr(text, pat);
-    return at ? strtod(at + strlen(pat), NULL) : -1;
-}
 
 TEST(logstore_metrics_endpoint)
 {
@@ -279,14 +232,14 @@ TEST(logstore_metrics_endpoint)
     snprintf(nodes, sizeof nodes, "%s,%s,%s", srv[0].addr, srv[1].addr, srv[2].addr);
     static char before[256 * 1024], after[256 * 1024];
     const char *get_req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    CHECK(http(srv[0].metrics_addr, get_req, before, sizeof before) > 0);
+    CHECK(test_http(srv[0].metrics_addr, get_req, before, sizeof before) > 0);
     CHECK(strncmp(before, "HTTP/1.1 200 OK\r\n", 17) == 0);
     CHECK(strstr(before, "Content-Type: text/plain; version=0.0.4\r\n") != NULL);
     const char *body = strstr(before, "\r\n\r\n");
     REQUIRE(body);
     CHECK(check_text(body + 4) > 20);
-    double adds0 = sample_of(body + 3, "wp_logstore_requests_total{type=\"ADD\"}");
-    double syncs0 = sample_of(body + 3, "wp_fdatasync_seconds_count");
+    double adds0 = test_metric_sample(body + 3, "wp_logstore_requests_total{type=\"ADD\"}");
+    double syncs0 = test_metric_sample(body + 3, "wp_fdatasync_seconds_count");
     CHECK(adds0 >= 0 && syncs0 >= 0);
     /* A quorum client appends: the counters move. */
     const char *kv[] = {"storage.type", "quorum", "quorum.nodes", nodes, "meta.path", meta_path,
@@ -306,30 +259,30 @@ TEST(logstore_metrics_endpoint)
     shot(c, &s);
     CHECK(get(&s, "wp_quorum_adds_total") >= 150 && get(&s, "wp_quorum_add_seconds") >= 50);
     wp_client_close(c);
-    CHECK(http(srv[0].metrics_addr, get_req, after, sizeof after) > 0);
+    CHECK(test_http(srv[0].metrics_addr, get_req, after, sizeof after) > 0);
     body = strstr(after, "\r\n\r\n");
     REQUIRE(body);
-    double adds1 = sample_of(body + 3, "wp_logstore_requests_total{type=\"ADD\"}");
-    double syncs1 = sample_of(body + 3, "wp_fdatasync_seconds_count");
+    double adds1 = test_metric_sample(body + 3, "wp_logstore_requests_total{type=\"ADD\"}");
+    double syncs1 = test_metric_sample(body + 3, "wp_fdatasync_seconds_count");
     fprintf(stderr, "  server 0: ADDs %.0f -> %.0f, fdatasyncs %.0f -> %.0f\n", adds0, adds1,
             syncs0, syncs1);
     CHECK(adds1 >= adds0 + 50);
     CHECK(syncs1 > syncs0);
-    CHECK(sample_of(body + 3, "wp_logstore_segments") >= 1);
-    CHECK(sample_of(body + 3, "wp_logstore_disk_total_bytes") > 0);
+    CHECK(test_metric_sample(body + 3, "wp_logstore_segments") >= 1);
+    CHECK(test_metric_sample(body + 3, "wp_logstore_disk_total_bytes") > 0);
     /* Anything else: a clear status, and the endpoint keeps serving. */
     char small[4096];
-    CHECK(http(srv[0].metrics_addr, "GET /nope HTTP/1.1\r\n\r\n", small, sizeof small) > 0);
+    CHECK(test_http(srv[0].metrics_addr, "GET /nope HTTP/1.1\r\n\r\n", small, sizeof small) > 0);
     CHECK(strncmp(small, "HTTP/1.1 404", 12) == 0);
-    CHECK(http(srv[0].metrics_addr, "POST /metrics HTTP/1.1\r\n\r\n", small, sizeof small) > 0);
+    CHECK(test_http(srv[0].metrics_addr, "POST /metrics HTTP/1.1\r\n\r\n", small, sizeof small) > 0);
     CHECK(strncmp(small, "HTTP/1.1 405", 12) == 0);
-    CHECK(http(srv[0].metrics_addr, "\x01\x02garbage\r\n\r\n", small, sizeof small) > 0);
+    CHECK(test_http(srv[0].metrics_addr, "\x01\x02garbage\r\n\r\n", small, sizeof small) > 0);
     CHECK(strncmp(small, "HTTP/1.1 400", 12) == 0);
     static char huge[10000];
     memset(huge, 'a', sizeof huge - 1);
-    CHECK(http(srv[0].metrics_addr, huge, small, sizeof small) > 0);
+    CHECK(test_http(srv[0].metrics_addr, huge, small, sizeof small) > 0);
     CHECK(strncmp(small, "HTTP/1.1 400", 12) == 0);
-    CHECK(http(srv[0].metrics_addr, get_req, after, sizeof after) > 0);
+    CHECK(test_http(srv[0].metrics_addr, get_req, after, sizeof after) > 0);
     CHECK(strncmp(after, "HTTP/1.1 200 OK\r\n", 17) == 0);
     for (int i = 0; i < 3; i++)
         CHECK(logstore_proc_stop(&srv[i], SIGTERM) == 0);

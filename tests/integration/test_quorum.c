@@ -472,15 +472,21 @@ TEST(full_server_is_left_static_list)
     wp_writer *w;
     REQUIRE(wp_writer_open(log, &w) == 0);
     wp_msg_id id;
+    int64_t t0 = test_now_ms();
     CHECK_OK(append_seq(w, 0, 12000, &id)); /* several segments */
+    int64_t secs = (test_now_ms() - t0) / 1000;
     CHECK_OK(wp_writer_close(w));
     meta_seg *segs;
     size_t n = segments_of(&segs);
     int with_full = 0;
     for (size_t i = 0; i < n; i++)
         with_full += placed_on(segs[i].placement, "f0");
-    fprintf(stderr, "  %zu segments, %d of them placed on the full server\n", n, with_full);
-    CHECK(n >= 4 && with_full <= 1); /* only the first, if it was placed there */
+    fprintf(stderr, "  %zu segments in %lld s, %d of them placed on the full server\n", n,
+            (long long)secs, with_full);
+    /* Only the first, if it was placed there; a server that failed is
+     * placed last for 10 s (then tried again: a slow run, e.g. under
+     * sanitizers on a busy machine, may place one more per 10 s). */
+    CHECK(n >= 4 && with_full <= 1 + secs / 10);
     free(segs);
     CHECK(read_seq(log) == 12000);
     wp_log_close(log);

@@ -196,8 +196,8 @@ static bool wait_sealed(const char *name, int keep, int timeout_ms)
     return false;
 }
 
-/* Segment copies in a server's data directory (files named <id>.seg or
- * so under data/segments/<log>/). */
+/* Segment copies in a server's data directory: the directories
+ * data/segments/<log>/<seg>/ (docs/format.md §9). */
 static int copies_held(int i, const char *dir)
 {
     char p[1300];
@@ -216,10 +216,8 @@ static int copies_held(int i, const char *dir)
         if (!d2)
             continue;
         struct dirent *f;
-        while ((f = readdir(d2)) != NULL) {
-            size_t l = strlen(f->d_name);
-            n += l > 4 && strcmp(f->d_name + l - 4, ".seg") == 0;
-        }
+        while ((f = readdir(d2)) != NULL)
+            n += f->d_name[0] >= '0' && f->d_name[0] <= '9';
         closedir(d2);
     }
     closedir(d);
@@ -269,7 +267,7 @@ TEST(upload_seal_drop_read_gc)
 {
     const char *dir = test_tmpdir("tier1");
     s3_opts("t1");
-    const char *extra[] = {"retention.ttl_ms=0", NULL};
+    const char *extra[] = {"retention.ttl_ms=0", "node.metrics_listen=127.0.0.1:0", NULL};
     REQUIRE(fleet_up(dir, 3, extra) == 0);
     wp_client *c = client(dir, "64KiB");
     REQUIRE(c);
@@ -280,6 +278,9 @@ TEST(upload_seal_drop_read_gc)
     REQUIRE(wp_writer_open(log, &w) == 0);
     CHECK_OK(append_seq(w, 0, 4000, 100)); /* ~450 KiB: several segments */
     CHECK_OK(wp_writer_close(w));          /* the last one completes too */
+    /* The last segment was completed just now: its copies are there (they
+     * are dropped 300 ms after it is sealed at the earliest). */
+    CHECK(copies_held(0, dir) + copies_held(1, dir) + copies_held(2, dir) >= 3);
     REQUIRE(wait_sealed("t", 0, 60000));
     /* Every copy dropped after the grace (300 ms). */
     int64_t end = test_now_ms() + 20000;
@@ -290,6 +291,19 @@ TEST(upload_seal_drop_read_gc)
     int64_t lid = log_id_of("t");
     int n_obj = objects_of(lid, -1);
     CHECK(n_obj >= 4);
+    /* The servers' metrics: every segment uploaded once, nothing waits. */
+    double uploads = 0, waiting = 0, dropped = 0;
+    static char body[256 * 1024];
+    for (int i = 0; i < 3; i++) {
+        REQUIRE(srv[i].metrics_addr[0]);
+        CHECK(test_http(srv[i].metrics_addr, "GET /metrics HTTP/1.1\r\n\r\n", body, sizeof body) > 0);
+        uploads += test_metric_sample(body, "wp_logstore_uploads_total");
+        waiting += test_metric_sample(body, "wp_logstore_upload_waiting_segments");
+        dropped += test_metric_sample(body, "wp_logstore_dropped_total");
+    }
+    fprintf(stderr, "  %d segments: %.0f uploads, %.0f waiting, %.0f copies dropped\n", n_obj, uploads,
+            waiting, dropped);
+    CHECK(uploads == n_obj && waiting == 0 && dropped == 3 * n_obj);
     /* Read while the servers run (they no longer hold it), then with
      * every server gone: object storage alone. */
     CHECK(read_seq(log) == 4000);

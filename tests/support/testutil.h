@@ -33,4 +33,12 @@ bool test_on_quorum(void);
 void test_sleep_ms(int ms);
 int64_t test_now_ms(void);
 
+/* One HTTP request (the whole request text) on a fresh connection to
+ * addr ("127.0.0.1:PORT"): the whole answer, NUL-terminated, in out[cap];
+ * its length, or -1 if it cannot connect. */
+int test_http(const char *addr, const char *request, char *out, size_t cap);
+/* In Prometheus text: the value of the sample line starting with key
+ * (name{labels} as printed), or -1 if there is none. */
+double test_metric_sample(const char *text, const char *key);
+
 #endif
