@@ -8,7 +8,9 @@
  * leader change) is retried only because it is a CAS (at most one attempt
  * can apply), and a failed retry is re-checked through the 16-byte random
  * tag every log, segment and claim value carries: if the first change after
- * the expected revision carries our tag, our write applied.
+ * the expected revision carries our tag, our write applied. Generic records
+ * (kv_*) hold the caller's raw bytes, so they are re-checked by value and
+ * lease instead.
  *
  * Updates write whole values, so they need the record's immutable fields:
  * a small per-handle cache maps (key, mod_revision) to the value stored at
@@ -31,11 +33,20 @@
 #define META_ETCD_FORMAT 1
 /* Schema version stored under `version` (docs/metadata.md). */
 #define META_ETCD_SCHEMA "1"
-/* Longest key: prefix (255 + '/') + "readers/" + 20 digits + '/' + name. */
-#define META_ETCD_KEY_MAX 512
+/* Longest key: prefix (255 + '/') + "kv/" + a record's key (255). */
+#define META_ETCD_KEY_MAX 576
 _Static_assert(256 + sizeof "nodes/" + WP_NODE_ID_MAX < META_ETCD_KEY_MAX, "node keys fit");
+_Static_assert(256 + sizeof "readers//" + 20 + WP_READER_NAME_MAX < META_ETCD_KEY_MAX,
+               "reader keys fit");
+_Static_assert(256 + sizeof "kv/" + META_KV_KEY_MAX < META_ETCD_KEY_MAX, "kv keys fit");
 /* Keys per range request in list calls. */
 #define META_ETCD_PAGE 512
+/* A page of the largest generic records (base64 key and value, and ~256
+ * bytes of JSON around each) fits one response. */
+_Static_assert((unsigned long long)META_ETCD_PAGE *
+                       ((META_KV_VALUE_MAX + 2) / 3 * 4 + (META_ETCD_KEY_MAX + 2) / 3 * 4 + 256) <
+                   ETCD_RESPONSE_BYTES_MAX,
+               "a page of kv records fits a response");
 /* Bound on the rows one list call returns (as the SQLite backend). */
 #define META_LIST_ROWS_MAX (16 * 1024 * 1024)
 /* Bound on a lease's time to live (one day). */
@@ -120,6 +131,12 @@ static void key_node(const meta_etcd *m, keybuf k, const char *id)
 static void key_claim(const meta_etcd *m, keybuf k, int64_t log_id, int64_t seg_id)
 {
     key_fmt(m, k, "claims/%020lld/%020lld", log_id, seg_id);
+}
+
+/* A generic record's key, or (key a prefix) the start of a prefix range. */
+static void key_kv(const meta_etcd *m, keybuf k, const char *key)
+{
+    snprintf(k, META_ETCD_KEY_MAX, "%skv/%s", m->prefix, key);
 }
 
 /* ---- value encoding (docs/metadata.md §5.2) ---------------------------- */
@@ -401,7 +418,23 @@ typedef struct {
     const char *probe;     /* key whose new value carries tag (NULL: none) */
     int64_t probe_base;    /* probe's mod_revision the txn expects; 0 = creation */
     const uint8_t *tag;
+    /* Without a tag (generic records hold the caller's raw bytes): the
+     * value and lease the write puts at probe, which tell it instead. */
+    const void *val;
+    size_t val_len;
+    int64_t lease;
 } wtxn;
+
+/* Does kv hold what our write put there? By tag, else by value and
+ * lease (docs/metadata.md §5.5: a write of the same bytes on the same
+ * lease by another client cannot be told apart). */
+static bool probe_match(const wtxn *w, const etcd_kv *kv)
+{
+    if (w->tag)
+        return has_tag(kv, w->tag);
+    return kv->value_len == w->val_len && kv->lease == w->lease &&
+           (w->val_len == 0 || memcmp(kv->value, w->val, w->val_len) == 0);
+}
 
 /* Creation: was the key's current incarnation created by our write? */
 static int probe_created(meta_etcd *m, const char *op, const wtxn *w, int64_t create_rev,
@@ -411,7 +444,7 @@ static int probe_created(meta_etcd *m, const char *op, const wtxn *w, int64_t cr
     const etcd_kv *first = NULL;
     int rc = get_key(m, op, w->probe, create_rev, deadline, &at, &first);
     if (rc == 0) {
-        rc = first && first->mod_rev == create_rev && has_tag(first, w->tag);
+        rc = first && first->mod_rev == create_rev && probe_match(w, first);
         *rev = create_rev;
     }
     etcd_result_free(&at);
@@ -427,7 +460,7 @@ static int probe_successor(meta_etcd *m, const char *op, const wtxn *w, int64_t 
     int rc = etcd_first_change(m->cli, w->probe, w->probe_base, deadline, &ev);
     if (rc < 0)
         return wrap(rc, op, "re-check of an unknown outcome");
-    rc = ev.type == ETCD_EV_PUT && has_tag(&ev.kv, w->tag);
+    rc = ev.type == ETCD_EV_PUT && probe_match(w, &ev.kv);
     *rev = ev.kv.mod_rev;
     etcd_kv_free(&ev.kv);
     return rc;
@@ -444,7 +477,7 @@ static int probe_applied(meta_etcd *m, const char *op, const wtxn *w, int64_t de
     int rc = get_key(m, op, w->probe, 0, deadline, &res, &kv);
     if (rc < 0)
         return rc;
-    if (kv && has_tag(kv, w->tag)) {
+    if (kv && w->tag && has_tag(kv, w->tag)) { /* a tag is unique: ours */
         *rev = kv->mod_rev;
         rc = 1;
     } else if (w->probe_base == 0) {
@@ -553,7 +586,7 @@ static int store_init(meta_etcd *m)
                      {.kind = ETCD_OP_PUT, .key = kinst, .value = inst, .value_len = 32},
                      {.kind = ETCD_OP_PUT, .key = kgen, .value = "0", .value_len = 1}};
     etcd_op fail[2] = {{.kind = ETCD_OP_RANGE, .key = kver}, {.kind = ETCD_OP_RANGE, .key = kgen}};
-    wtxn w = {&cmp, 1, ok, fail, 3, 2, NULL, 0, NULL};
+    wtxn w = {.cmp = &cmp, .n_cmp = 1, .ok = ok, .fail = fail, .n_ok = 3, .n_fail = 2};
     etcd_result res;
     int64_t rev = 0;
     bool unknown;
@@ -618,7 +651,8 @@ static int log_create_once(meta_etcd *m, meta_log *l, int64_t deadline)
                      {.kind = ETCD_OP_PUT, .key = klog, .value = val, .value_len = sizeof val},
                      {.kind = ETCD_OP_PUT, .key = kid, .value = idval, .value_len = idlen + nlen}};
     etcd_op fail[2] = {{.kind = ETCD_OP_RANGE, .key = klog}, {.kind = ETCD_OP_RANGE, .key = kgen}};
-    wtxn w = {cmp, 2, ok, fail, 3, 2, klog, 0, tag};
+    wtxn w = {.cmp = cmp, .n_cmp = 2, .ok = ok, .fail = fail, .n_ok = 3, .n_fail = 2,
+              .probe = klog, .tag = tag};
     etcd_result res;
     bool unknown;
     int rc = run_txn(m, "log_create", &w, deadline, &res, &l->rev, &unknown);
@@ -742,7 +776,8 @@ static int cas_put(meta_etcd *m, const char *op, const char *key, int64_t *rev,
     etcd_cmp cmp = {ETCD_CMP_MOD, ETCD_CMP_EQUAL, key, *rev, NULL, 0};
     etcd_op ok = {.kind = ETCD_OP_PUT, .key = key, .value = val, .value_len = len};
     etcd_op fail = {.kind = ETCD_OP_RANGE, .key = key};
-    wtxn w = {&cmp, 1, &ok, &fail, 1, 1, key, *rev, tag};
+    wtxn w = {.cmp = &cmp, .n_cmp = 1, .ok = &ok, .fail = &fail, .n_ok = 1, .n_fail = 1,
+              .probe = key, .probe_base = *rev, .tag = tag};
     etcd_result res;
     int64_t newrev = 0;
     bool unknown;
@@ -800,7 +835,7 @@ static int log_delete_once(meta_etcd *m, const meta_log *cur, int64_t deadline, 
                      {.kind = ETCD_OP_DELETE, .key = kreaders, .prefix = true},
                      {.kind = ETCD_OP_DELETE, .key = kclaims, .prefix = true}};
     etcd_op fail = {.kind = ETCD_OP_RANGE, .key = klog};
-    wtxn w = {&cmp, 1, ok, &fail, 5, 1, NULL, 0, NULL};
+    wtxn w = {.cmp = &cmp, .n_cmp = 1, .ok = ok, .fail = &fail, .n_ok = 5, .n_fail = 1};
     etcd_result res;
     int64_t rev;
     bool unknown;
@@ -936,7 +971,8 @@ static int et_seg_create(meta *mm, const meta_log *guard, meta_seg *s)
                        {ETCD_CMP_CREATE, ETCD_CMP_EQUAL, kseg, 0, NULL, 0}};
     etcd_op ok = {.kind = ETCD_OP_PUT, .key = kseg, .value = val, .value_len = vlen};
     etcd_op fail[2] = {{.kind = ETCD_OP_RANGE, .key = klog}, {.kind = ETCD_OP_RANGE, .key = kseg}};
-    wtxn w = {cmp, 2, &ok, fail, 1, 2, kseg, 0, tag};
+    wtxn w = {.cmp = cmp, .n_cmp = 2, .ok = &ok, .fail = fail, .n_ok = 1, .n_fail = 2,
+              .probe = kseg, .tag = tag};
     etcd_result res;
     int64_t rev = 0;
     bool unknown;
@@ -1062,8 +1098,8 @@ static int delete_key(meta_etcd *m, const char *op, const char *key, int64_t exp
     etcd_cmp cmp = expect_rev ? (etcd_cmp){ETCD_CMP_MOD, ETCD_CMP_EQUAL, key, expect_rev, NULL, 0}
                               : (etcd_cmp){ETCD_CMP_CREATE, ETCD_CMP_GREATER, key, 0, NULL, 0};
     etcd_op ok[2] = {{.kind = ETCD_OP_DELETE, .key = key}, {.kind = ETCD_OP_DELETE, .key = also}};
-    etcd_op fail = {.kind = ETCD_OP_RANGE, .key = key};
-    wtxn w = {&cmp, 1, ok, &fail, also ? 2 : 1, 1, NULL, 0, NULL};
+    etcd_op fail = {.kind = ETCD_OP_RANGE, .key = key, .keys_only = true};
+    wtxn w = {.cmp = &cmp, .n_cmp = 1, .ok = ok, .fail = &fail, .n_ok = also ? 2 : 1, .n_fail = 1};
     etcd_result res;
     int64_t rev;
     bool unknown;
@@ -1148,7 +1184,7 @@ static int et_reader_put(meta *mm, meta_reader *r)
     etcd_cmp cmp = {ETCD_CMP_CREATE, ETCD_CMP_GREATER, kid, 0, NULL, 0};
     etcd_op ok = {.kind = ETCD_OP_PUT, .key = kr, .value = val, .value_len = sizeof val,
                   .lease = r->lease_id};
-    wtxn w = {&cmp, 1, &ok, NULL, 1, 0, NULL, 0, NULL};
+    wtxn w = {.cmp = &cmp, .n_cmp = 1, .ok = &ok, .n_ok = 1};
     etcd_result res;
     int64_t rev = 0;
     bool unknown;
@@ -1237,7 +1273,7 @@ static int et_node_put(meta *mm, meta_node *n)
      * harmless; etcd refuses it (NotFound) if the lease is gone. */
     etcd_op ok = {.kind = ETCD_OP_PUT, .key = k, .value = val, .value_len = len,
                   .lease = n->lease_id};
-    wtxn w = {NULL, 0, &ok, NULL, 1, 0, NULL, 0, NULL};
+    wtxn w = {.ok = &ok, .n_ok = 1};
     etcd_result res;
     int64_t rev = 0;
     bool unknown;
@@ -1378,7 +1414,7 @@ static int et_setting_put(meta *mm, const char *name, const char *value)
     /* An upsert without compares: re-sending after an unknown outcome is
      * harmless. */
     etcd_op ok = {.kind = ETCD_OP_PUT, .key = k, .value = val, .value_len = len + 2};
-    wtxn w = {NULL, 0, &ok, NULL, 1, 0, NULL, 0, NULL};
+    wtxn w = {.ok = &ok, .n_ok = 1};
     etcd_result res;
     int64_t rev = 0;
     bool unknown;
@@ -1459,7 +1495,8 @@ static int et_claim_create(meta *mm, meta_claim *c)
                   .lease = c->lease_id};
     etcd_op fail[2] = {{.kind = ETCD_OP_RANGE, .key = kseg, .keys_only = true},
                        {.kind = ETCD_OP_RANGE, .key = kc}};
-    wtxn w = {cmp, 2, &ok, fail, 1, 2, kc, 0, tag};
+    wtxn w = {.cmp = cmp, .n_cmp = 2, .ok = &ok, .fail = fail, .n_ok = 1, .n_fail = 2,
+              .probe = kc, .tag = tag};
     etcd_result res;
     int64_t rev = 0;
     bool unknown;
@@ -1534,6 +1571,194 @@ static int et_claim_list(meta *mm, int64_t log_id, meta_claim **out, size_t *n)
     return list_recs(m, &rl, k, (void **)out, n);
 }
 
+/* ---- generic records (docs/metadata.md §3.7) --------------------------- */
+
+/* A record: the key's suffix after P kv/, the value's raw bytes (copied,
+ * if want_value), the lease and revisions etcd reports for the key. */
+static int dec_kv(const meta_etcd *m, const char *op, const etcd_kv *kv, meta_kv *out,
+                  bool want_value)
+{
+    keybuf base;
+    key_kv(m, base, "");
+    size_t plen = strlen(base), klen = kv->key_len > plen ? kv->key_len - plen : 0;
+    memset(out, 0, sizeof *out);
+    if (strncmp(kv->key, base, plen) != 0)
+        return corrupt(op, kv->key, "not a kv record key");
+    const char *why = meta_kv_read_check(kv->key + plen, klen, kv->value_len, kv->lease,
+                                         kv->mod_rev, kv->create_rev);
+    if (why)
+        return corrupt(op, kv->key, why);
+    memcpy(out->key, kv->key + plen, klen);
+    out->key[klen] = '\0';
+    out->lease_id = kv->lease;
+    out->rev = kv->mod_rev;
+    out->create_rev = kv->create_rev;
+    if (!want_value)
+        return 0;
+    if (!(out->value = malloc(kv->value_len + 1)))
+        return wp__err(WP_ENOMEM, "meta %s %s: out of memory", op, out->key);
+    if (kv->value_len)
+        memcpy(out->value, kv->value, kv->value_len);
+    out->value[kv->value_len] = '\0';
+    out->len = kv->value_len;
+    return 0;
+}
+
+static int et_kv_get(meta *mm, const char *key, meta_kv *out)
+{
+    static const char op[] = "kv_get";
+    meta_etcd *m = me(mm);
+    int rc = meta_kv_key_check(op, key);
+    if (rc < 0)
+        return rc;
+    if (!out)
+        return wp__err(WP_EINVAL, "meta %s %s: out is NULL", op, key);
+    memset(out, 0, sizeof *out);
+    keybuf k;
+    etcd_result res;
+    const etcd_kv *kv;
+    key_kv(m, k, key);
+    if ((rc = get_key(m, op, k, 0, 0, &res, &kv)) < 0)
+        return rc;
+    if (!kv)
+        rc = wp__err(WP_ENOENT, "meta %s: no record '%s'", op, key);
+    else
+        rc = dec_kv(m, op, kv, out, true);
+    etcd_result_free(&res);
+    return rc;
+}
+
+/* Why a conditional kv_put failed, from its failure read. */
+static int kv_put_failed(const etcd_result *res, const char *key, int64_t expect_rev)
+{
+    static const char op[] = "kv_put";
+    if (expect_rev == 0 && found(res, 0))
+        return wp__err(WP_EEXIST, "meta %s: record '%s' exists (rev %lld)", op, key,
+                       (long long)found_rev(res, 0));
+    if (expect_rev == 0) /* it existed at the compare, and was gone at the read */
+        return wp__err(WP_ECONFLICT, "meta %s: record '%s': the store changed", op, key);
+    if (!found(res, 0))
+        return wp__err(WP_ENOENT, "meta %s: no record '%s'", op, key);
+    return rev_conflict(op, key, expect_rev, found_rev(res, 0));
+}
+
+static int et_kv_put(meta *mm, const char *key, const void *value, size_t len,
+                     int64_t expect_rev, int64_t lease_id, int64_t *rev_out)
+{
+    static const char op[] = "kv_put";
+    meta_etcd *m = me(mm);
+    int rc = meta_kv_put_check(op, key, value, len, expect_rev, lease_id);
+    if (rc < 0)
+        return rc;
+    keybuf k;
+    key_kv(m, k, key);
+    value = value ? value : "";
+    /* Create: create_revision == 0; CAS: mod_revision == expect_rev; both
+     * re-sent after an unknown outcome and re-checked by value and lease
+     * (§5.5). An upsert has no compare: re-sending it is harmless. etcd
+     * refuses the put (NotFound) if the lease is gone; it checks only the
+     * branch that runs, so the compare decides first. */
+    etcd_cmp cmp = expect_rev == 0
+                       ? (etcd_cmp){ETCD_CMP_CREATE, ETCD_CMP_EQUAL, k, 0, NULL, 0}
+                       : (etcd_cmp){ETCD_CMP_MOD, ETCD_CMP_EQUAL, k, expect_rev, NULL, 0};
+    bool cond = expect_rev >= 0;
+    etcd_op ok = {.kind = ETCD_OP_PUT, .key = k, .value = value, .value_len = len,
+                  .lease = lease_id};
+    etcd_op fail = {.kind = ETCD_OP_RANGE, .key = k, .keys_only = true};
+    wtxn w = {.cmp = cond ? &cmp : NULL, .n_cmp = cond, .ok = &ok, .n_ok = 1,
+              .fail = cond ? &fail : NULL, .n_fail = cond, .probe = cond ? k : NULL,
+              .probe_base = cond ? expect_rev : 0, .val = value, .val_len = len,
+              .lease = lease_id};
+    etcd_result res;
+    int64_t rev = 0;
+    bool unknown;
+    rc = run_txn(m, op, &w, etcd_deadline(m->cli, 0), &res, &rev, &unknown);
+    if (rc == WP_ENOENT)
+        rc = wp__err(WP_ENOENT, "meta %s %s: lease %lld expired or revoked (%s)", op, key,
+                     (long long)lease_id, wp_errmsg());
+    else if (rc == 0 && !res.succeeded)
+        rc = cond ? kv_put_failed(&res, key, expect_rev)
+                  : wp__err(WP_ECORRUPT, "meta %s %s: etcd reported a txn without compares "
+                            "as failed", op, key);
+    else if (rc == 0 && rev_out)
+        *rev_out = rev;
+    etcd_result_free(&res);
+    return rc;
+}
+
+static int et_kv_delete(meta *mm, const char *key, int64_t expect_rev)
+{
+    static const char op[] = "kv_delete";
+    meta_etcd *m = me(mm);
+    int rc = meta_kv_key_check(op, key);
+    if (rc < 0)
+        return rc;
+    if (expect_rev < 0)
+        return wp__err(WP_EINVAL, "meta %s %s: bad expect_rev %lld (0: any)", op, key,
+                       (long long)expect_rev);
+    keybuf k;
+    char what[META_KV_KEY_MAX + 16];
+    key_kv(m, k, key);
+    snprintf(what, sizeof what, "record '%s'", key);
+    return delete_key(m, op, k, expect_rev, what, NULL);
+}
+
+/* The records kv_list gathers, with its bounds. */
+typedef struct {
+    meta_etcd *m;
+    meta_kv *arr;
+    size_t n, cap, bytes;
+    const char *prefix;
+} kv_acc;
+
+static int add_kv(void *arg, const etcd_kv *kv)
+{
+    static const char op[] = "kv_list";
+    kv_acc *a = arg;
+    if (a->n == META_KV_LIST_MAX)
+        return wp__err(WP_ETOOBIG, "meta %s '%s': more than %d records", op, a->prefix,
+                       META_KV_LIST_MAX);
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        meta_kv *p = realloc(a->arr, cap * sizeof *p);
+        if (!p)
+            return wp__err(WP_ENOMEM, "meta %s: out of memory", op);
+        a->arr = p;
+        a->cap = cap;
+    }
+    int rc = dec_kv(a->m, op, kv, &a->arr[a->n], true);
+    if (rc < 0)
+        return rc;
+    a->bytes += a->arr[a->n++].len;
+    if (a->bytes > META_KV_LIST_BYTES_MAX)
+        return wp__err(WP_ETOOBIG, "meta %s '%s': more than %d bytes of values", op, a->prefix,
+                       META_KV_LIST_BYTES_MAX);
+    return 0;
+}
+
+static int et_kv_list(meta *mm, const char *prefix, meta_kv **out, size_t *n)
+{
+    static const char op[] = "kv_list";
+    meta_etcd *m = me(mm);
+    *out = NULL;
+    *n = 0;
+    int rc = meta_kv_prefix_check(op, prefix);
+    if (rc < 0)
+        return rc;
+    kv_acc a = {.m = m, .prefix = prefix ? prefix : ""};
+    keybuf k;
+    key_kv(m, k, a.prefix);
+    /* One range (in pages, at one revision) of P kv/<prefix>: etcd sorts
+     * keys bytewise, so the records come sorted by key. */
+    if ((rc = scan(m, op, k, false, add_kv, &a)) < 0) {
+        meta_kv_free_list(a.arr, a.n);
+        return rc;
+    }
+    *out = a.arr;
+    *n = a.n;
+    return 0;
+}
+
 /* ---- handle ------------------------------------------------------------ */
 
 static void et_close(meta *mm)
@@ -1567,24 +1792,52 @@ static void et_watch_events(void *arg, const etcd_event *ev, size_t n)
 static void et_watch_err(void *arg, int rc, const char *msg)
 {
     meta_watch *mw = arg;
-    mw->failed(mw->arg, rc, msg);
+    if (mw->failed)
+        mw->failed(mw->arg, rc, msg);
 }
 
-static int et_seg_watch(meta *mm, int64_t log_id, void (*changed)(void *arg),
+/* Watches every key under prefix key from now on (seg_watch, kv_watch). */
+static int watch_prefix(meta_etcd *m, const char *what, const char *key,
+                        void (*changed)(void *arg),
                         void (*failed)(void *arg, int rc, const char *msg), void *arg,
                         meta_watch **out)
 {
     meta_watch *mw = calloc(1, sizeof *mw);
     if (!mw)
-        return wp__err(WP_ENOMEM, "segment watch");
+        return wp__err(WP_ENOMEM, "%s watch: out of memory", what);
     *mw = (meta_watch){.changed = changed, .failed = failed, .arg = arg};
-    int rc = meta_etcd_watch_segments(mm, log_id, 0, et_watch_events, et_watch_err, mw, &mw->w);
+    int rc = etcd_watch_start(m->cli, key, true, 0, et_watch_events, et_watch_err, mw, &mw->w);
     if (rc) {
         free(mw);
         return rc;
     }
     *out = mw;
     return WP_OK;
+}
+
+static int et_seg_watch(meta *mm, int64_t log_id, void (*changed)(void *arg),
+                        void (*failed)(void *arg, int rc, const char *msg), void *arg,
+                        meta_watch **out)
+{
+    meta_etcd *m = me(mm);
+    keybuf k;
+    key_fmt(m, k, "segs/%020lld/", log_id, 0);
+    return watch_prefix(m, "segment", k, changed, failed, arg, out);
+}
+
+static int et_kv_watch(meta *mm, const char *prefix, void (*changed)(void *arg),
+                       void (*failed)(void *arg, int rc, const char *msg), void *arg,
+                       meta_watch **out)
+{
+    static const char op[] = "kv_watch";
+    int rc = meta_kv_prefix_check(op, prefix);
+    if (rc < 0)
+        return rc;
+    if (!changed || !out)
+        return wp__err(WP_EINVAL, "meta %s: changed and out are required", op);
+    keybuf k;
+    key_kv(me(mm), k, prefix ? prefix : "");
+    return watch_prefix(me(mm), "record", k, changed, failed, arg, out);
 }
 
 static void et_watch_stop(meta_watch *mw)
@@ -1626,6 +1879,11 @@ static const struct meta_ops etcd_ops = {
     .claim_get = et_claim_get,
     .claim_delete = et_claim_delete,
     .claim_list = et_claim_list,
+    .kv_get = et_kv_get,
+    .kv_put = et_kv_put,
+    .kv_delete = et_kv_delete,
+    .kv_list = et_kv_list,
+    .kv_watch = et_kv_watch,
 };
 
 static int client_from(const struct wp_config *cfg, etcd_client **cli)

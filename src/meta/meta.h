@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -93,6 +94,28 @@ typedef struct {
                          * updated, so it is the claim's generation: unique
                          * in the store, larger for every later claim */
 } meta_claim;
+
+/* A generic record (docs/metadata.md §3.7): a key of
+ * 1..META_KV_KEY_MAX bytes of [A-Za-z0-9._:/-] (not starting or ending
+ * with '/', no "//") holding 0..META_KV_VALUE_MAX arbitrary bytes, for
+ * services built on the store (the streaming service's channel
+ * assignments, coordinator election, producers' state). */
+#define META_KV_KEY_MAX 255
+#define META_KV_VALUE_MAX 65536
+/* Bounds on one kv_list answer: records, and their values' bytes. */
+#define META_KV_LIST_MAX 100000
+#define META_KV_LIST_BYTES_MAX (256 * 1024 * 1024)
+
+typedef struct {
+    char key[META_KV_KEY_MAX + 1];
+    uint8_t *value;     /* owned by the struct (meta_kv_free); len bytes,
+                         * then a NUL not counted in len (for text values);
+                         * never NULL in a record the store returned */
+    size_t len;
+    int64_t lease_id;   /* 0: none; else the record vanishes with the lease */
+    int64_t rev;        /* revision of its last write (the store's counter) */
+    int64_t create_rev; /* revision of its creation; same across updates */
+} meta_kv;
 
 typedef struct meta_watch meta_watch;
 
@@ -180,6 +203,42 @@ struct meta_ops {
                      void (*failed)(void *arg, int rc, const char *msg), void *arg,
                      meta_watch **out);
     void (*watch_stop)(meta_watch *);
+
+    /* Generic records (docs/metadata.md §3.7). Arguments are checked:
+     * a bad key, prefix, value length, lease_id or expect_rev is
+     * WP_EINVAL naming it; a stored record that breaks the rules is
+     * WP_ECORRUPT naming its key. A record attached to a lease vanishes
+     * with it (expiry, lease_revoke), as node records and claims do. */
+    /* The live record at key into *out (overwritten, not freed; free its
+     * value with meta_kv_free). WP_ENOENT if absent or its lease expired. */
+    int (*kv_get)(meta *, const char *key, meta_kv *out);
+    /* Writes value[len] at key attached to lease_id (0: none; an update
+     * may attach, move or detach), in one transaction. expect_rev -1:
+     * upsert; 0: create only if absent (WP_EEXIST, nothing stored);
+     * > 0: only if the record's rev equals it (WP_ECONFLICT if it
+     * differs, WP_ENOENT if absent). Then, a lease_id that expired or
+     * was revoked is WP_ENOENT. Sets *rev_out (may be NULL) to the new
+     * rev. */
+    int (*kv_put)(meta *, const char *key, const void *value, size_t len, int64_t expect_rev,
+                  int64_t lease_id, int64_t *rev_out);
+    /* Deletes the live record if its rev equals expect_rev (0: any):
+     * WP_ENOENT if absent, WP_ECONFLICT if it has another rev (left
+     * alone). */
+    int (*kv_delete)(meta *, const char *key, int64_t expect_rev);
+    /* Every live record whose key starts with prefix (a plain byte
+     * prefix: "a/b" lists "a/bc" too, "a/b/" only what is under a/b;
+     * "" or NULL: every record), sorted bytewise by key. WP_ETOOBIG
+     * beyond META_KV_LIST_MAX records or META_KV_LIST_BYTES_MAX bytes of
+     * values. Free with meta_kv_free_list(*out, *n). */
+    int (*kv_list)(meta *, const char *prefix, meta_kv **out, size_t *n);
+    /* Optional (NULL: no watches; callers poll), like seg_watch: changed
+     * (arg) runs on a background thread after each change of a record
+     * under prefix (at least once per change), failed(arg, rc, msg)
+     * (may be NULL) once if the watch ends for good. Returns once the
+     * watch is in place. End it with watch_stop. */
+    int (*kv_watch)(meta *, const char *prefix, void (*changed)(void *arg),
+                    void (*failed)(void *arg, int rc, const char *msg), void *arg,
+                    meta_watch **out);
 };
 
 struct meta {
@@ -575,6 +634,99 @@ static inline int meta_setting_copy(const char *op, const char *name, const char
     memcpy(value, v, len);
     value[len] = '\0';
     return 0;
+}
+
+/* ---- generic records: checks shared by the backends ----------------------- */
+
+static inline void meta_kv_free(meta_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->value);
+    kv->value = NULL;
+    kv->len = 0;
+}
+
+static inline void meta_kv_free_list(meta_kv *kvs, size_t n)
+{
+    if (!kvs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(kvs[i].value);
+    free(kvs);
+}
+
+/* A key (prefix false: 1..META_KV_KEY_MAX bytes, not ending with '/') or
+ * a prefix (true: 0..META_KV_KEY_MAX bytes, may end with '/'): bytes of
+ * [A-Za-z0-9._:/-], not starting with '/', no "//". */
+static inline bool meta_kv_key_valid(const char *s, size_t len, bool prefix)
+{
+    if (len > META_KV_KEY_MAX || (!prefix && len == 0))
+        return false;
+    if (len > 0 && (s[0] == '/' || (!prefix && s[len - 1] == '/')))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '/' || c == '-'))
+            return false;
+        if (c == '/' && i > 0 && s[i - 1] == '/')
+            return false;
+    }
+    return true;
+}
+
+/* Checks a key argument (NUL-terminated): WP_EINVAL naming it. */
+static inline int meta_kv_key_check(const char *op, const char *key)
+{
+    if (!key || !meta_kv_key_valid(key, strnlen(key, META_KV_KEY_MAX + 1), false))
+        return wp__err(WP_EINVAL, "meta %s: bad key (1..%d bytes of [A-Za-z0-9._:/-], not "
+                                  "starting or ending with '/', no '//')", op, META_KV_KEY_MAX);
+    return 0;
+}
+
+/* Checks a prefix argument (NULL: ""): WP_EINVAL naming it. */
+static inline int meta_kv_prefix_check(const char *op, const char *prefix)
+{
+    if (prefix && !meta_kv_key_valid(prefix, strnlen(prefix, META_KV_KEY_MAX + 1), true))
+        return wp__err(WP_EINVAL, "meta %s: bad prefix (0..%d bytes of [A-Za-z0-9._:/-], not "
+                                  "starting with '/', no '//')", op, META_KV_KEY_MAX);
+    return 0;
+}
+
+/* Checks kv_put's arguments: WP_EINVAL naming the bad one. */
+static inline int meta_kv_put_check(const char *op, const char *key, const void *value,
+                                    size_t len, int64_t expect_rev, int64_t lease_id)
+{
+    int rc = meta_kv_key_check(op, key);
+    if (rc < 0)
+        return rc;
+    if (len > META_KV_VALUE_MAX || (!value && len > 0))
+        return wp__err(WP_EINVAL, "meta %s %s: bad value (%zu bytes%s; 0..%d)", op, key, len,
+                       value ? "" : " at NULL", META_KV_VALUE_MAX);
+    if (expect_rev < -1)
+        return wp__err(WP_EINVAL, "meta %s %s: bad expect_rev %lld (-1 upsert, 0 create, > 0 "
+                                  "CAS)", op, key, (long long)expect_rev);
+    if (lease_id < 0)
+        return wp__err(WP_EINVAL, "meta %s %s: bad lease_id %lld (0: none)", op, key,
+                       (long long)lease_id);
+    return 0;
+}
+
+/* Checks a record read back (key, length, lease, revisions): NULL if
+ * valid, else what is wrong. */
+static inline const char *meta_kv_read_check(const char *key, size_t key_len, size_t len,
+                                              int64_t lease_id, int64_t rev, int64_t create_rev)
+{
+    if (!meta_kv_key_valid(key, key_len, false))
+        return "key breaks the key rules";
+    if (len > META_KV_VALUE_MAX)
+        return "value longer than META_KV_VALUE_MAX";
+    if (lease_id < 0)
+        return "lease_id out of range";
+    if (rev < 1 || create_rev < 1 || create_rev > rev)
+        return "rev or create_rev out of range";
+    return NULL;
 }
 
 /* SQLite backend in one file (created if missing; WAL mode; safe across

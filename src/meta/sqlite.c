@@ -255,6 +255,18 @@ static int rev_next(meta_sqlite *m, const char *op, int64_t *rev)
     "  PRIMARY KEY (log_id, seg_id)) WITHOUT ROWID"
 #define CLAIMS_INDEX_SQL "CREATE INDEX IF NOT EXISTS claims_lease ON claims (lease_id)"
 
+/* The records table (docs/metadata.md §3.7, §4.2): generic records,
+ * created if missing at every open, like nodes, settings and claims.
+ * A rowid table: values of up to 64 KiB do not suit WITHOUT ROWID. */
+#define RECORDS_TABLE_SQL                                                                \
+    "CREATE TABLE IF NOT EXISTS records ("                                               \
+    "  key TEXT PRIMARY KEY NOT NULL,"                                                   \
+    "  value BLOB NOT NULL,"                                                             \
+    "  lease_id INTEGER NOT NULL,"                                                       \
+    "  rev INTEGER NOT NULL,"                                                            \
+    "  create_rev INTEGER NOT NULL)"
+#define RECORDS_INDEX_SQL "CREATE INDEX IF NOT EXISTS records_lease ON records (lease_id)"
+
 static const char schema_sql[] =
     "CREATE TABLE kv ("
     "  key TEXT PRIMARY KEY NOT NULL,"
@@ -298,6 +310,8 @@ static const char schema_sql[] =
     SETTINGS_TABLE_SQL ";"
     CLAIMS_TABLE_SQL ";"
     CLAIMS_INDEX_SQL ";"
+    RECORDS_TABLE_SQL ";"
+    RECORDS_INDEX_SQL ";"
     "INSERT INTO kv (key, value) VALUES"
     "  ('version', 1),"
     "  ('instance', lower(hex(randomblob(16)))),"
@@ -380,6 +394,10 @@ static int schema_init(meta_sqlite *m)
             rc = exec(m, op, NULL, CLAIMS_TABLE_SQL, "");
         if (rc == 0)
             rc = exec(m, op, NULL, CLAIMS_INDEX_SQL, "");
+        if (rc == 0)
+            rc = exec(m, op, NULL, RECORDS_TABLE_SQL, "");
+        if (rc == 0)
+            rc = exec(m, op, NULL, RECORDS_INDEX_SQL, "");
         /* Segment placements (docs/metadata.md §4.2): a column added to
          * files made before it, read as '' in their old rows. */
         if (rc == 0 && (rc = query_i64(m, op, "SELECT count(*) FROM pragma_table_info('segments') "
@@ -903,25 +921,26 @@ out_unlock:
 
 /* ---- leases ------------------------------------------------------------ */
 
-/* Deletes expired leases and the readers, nodes and claims attached to
- * them (lazy expiry; keys of expired leases are already invisible to every
- * read). */
+/* Deletes expired leases and the readers, nodes, claims and records
+ * attached to them (lazy expiry; keys of expired leases are already
+ * invisible to every read). */
 static int purge_expired(meta_sqlite *m, const char *op, int64_t now)
 {
-    int rc = exec(m, op, NULL,
-                  "DELETE FROM readers WHERE lease_id IN "
-                  "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
-    if (rc == 0)
-        rc = exec(m, op, NULL,
-                  "DELETE FROM nodes WHERE lease_id IN "
-                  "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
-    if (rc == 0)
-        rc = exec(m, op, NULL,
-                  "DELETE FROM claims WHERE lease_id IN "
-                  "(SELECT lease_id FROM leases WHERE expires_ms <= ?)", "i", now);
-    if (rc < 0)
-        return rc;
-    return exec(m, op, NULL, "DELETE FROM leases WHERE expires_ms <= ?", "i", now);
+    static const char *const sql[] = {
+        "DELETE FROM readers WHERE lease_id IN "
+        "(SELECT lease_id FROM leases WHERE expires_ms <= ?)",
+        "DELETE FROM nodes WHERE lease_id IN "
+        "(SELECT lease_id FROM leases WHERE expires_ms <= ?)",
+        "DELETE FROM claims WHERE lease_id IN "
+        "(SELECT lease_id FROM leases WHERE expires_ms <= ?)",
+        "DELETE FROM records WHERE lease_id IN "
+        "(SELECT lease_id FROM leases WHERE expires_ms <= ?)",
+        "DELETE FROM leases WHERE expires_ms <= ?",
+    };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof sql / sizeof *sql; i++)
+        rc = exec(m, op, NULL, sql[i], "i", now);
+    return rc;
 }
 
 static int sq_lease_grant(meta *mm, int64_t ttl_ms, int64_t *lease_id)
@@ -989,6 +1008,7 @@ static int sq_lease_revoke(meta *mm, int64_t lease_id)
         (rc = exec(m, op, NULL, "DELETE FROM readers WHERE lease_id = ?", "i", lease_id)) < 0 ||
         (rc = exec(m, op, NULL, "DELETE FROM nodes WHERE lease_id = ?", "i", lease_id)) < 0 ||
         (rc = exec(m, op, NULL, "DELETE FROM claims WHERE lease_id = ?", "i", lease_id)) < 0 ||
+        (rc = exec(m, op, NULL, "DELETE FROM records WHERE lease_id = ?", "i", lease_id)) < 0 ||
         (rc = exec(m, op, &changes, "DELETE FROM leases WHERE lease_id = ?", "i", lease_id)) < 0)
         goto out_tx;
     if (changes == 0)
@@ -1551,6 +1571,255 @@ out_unlock:
     return 0;
 }
 
+/* ---- generic records (docs/metadata.md §3.7) --------------------------- */
+
+/* Live records only: one whose lease expired (or is missing) is invisible
+ * (purged lazily). A lease_id < 0 or not an integer is never written, so
+ * such a row is shown and then reported corrupt rather than hidden (and
+ * replaced by a put). */
+#define RECORD_SELECT                                                                    \
+    "SELECT r.key, r.value, r.lease_id, r.rev, r.create_rev "                            \
+    "FROM records r LEFT JOIN leases l ON l.lease_id = r.lease_id "                      \
+    "WHERE (r.lease_id <= 0 OR typeof(r.lease_id) <> 'integer' OR l.expires_ms > ?)"
+
+static int record_corrupt(meta_sqlite *m, const char *op, const char *key, size_t klen,
+                          const char *what)
+{
+    return wp__err(WP_ECORRUPT, "meta sqlite %s (%s): corrupt record: kv '%.*s': %s", op,
+                   m->path, (int)(klen > META_KV_KEY_MAX ? META_KV_KEY_MAX : klen), key, what);
+}
+
+/* Decodes a RECORD_SELECT row into *kv, checked by the rules of a record
+ * (meta_kv_read_check); the value (malloc'd) only if want_value. */
+static int row_record(meta_sqlite *m, const char *op, sqlite3_stmt *st, meta_kv *kv,
+                      bool want_value)
+{
+    memset(kv, 0, sizeof *kv);
+    if (sqlite3_column_type(st, 0) != SQLITE_TEXT)
+        return corrupt(m, op, "records key is not text");
+    const char *key = (const char *)sqlite3_column_text(st, 0);
+    size_t klen = (size_t)sqlite3_column_bytes(st, 0);
+    if (!key)
+        return wp__err(WP_ENOMEM, "meta sqlite %s: out of memory", op);
+    int64_t f[3]; /* lease_id, rev, create_rev */
+    for (int i = 0; i < 3; i++) {
+        if (sqlite3_column_type(st, 2 + i) != SQLITE_INTEGER)
+            return record_corrupt(m, op, key, klen, sqlite3_column_name(st, 2 + i));
+        f[i] = sqlite3_column_int64(st, 2 + i);
+    }
+    if (sqlite3_column_type(st, 1) != SQLITE_BLOB)
+        return record_corrupt(m, op, key, klen, "value is not a blob");
+    const void *v = sqlite3_column_blob(st, 1);
+    size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    const char *why = meta_kv_read_check(key, klen, len, f[0], f[1], f[2]);
+    if (why)
+        return record_corrupt(m, op, key, klen, why);
+    if (len > 0 && !v)
+        return wp__err(WP_ENOMEM, "meta sqlite %s: out of memory", op);
+    memcpy(kv->key, key, klen);
+    kv->key[klen] = '\0';
+    kv->lease_id = f[0];
+    kv->rev = f[1];
+    kv->create_rev = f[2];
+    if (!want_value)
+        return 0;
+    if (!(kv->value = malloc(len + 1)))
+        return wp__err(WP_ENOMEM, "meta sqlite %s %s: out of memory", op, kv->key);
+    if (len > 0) /* a zero-length blob reads as NULL */
+        memcpy(kv->value, v, len);
+    kv->value[len] = '\0';
+    kv->len = len;
+    return 0;
+}
+
+/* The live record at key, inside the current transaction or autocommit:
+ * 0 and *out, WP_ENOENT, or an error. */
+static int record_load(meta_sqlite *m, const char *op, const char *key, meta_kv *out,
+                       bool want_value)
+{
+    sqlite3_stmt *st;
+    int rc = prep(m, op, &st, RECORD_SELECT " AND r.key = ?", "is", wp__wall_ms(), key);
+    if (rc < 0)
+        return rc;
+    rc = step(m, op, st);
+    if (rc == 1)
+        rc = row_record(m, op, st, out, want_value);
+    else if (rc == 0)
+        rc = wp__err(WP_ENOENT, "meta %s: no record '%s'", op, key);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_kv_get(meta *mm, const char *key, meta_kv *out)
+{
+    static const char op[] = "kv_get";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_kv_key_check(op, key);
+    if (rc < 0)
+        return rc;
+    if (!out)
+        return wp__err(WP_EINVAL, "meta %s %s: out is NULL", op, key);
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&m->mu);
+    rc = record_load(m, op, key, out, true);
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+/* kv_put's checks inside its transaction, in the documented order: the
+ * record against expect_rev, then the lease. *create_rev gets the live
+ * record's create_rev (0: absent, the put creates it). */
+static int kv_put_check(meta_sqlite *m, const char *op, const char *key, int64_t expect_rev,
+                        int64_t lease_id, int64_t *create_rev)
+{
+    meta_kv cur;
+    int rc = purge_expired(m, op, wp__wall_ms());
+    if (rc < 0)
+        return rc;
+    rc = record_load(m, op, key, &cur, false);
+    if (rc < 0 && rc != WP_ENOENT)
+        return rc;
+    bool exists = rc == 0;
+    *create_rev = exists ? cur.create_rev : 0;
+    if (expect_rev == 0 && exists)
+        return wp__err(WP_EEXIST, "meta %s: record '%s' exists (rev %lld)", op, key,
+                       (long long)cur.rev);
+    if (expect_rev > 0 && !exists)
+        return wp__err(WP_ENOENT, "meta %s: no record '%s'", op, key);
+    if (expect_rev > 0 && cur.rev != expect_rev)
+        return rev_conflict(op, key, expect_rev, cur.rev);
+    if (lease_id == 0)
+        return 0;
+    int changes = 0;
+    /* A no-op write that tells whether the lease is live. */
+    rc = exec(m, op, &changes, "UPDATE leases SET ttl_ms = ttl_ms WHERE lease_id = ?", "i",
+              lease_id);
+    if (rc == 0 && changes == 0)
+        rc = wp__err(WP_ENOENT, "meta %s %s: lease %lld expired or revoked", op, key,
+                     (long long)lease_id);
+    return rc;
+}
+
+static int sq_kv_put(meta *mm, const char *key, const void *value, size_t len,
+                     int64_t expect_rev, int64_t lease_id, int64_t *rev_out)
+{
+    static const char op[] = "kv_put";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_kv_put_check(op, key, value, len, expect_rev, lease_id);
+    if (rc < 0)
+        return rc;
+    int64_t rev = 0, create_rev = 0;
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = kv_put_check(m, op, key, expect_rev, lease_id, &create_rev)) < 0 ||
+        (rc = rev_next(m, op, &rev)) < 0)
+        goto out_tx;
+    /* REPLACE: a row whose lease is missing is not live (never expected).
+     * A zero-length value is bound as "" (a NULL pointer would bind NULL). */
+    rc = exec(m, op, NULL,
+              "INSERT OR REPLACE INTO records (key, value, lease_id, rev, create_rev) "
+              "VALUES (?, ?, ?, ?, ?)",
+              "sbiii", key, value ? value : (const void *)"", len, lease_id, rev,
+              create_rev ? create_rev : rev);
+out_tx:
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    if (rc == 0 && rev_out)
+        *rev_out = rev;
+    return rc;
+}
+
+static int sq_kv_delete(meta *mm, const char *key, int64_t expect_rev)
+{
+    static const char op[] = "kv_delete";
+    meta_sqlite *m = ms(mm);
+    int rc = meta_kv_key_check(op, key);
+    if (rc < 0)
+        return rc;
+    if (expect_rev < 0)
+        return wp__err(WP_EINVAL, "meta %s %s: bad expect_rev %lld (0: any)", op, key,
+                       (long long)expect_rev);
+    meta_kv cur;
+    int64_t rev;
+    pthread_mutex_lock(&m->mu);
+    rc = tx_begin(m, op);
+    if (rc < 0)
+        goto out_unlock;
+    if ((rc = purge_expired(m, op, wp__wall_ms())) < 0 ||
+        (rc = record_load(m, op, key, &cur, false)) < 0)
+        goto out_tx;
+    if (expect_rev != 0 && cur.rev != expect_rev) {
+        rc = rev_conflict(op, key, expect_rev, cur.rev);
+        goto out_tx;
+    }
+    if ((rc = rev_next(m, op, &rev)) < 0)
+        goto out_tx;
+    rc = exec(m, op, NULL, "DELETE FROM records WHERE key = ?", "s", key);
+out_tx:
+    rc = tx_end(m, op, rc);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+static int sq_kv_list(meta *mm, const char *prefix, meta_kv **out, size_t *n)
+{
+    static const char op[] = "kv_list";
+    meta_sqlite *m = ms(mm);
+    *out = NULL;
+    *n = 0;
+    int rc = meta_kv_prefix_check(op, prefix);
+    if (rc < 0)
+        return rc;
+    prefix = prefix ? prefix : "";
+    size_t plen = strlen(prefix), cnt = 0, cap = 0, bytes = 0;
+    meta_kv *arr = NULL;
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&m->mu);
+    /* Keys with the prefix form one contiguous run starting at it (BINARY
+     * collation is memcmp order), as in log_list. */
+    rc = prep(m, op, &st, RECORD_SELECT " AND r.key >= ? ORDER BY r.key", "is", wp__wall_ms(),
+              prefix);
+    if (rc < 0)
+        goto out_unlock;
+    while ((rc = step(m, op, st)) == 1) {
+        /* The type first: reading a BLOB as text would convert it. */
+        bool text = sqlite3_column_type(st, 0) == SQLITE_TEXT;
+        const unsigned char *k = text ? sqlite3_column_text(st, 0) : NULL;
+        if (k && strncmp((const char *)k, prefix, plen) != 0)
+            break;
+        if (cnt == META_KV_LIST_MAX) {
+            rc = wp__err(WP_ETOOBIG, "meta %s '%s': more than %d records", op, prefix,
+                         META_KV_LIST_MAX);
+            break;
+        }
+        if ((rc = grow((void **)&arr, &cap, cnt + 1, sizeof *arr, op)) < 0 ||
+            (rc = row_record(m, op, st, &arr[cnt], true)) < 0)
+            break;
+        bytes += arr[cnt++].len;
+        if (bytes > META_KV_LIST_BYTES_MAX) {
+            rc = wp__err(WP_ETOOBIG, "meta %s '%s': more than %d bytes of values", op, prefix,
+                         META_KV_LIST_BYTES_MAX);
+            break;
+        }
+    }
+    if (rc > 0)
+        rc = 0;
+    sqlite3_finalize(st);
+out_unlock:
+    pthread_mutex_unlock(&m->mu);
+    if (rc < 0) {
+        meta_kv_free_list(arr, cnt);
+        return rc;
+    }
+    *out = arr;
+    *n = cnt;
+    return 0;
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
 static void sq_close(meta *mm)
@@ -1592,6 +1861,11 @@ static const struct meta_ops sqlite_ops = {
     .claim_get = sq_claim_get,
     .claim_delete = sq_claim_delete,
     .claim_list = sq_claim_list,
+    .kv_get = sq_kv_get,
+    .kv_put = sq_kv_put,
+    .kv_delete = sq_kv_delete,
+    .kv_list = sq_kv_list,
+    /* .kv_watch: none; callers poll */
 };
 
 int meta_sqlite_open(const char *path, meta **out)

@@ -1803,6 +1803,618 @@ TEST(mc_claim_race_processes)
     }
 }
 
+/* ---- generic records (docs/metadata.md §3.7) --------------------------- */
+
+/* kv_get(key) holds exactly value[len] (and a NUL after it). */
+static bool mc_kv_is(meta *m, const char *key, const void *value, size_t len)
+{
+    meta_kv g;
+    int rc = m->ops->kv_get(m, key, &g);
+    if (rc != 0) {
+        fprintf(stderr, "  kv_get %s: %s\n", key, wp_errmsg());
+        return false;
+    }
+    bool ok = strcmp(g.key, key) == 0 && g.len == len && g.value && g.value[len] == '\0' &&
+              (len == 0 || memcmp(g.value, value, len) == 0);
+    if (!ok)
+        fprintf(stderr, "  kv_get %s: key '%s', %zu bytes, want %zu\n", key, g.key, g.len, len);
+    meta_kv_free(&g);
+    return ok;
+}
+
+/* kv_list(prefix) returns exactly the keys want, in that order. */
+static bool mc_kv_list_is(meta *m, const char *prefix, const char *const *want, size_t n_want)
+{
+    meta_kv *kvs = NULL;
+    size_t n = 0;
+    int rc = m->ops->kv_list(m, prefix, &kvs, &n);
+    if (rc != 0) {
+        fprintf(stderr, "  kv_list(%s): %s\n", prefix ? prefix : "NULL", wp_errmsg());
+        return false;
+    }
+    bool ok = n == n_want && (n > 0 || kvs == NULL);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = strcmp(kvs[i].key, want[i]) == 0;
+    if (!ok) {
+        fprintf(stderr, "  kv_list(%s) returned %zu:", prefix ? prefix : "NULL", n);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %s", kvs[i].key);
+        fprintf(stderr, "\n");
+    }
+    meta_kv_free_list(kvs, n);
+    return ok;
+}
+
+static int mc_kv_put_str(meta *m, const char *key, const char *value, int64_t expect_rev,
+                         int64_t lease_id, int64_t *rev)
+{
+    return m->ops->kv_put(m, key, value, strlen(value), expect_rev, lease_id, rev);
+}
+
+/* Create-only, upsert, compare-and-swap and delete, each success and
+ * each error; revisions from the store's one counter; another handle
+ * sees the same records. */
+TEST(mc_kv_crud)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta_log l;
+    REQUIRE(m->ops->log_create(m, "kvlog", 1, &l) == 0);
+    meta_kv g;
+    int64_t r1 = 0, r2 = 0, r3 = 0, r4 = 0, stale = 0;
+
+    /* Create only if absent: once, then WP_EEXIST and nothing stored. */
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "stream/coord", &g));
+    CHECK_OK(mc_kv_put_str(m, "stream/coord", "one", 0, 0, &r1));
+    CHECK(r1 > l.rev); /* the store's single counter */
+    memset(&g, 0xab, sizeof g);
+    CHECK_OK(m->ops->kv_get(m, "stream/coord", &g));
+    CHECK(strcmp(g.key, "stream/coord") == 0 && g.len == 3 && memcmp(g.value, "one", 4) == 0);
+    CHECK(g.lease_id == 0 && g.rev == r1 && g.create_rev == r1);
+    meta_kv_free(&g);
+    CHECK(g.value == NULL);
+    int64_t untouched = 4242;
+    CHECK_RC(WP_EEXIST, mc_kv_put_str(m, "stream/coord", "two", 0, 0, &untouched));
+    CHECK(untouched == 4242);
+    CHECK(mc_kv_is(m, "stream/coord", "one", 3));
+
+    /* Upsert: replaces, a new rev, the same create_rev. rev_out may be NULL. */
+    CHECK_OK(mc_kv_put_str(m, "stream/coord", "three", -1, 0, &r2));
+    CHECK(r2 > r1);
+    CHECK_OK(m->ops->kv_get(m, "stream/coord", &g));
+    CHECK(g.rev == r2 && g.create_rev == r1 && g.len == 5);
+    meta_kv_free(&g);
+    CHECK_OK(mc_kv_put_str(m, "up/new", "x", -1, 0, NULL)); /* upsert creates */
+    CHECK_OK(m->ops->kv_get(m, "up/new", &g));
+    CHECK(g.rev > r2 && g.create_rev == g.rev);
+    meta_kv_free(&g);
+
+    /* Compare-and-swap on rev. */
+    CHECK_OK(mc_kv_put_str(m, "stream/coord", "four", r2, 0, &r3));
+    CHECK(r3 > r2);
+    stale = r2;
+    untouched = 4242;
+    CHECK_RC(WP_ECONFLICT, mc_kv_put_str(m, "stream/coord", "stale", stale, 0, &untouched));
+    CHECK(untouched == 4242);
+    CHECK(strstr(wp_errmsg(), "stream/coord") != NULL);
+    CHECK(mc_kv_is(m, "stream/coord", "four", 4));
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "stream/absent", "x", r3, 0, NULL));
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "stream/absent", &g));
+    CHECK_OK(m->ops->kv_get(m, "stream/coord", &g));
+    CHECK(g.rev == r3 && g.create_rev == r1);
+    meta_kv_free(&g);
+
+    /* Another handle sees the same record, and CASes from what it read. */
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    CHECK(mc_kv_is(m2, "stream/coord", "four", 4));
+    CHECK_OK(mc_kv_put_str(m2, "stream/coord", "five", r3, 0, &r4));
+    CHECK(r4 > r3);
+    CHECK_RC(WP_ECONFLICT, mc_kv_put_str(m, "stream/coord", "six", r3, 0, NULL));
+
+    /* Delete: a stale rev leaves the record alone; absent is WP_ENOENT. */
+    CHECK_RC(WP_ECONFLICT, m->ops->kv_delete(m, "stream/coord", r3));
+    CHECK(mc_kv_is(m2, "stream/coord", "five", 4));
+    CHECK_OK(m->ops->kv_delete(m, "stream/coord", r4));
+    CHECK_RC(WP_ENOENT, m2->ops->kv_get(m2, "stream/coord", &g));
+    CHECK_RC(WP_ENOENT, m->ops->kv_delete(m, "stream/coord", r4));
+    CHECK_RC(WP_ENOENT, m->ops->kv_delete(m, "stream/coord", 0));
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "stream/coord", "x", r4, 0, NULL));
+    CHECK_OK(m->ops->kv_delete(m2, "up/new", 0)); /* 0: whatever its rev */
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "up/new", &g));
+
+    /* Created again after a delete: a new incarnation, a new create_rev. */
+    int64_t r5 = 0;
+    CHECK_OK(mc_kv_put_str(m, "stream/coord", "again", 0, 0, &r5));
+    CHECK_OK(m2->ops->kv_get(m2, "stream/coord", &g));
+    CHECK(g.rev == r5 && g.create_rev == r5 && r5 > r4);
+    meta_kv_free(&g);
+
+    /* Records are their own namespace: a log, a setting or a node with a
+     * name like a record's key neither shows nor clashes. */
+    CHECK_OK(m->ops->setting_put(m, "kv", "v"));
+    CHECK_OK(m->ops->log_create(m, "stream/coord", 1, &l));
+    CHECK(mc_kv_list_is(m, "", (const char *const[]){"stream/coord"}, 1));
+    CHECK(mc_kv_is(m, "stream/coord", "again", 5));
+    CHECK_OK(m->ops->log_delete(m, "stream/coord", 0));
+    CHECK(mc_kv_is(m, "stream/coord", "again", 5));
+    mc_close(m2);
+    mc_close(m);
+}
+
+/* Values are arbitrary bytes: zeros, every byte value, empty, the
+ * largest; one byte more is WP_EINVAL and stores nothing. */
+TEST(mc_kv_values)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    uint8_t bytes[512];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7 + (i >> 8)); /* every byte value, zeros too */
+    bytes[0] = bytes[10] = bytes[511] = 0;
+    int64_t rev = 0;
+    CHECK_OK(m->ops->kv_put(m, "bin/a", bytes, sizeof bytes, 0, 0, &rev));
+    CHECK(mc_kv_is(m, "bin/a", bytes, sizeof bytes));
+    CHECK_OK(m->ops->kv_put(m, "bin/zero", "\0\0\0", 3, 0, 0, NULL));
+    CHECK(mc_kv_is(m, "bin/zero", "\0\0\0", 3));
+    CHECK_OK(m->ops->kv_put(m, "bin/empty", NULL, 0, 0, 0, NULL));
+    CHECK(mc_kv_is(m, "bin/empty", "", 0));
+    CHECK_OK(m->ops->kv_put(m, "bin/empty2", "", 0, -1, 0, NULL));
+    CHECK(mc_kv_is(m, "bin/empty2", "", 0));
+
+    uint8_t *big = malloc(META_KV_VALUE_MAX + 1);
+    REQUIRE(big);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < META_KV_VALUE_MAX + 1; i++) {
+        x = x * 1103515245u + 12345u;
+        big[i] = (uint8_t)(x >> 16);
+    }
+    CHECK_OK(m->ops->kv_put(m, "bin/max", big, META_KV_VALUE_MAX, 0, 0, &rev));
+    CHECK(mc_kv_is(m, "bin/max", big, META_KV_VALUE_MAX));
+    CHECK_RC(WP_EINVAL, m->ops->kv_put(m, "bin/over", big, META_KV_VALUE_MAX + 1, -1, 0, NULL));
+    CHECK(strstr(wp_errmsg(), "value") != NULL);
+    CHECK_RC(WP_EINVAL, m->ops->kv_put(m, "bin/max", big, META_KV_VALUE_MAX + 1, rev, 0, NULL));
+    CHECK(mc_kv_is(m, "bin/max", big, META_KV_VALUE_MAX)); /* unchanged */
+    CHECK_RC(WP_EINVAL, m->ops->kv_put(m, "bin/null", NULL, 1, -1, 0, NULL));
+    CHECK(strstr(wp_errmsg(), "value") != NULL);
+    meta_kv g;
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "bin/over", &g));
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "bin/null", &g));
+
+    /* The list returns the same bytes. */
+    meta_kv *kvs = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->kv_list(m, "bin/", &kvs, &n));
+    CHECK(n == 5);
+    if (n == 5) {
+        CHECK(strcmp(kvs[0].key, "bin/a") == 0 && kvs[0].len == sizeof bytes &&
+              memcmp(kvs[0].value, bytes, sizeof bytes) == 0);
+        CHECK(strcmp(kvs[1].key, "bin/empty") == 0 && kvs[1].len == 0 && kvs[1].value &&
+              kvs[1].value[0] == '\0');
+        CHECK(strcmp(kvs[3].key, "bin/max") == 0 && kvs[3].len == META_KV_VALUE_MAX &&
+              memcmp(kvs[3].value, big, META_KV_VALUE_MAX) == 0 && kvs[3].rev == rev);
+        CHECK(strcmp(kvs[4].key, "bin/zero") == 0 && kvs[4].len == 3 &&
+              memcmp(kvs[4].value, "\0\0\0", 3) == 0);
+    }
+    meta_kv_free_list(kvs, n);
+    free(big);
+    mc_close(m);
+}
+
+/* Keys, prefixes and the other arguments are checked: WP_EINVAL naming
+ * the argument, and nothing stored. */
+TEST(mc_kv_bad_args)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    char longest[META_KV_KEY_MAX + 2];
+    memset(longest, 'k', sizeof longest);
+    longest[META_KV_KEY_MAX] = '\0';
+    static const char *const good[] = {"a", "A-Z_a.z:0/9", "-", ".", ":", "_", "a/b/c", "..",
+                                       "x:y"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        CHECK_OK(mc_kv_put_str(m, good[i], "v", 0, 0, NULL));
+        CHECK(mc_kv_is(m, good[i], "v", 1));
+    }
+    CHECK_OK(mc_kv_put_str(m, longest, "v", 0, 0, NULL));
+    CHECK(mc_kv_is(m, longest, "v", 1));
+    CHECK_OK(m->ops->kv_delete(m, longest, 0));
+
+    static const char *const bad[] = {"", "/a", "a/", "/", "a//b", "a b", "a\n", "caf\xc3\xa9",
+                                      "a*", "a%b", "a?b", "a\\b", "a+b", "~", "a\x7f"};
+    meta_kv g;
+    meta_kv *kvs = (meta_kv *)1;
+    size_t n = 7;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_RC(WP_EINVAL, mc_kv_put_str(m, bad[i], "v", -1, 0, NULL));
+        CHECK(strstr(wp_errmsg(), "key") != NULL);
+        CHECK_RC(WP_EINVAL, m->ops->kv_get(m, bad[i], &g));
+        CHECK(strstr(wp_errmsg(), "key") != NULL);
+        CHECK_RC(WP_EINVAL, m->ops->kv_delete(m, bad[i], 0));
+        CHECK(strstr(wp_errmsg(), "key") != NULL);
+    }
+    longest[META_KV_KEY_MAX] = 'k'; /* one byte too long */
+    longest[META_KV_KEY_MAX + 1] = '\0';
+    CHECK_RC(WP_EINVAL, mc_kv_put_str(m, longest, "v", -1, 0, NULL));
+    CHECK(strstr(wp_errmsg(), "key") != NULL);
+    CHECK_RC(WP_EINVAL, m->ops->kv_get(m, longest, &g));
+    CHECK_RC(WP_EINVAL, mc_kv_put_str(m, NULL, "v", -1, 0, NULL));
+    CHECK_RC(WP_EINVAL, m->ops->kv_get(m, NULL, &g));
+    CHECK_RC(WP_EINVAL, m->ops->kv_delete(m, NULL, 0));
+
+    /* Prefixes: like keys, but empty and a trailing '/' are fine. */
+    static const char *const bad_prefix[] = {"/a", "/", "a//", "a b", "a*", "\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad_prefix / sizeof *bad_prefix; i++) {
+        kvs = (meta_kv *)1;
+        n = 7;
+        CHECK_RC(WP_EINVAL, m->ops->kv_list(m, bad_prefix[i], &kvs, &n));
+        CHECK(strstr(wp_errmsg(), "prefix") != NULL);
+        CHECK(kvs == NULL && n == 0);
+    }
+    CHECK_RC(WP_EINVAL, m->ops->kv_list(m, longest, &kvs, &n));
+    CHECK(strstr(wp_errmsg(), "prefix") != NULL);
+    CHECK(mc_kv_list_is(m, "a/", (const char *const[]){"a/b/c"}, 1));
+    CHECK(mc_kv_list_is(m, "a/b/", (const char *const[]){"a/b/c"}, 1));
+
+    /* expect_rev, lease_id. */
+    CHECK_RC(WP_EINVAL, mc_kv_put_str(m, "a", "v", -2, 0, NULL));
+    CHECK(strstr(wp_errmsg(), "expect_rev") != NULL);
+    CHECK_RC(WP_EINVAL, mc_kv_put_str(m, "a", "v", INT64_MIN, 0, NULL));
+    CHECK(strstr(wp_errmsg(), "expect_rev") != NULL);
+    CHECK_RC(WP_EINVAL, mc_kv_put_str(m, "new", "v", 0, -1, NULL));
+    CHECK(strstr(wp_errmsg(), "lease_id") != NULL);
+    CHECK_RC(WP_EINVAL, m->ops->kv_delete(m, "a", -1));
+    CHECK(strstr(wp_errmsg(), "expect_rev") != NULL);
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "new", &g));
+    CHECK(mc_kv_is(m, "a", "v", 1));
+
+    /* A watch checks its prefix too (where the store has watches). */
+    if (m->ops->kv_watch) {
+        meta_watch *w = NULL;
+        CHECK_RC(WP_EINVAL, m->ops->kv_watch(m, "/a", NULL, NULL, NULL, &w));
+        CHECK(strstr(wp_errmsg(), "prefix") != NULL);
+        CHECK(w == NULL);
+    }
+    CHECK(mc_kv_list_is(m, "",
+                        (const char *const[]){"-", ".", "..", ":", "A-Z_a.z:0/9", "_", "a",
+                                              "a/b/c", "x:y"},
+                        9));
+    mc_close(m);
+}
+
+/* A prefix is a plain byte prefix; "" lists every record; the list is
+ * sorted bytewise and holds each record's fields. */
+TEST(mc_kv_list)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    static const char *const keys[] = {"a/bc/x", "a/b", "b", "a/b/d", "a.b", "a/bc", "A",
+                                       "a/b/c", "a", "a-b", "a/b0", "a:b"};
+    int64_t revs[sizeof keys / sizeof *keys];
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        CHECK_OK(mc_kv_put_str(m, keys[i], keys[i], 0, 0, &revs[i]));
+    static const char *const all[] = {"A",     "a",     "a-b",  "a.b",  "a/b",    "a/b/c",
+                                      "a/b/d", "a/b0", "a/bc", "a/bc/x", "a:b", "b"};
+    CHECK(mc_kv_list_is(m, "", all, 12));
+    CHECK(mc_kv_list_is(m, NULL, all, 12));
+    /* "a/b" is a byte prefix: it lists a/b0, a/bc and a/bc/x too ... */
+    CHECK(mc_kv_list_is(m, "a/b",
+                        (const char *const[]){"a/b", "a/b/c", "a/b/d", "a/b0", "a/bc", "a/bc/x"},
+                        6));
+    /* ... while "a/b/" is the directory. */
+    CHECK(mc_kv_list_is(m, "a/b/", (const char *const[]){"a/b/c", "a/b/d"}, 2));
+    CHECK(mc_kv_list_is(m, "a/bc/", (const char *const[]){"a/bc/x"}, 1));
+    CHECK(mc_kv_list_is(m, "a", all + 1, 10));
+    CHECK(mc_kv_list_is(m, "b", (const char *const[]){"b"}, 1));
+    CHECK(mc_kv_list_is(m, "a/b/c", (const char *const[]){"a/b/c"}, 1));
+    CHECK(mc_kv_list_is(m, "zz", NULL, 0));
+    CHECK(mc_kv_list_is(m, "a/b/c/", NULL, 0));
+    CHECK(mc_kv_list_is(m, "B", NULL, 0));
+
+    /* Each listed record carries its value, lease and revisions. */
+    meta_kv *kvs = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->kv_list(m, "", &kvs, &n));
+    for (size_t i = 0; n == 12 && i < n; i++) {
+        size_t j = 0;
+        while (strcmp(keys[j], kvs[i].key) != 0)
+            j++;
+        CHECK(kvs[i].len == strlen(keys[j]) && memcmp(kvs[i].value, keys[j], kvs[i].len) == 0);
+        CHECK(kvs[i].value[kvs[i].len] == '\0');
+        CHECK(kvs[i].rev == revs[j] && kvs[i].create_rev == revs[j] && kvs[i].lease_id == 0);
+    }
+    meta_kv_free_list(kvs, n);
+
+    /* Deletions and other stores' records: another handle lists the same. */
+    CHECK_OK(m->ops->kv_delete(m, "a/b/c", 0));
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    CHECK(mc_kv_list_is(m2, "a/b/", (const char *const[]){"a/b/d"}, 1));
+    mc_close(m2);
+    mc_close(m);
+}
+
+/* A record on a lease vanishes with it, exactly like node records and
+ * claims: revoked (from any handle) or expired; a put on a gone lease is
+ * WP_ENOENT; an update attaches, moves or detaches the lease. */
+TEST(mc_kv_lease)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    meta_kv g;
+    int64_t la = 0, lb = 0, gone = 0, rev = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &la));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lb));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &gone));
+    CHECK_OK(m->ops->lease_revoke(m, gone));
+
+    /* A gone lease: WP_ENOENT naming it, nothing stored (every mode). */
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "l/x", "v", 0, gone, NULL));
+    CHECK(strstr(wp_errmsg(), "lease") != NULL);
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "l/x", "v", -1, gone, NULL));
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "l/x", &g));
+
+    CHECK_OK(mc_kv_put_str(m, "l/a1", "a", 0, la, &rev));
+    CHECK_OK(mc_kv_put_str(m, "l/a2", "a", -1, la, NULL));
+    CHECK_OK(mc_kv_put_str(m, "l/b", "b", 0, lb, NULL));
+    CHECK_OK(mc_kv_put_str(m, "l/none", "n", 0, 0, NULL));
+    CHECK_OK(m->ops->kv_get(m2, "l/a1", &g));
+    CHECK(g.lease_id == la && g.rev == rev);
+    meta_kv_free(&g);
+    /* A CAS on a gone lease: the compare first (a stale rev is still
+     * WP_ECONFLICT), then the lease (WP_ENOENT), and the record stays. */
+    CHECK_RC(WP_ECONFLICT, mc_kv_put_str(m, "l/a1", "x", rev + 1000, gone, NULL));
+    CHECK_RC(WP_EEXIST, mc_kv_put_str(m, "l/a1", "x", 0, gone, NULL));
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "l/a1", "x", rev, gone, NULL));
+    CHECK(mc_kv_is(m, "l/a1", "a", 1));
+
+    /* Move l/a2 from la to lb, and detach l/b from lb. */
+    CHECK_OK(mc_kv_put_str(m, "l/a2", "moved", -1, lb, NULL));
+    CHECK_OK(m->ops->kv_get(m, "l/b", &g));
+    CHECK_OK(mc_kv_put_str(m, "l/b", "kept", g.rev, 0, NULL));
+    meta_kv_free(&g);
+    CHECK_OK(m->ops->kv_get(m, "l/b", &g));
+    CHECK(g.lease_id == 0);
+    meta_kv_free(&g);
+
+    /* Revoke from another handle: exactly la's records go. */
+    CHECK_OK(m2->ops->lease_revoke(m2, la));
+    CHECK(mc_kv_list_is(m, "l/", (const char *const[]){"l/a2", "l/b", "l/none"}, 3));
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "l/a1", &g));
+    CHECK_RC(WP_ENOENT, m->ops->kv_delete(m, "l/a1", 0));
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "l/a1", "x", rev, 0, NULL));
+    CHECK_OK(m2->ops->lease_revoke(m2, lb));
+    CHECK(mc_kv_list_is(m, "l/", (const char *const[]){"l/b", "l/none"}, 2));
+    CHECK(mc_kv_is(m2, "l/b", "kept", 4));
+
+    /* Expiry (the election): the holder stops its keepalives; while the
+     * lease lives the create-only put of a contender fails, then the
+     * record vanishes for every handle and the contender's succeeds. */
+    int64_t ls = 0, lc = 0, r1 = 0, r2 = 0;
+    CHECK_OK(m->ops->lease_grant(m, mc_lease_ttl_ms, &ls));
+    CHECK_OK(m2->ops->lease_grant(m2, 60000, &lc));
+    CHECK_OK(mc_kv_put_str(m, "stream/coord", "node-1", 0, ls, &r1));
+    CHECK_RC(WP_EEXIST, mc_kv_put_str(m2, "stream/coord", "node-2", 0, lc, NULL));
+    CHECK(mc_kv_is(m2, "stream/coord", "node-1", 6));
+    mc_sleep_ms(mc_lease_ttl_ms + mc_lease_slack_ms);
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "stream/coord", &g));
+    CHECK_RC(WP_ENOENT, m2->ops->kv_get(m2, "stream/coord", &g));
+    CHECK(mc_kv_list_is(m2, "stream/", NULL, 0));
+    CHECK_RC(WP_ENOENT, m->ops->kv_delete(m, "stream/coord", r1));
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "stream/coord", "node-1", r1, ls, NULL));
+    CHECK_OK(mc_kv_put_str(m2, "stream/coord", "node-2", 0, lc, &r2)); /* the takeover */
+    CHECK_OK(m->ops->kv_get(m, "stream/coord", &g));
+    CHECK(g.create_rev == r2 && r2 > r1 && g.lease_id == lc);
+    meta_kv_free(&g);
+    /* The old holder, late: its lease is gone, its CAS and delete fail. */
+    CHECK_RC(WP_ENOENT, m->ops->lease_keepalive(m, ls));
+    CHECK_RC(WP_ENOENT, mc_kv_put_str(m, "stream/other", "x", -1, ls, NULL));
+    CHECK_RC(WP_ECONFLICT, mc_kv_put_str(m, "stream/coord", "node-1", r1, 0, NULL));
+    CHECK_RC(WP_ECONFLICT, m->ops->kv_delete(m, "stream/coord", r1));
+    CHECK(mc_kv_is(m, "stream/coord", "node-2", 6));
+    CHECK_OK(m->ops->lease_revoke(m, lc));
+    CHECK(mc_kv_list_is(m, "stream/", NULL, 0));
+    mc_close(m2);
+    mc_close(m);
+}
+
+#define MC_KV_ITERS 15
+
+typedef struct {
+    meta *h;
+    int64_t ok, conflict, other, won;
+    pthread_barrier_t *start;
+} mc_kv_racer;
+
+/* Read, CAS-increment a counter record; then race for one create-only key. */
+static void *mc_kv_race_thread(void *p)
+{
+    mc_kv_racer *r = p;
+    for (int i = 0; i < MC_KV_ITERS; i++) {
+        meta_kv g;
+        int rc = r->h->ops->kv_get(r->h, "race/counter", &g);
+        if (rc == 0) {
+            char v[32];
+            long long c = strtoll((const char *)g.value, NULL, 10);
+            snprintf(v, sizeof v, "%lld", c + 1);
+            rc = mc_kv_put_str(r->h, "race/counter", v, g.rev, 0, NULL);
+            meta_kv_free(&g);
+        }
+        r->ok += rc == 0;
+        r->conflict += rc == WP_ECONFLICT;
+        r->other += rc != 0 && rc != WP_ECONFLICT;
+        if (rc != 0 && rc != WP_ECONFLICT)
+            fprintf(stderr, "  kv race: %s\n", wp_errmsg());
+    }
+    pthread_barrier_wait(r->start);
+    int rc = mc_kv_put_str(r->h, "race/leader", "me", 0, 0, NULL);
+    r->won = rc == 0;
+    r->other += rc != 0 && rc != WP_EEXIST;
+    return NULL;
+}
+
+/* Threads on separate handles: no lost update, one creator. */
+TEST(mc_kv_race_threads)
+{
+    meta *h[MC_RACE_HANDLES] = {NULL};
+    h[0] = mc_fresh(mc_arg);
+    REQUIRE(h[0]);
+    bool opened = true;
+    for (int i = 1; i < MC_RACE_HANDLES; i++)
+        opened = (h[i] = mc_again(mc_arg)) != NULL && opened;
+    CHECK(opened);
+    CHECK_OK(mc_kv_put_str(h[0], "race/counter", "0", 0, 0, NULL));
+    mc_kv_racer r[MC_RACE_THREADS];
+    pthread_t t[MC_RACE_THREADS];
+    pthread_barrier_t start;
+    memset(r, 0, sizeof r);
+    int started = 0;
+    if (opened && pthread_barrier_init(&start, NULL, MC_RACE_THREADS) == 0) {
+        for (int i = 0; i < MC_RACE_THREADS; i++) {
+            r[i].h = h[i % MC_RACE_HANDLES];
+            r[i].start = &start;
+            if (pthread_create(&t[i], NULL, mc_kv_race_thread, &r[i]) != 0)
+                break;
+            started++;
+        }
+        REQUIRE(started == MC_RACE_THREADS); /* cannot fail in practice; never hang */
+        for (int i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&start);
+    }
+    int64_t ok = 0, conflict = 0, other = 0, won = 0;
+    for (int i = 0; i < started; i++) {
+        ok += r[i].ok;
+        conflict += r[i].conflict;
+        other += r[i].other;
+        won += r[i].won;
+    }
+    if (started == MC_RACE_THREADS) {
+        CHECK(other == 0);
+        CHECK(ok + conflict == (int64_t)MC_RACE_THREADS * MC_KV_ITERS);
+        CHECK(ok >= MC_KV_ITERS);
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)ok);
+        CHECK(mc_kv_is(h[0], "race/counter", want, strlen(want)));
+        CHECK(won == 1);
+    }
+    for (int i = 0; i < MC_RACE_HANDLES; i++)
+        mc_close(h[i]);
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    int changed, failed;
+} mc_kv_watched;
+
+static void mc_kv_on_change(void *arg)
+{
+    mc_kv_watched *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->changed++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void mc_kv_on_fail(void *arg, int rc, const char *msg)
+{
+    mc_kv_watched *w = arg;
+    fprintf(stderr, "  kv watch failed: %d %s\n", rc, msg);
+    pthread_mutex_lock(&w->mu);
+    w->failed++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int mc_kv_changes(mc_kv_watched *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int n = w->changed;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* Waits up to 5 s until the watch has seen more than `than` changes. */
+static bool mc_kv_wait(mc_kv_watched *w, int than)
+{
+    for (int64_t end = mc_mono_ms() + 5000; mc_mono_ms() < end; mc_sleep_ms(5))
+        if (mc_kv_changes(w) > than)
+            return true;
+    return false;
+}
+
+/* kv_watch (stores that have it): fires after puts and deletes under its
+ * prefix, from any handle, in place when the call returns, and not for
+ * records outside the prefix (a byte prefix: "w/" is not "w" or "w2"). */
+TEST(mc_kv_watch)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    if (!m->ops->kv_watch) { /* SQLite: callers poll */
+        mc_close(m);
+        return;
+    }
+    meta *m2 = mc_again(mc_arg);
+    if (!m2)
+        mc_close(m);
+    REQUIRE(m2);
+    mc_kv_watched seen = {.mu = PTHREAD_MUTEX_INITIALIZER}, all = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    meta_watch *w = NULL, *wall = NULL;
+    CHECK_OK(m->ops->kv_watch(m, "w/", mc_kv_on_change, mc_kv_on_fail, &seen, &w));
+    CHECK_OK(m->ops->kv_watch(m, "", mc_kv_on_change, NULL, &all, &wall));
+    REQUIRE(w && wall);
+    int64_t rev = 0;
+    /* A put right after the call is seen (the watch is in place). */
+    CHECK_OK(mc_kv_put_str(m2, "w/a", "1", 0, 0, &rev));
+    CHECK(mc_kv_wait(&seen, 0));
+    int c = mc_kv_changes(&seen);
+    CHECK_OK(mc_kv_put_str(m2, "w/a", "2", rev, 0, &rev));
+    CHECK(mc_kv_wait(&seen, c));
+    c = mc_kv_changes(&seen);
+    CHECK_OK(m->ops->kv_delete(m, "w/a", rev));
+    CHECK(mc_kv_wait(&seen, c));
+
+    /* Records outside the prefix, and other kinds of records: nothing;
+     * then one more change under it: seen once, after them. */
+    c = mc_kv_changes(&seen);
+    int a = mc_kv_changes(&all);
+    CHECK_OK(mc_kv_put_str(m2, "w", "x", -1, 0, NULL));
+    CHECK_OK(mc_kv_put_str(m2, "w2/a", "x", -1, 0, NULL));
+    CHECK_OK(mc_kv_put_str(m2, "x/w/a", "x", -1, 0, NULL));
+    meta_log l;
+    CHECK_OK(m2->ops->log_create(m2, "w/a", 1, &l));
+    CHECK(mc_kv_wait(&all, a)); /* the "" watch sees records under any prefix */
+    CHECK_OK(mc_kv_put_str(m2, "w/b", "x", -1, 0, NULL));
+    CHECK(mc_kv_wait(&seen, c));
+    mc_sleep_ms(200);
+    CHECK(mc_kv_changes(&seen) == c + 1);
+
+    /* A record on a lease vanishing with it is a change too. */
+    int64_t lease = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    CHECK_OK(mc_kv_put_str(m, "w/l", "x", 0, lease, NULL));
+    CHECK(mc_kv_wait(&seen, c + 1));
+    c = mc_kv_changes(&seen);
+    CHECK_OK(m2->ops->lease_revoke(m2, lease));
+    CHECK(mc_kv_wait(&seen, c));
+    m->ops->watch_stop(w);
+    m->ops->watch_stop(wall);
+    /* No callback after watch_stop returned. */
+    c = mc_kv_changes(&seen);
+    CHECK_OK(mc_kv_put_str(m2, "w/c", "x", -1, 0, NULL));
+    mc_sleep_ms(100);
+    CHECK(mc_kv_changes(&seen) == c);
+    CHECK(seen.failed == 0 && all.failed == 0);
+    mc_close(m2);
+    mc_close(m);
+}
+
 static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_again)(void *arg),
                                  void *arg)
 {
@@ -1833,6 +2445,13 @@ static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_ag
     RUN(mc_claim_cascade);
     RUN(mc_claim_race_threads);
     RUN(mc_claim_race_processes);
+    RUN(mc_kv_crud);
+    RUN(mc_kv_values);
+    RUN(mc_kv_bad_args);
+    RUN(mc_kv_list);
+    RUN(mc_kv_lease);
+    RUN(mc_kv_race_threads);
+    RUN(mc_kv_watch);
 }
 
 #endif

@@ -3,7 +3,7 @@
  * JSON decoding of odd responses, bounded response sizes, unreachable and
  * hung endpoints, failover, unknown outcomes re-checked (through a proxy
  * that drops responses after etcd applied the request), corrupt records
- * (claims and nodes too),
+ * (claims, nodes and generic records too), generic records' stored form,
  * watches, auth with token expiry, and measured latency (printed). */
 #include "test.h"
 
@@ -804,6 +804,226 @@ TEST(et_watch_segments)
     m->ops->close(m);
 }
 
+/* ---- generic records: stored form, corrupt records, unknown outcomes --- */
+
+/* Reads one raw key: its kv (in *res; free it with etcd_result_free), or
+ * NULL if absent. */
+static const etcd_kv *raw_get(etcd_client *c, const char *key, etcd_result *res)
+{
+    etcd_op op = {.kind = ETCD_OP_RANGE, .key = key};
+    if (etcd_range(c, &op, 0, res) != 0) {
+        fprintf(stderr, "  raw range %s: %s\n", key, wp_errmsg());
+        return NULL;
+    }
+    return res->n_ops == 1 && res->ops[0].n_kvs == 1 ? &res->ops[0].kvs[0] : NULL;
+}
+
+static void raw_del(etcd_client *c, const char *key)
+{
+    etcd_result r;
+    if (etcd_delete(c, key, false, 0, &r) != 0)
+        fprintf(stderr, "  raw delete %s: %s\n", key, wp_errmsg());
+    etcd_result_free(&r);
+}
+
+/* docs/metadata.md §5.1, §5.2: a record is the key P kv/<key> holding the
+ * raw bytes, on the record's etcd lease; rev and create_rev are etcd's
+ * mod_revision and create_revision. Keys next to kv/ are not records. */
+TEST(et_kv_layout)
+{
+    meta *m = open_at(cl.endpoints, "kvl", 3000, NULL, NULL);
+    etcd_client *c = raw_client(cl.endpoints, 3000, 0);
+    if (!m || !c) {
+        if (m)
+            m->ops->close(m);
+        etcd_client_free(c);
+        CHECK(m && c);
+        return;
+    }
+    int64_t lease = 0, rev = 0, rev2 = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    const uint8_t v[] = {0, 1, 2, 0xff, 0, 'x'};
+    CHECK_OK(m->ops->kv_put(m, "stream/channels/orders", v, sizeof v, 0, lease, &rev));
+    etcd_result res;
+    const etcd_kv *kv = raw_get(c, "kvl/kv/stream/channels/orders", &res);
+    CHECK(kv != NULL);
+    if (kv)
+        CHECK(kv->value_len == sizeof v && memcmp(kv->value, v, sizeof v) == 0 &&
+              kv->lease == lease && kv->mod_rev == rev && kv->create_rev == rev);
+    etcd_result_free(&res);
+    CHECK_OK(m->ops->kv_put(m, "stream/channels/orders", "y", 1, rev, 0, &rev2));
+    kv = raw_get(c, "kvl/kv/stream/channels/orders", &res);
+    CHECK(kv != NULL);
+    if (kv)
+        CHECK(kv->value_len == 1 && kv->value[0] == 'y' && kv->lease == 0 &&
+              kv->mod_rev == rev2 && kv->create_rev == rev);
+    etcd_result_free(&res);
+
+    /* Written raw, read as a record. */
+    raw_put(c, "kvl/kv/raw/x", "hello", 5);
+    meta_kv g;
+    CHECK_OK(m->ops->kv_get(m, "raw/x", &g));
+    CHECK(g.len == 5 && memcmp(g.value, "hello", 6) == 0 && g.lease_id == 0 && g.rev > rev2 &&
+          g.create_rev == g.rev);
+    meta_kv_free(&g);
+
+    /* Neighbours of the kv/ range, a log named like a record, a setting
+     * named kv: none is a record. */
+    raw_put(c, "kvl/kv", "x", 1);
+    raw_put(c, "kvl/kvx/a", "x", 1);
+    raw_put(c, "kvl/kv.", "x", 1);
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "kv/raw/y", 1, &l));
+    CHECK_OK(m->ops->setting_put(m, "kv", "x"));
+    meta_kv *kvs = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->kv_list(m, "", &kvs, &n));
+    CHECK(n == 2);
+    if (n == 2)
+        CHECK(strcmp(kvs[0].key, "raw/x") == 0 && strcmp(kvs[1].key, "stream/channels/orders") == 0);
+    meta_kv_free_list(kvs, n);
+    CHECK_OK(m->ops->lease_revoke(m, lease));
+    CHECK(mc_kv_is(m, "stream/channels/orders", "y", 1)); /* detached by the update */
+    etcd_client_free(c);
+    m->ops->close(m);
+}
+
+/* Keys and values that break the rules (written behind the store's back)
+ * are WP_ECORRUPT naming the key, from get and list. */
+TEST(et_corrupt_kv)
+{
+    meta *m = open_at(cl.endpoints, "corruptkv", 3000, NULL, NULL);
+    etcd_client *c = raw_client(cl.endpoints, 3000, 0);
+    if (!m || !c) {
+        if (m)
+            m->ops->close(m);
+        etcd_client_free(c);
+        CHECK(m && c);
+        return;
+    }
+    CHECK_OK(m->ops->kv_put(m, "b/good", "x", 1, 0, 0, NULL));
+    static const char *const bad_keys[] = {"corruptkv/kv/a//b", "corruptkv/kv/a/", "corruptkv/kv/",
+                                           "corruptkv/kv/a b", "corruptkv/kv//a",
+                                           "corruptkv/kv/caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad_keys / sizeof *bad_keys; i++) {
+        raw_put(c, bad_keys[i], "x", 1);
+        meta_kv *kvs = (meta_kv *)1;
+        size_t n = 7;
+        int rc = m->ops->kv_list(m, "", &kvs, &n);
+        if (rc != WP_ECORRUPT || !strstr(wp_errmsg(), bad_keys[i]))
+            fprintf(stderr, "  case %zu: %d %s\n", i, rc, wp_errmsg());
+        CHECK(rc == WP_ECORRUPT);
+        CHECK(strstr(wp_errmsg(), bad_keys[i]) != NULL);
+        CHECK(kvs == NULL && n == 0);
+        CHECK_OK(m->ops->kv_list(m, "b/", &kvs, &n)); /* a list that does not meet it */
+        CHECK(n == 1);
+        meta_kv_free_list(kvs, n);
+        raw_del(c, bad_keys[i]);
+    }
+    uint8_t *big = calloc(1, META_KV_VALUE_MAX + 1);
+    REQUIRE(big);
+    raw_put(c, "corruptkv/kv/b/big", big, META_KV_VALUE_MAX + 1);
+    free(big);
+    meta_kv g;
+    CHECK_RC(WP_ECORRUPT, m->ops->kv_get(m, "b/big", &g));
+    CHECK(strstr(wp_errmsg(), "corruptkv/kv/b/big") != NULL);
+    CHECK(g.value == NULL);
+    meta_kv *kvs = (meta_kv *)1;
+    size_t n = 7;
+    CHECK_RC(WP_ECORRUPT, m->ops->kv_list(m, "b", &kvs, &n));
+    CHECK(kvs == NULL && n == 0);
+    raw_del(c, "corruptkv/kv/b/big");
+    CHECK(mc_kv_list_is(m, "", (const char *const[]){"b/good"}, 1));
+    etcd_client_free(c);
+    m->ops->close(m);
+}
+
+typedef struct {
+    meta *direct;
+    const char *key;
+} kv_bump_hook;
+
+/* Inside the proxy, after etcd applied A's write and before A learns
+ * anything: another client upserts the record on top of it. */
+static void kv_bump_on_drop(void *arg)
+{
+    kv_bump_hook *h = arg;
+    h->direct->ops->kv_put(h->direct, h->key, "by-b", 4, -1, 0, NULL);
+}
+
+/* Every kv write whose answer is lost after etcd applied it: re-sent and
+ * re-checked by value and lease (§5.5), reported once with the rev it
+ * applied at; one that did not apply keeps its answer. */
+TEST(et_kv_unknown_outcome)
+{
+    etcd_proxy *p = etcd_proxy_start(cl.m[0].client_port);
+    REQUIRE(p);
+    meta *a = open_at(etcd_proxy_url(p), "unknownkv", 3000, NULL, NULL);
+    meta *b = open_at(cl.endpoints, "unknownkv", 3000, NULL, NULL);
+    if (!a || !b) {
+        if (a)
+            a->ops->close(a);
+        if (b)
+            b->ops->close(b);
+        etcd_proxy_stop(p);
+        CHECK(a && b);
+        return;
+    }
+    int64_t lease = 0, rev = 0, rev2 = 0;
+    meta_kv g;
+    CHECK_OK(a->ops->lease_grant(a, 30000, &lease));
+    /* Create only: applied, answer lost: created (not WP_EEXIST). */
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_OK(a->ops->kv_put(a, "stream/coord", "node-a", 6, 0, lease, &rev));
+    CHECK_OK(b->ops->kv_get(b, "stream/coord", &g));
+    CHECK(g.rev == rev && g.create_rev == rev && g.lease_id == lease);
+    meta_kv_free(&g);
+    /* Create only, not applied (B's record was there), answer lost. */
+    CHECK_OK(b->ops->kv_put(b, "k2", "by-b", 4, 0, 0, NULL));
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_RC(WP_EEXIST, a->ops->kv_put(a, "k2", "by-a", 4, 0, 0, NULL));
+    CHECK(mc_kv_is(b, "k2", "by-b", 4));
+
+    /* CAS: applied once. */
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_OK(a->ops->kv_put(a, "stream/coord", "node-a2", 7, rev, lease, &rev2));
+    CHECK_OK(b->ops->kv_get(b, "stream/coord", &g));
+    CHECK(g.rev == rev2 && rev2 > rev && g.create_rev == rev && g.len == 7);
+    meta_kv_free(&g);
+    /* CAS applied, then B wrote on top before the retry: still ours (the
+     * first change after our base revision). */
+    kv_bump_hook h = {b, "stream/coord"};
+    int64_t rev3 = 0;
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, kv_bump_on_drop, &h);
+    CHECK_OK(a->ops->kv_put(a, "stream/coord", "node-a3", 7, rev2, lease, &rev3));
+    CHECK_OK(b->ops->kv_get(b, "stream/coord", &g));
+    CHECK(g.len == 4 && memcmp(g.value, "by-b", 4) == 0 && rev3 > rev2 && g.rev > rev3);
+    int64_t cur = g.rev;
+    meta_kv_free(&g);
+    /* CAS not applied (a stale rev), answer lost: WP_ECONFLICT. */
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_RC(WP_ECONFLICT, a->ops->kv_put(a, "stream/coord", "node-a4", 7, rev3, lease, NULL));
+    CHECK(mc_kv_is(b, "stream/coord", "by-b", 4));
+    /* Upsert: re-sent, harmless. */
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_OK(a->ops->kv_put(a, "up", "u", 1, -1, 0, &rev));
+    CHECK_OK(b->ops->kv_get(b, "up", &g));
+    CHECK(g.rev == rev);
+    meta_kv_free(&g);
+    /* Delete: gone on the retry, done. */
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
+    CHECK_OK(a->ops->kv_delete(a, "stream/coord", cur));
+    CHECK_RC(WP_ENOENT, b->ops->kv_get(b, "stream/coord", &g));
+    int dropped = etcd_proxy_dropped(p);
+    if (dropped != 7)
+        fprintf(stderr, "  dropped %d\n", dropped);
+    CHECK(dropped == 7);
+    CHECK_OK(a->ops->lease_revoke(a, lease));
+    a->ops->close(a);
+    b->ops->close(b);
+    etcd_proxy_stop(p);
+}
+
 typedef struct {
     atomic_int rc;
     char msg[256];
@@ -1040,6 +1260,9 @@ int main(void)
     RUN(et_node_values);
     RUN(et_watch_segments);
     RUN(et_watch_compacted);
+    RUN(et_kv_layout);
+    RUN(et_corrupt_kv);
+    RUN(et_kv_unknown_outcome);
     RUN(et_auth);
     RUN(et_tls);
     RUN(et_latency);

@@ -1,7 +1,8 @@
 /* test_meta_sqlite.c — the metadata conformance suite on the SQLite backend,
  * plus SQLite-only behaviour: bad files, permissions, schema version,
  * persistence across reopen, corrupt rows, lock timeouts, tables added at
- * open, the node and claim value codecs. */
+ * open, the node and claim value codecs, generic records' rows (corrupt,
+ * expiry, the list bound). */
 #include "test.h"
 
 #include <fcntl.h>
@@ -727,6 +728,173 @@ TEST(claim_value_codec)
     }
 }
 
+/* A file made before generic records: it has no records table; opening
+ * adds it (and its index), and records work and persist. */
+TEST(sq_records_table_added)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    CHECK(raw_i64(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('records', "
+                        "'records_lease')") == 2);
+    meta_log l;
+    CHECK_OK(m->ops->log_create(m, "old", 1, &l));
+    m->ops->close(m);
+    REQUIRE(raw_exec(path, "DROP TABLE records") == SQLITE_OK);
+    CHECK(raw_i64(path, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'records%'") == 0);
+    m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    CHECK(raw_i64(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('records', "
+                        "'records_lease')") == 2);
+    CHECK(raw_i64(path, "SELECT value FROM kv WHERE key = 'version'") == 1);
+    int64_t rev = 0;
+    CHECK_OK(m->ops->kv_put(m, "stream/coord", "\0x", 2, 0, 0, &rev));
+    CHECK(rev > l.rev);
+    m->ops->close(m);
+    m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    meta_kv g;
+    CHECK_OK(m->ops->kv_get(m, "stream/coord", &g));
+    CHECK(g.len == 2 && memcmp(g.value, "\0x", 2) == 0 && g.rev == rev && g.create_rev == rev);
+    meta_kv_free(&g);
+    CHECK(raw_i64(path, "SELECT typeof(value) = 'blob' FROM records") == 1);
+    m->ops->close(m);
+}
+
+/* Bad record rows are WP_ECORRUPT naming the record's key, from get, list
+ * and the writes that read the row first; never a crash. */
+TEST(sq_corrupt_records)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    int64_t lease = 0, rev = 0;
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lease));
+    CHECK_OK(m->ops->kv_put(m, "c/k", "good", 4, 0, lease, &rev));
+    const char *const breaks[] = {
+        "UPDATE records SET value = 'text'",                 /* not a blob */
+        "UPDATE records SET value = 5",                      /* not a blob */
+        "UPDATE records SET value = zeroblob(65537)",        /* too long */
+        "UPDATE records SET rev = 0",
+        "UPDATE records SET rev = 'x'",
+        "UPDATE records SET create_rev = 0",
+        "UPDATE records SET create_rev = rev + 1",           /* created after its last write */
+        "UPDATE records SET lease_id = 'x'",
+        "UPDATE records SET lease_id = -1",
+    };
+    char restore[256];
+    snprintf(restore, sizeof restore,
+             "UPDATE records SET value = x'676f6f64', lease_id = %lld, rev = %lld, "
+             "create_rev = %lld", (long long)lease, (long long)rev, (long long)rev);
+    for (size_t i = 0; i < sizeof breaks / sizeof *breaks; i++) {
+        REQUIRE(raw_exec(path, breaks[i]) == SQLITE_OK);
+        meta_kv g;
+        int rc = m->ops->kv_get(m, "c/k", &g);
+        if (rc != WP_ECORRUPT || !strstr(wp_errmsg(), "kv 'c/k'"))
+            fprintf(stderr, "  case %zu (%s): %d %s\n", i, breaks[i], rc, wp_errmsg());
+        CHECK(rc == WP_ECORRUPT);
+        CHECK(strstr(wp_errmsg(), "kv 'c/k'") != NULL); /* names the record */
+        meta_kv *kvs = (meta_kv *)1;
+        size_t n = 7;
+        CHECK_RC(WP_ECORRUPT, m->ops->kv_list(m, "c/", &kvs, &n));
+        CHECK(kvs == NULL && n == 0);
+        CHECK_RC(WP_ECORRUPT, m->ops->kv_put(m, "c/k", "x", 1, -1, 0, NULL));
+        CHECK_RC(WP_ECORRUPT, m->ops->kv_delete(m, "c/k", 0));
+        REQUIRE(raw_exec(path, restore) == SQLITE_OK);
+        CHECK_OK(m->ops->kv_get(m, "c/k", &g));
+        CHECK(g.len == 4 && memcmp(g.value, "good", 4) == 0 && g.rev == rev);
+        meta_kv_free(&g);
+    }
+    /* Keys that break the rules (written behind the store's back): a list
+     * that meets one fails naming it; one it does not meet is fine. */
+    const char *const bad_keys[] = {"c/a//b", "c/trail/", "c/sp ace", "c/caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad_keys / sizeof *bad_keys; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "INSERT INTO records VALUES ('%s', x'00', 0, %lld, %lld)",
+                 bad_keys[i], (long long)rev, (long long)rev);
+        REQUIRE(raw_exec(path, sql) == SQLITE_OK);
+        meta_kv *kvs = (meta_kv *)1;
+        size_t n = 7;
+        CHECK_RC(WP_ECORRUPT, m->ops->kv_list(m, "", &kvs, &n));
+        CHECK(strstr(wp_errmsg(), bad_keys[i]) != NULL);
+        CHECK(kvs == NULL && n == 0);
+        CHECK_OK(m->ops->kv_list(m, "c/k", &kvs, &n));
+        CHECK(n == 1);
+        meta_kv_free_list(kvs, n);
+        REQUIRE(raw_exec(path, "DELETE FROM records WHERE key <> 'c/k'") == SQLITE_OK);
+    }
+    REQUIRE(raw_exec(path, "INSERT INTO records VALUES (x'632f62', x'00', 0, 5, 5)") ==
+            SQLITE_OK); /* a blob key */
+    meta_kv *kvs = (meta_kv *)1;
+    size_t n = 7;
+    CHECK_RC(WP_ECORRUPT, m->ops->kv_list(m, "", &kvs, &n));
+    CHECK(kvs == NULL && n == 0);
+    m->ops->close(m);
+}
+
+/* Lazy expiry as for nodes and claims: an expired record is invisible at
+ * once, and the next lease or record write deletes its row; a revoke
+ * deletes the lease's rows in its transaction. */
+TEST(sq_kv_lease_rows)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    int64_t ls = 0, lr = 0;
+    CHECK_OK(m->ops->lease_grant(m, 50, &ls));
+    CHECK_OK(m->ops->lease_grant(m, 60000, &lr));
+    CHECK_OK(m->ops->kv_put(m, "e/short", "x", 1, 0, ls, NULL));
+    CHECK_OK(m->ops->kv_put(m, "e/revoked", "x", 1, 0, lr, NULL));
+    CHECK_OK(m->ops->kv_put(m, "e/kept", "x", 1, 0, 0, NULL));
+    CHECK(raw_i64(path, "SELECT count(*) FROM records") == 3);
+    struct timespec ts = {0, 80 * 1000000L};
+    nanosleep(&ts, NULL);
+    meta_kv g;
+    CHECK_RC(WP_ENOENT, m->ops->kv_get(m, "e/short", &g));
+    CHECK(raw_i64(path, "SELECT count(*) FROM records") == 3); /* invisible, not yet deleted */
+    CHECK_OK(m->ops->kv_put(m, "e/other", "x", 1, -1, 0, NULL));
+    CHECK(raw_i64(path, "SELECT count(*) FROM records WHERE key = 'e/short'") == 0);
+    CHECK_OK(m->ops->lease_revoke(m, lr));
+    CHECK(raw_i64(path, "SELECT count(*) FROM records WHERE key = 'e/revoked'") == 0);
+    CHECK(raw_i64(path, "SELECT count(*) FROM records") == 2);
+    m->ops->close(m);
+}
+
+/* kv_list is bounded: META_KV_LIST_MAX records list, one more is
+ * WP_ETOOBIG (and returns nothing). */
+TEST(sq_kv_list_bound)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/meta.db", test_tmpdir("meta_sqlite"));
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(path, &m) == 0);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+             "INSERT INTO records SELECT printf('b/%%06d', i), x'', 0, 2, 2 FROM n",
+             META_KV_LIST_MAX);
+    REQUIRE(raw_exec(path, sql) == SQLITE_OK);
+    meta_kv *kvs = NULL;
+    size_t n = 0;
+    CHECK_OK(m->ops->kv_list(m, "b/", &kvs, &n));
+    CHECK(n == META_KV_LIST_MAX);
+    if (n == META_KV_LIST_MAX)
+        CHECK(strcmp(kvs[0].key, "b/000001") == 0 && strcmp(kvs[n - 1].key, "b/100000") == 0);
+    meta_kv_free_list(kvs, n);
+    CHECK_OK(m->ops->kv_put(m, "b/x", "", 0, 0, 0, NULL));
+    kvs = (meta_kv *)1;
+    n = 7;
+    CHECK_RC(WP_ETOOBIG, m->ops->kv_list(m, "", &kvs, &n));
+    CHECK(kvs == NULL && n == 0);
+    CHECK_OK(m->ops->kv_list(m, "b/0", &kvs, &n)); /* a narrower prefix is fine */
+    CHECK(n == 99999);
+    meta_kv_free_list(kvs, n);
+    m->ops->close(m);
+}
+
 int main(void)
 {
     sq_store store;
@@ -748,5 +916,9 @@ int main(void)
     RUN(sq_claims_table_added);
     RUN(sq_corrupt_claims);
     RUN(claim_value_codec);
+    RUN(sq_records_table_added);
+    RUN(sq_corrupt_records);
+    RUN(sq_kv_lease_rows);
+    RUN(sq_kv_list_bound);
     return test_done();
 }
