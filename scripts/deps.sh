@@ -5,7 +5,7 @@
 #   scripts/deps.sh bench    also the benchmark peers (fio)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev clang libclang-rt-14-dev
-      libcurl4-openssl-dev libssl-dev libcjson-dev libzstd-dev liblz4-dev etcd-server etcd-client
+      libcurl4-openssl-dev libssl-dev libcjson-dev libzstd-dev liblz4-dev libmicrohttpd-dev etcd-server etcd-client
       ceph-mon ceph-osd radosgw ceph-common python3 groff-base)
 [ "${1:-}" = bench ] && pkgs+=(fio)
 missing=()

@@ -26,10 +26,14 @@
 #include "config/config.h"
 #include "os/os.h"
 #include "server/logstore.h"
+#include "stream/coord.h"
+#include "stream/node.h"
 
 static const char usage[] =
     "usage: woodpecker logstore [-c node.yaml] [-o key=value]...\n"
     "       woodpecker logstore drain [--wait] [-c node.yaml] [-o key=value]...\n"
+    "       woodpecker streaming-node [-c node.yaml] [-o key=value]...\n"
+    "       woodpecker streaming-coord [-c coord.yaml] [-o key=value]...\n"
     "\n"
     "Roles:\n"
     "  logstore   serve segment copies to Woodpecker clients (service mode):\n"
@@ -40,6 +44,13 @@ static const char usage[] =
     "             node.upload_interval_ms, node.upload_delay_ms,\n"
     "             node.drop_grace_ms, gc.interval_ms, retention.ttl_ms\n"
     "             (docs/configuration.md, \"Tiering\")\n"
+    "  streaming-node   host channels and serve produce/consume over HTTP\n"
+    "             (docs/streaming.md): keys node.id (required), stream.listen,\n"
+    "             stream.*, meta.* (generic records: etcd or sqlite), and the\n"
+    "             storage of the channels' logs (storage.*, quorum.*)\n"
+    "  streaming-coord  assign channels to streaming nodes; one of several is\n"
+    "             active (elected through metadata): node.id (required),\n"
+    "             stream.lease_ttl_ms, stream.assign_interval_ms, meta.*\n"
     "\n"
     "Drain (`woodpecker logstore drain` with the server's config, or SIGUSR1\n"
     "to the pid in node.data_dir/logstore.pid): the server takes no new\n"
@@ -247,8 +258,50 @@ static int run_logstore(int argc, char **argv)
     return st;
 }
 
+/* streaming-node and streaming-coord: start, print the ready line, run
+ * until SIGTERM or SIGINT. */
+static int run_stream(int argc, char **argv, bool coord)
+{
+    wp_config *cfg = NULL;
+    int st = build_config(argc, argv, 2, &cfg);
+    if (st)
+        return st;
+    wp__logger lg = {cfg->log_fn, cfg->log_arg, cfg->log_level};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the server's threads inherit it */
+    signal(SIGPIPE, SIG_IGN);
+    stream_node *n = NULL;
+    stream_coord *c = NULL;
+    int rc = coord ? stream_coord_start(cfg, &lg, &c) : stream_node_start(cfg, &lg, &n);
+    if (rc) {
+        wp_config_free(cfg);
+        return die(1, coord ? "starting the coordinator" : "starting the streaming node", rc);
+    }
+    if (coord)
+        printf("woodpecker streaming-coord: %s running\n", cfg->node_id);
+    else
+        printf("woodpecker streaming-node: node %s serving on %s\n", cfg->node_id,
+               stream_node_addr(n));
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (coord)
+        stream_coord_stop(c);
+    else
+        stream_node_stop(n);
+    wp_config_free(cfg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "streaming-node") == 0)
+        return run_stream(argc, argv, false);
+    if (argc >= 2 && strcmp(argv[1], "streaming-coord") == 0)
+        return run_stream(argc, argv, true);
     if (argc >= 2 && strcmp(argv[1], "logstore") == 0)
         return run_logstore(argc, argv);
     if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

@@ -127,6 +127,13 @@ static const key_def KEYS[] = {
     NUM("node.upload_interval_ms", K_DUR, node_upload_interval_ms, "1000", 10, 600 * 1000),
     NUM("node.upload_delay_ms", K_DUR, node_upload_delay_ms, "0", 0, DAY_MS),
     NUM("node.drop_grace_ms", K_DUR, node_drop_grace_ms, "30000", 0, 7 * DAY_MS),
+    STR("stream.listen", stream_listen, "127.0.0.1:7600", 3, 255, F_TOKEN),
+    NUM("stream.lease_ttl_ms", K_DUR, stream_lease_ttl_ms, "5000", 1000, 600 * 1000),
+    NUM("stream.assign_interval_ms", K_DUR, stream_assign_interval_ms, "1000", 20, 60 * 1000),
+    NUM("stream.max_request_bytes", K_SIZE, stream_max_request_bytes, "16MiB", 4 * WP_KiB, 256 * WP_MiB),
+    NUM("stream.producer_window", K_INT, stream_producer_window, "256", 1, 65536),
+    NUM("stream.producer_snapshot_ms", K_DUR, stream_producer_snapshot_ms, "5000", 100, 3600 * 1000),
+    NUM("stream.connections_max", K_INT, stream_connections_max, "1024", 1, 65536),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(N_KEYS <= sizeof(((struct wp_config *)0)->set_by_user), "set_by_user has a slot per key");

@@ -65,6 +65,13 @@ struct wp_config {
     int64_t node_upload_interval_ms; /* node.upload_interval_ms: how often held copies are looked at */
     int64_t node_upload_delay_ms;   /* node.upload_delay_ms: a completed segment waits this long */
     int64_t node_drop_grace_ms;     /* node.drop_grace_ms: a sealed copy is kept this long */
+    char stream_listen[256];        /* stream.listen: a streaming node's HTTP host:port */
+    int64_t stream_lease_ttl_ms;    /* stream.lease_ttl_ms: node and coordinator leases */
+    int64_t stream_assign_interval_ms; /* stream.assign_interval_ms: assignment passes / polls */
+    int64_t stream_max_request_bytes; /* stream.max_request_bytes: an HTTP request body at most */
+    int64_t stream_producer_window; /* stream.producer_window: (seq, id) kept per producer */
+    int64_t stream_producer_snapshot_ms; /* stream.producer_snapshot_ms */
+    int64_t stream_connections_max; /* stream.connections_max: HTTP connections at once */
     unsigned char set_by_user[96];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;
     void *log_arg;

@@ -23,6 +23,12 @@ int logstore_proc_start(logstore_proc *s, const char *dir, const char *id, const
  * (they override the defaults above, e.g. "node.zone=z1"). */
 int logstore_proc_start_opts(logstore_proc *s, const char *dir, const char *id,
                              const char *meta_path, const char *const *opts);
+/* A streaming server (docs/streaming.md): role "streaming-node" (s->addr:
+ * its HTTP address) or "streaming-coord", with node.id id, storage.root
+ * dir/data, stream.listen on a free port, then opts ("key=value", NULL-
+ * terminated; metadata settings among them). Waits for its ready line. */
+int stream_proc_start(logstore_proc *s, const char *role, const char *dir, const char *id,
+                      const char *const *opts);
 /* Sends sig, waits; the exit status, or 128 + the signal that ended it. */
 int logstore_proc_stop(logstore_proc *s, int sig);
 

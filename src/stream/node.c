@@ -1,0 +1,1570 @@
+/* node.c — a streaming node; see node.h and docs/streaming.md.
+ *
+ * Hosted channels live in a small table (nodes host tens to thousands of
+ * channels) of reference-counted entries: a request takes a reference for
+ * as long as it uses the channel's log and writer; the sync thread removes
+ * an entry (unhost) and the last reference closes its writer. A produce
+ * request enqueues its messages under the channel's produce lock (so a
+ * producer's sequence numbers are checked and appended in one order) and
+ * waits for their acks outside it; the producers' table has its own lock,
+ * which the writer's callbacks take, never the produce lock. */
+#include "stream/node.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <openssl/evp.h>
+
+#include "net/listen.h"
+#include "stream/stream.h"
+
+#define PRODUCERS_BUCKETS 256
+#define PRODUCER_ID_MAX 128
+#define MESSAGES_MAX 100000     /* messages in one produce request */
+#define POLL_MAX_DEFAULT 100
+#define POLL_MAX_MAX 10000
+#define WAIT_DEFAULT_MS 10000
+#define WAIT_MAX_MS 60000
+#define SLICE_MS 200            /* waits are cut in slices to notice a stop or a move */
+#define HEARTBEAT_MS 10000      /* an idle pushed stream sends an empty line this often */
+#define OPEN_RETRY_MS 1000
+
+/* ---- hosted channels -------------------------------------------------------- */
+
+typedef struct producer {
+    struct producer *next;
+    char id[PRODUCER_ID_MAX + 1];
+    int64_t last_seq; /* -1: none yet */
+    int n, head;      /* window: the last n (seq, id), oldest at head */
+    int64_t *seq;
+    wp_msg_id *ids;   /* {-1,-1}: not durable yet */
+} producer;
+
+typedef struct hchan {
+    char name[STREAM_CHANNEL_MAX + 1];
+    int64_t term;
+    wp_log *log;
+    wp_writer *w;
+    int refs;       /* under node->mu */
+    bool gone;      /* unhosted: no new requests; closed when refs reach 0 */
+    _Atomic int failed; /* the writer failed (fenced, storage): unhost and host again */
+    pthread_mutex_t produce_mu; /* enqueueing of produce requests */
+    pthread_mutex_t pmu;        /* producers; their windows */
+    pthread_cond_t pcond;       /* a window entry got its id */
+    producer *producers[PRODUCERS_BUCKETS];
+    int window;
+    int64_t snap_ns;            /* last producers' snapshot */
+    bool snap_dirty;
+} hchan;
+
+struct stream_node {
+    const wp_config *cfg;
+    const wp__logger *lg;
+    wp_client *c;
+    meta *m;
+    meta_watch *watch;
+    int64_t lease_id;
+    char addr[128];
+    int lfd;
+    struct MHD_Daemon *d;
+    pthread_mutex_t mu; /* chans, n_chans */
+    hchan **chans;
+    int n_chans, cap_chans;
+    pthread_t sync_thr;
+    bool sync_started;
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cond;
+    bool kick;
+    _Atomic bool stop;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void chan_free(hchan *ch)
+{
+    if (ch->w) {
+        int rc = wp_writer_close(ch->w);
+        (void)rc; /* fenced or failed: nothing to do, the next owner recovers */
+    }
+    if (ch->log)
+        wp_log_close(ch->log);
+    for (int b = 0; b < PRODUCERS_BUCKETS; b++)
+        while (ch->producers[b]) {
+            producer *p = ch->producers[b];
+            ch->producers[b] = p->next;
+            free(p->seq);
+            free(p->ids);
+            free(p);
+        }
+    pthread_mutex_destroy(&ch->produce_mu);
+    pthread_mutex_destroy(&ch->pmu);
+    pthread_cond_destroy(&ch->pcond);
+    free(ch);
+}
+
+/* The hosted channel, with a reference; NULL if not hosted. */
+static hchan *chan_get(stream_node *n, const char *name)
+{
+    hchan *ch = NULL;
+    pthread_mutex_lock(&n->mu);
+    for (int i = 0; i < n->n_chans; i++)
+        if (strcmp(n->chans[i]->name, name) == 0 && !n->chans[i]->gone) {
+            ch = n->chans[i];
+            ch->refs++;
+            break;
+        }
+    pthread_mutex_unlock(&n->mu);
+    return ch;
+}
+
+static void chan_put(stream_node *n, hchan *ch)
+{
+    pthread_mutex_lock(&n->mu);
+    bool last = --ch->refs == 0 && ch->gone;
+    pthread_mutex_unlock(&n->mu);
+    if (last)
+        chan_free(ch);
+}
+
+/* ---- producers -------------------------------------------------------------- */
+
+/* Under ch->pmu. NULL (no memory) only when create. */
+static producer *producer_find(hchan *ch, const char *id, bool create)
+{
+    size_t b = hash_str(id) % PRODUCERS_BUCKETS;
+    for (producer *p = ch->producers[b]; p; p = p->next)
+        if (strcmp(p->id, id) == 0)
+            return p;
+    if (!create)
+        return NULL;
+    producer *p = calloc(1, sizeof *p);
+    if (p) {
+        p->seq = malloc((size_t)ch->window * sizeof *p->seq);
+        p->ids = malloc((size_t)ch->window * sizeof *p->ids);
+    }
+    if (!p || !p->seq || !p->ids) {
+        if (p) {
+            free(p->seq);
+            free(p->ids);
+        }
+        free(p);
+        return NULL;
+    }
+    snprintf(p->id, sizeof p->id, "%s", id);
+    p->last_seq = -1;
+    p->next = ch->producers[b];
+    ch->producers[b] = p;
+    return p;
+}
+
+/* Under ch->pmu: records (seq, id) as the producer's latest. */
+static void producer_push(hchan *ch, producer *p, int64_t seq, wp_msg_id id)
+{
+    int at;
+    if (p->n < ch->window) {
+        at = (p->head + p->n) % ch->window;
+        p->n++;
+    } else {
+        at = p->head;
+        p->head = (p->head + 1) % ch->window;
+    }
+    p->seq[at] = seq;
+    p->ids[at] = id;
+    if (seq > p->last_seq)
+        p->last_seq = seq;
+}
+
+/* Under ch->pmu: the window slot of seq, or -1. */
+static int producer_slot(const hchan *ch, const producer *p, int64_t seq)
+{
+    for (int k = 0; k < p->n; k++) {
+        int at = (p->head + k) % ch->window;
+        if (p->seq[at] == seq)
+            return at;
+    }
+    return -1;
+}
+
+/* Applies one durable message's producer properties (rebuild). */
+static void producer_apply(hchan *ch, const wp_entry *e)
+{
+    const char *pid = NULL, *ps = NULL;
+    for (size_t i = 0; i < e->n_props; i++) {
+        if (strcmp(e->prop_keys[i], "wp.p") == 0)
+            pid = e->prop_values[i];
+        else if (strcmp(e->prop_keys[i], "wp.s") == 0)
+            ps = e->prop_values[i];
+    }
+    char *end;
+    long long seq = ps ? strtoll(ps, &end, 10) : -1;
+    if (!pid || !ps || *end || seq < 0 || strlen(pid) > PRODUCER_ID_MAX)
+        return;
+    pthread_mutex_lock(&ch->pmu);
+    producer *p = producer_find(ch, pid, true);
+    if (p && seq > p->last_seq)
+        producer_push(ch, p, seq, e->id);
+    pthread_mutex_unlock(&ch->pmu);
+}
+
+static char *snapshot_json(hchan *ch, wp_msg_id at)
+{
+    cJSON *o = cJSON_CreateObject(), *ps = o ? cJSON_AddObjectToObject(o, "producers") : NULL;
+    char t[48];
+    stream_id_text(at, t);
+    bool ok = ps && cJSON_AddNumberToObject(o, "term", (double)ch->term) &&
+              cJSON_AddStringToObject(o, "at", t);
+    pthread_mutex_lock(&ch->pmu);
+    for (int b = 0; ok && b < PRODUCERS_BUCKETS; b++)
+        for (producer *p = ch->producers[b]; ok && p; p = p->next) {
+            cJSON *arr = cJSON_AddArrayToObject(ps, p->id);
+            ok = arr != NULL;
+            for (int k = 0; ok && k < p->n; k++) {
+                int s = (p->head + k) % ch->window;
+                if (p->ids[s].segment_id < 0 ||
+                    (p->ids[s].segment_id > at.segment_id ||
+                     (p->ids[s].segment_id == at.segment_id && p->ids[s].entry_id > at.entry_id)))
+                    continue; /* not durable as of `at`: the scan from `at` finds it */
+                cJSON *pair = cJSON_CreateArray();
+                stream_id_text(p->ids[s], t);
+                ok = pair && cJSON_AddItemToArray(arr, pair) &&
+                     cJSON_AddItemToArray(pair, cJSON_CreateNumber((double)p->seq[s])) &&
+                     cJSON_AddItemToArray(pair, cJSON_CreateString(t));
+            }
+        }
+    pthread_mutex_unlock(&ch->pmu);
+    char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+/* Loads stream/producers/<name>: the table as of *at; *at {-1,-1} none. */
+static void snapshot_load(stream_node *n, hchan *ch, wp_msg_id *at)
+{
+    *at = (wp_msg_id){-1, -1};
+    char key[META_KV_KEY_MAX + 1];
+    snprintf(key, sizeof key, "%s%s", STREAM_KEY_PRODUCERS, ch->name);
+    meta_kv kv = {0};
+    if (n->m->ops->kv_get(n->m, key, &kv) != WP_OK) {
+        wp__err_clear();
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength((const char *)kv.value, kv.len);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "at");
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(o, "producers");
+    wp_msg_id snap_at;
+    if (cJSON_IsString(a) && stream_id_parse(a->valuestring, &snap_at) && cJSON_IsObject(ps)) {
+        const cJSON *arr;
+        pthread_mutex_lock(&ch->pmu);
+        cJSON_ArrayForEach(arr, ps)
+        {
+            if (!cJSON_IsArray(arr) || strlen(arr->string) > PRODUCER_ID_MAX)
+                continue;
+            producer *p = producer_find(ch, arr->string, true);
+            const cJSON *pair;
+            cJSON_ArrayForEach(pair, arr)
+            {
+                const cJSON *s = cJSON_GetArrayItem(pair, 0), *i = cJSON_GetArrayItem(pair, 1);
+                wp_msg_id id;
+                if (p && cJSON_IsNumber(s) && s->valuedouble >= 0 && cJSON_IsString(i) &&
+                    stream_id_parse(i->valuestring, &id) && (int64_t)s->valuedouble > p->last_seq)
+                    producer_push(ch, p, (int64_t)s->valuedouble, id);
+            }
+        }
+        pthread_mutex_unlock(&ch->pmu);
+        *at = snap_at;
+    } else {
+        wp__log(n->lg, WP_LOG_WARN, "channel '%s': producers' snapshot does not decode; reading "
+                "the whole channel instead", ch->name);
+    }
+    cJSON_Delete(o);
+    meta_kv_free(&kv);
+}
+
+/* The producers' state of a channel just opened here: the snapshot, then
+ * every message after it up to the end the writer's recovery found. */
+static int producers_rebuild(stream_node *n, hchan *ch)
+{
+    wp_msg_id at;
+    snapshot_load(n, ch, &at);
+    wp_log_info info;
+    int rc = wp_log_stat(ch->log, &info);
+    if (rc || info.last_id.segment_id < 0)
+        return rc;
+    wp_msg_id from = at.segment_id < 0 ? WP_EARLIEST : (wp_msg_id){at.segment_id, at.entry_id + 1};
+    wp_reader *r = NULL;
+    rc = wp_reader_open(ch->log, from, &r);
+    if (rc == WP_ETRUNCATED) { /* the snapshot's position was truncated since */
+        wp__err_clear();
+        rc = wp_reader_open(ch->log, WP_EARLIEST, &r);
+    }
+    if (rc)
+        return rc;
+    int64_t scanned = 0;
+    for (;;) {
+        wp_entry e;
+        rc = wp_reader_next(r, 5000, &e);
+        if (rc)
+            break;
+        producer_apply(ch, &e);
+        scanned++;
+        if (e.id.segment_id > info.last_id.segment_id ||
+            (e.id.segment_id == info.last_id.segment_id && e.id.entry_id >= info.last_id.entry_id))
+            break;
+    }
+    wp_reader_close(r);
+    if (rc == WP_ETIMEDOUT) /* nothing more durable: the end */
+        rc = WP_OK;
+    wp__log(n->lg, WP_LOG_INFO, "channel '%s': producers rebuilt (%" PRId64 " messages read)",
+            ch->name, scanned);
+    return rc;
+}
+
+static void snapshot_write(stream_node *n, hchan *ch)
+{
+    wp_msg_id at = wp_writer_lac(ch->w);
+    if (at.segment_id < 0)
+        return;
+    char *v = snapshot_json(ch, at);
+    if (!v)
+        return;
+    char key[META_KV_KEY_MAX + 1];
+    snprintf(key, sizeof key, "%s%s", STREAM_KEY_PRODUCERS, ch->name);
+    size_t len = strlen(v);
+    int rc = len <= META_KV_VALUE_MAX
+                 ? n->m->ops->kv_put(n->m, key, v, len, -1, 0, NULL)
+                 : wp__err(WP_ETOOBIG, "producers' snapshot of %zu bytes", len);
+    free(v);
+    if (rc)
+        wp__log(n->lg, WP_LOG_WARN, "channel '%s': producers' snapshot: %s (%s)", ch->name,
+                wp_strerror(rc), wp_errmsg());
+}
+
+/* ---- hosting ------------------------------------------------------------------ */
+
+static int host(stream_node *n, const stream_channel *rec)
+{
+    hchan *ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return wp__err(WP_ENOMEM, "channel");
+    snprintf(ch->name, sizeof ch->name, "%s", rec->name);
+    ch->term = rec->term;
+    ch->window = (int)n->cfg->stream_producer_window;
+    pthread_mutex_init(&ch->produce_mu, NULL);
+    pthread_mutex_init(&ch->pmu, NULL);
+    pthread_cond_init(&ch->pcond, NULL);
+    char log[WP_LOG_NAME_MAX + 1];
+    stream_log_name(rec->name, log);
+    int rc = wp_log_open(n->c, log, &ch->log);
+    if (rc == WP_OK)
+        rc = wp_writer_open(ch->log, &ch->w); /* the fence: the old owner's writer is done */
+    if (rc == WP_OK)
+        rc = producers_rebuild(n, ch);
+    if (rc) {
+        chan_free(ch);
+        return rc;
+    }
+    ch->snap_ns = wp__now_ns();
+    ch->refs = 1; /* the table's */
+    pthread_mutex_lock(&n->mu);
+    if (n->n_chans == n->cap_chans) {
+        int cap = n->cap_chans ? 2 * n->cap_chans : 16;
+        hchan **nc = realloc(n->chans, (size_t)cap * sizeof *nc);
+        if (!nc) {
+            pthread_mutex_unlock(&n->mu);
+            chan_free(ch);
+            return wp__err(WP_ENOMEM, "channel table");
+        }
+        n->chans = nc;
+        n->cap_chans = cap;
+    }
+    n->chans[n->n_chans++] = ch;
+    pthread_mutex_unlock(&n->mu);
+    wp__log(n->lg, WP_LOG_INFO, "node %s: hosting channel '%s' at term %" PRId64, n->cfg->node_id,
+            ch->name, ch->term);
+    return WP_OK;
+}
+
+/* Removes entry i of the table (under n->mu); the last reference closes it. */
+static hchan *unhost_locked(stream_node *n, int i)
+{
+    hchan *ch = n->chans[i];
+    n->chans[i] = n->chans[--n->n_chans];
+    ch->gone = true;
+    return --ch->refs == 0 ? ch : NULL;
+}
+
+/* One pass: the lease, the registration, the assignments, snapshots. */
+static int sync_pass(stream_node *n)
+{
+    stream_channel *recs = NULL;
+    size_t nr = 0;
+    int rc = stream_channel_list(n->m, &recs, &nr);
+    if (rc)
+        return rc;
+    /* Unhost what is no longer ours at that term (or failed). */
+    hchan *to_free[64];
+    int nf = 0;
+    pthread_mutex_lock(&n->mu);
+    for (int i = 0; i < n->n_chans;) {
+        hchan *ch = n->chans[i];
+        const stream_channel *r = NULL;
+        for (size_t k = 0; k < nr && !r; k++)
+            if (strcmp(recs[k].name, ch->name) == 0)
+                r = &recs[k];
+        bool keep = r && strcmp(r->owner, n->cfg->node_id) == 0 && strcmp(r->addr, n->addr) == 0 &&
+                    r->term == ch->term && !atomic_load(&ch->failed);
+        if (keep || nf == 64) {
+            i++;
+            continue;
+        }
+        wp__log(n->lg, WP_LOG_INFO, "node %s: channel '%s' (term %" PRId64 ") %s", n->cfg->node_id,
+                ch->name, ch->term, !r ? "deleted" : atomic_load(&ch->failed) ? "failed here" :
+                "moved");
+        hchan *f = unhost_locked(n, i);
+        if (f)
+            to_free[nf++] = f;
+    }
+    pthread_mutex_unlock(&n->mu);
+    for (int i = 0; i < nf; i++)
+        chan_free(to_free[i]);
+    /* Host what is ours and not hosted. */
+    for (size_t k = 0; k < nr && !atomic_load(&n->stop); k++) {
+        const stream_channel *r = &recs[k];
+        if (strcmp(r->owner, n->cfg->node_id) != 0 || strcmp(r->addr, n->addr) != 0)
+            continue;
+        hchan *ch = chan_get(n, r->name);
+        if (ch) {
+            chan_put(n, ch);
+            continue;
+        }
+        int hrc = host(n, r);
+        if (hrc)
+            wp__log(n->lg, WP_LOG_WARN, "node %s: cannot host channel '%s': %s (%s)",
+                    n->cfg->node_id, r->name, wp_strerror(hrc), wp_errmsg());
+    }
+    free(recs);
+    /* Producers' snapshots. */
+    int64_t now = wp__now_ns(), every = n->cfg->stream_producer_snapshot_ms * 1000000LL;
+    pthread_mutex_lock(&n->mu);
+    int cnt = n->n_chans;
+    hchan **snap = malloc((size_t)(cnt ? cnt : 1) * sizeof *snap);
+    int ns = 0;
+    for (int i = 0; snap && i < cnt; i++)
+        if (n->chans[i]->snap_dirty && now - n->chans[i]->snap_ns >= every) {
+            snap[ns++] = n->chans[i];
+            n->chans[i]->refs++;
+        }
+    pthread_mutex_unlock(&n->mu);
+    for (int i = 0; i < ns; i++) {
+        snap[i]->snap_dirty = false;
+        snap[i]->snap_ns = now;
+        snapshot_write(n, snap[i]);
+        chan_put(n, snap[i]);
+    }
+    free(snap);
+    return WP_OK;
+}
+
+static int register_node(stream_node *n)
+{
+    meta_node nd = {.lease_id = n->lease_id, .registered_ms = wp__wall_ms()};
+    snprintf(nd.id, sizeof nd.id, "%s", n->cfg->node_id);
+    snprintf(nd.kind, sizeof nd.kind, "%s", STREAM_NODE_KIND);
+    snprintf(nd.addr, sizeof nd.addr, "%s", n->addr);
+    snprintf(nd.zone, sizeof nd.zone, "%s", n->cfg->node_zone);
+    pthread_mutex_lock(&n->mu);
+    nd.load = n->n_chans;
+    pthread_mutex_unlock(&n->mu);
+    return n->m->ops->node_put(n->m, &nd);
+}
+
+static void on_change(void *arg)
+{
+    stream_node *n = arg;
+    pthread_mutex_lock(&n->sync_mu);
+    n->kick = true;
+    pthread_cond_signal(&n->sync_cond);
+    pthread_mutex_unlock(&n->sync_mu);
+}
+
+static void on_watch_failed(void *arg, int rc, const char *msg)
+{
+    stream_node *n = arg;
+    wp__log(n->lg, WP_LOG_WARN, "node: watch ended (%s: %s); polling", wp_strerror(rc), msg);
+}
+
+static void *sync_main(void *arg)
+{
+    stream_node *n = arg;
+    int64_t ttl = n->cfg->stream_lease_ttl_ms, next_keepalive = 0;
+    while (!atomic_load(&n->stop)) {
+        int64_t now = wp__now_ns();
+        int rc = WP_OK;
+        if (now >= next_keepalive) {
+            rc = n->m->ops->lease_keepalive(n->m, n->lease_id);
+            if (rc == WP_ENOENT) {
+                wp__log(n->lg, WP_LOG_WARN, "node %s: lease expired; registering again",
+                        n->cfg->node_id);
+                rc = n->m->ops->lease_grant(n->m, ttl, &n->lease_id);
+            }
+            if (rc == WP_OK)
+                rc = register_node(n);
+            if (rc == WP_OK)
+                next_keepalive = now + ttl / 3 * 1000000LL;
+        }
+        if (rc == WP_OK)
+            rc = sync_pass(n);
+        if (rc)
+            wp__log(n->lg, WP_LOG_WARN, "node %s: %s (%s)", n->cfg->node_id, wp_strerror(rc),
+                    wp_errmsg());
+        int64_t wait_ms = n->cfg->stream_assign_interval_ms;
+        if (wait_ms > ttl / 3)
+            wait_ms = ttl / 3;
+        int64_t due = wp__now_ns() + wait_ms * 1000000LL;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_mutex_lock(&n->sync_mu);
+        while (!atomic_load(&n->stop) && !n->kick &&
+               pthread_cond_timedwait(&n->sync_cond, &n->sync_mu, &ts) == 0)
+            ;
+        n->kick = false;
+        pthread_mutex_unlock(&n->sync_mu);
+    }
+    return NULL;
+}
+
+/* ---- HTTP plumbing ------------------------------------------------------------ */
+
+typedef struct {
+    char *body;
+    size_t len, cap;
+    bool too_big, answered; /* too_big: body above the limit (len counts it, body is gone) */
+} request;
+
+static int http_status(int rc)
+{
+    switch (rc) {
+    case WP_EINVAL: return MHD_HTTP_BAD_REQUEST;
+    case WP_ENOENT: return MHD_HTTP_NOT_FOUND;
+    case WP_EEXIST: return MHD_HTTP_CONFLICT;
+    case WP_ETOOBIG: return MHD_HTTP_CONTENT_TOO_LARGE;
+    case WP_EUNAVAILABLE: return MHD_HTTP_SERVICE_UNAVAILABLE;
+    default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, int status, cJSON *o)
+{
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!s)
+        return MHD_NO;
+    size_t len = strlen(s);
+    char *body = malloc(len + 1);
+    if (!body) {
+        cJSON_free(s);
+        return MHD_NO;
+    }
+    memcpy(body, s, len);
+    body[len] = '\n';
+    cJSON_free(s);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len + 1, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, int status, const char *code,
+                                  const char *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "error", code);
+        cJSON_AddStringToObject(o, "message", msg ? msg : "");
+    }
+    return send_json(conn, status, o);
+}
+
+static const char *code_name(int rc)
+{
+    switch (rc) {
+    case WP_EINVAL: return "WP_EINVAL";
+    case WP_ENOENT: return "WP_ENOENT";
+    case WP_EEXIST: return "WP_EEXIST";
+    case WP_ETOOBIG: return "WP_ETOOBIG";
+    case WP_EUNAVAILABLE: return "WP_EUNAVAILABLE";
+    case WP_EFENCED: return "WP_EFENCED";
+    default: return wp_strerror(rc);
+    }
+}
+
+static enum MHD_Result send_rc(struct MHD_Connection *conn, int rc)
+{
+    return send_error(conn, http_status(rc), code_name(rc), wp_errmsg());
+}
+
+/* 421 (not the owner here) with the owner as the records say, or 404 /
+ * 503 (ours, being opened). */
+static enum MHD_Result send_not_here(stream_node *n, struct MHD_Connection *conn, const char *name)
+{
+    stream_channel rec;
+    int rc = stream_channel_get(n->m, name, &rec);
+    if (rc == WP_ENOENT)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such channel");
+    if (rc)
+        return send_rc(conn, rc);
+    if (strcmp(rec.owner, n->cfg->node_id) == 0 && strcmp(rec.addr, n->addr) == 0) {
+        on_change(n); /* host it now */
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "WP_EUNAVAILABLE",
+                          "the channel is being opened on this node: retry");
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "error", "WP_EUNAVAILABLE");
+        cJSON_AddStringToObject(o, "message", rec.owner[0] ? "the channel is owned by another node"
+                                                           : "the channel is not assigned yet");
+        cJSON_AddStringToObject(o, "owner", rec.owner);
+        cJSON_AddStringToObject(o, "addr", rec.addr);
+        cJSON_AddNumberToObject(o, "term", (double)rec.term);
+    }
+    return send_json(conn, rec.owner[0] ? MHD_HTTP_MISDIRECTED_REQUEST
+                                        : MHD_HTTP_SERVICE_UNAVAILABLE, o);
+}
+
+/* ---- base64, UTF-8 ------------------------------------------------------------ */
+
+static bool utf8_valid(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            if (c == 0)
+                return false; /* JSON strings go through C strings here */
+            i++;
+            continue;
+        }
+        size_t k = (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 0;
+        if (k == 0 || i + k >= n)
+            return false;
+        uint32_t cp = c & (0x3Fu >> k);
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static char *b64_encode(const uint8_t *p, size_t n)
+{
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    if (out)
+        EVP_EncodeBlock((unsigned char *)out, p, (int)n);
+    return out;
+}
+
+/* Decodes standard base64 (with padding); NULL if it is not. */
+static uint8_t *b64_decode(const char *s, size_t *len)
+{
+    size_t n = strlen(s);
+    if (n % 4 != 0 || n > (size_t)INT32_MAX)
+        return NULL;
+    uint8_t *out = malloc(n / 4 * 3 + 1);
+    if (!out)
+        return NULL;
+    int got = n ? EVP_DecodeBlock(out, (const unsigned char *)s, (int)n) : 0;
+    if (got < 0) {
+        free(out);
+        return NULL;
+    }
+    size_t pad = n >= 1 && s[n - 1] == '=' ? (n >= 2 && s[n - 2] == '=' ? 2 : 1) : 0;
+    *len = (size_t)got - pad;
+    return out;
+}
+
+/* ---- channel admin ------------------------------------------------------------- */
+
+static cJSON *channel_obj(const stream_channel *ch)
+{
+    char *v = stream_channel_json(ch);
+    cJSON *o = v ? cJSON_Parse(v) : NULL;
+    free(v);
+    if (o)
+        cJSON_AddStringToObject(o, "name", ch->name);
+    return o;
+}
+
+static enum MHD_Result channel_create(stream_node *n, struct MHD_Connection *conn, const request *rq)
+{
+    cJSON *o = cJSON_ParseWithLength(rq->body ? rq->body : "", rq->len);
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(o, "name");
+    char name[STREAM_CHANNEL_MAX + 1];
+    bool ok = cJSON_IsString(nm) && stream_channel_valid(nm->valuestring);
+    if (ok)
+        snprintf(name, sizeof name, "%s", nm->valuestring);
+    cJSON_Delete(o);
+    if (!ok)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "WP_EINVAL",
+                          "want {\"name\": \"<1..128 bytes of [A-Za-z0-9._-]>\"}");
+    char log[WP_LOG_NAME_MAX + 1];
+    stream_log_name(name, log);
+    int rc = wp_log_create(n->c, log);
+    if (rc == WP_EEXIST) /* a create that stopped before its record: go on */
+        rc = WP_OK;
+    stream_channel ch = {.created_ms = wp__wall_ms()};
+    snprintf(ch.name, sizeof ch.name, "%s", name);
+    char *v = rc ? NULL : stream_channel_json(&ch);
+    if (!rc && !v)
+        rc = wp__err(WP_ENOMEM, "channel record");
+    char key[META_KV_KEY_MAX + 1];
+    snprintf(key, sizeof key, "%s%s", STREAM_KEY_CHANNELS, name);
+    if (rc == WP_OK)
+        rc = n->m->ops->kv_put(n->m, key, v, strlen(v), 0, 0, &ch.rev);
+    free(v);
+    if (rc == WP_EEXIST)
+        return send_error(conn, MHD_HTTP_CONFLICT, "WP_EEXIST", "the channel exists");
+    if (rc)
+        return send_rc(conn, rc);
+    return send_json(conn, MHD_HTTP_CREATED, channel_obj(&ch));
+}
+
+static enum MHD_Result channel_list(stream_node *n, struct MHD_Connection *conn)
+{
+    stream_channel *recs = NULL;
+    size_t nr = 0;
+    int rc = stream_channel_list(n->m, &recs, &nr);
+    if (rc)
+        return send_rc(conn, rc);
+    cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "channels") : NULL;
+    for (size_t i = 0; arr && i < nr; i++)
+        cJSON_AddItemToArray(arr, channel_obj(&recs[i]));
+    free(recs);
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result channel_get(stream_node *n, struct MHD_Connection *conn, const char *name)
+{
+    stream_channel rec;
+    int rc = stream_channel_get(n->m, name, &rec);
+    if (rc)
+        return send_rc(conn, rc);
+    return send_json(conn, MHD_HTTP_OK, channel_obj(&rec));
+}
+
+static enum MHD_Result channel_delete(stream_node *n, struct MHD_Connection *conn, const char *name)
+{
+    char key[META_KV_KEY_MAX + 1], log[WP_LOG_NAME_MAX + 1];
+    snprintf(key, sizeof key, "%s%s", STREAM_KEY_CHANNELS, name);
+    int rc = n->m->ops->kv_delete(n->m, key, 0);
+    if (rc)
+        return send_rc(conn, rc);
+    snprintf(key, sizeof key, "%s%s", STREAM_KEY_PRODUCERS, name);
+    (void)n->m->ops->kv_delete(n->m, key, 0);
+    stream_log_name(name, log);
+    rc = wp_log_delete(n->c, log);
+    if (rc && rc != WP_ENOENT)
+        return send_rc(conn, rc);
+    on_change(n); /* an owner here lets go at once */
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = r ? MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, r) : MHD_NO;
+    if (r)
+        MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- produce ------------------------------------------------------------------ */
+
+typedef struct preq preq;
+typedef struct {
+    preq *q;
+    int i;
+    producer *p; /* NULL: no producer */
+    int64_t seq;
+} pmsg_ctx;
+
+struct preq {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int pending;
+    int first_rc;
+    hchan *ch;
+    wp_msg_id *ids;
+    bool *dup;
+    pmsg_ctx *ctx;
+};
+
+static void produce_cb(void *arg, int rc, wp_msg_id id)
+{
+    pmsg_ctx *x = arg;
+    preq *q = x->q;
+    hchan *ch = q->ch;
+    if (rc)
+        atomic_store(&ch->failed, rc); /* the writer has failed for good */
+    if (x->p) {
+        pthread_mutex_lock(&ch->pmu);
+        int s = producer_slot(ch, x->p, x->seq);
+        if (s >= 0)
+            x->p->ids[s] = rc ? (wp_msg_id){-2, -2} : id;
+        ch->snap_dirty = true;
+        pthread_cond_broadcast(&ch->pcond);
+        pthread_mutex_unlock(&ch->pmu);
+    }
+    pthread_mutex_lock(&q->mu);
+    q->ids[x->i] = id;
+    if (rc && !q->first_rc)
+        q->first_rc = rc;
+    if (--q->pending == 0)
+        pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    uint8_t *owned;
+    int n_props;
+    const char *keys[66], *vals[66];
+    int64_t seq;
+    char seqbuf[24];
+} pmsg;
+
+/* Parses one message of a produce request. */
+static int parse_msg(const cJSON *m, bool with_producer, const char *producer_id, pmsg *out)
+{
+    *out = (pmsg){.seq = -1};
+    if (!cJSON_IsObject(m))
+        return wp__err(WP_EINVAL, "a message is not an object");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "payload");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(m, "payload_b64");
+    if (cJSON_IsString(p) && !b) {
+        out->data = (const uint8_t *)p->valuestring;
+        out->len = strlen(p->valuestring);
+    } else if (cJSON_IsString(b) && !p) {
+        out->owned = b64_decode(b->valuestring, &out->len);
+        if (!out->owned)
+            return wp__err(WP_EINVAL, "payload_b64 is not base64");
+        out->data = out->owned;
+    } else {
+        return wp__err(WP_EINVAL, "a message needs exactly one of payload, payload_b64");
+    }
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(m, "props"), *kv;
+    if (props && !cJSON_IsObject(props))
+        return wp__err(WP_EINVAL, "props is not an object");
+    cJSON_ArrayForEach(kv, props)
+    {
+        if (!cJSON_IsString(kv))
+            return wp__err(WP_EINVAL, "property '%.64s' is not a string", kv->string);
+        if (strncmp(kv->string, "wp.", 3) == 0)
+            return wp__err(WP_EINVAL, "property names starting with 'wp.' are reserved");
+        if (out->n_props == 64)
+            return wp__err(WP_EINVAL, "more than 64 properties");
+        out->keys[out->n_props] = kv->string;
+        out->vals[out->n_props++] = kv->valuestring;
+    }
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(m, "seq");
+    if (with_producer) {
+        if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 9007199254740992.0 ||
+            s->valuedouble != (double)(int64_t)s->valuedouble)
+            return wp__err(WP_EINVAL, "with a producer, every message needs an integer seq >= 0");
+        out->seq = (int64_t)s->valuedouble;
+        snprintf(out->seqbuf, sizeof out->seqbuf, "%" PRId64, out->seq);
+        out->keys[out->n_props] = "wp.p";
+        out->vals[out->n_props++] = producer_id;
+        out->keys[out->n_props] = "wp.s";
+        out->vals[out->n_props++] = out->seqbuf;
+    } else if (s) {
+        return wp__err(WP_EINVAL, "seq without a producer");
+    }
+    return WP_OK;
+}
+
+static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, const char *name,
+                               const request *rq)
+{
+    hchan *ch = chan_get(n, name);
+    if (!ch)
+        return send_not_here(n, conn, name);
+    cJSON *o = cJSON_ParseWithLength(rq->body ? rq->body : "", rq->len);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    const cJSON *term = cJSON_GetObjectItemCaseSensitive(o, "term");
+    const cJSON *prod = cJSON_GetObjectItemCaseSensitive(o, "producer");
+    int count = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : -1;
+    int rc = WP_OK;
+    enum MHD_Result ret;
+    if (!cJSON_IsObject(o) || count < 1 || count > MESSAGES_MAX)
+        rc = wp__err(WP_EINVAL, "want {\"messages\": [1..%d messages], ...}", MESSAGES_MAX);
+    else if (term && (!cJSON_IsNumber(term) || term->valuedouble < 0))
+        rc = wp__err(WP_EINVAL, "term is not a number >= 0");
+    else if (prod && (!cJSON_IsString(prod) || !prod->valuestring[0] ||
+                      strlen(prod->valuestring) > PRODUCER_ID_MAX))
+        rc = wp__err(WP_EINVAL, "producer is not a string of 1..%d bytes", PRODUCER_ID_MAX);
+    if (rc) {
+        ret = send_rc(conn, rc);
+        goto out_json;
+    }
+    if (term && (int64_t)term->valuedouble < ch->term) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "error", "stale_term");
+        cJSON_AddStringToObject(e, "message", "the channel moved since: look its owner up again");
+        cJSON_AddNumberToObject(e, "term", (double)ch->term);
+        ret = send_json(conn, MHD_HTTP_CONFLICT, e);
+        goto out_json;
+    }
+    if (term && (int64_t)term->valuedouble > ch->term) {
+        chan_put(n, ch);
+        cJSON_Delete(o);
+        on_change(n);
+        return send_not_here(n, conn, name);
+    }
+    preq q = {.pending = 0, .ch = ch};
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.cond, NULL);
+    q.ids = calloc((size_t)count, sizeof *q.ids);
+    q.dup = calloc((size_t)count, sizeof *q.dup);
+    q.ctx = calloc((size_t)count, sizeof *q.ctx);
+    pmsg *pm = calloc((size_t)count, sizeof *pm);
+    if (!q.ids || !q.dup || !q.ctx || !pm)
+        rc = wp__err(WP_ENOMEM, "produce of %d messages", count);
+    const char *pid = prod ? prod->valuestring : NULL;
+    for (int i = 0; rc == WP_OK && i < count; i++)
+        rc = parse_msg(cJSON_GetArrayItem(msgs, i), pid != NULL, pid, &pm[i]);
+    /* Enqueue in order, under the produce lock: a producer's seqs are
+     * checked and appended in one order. */
+    pthread_mutex_lock(&ch->produce_mu);
+    for (int i = 0; rc == WP_OK && i < count; i++) {
+        producer *p = NULL;
+        int64_t prev_last = -1;
+        if (pid) {
+            pthread_mutex_lock(&ch->pmu);
+            p = producer_find(ch, pid, true);
+            prev_last = p ? p->last_seq : -1;
+            bool dup = p && pm[i].seq <= p->last_seq;
+            if (p && !dup)
+                producer_push(ch, p, pm[i].seq, (wp_msg_id){-1, -1});
+            pthread_mutex_unlock(&ch->pmu);
+            if (!p) {
+                rc = wp__err(WP_ENOMEM, "producer table");
+                break;
+            }
+            if (dup) {
+                q.dup[i] = true;
+                continue;
+            }
+        }
+        q.ctx[i] = (pmsg_ctx){.q = &q, .i = i, .p = p, .seq = pm[i].seq};
+        wp_payload pl = {.data = pm[i].data, .len = pm[i].len, .n_props = (size_t)pm[i].n_props,
+                         .prop_keys = pm[i].keys, .prop_values = pm[i].vals};
+        pthread_mutex_lock(&q.mu);
+        q.pending++;
+        pthread_mutex_unlock(&q.mu);
+        rc = wp_writer_append_entry_async(ch->w, &pl, 0, produce_cb, &q.ctx[i]);
+        if (rc) {
+            pthread_mutex_lock(&q.mu);
+            q.pending--;
+            pthread_mutex_unlock(&q.mu);
+            if (p) { /* not appended: the seq is not taken (it was pushed last) */
+                pthread_mutex_lock(&ch->pmu);
+                int newest = (p->head + p->n - 1) % ch->window;
+                if (p->n < ch->window) {
+                    p->n--;
+                } else { /* it took the oldest's slot: leave a dead one */
+                    p->seq[newest] = -1;
+                    p->ids[newest] = (wp_msg_id){-2, -2};
+                }
+                p->last_seq = prev_last;
+                pthread_mutex_unlock(&ch->pmu);
+            }
+            if (rc != WP_ETOOBIG && rc != WP_EINVAL)
+                atomic_store(&ch->failed, rc);
+        }
+    }
+    pthread_mutex_unlock(&ch->produce_mu);
+    /* Wait for the acks (the callbacks run on the writer's thread). */
+    pthread_mutex_lock(&q.mu);
+    while (q.pending > 0)
+        pthread_cond_wait(&q.cond, &q.mu);
+    if (!rc)
+        rc = q.first_rc;
+    pthread_mutex_unlock(&q.mu);
+    /* Duplicates answer with the id their seq got the first time, once
+     * that one is durable. */
+    for (int i = 0; rc == WP_OK && i < count; i++) {
+        if (!q.dup[i])
+            continue;
+        pthread_mutex_lock(&ch->pmu);
+        producer *p = producer_find(ch, pid, false);
+        int s;
+        while (p && (s = producer_slot(ch, p, pm[i].seq)) >= 0 && p->ids[s].segment_id == -1 &&
+               !atomic_load(&ch->failed))
+            pthread_cond_wait(&ch->pcond, &ch->pmu);
+        s = p ? producer_slot(ch, p, pm[i].seq) : -1;
+        q.ids[i] = s >= 0 && p->ids[s].segment_id >= 0 ? p->ids[s] : (wp_msg_id){-1, -1};
+        pthread_mutex_unlock(&ch->pmu);
+    }
+    if (rc == WP_OK) {
+        cJSON *a = cJSON_CreateObject(), *ids = a ? cJSON_AddArrayToObject(a, "ids") : NULL;
+        cJSON *dups = a ? cJSON_AddArrayToObject(a, "dup") : NULL;
+        if (a)
+            cJSON_AddNumberToObject(a, "term", (double)ch->term);
+        for (int i = 0; ids && dups && i < count; i++) {
+            char t[48];
+            stream_id_text(q.ids[i], t);
+            cJSON_AddItemToArray(ids, q.ids[i].segment_id >= 0 ? cJSON_CreateString(t)
+                                                                : cJSON_CreateNull());
+            cJSON_AddItemToArray(dups, cJSON_CreateBool(q.dup[i]));
+        }
+        ret = send_json(conn, MHD_HTTP_OK, a);
+    } else if (rc == WP_EFENCED) { /* another owner took the channel over */
+        on_change(n);
+        ret = send_error(conn, MHD_HTTP_MISDIRECTED_REQUEST, "WP_EFENCED",
+                         "the channel moved to another node: look its owner up again");
+    } else {
+        ret = send_rc(conn, rc);
+    }
+    for (int i = 0; pm && i < count; i++)
+        free(pm[i].owned);
+    free(pm);
+    free(q.ids);
+    free(q.dup);
+    free(q.ctx);
+    pthread_mutex_destroy(&q.mu);
+    pthread_cond_destroy(&q.cond);
+out_json:
+    cJSON_Delete(o);
+    chan_put(n, ch);
+    return ret;
+}
+
+/* ---- consume ------------------------------------------------------------------ */
+
+static cJSON *message_obj(const wp_entry *e)
+{
+    cJSON *m = cJSON_CreateObject();
+    char t[48];
+    stream_id_text(e->id, t);
+    if (!m || !cJSON_AddStringToObject(m, "id", t))
+        goto fail;
+    if (utf8_valid(e->data, e->len)) {
+        char *s = malloc(e->len + 1);
+        if (!s)
+            goto fail;
+        memcpy(s, e->data, e->len);
+        s[e->len] = '\0';
+        bool ok = cJSON_AddStringToObject(m, "payload", s) != NULL;
+        free(s);
+        if (!ok)
+            goto fail;
+    } else {
+        char *s = b64_encode(e->data, e->len);
+        bool ok = s && cJSON_AddStringToObject(m, "payload_b64", s);
+        free(s);
+        if (!ok)
+            goto fail;
+    }
+    cJSON *props = NULL;
+    for (size_t i = 0; i < e->n_props; i++) {
+        if (strncmp(e->prop_keys[i], "wp.", 3) == 0) {
+            if (strcmp(e->prop_keys[i], "wp.p") == 0)
+                cJSON_AddStringToObject(m, "producer", e->prop_values[i]);
+            else if (strcmp(e->prop_keys[i], "wp.s") == 0)
+                cJSON_AddNumberToObject(m, "seq", strtod(e->prop_values[i], NULL));
+            continue;
+        }
+        if (!props && !(props = cJSON_AddObjectToObject(m, "props")))
+            goto fail;
+        cJSON_AddStringToObject(props, e->prop_keys[i], e->prop_values[i]);
+    }
+    return m;
+fail:
+    cJSON_Delete(m);
+    return NULL;
+}
+
+/* The start position of a consume: from=all|latest|at|after [&id=S:E]. */
+static int consume_start(hchan *ch, struct MHD_Connection *conn, wp_msg_id *pos)
+{
+    const char *from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from");
+    const char *ids = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
+    wp_msg_id id;
+    if (!from || strcmp(from, "all") == 0) {
+        *pos = WP_EARLIEST;
+        return WP_OK;
+    }
+    if (strcmp(from, "latest") == 0) {
+        wp_msg_id lac = wp_writer_lac(ch->w);
+        wp_log_info info;
+        if (lac.segment_id < 0 && wp_log_stat(ch->log, &info) == WP_OK)
+            lac = info.last_id;
+        *pos = lac.segment_id < 0 ? (wp_msg_id){0, 0}
+                                  : (wp_msg_id){lac.segment_id, lac.entry_id + 1};
+        return WP_OK;
+    }
+    if ((strcmp(from, "at") == 0 || strcmp(from, "after") == 0) && stream_id_parse(ids, &id)) {
+        *pos = strcmp(from, "at") == 0 ? id : (wp_msg_id){id.segment_id, id.entry_id + 1};
+        return WP_OK;
+    }
+    return wp__err(WP_EINVAL, "from is all, latest, at or after (the last two with id=S:E)");
+}
+
+static long query_long(struct MHD_Connection *conn, const char *k, long def, long lo, long hi,
+                       int *rc)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, k);
+    if (!v)
+        return def;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi)
+        *rc = wp__err(WP_EINVAL, "%s: want an integer in [%ld, %ld]", k, lo, hi);
+    return x;
+}
+
+static bool still_hosted(stream_node *n, hchan *ch)
+{
+    pthread_mutex_lock(&n->mu);
+    bool ok = !ch->gone && !atomic_load(&n->stop);
+    pthread_mutex_unlock(&n->mu);
+    return ok;
+}
+
+static enum MHD_Result consume_poll(stream_node *n, struct MHD_Connection *conn, hchan *ch)
+{
+    int rc = WP_OK;
+    long max = query_long(conn, "max", POLL_MAX_DEFAULT, 1, POLL_MAX_MAX, &rc);
+    long wait = query_long(conn, "wait_ms", WAIT_DEFAULT_MS, 0, WAIT_MAX_MS, &rc);
+    wp_msg_id pos;
+    if (rc == WP_OK)
+        rc = consume_start(ch, conn, &pos);
+    wp_reader *r = NULL;
+    if (rc == WP_OK)
+        rc = wp_reader_open(ch->log, pos, &r);
+    if (rc)
+        return send_rc(conn, rc);
+    cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "messages") : NULL;
+    wp_msg_id next = pos.segment_id < 0 ? (wp_msg_id){0, 0} : pos;
+    int64_t deadline = wp__now_ns() + wait * 1000000LL;
+    long got = 0;
+    while (arr && got < max) {
+        int64_t left = (deadline - wp__now_ns()) / 1000000LL;
+        int slice = got > 0 ? 0 : left < 0 ? 0 : left > SLICE_MS ? SLICE_MS : (int)left;
+        wp_entry e;
+        rc = wp_reader_next(r, slice, &e);
+        if (rc == WP_ETIMEDOUT) {
+            rc = WP_OK;
+            if (got > 0 || wp__now_ns() >= deadline || !still_hosted(n, ch))
+                break;
+            continue;
+        }
+        if (rc)
+            break;
+        cJSON *m = message_obj(&e);
+        if (!m) {
+            rc = wp__err(WP_ENOMEM, "message");
+            break;
+        }
+        cJSON_AddItemToArray(arr, m);
+        next = (wp_msg_id){e.id.segment_id, e.id.entry_id + 1};
+        got++;
+    }
+    wp_reader_close(r);
+    if (rc) {
+        cJSON_Delete(o);
+        return send_rc(conn, rc);
+    }
+    char t[48];
+    stream_id_text(next, t);
+    if (got == 0 && pos.segment_id < 0)
+        t[0] = '\0'; /* from=all and nothing yet: ask with from=all again */
+    cJSON_AddStringToObject(o, "next", t);
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+typedef struct {
+    stream_node *n;
+    hchan *ch;
+    wp_reader *r;
+    char *buf;
+    size_t len, off;
+    int64_t last_sent_ns;
+    bool ended;
+} cstream;
+
+static void cstream_free(void *cls)
+{
+    cstream *s = cls;
+    wp_reader_close(s->r);
+    chan_put(s->n, s->ch);
+    free(s->buf);
+    free(s);
+}
+
+/* Fills s->buf with the next line(s); false when the stream ends. */
+static bool cstream_fill(cstream *s)
+{
+    s->len = s->off = 0;
+    if (s->ended)
+        return false;
+    for (;;) {
+        if (!still_hosted(s->n, s->ch)) {
+            cJSON *o = cJSON_CreateObject();
+            stream_channel rec;
+            if (o && stream_channel_get(s->n->m, s->ch->name, &rec) == WP_OK) {
+                cJSON_AddStringToObject(o, "owner", rec.owner);
+                cJSON_AddStringToObject(o, "addr", rec.addr);
+            }
+            if (o)
+                cJSON_AddStringToObject(o, "end", atomic_load(&s->n->stop) ? "stopping" : "moved");
+            char *t = o ? cJSON_PrintUnformatted(o) : NULL;
+            cJSON_Delete(o);
+            s->ended = true;
+            if (!t)
+                return false;
+            size_t l = strlen(t);
+            char *b = realloc(s->buf, l + 1);
+            if (b) {
+                memcpy(b, t, l);
+                b[l] = '\n';
+                s->buf = b;
+                s->len = l + 1;
+            }
+            cJSON_free(t);
+            return s->len > 0;
+        }
+        wp_entry e;
+        int rc = wp_reader_next(s->r, SLICE_MS, &e);
+        if (rc == WP_ETIMEDOUT) {
+            if (wp__now_ns() - s->last_sent_ns >= HEARTBEAT_MS * 1000000LL) {
+                char *b = realloc(s->buf, 1);
+                if (!b)
+                    return false;
+                s->buf = b;
+                s->buf[0] = '\n'; /* an empty line: keeps proxies and the peer's socket alive */
+                s->len = 1;
+                s->last_sent_ns = wp__now_ns();
+                return true;
+            }
+            continue;
+        }
+        if (rc) {
+            wp__log(s->n->lg, WP_LOG_WARN, "channel '%s': pushed stream ends: %s (%s)",
+                    s->ch->name, wp_strerror(rc), wp_errmsg());
+            return false;
+        }
+        cJSON *m = message_obj(&e);
+        char *t = m ? cJSON_PrintUnformatted(m) : NULL;
+        cJSON_Delete(m);
+        if (!t)
+            return false;
+        size_t l = strlen(t);
+        char *b = realloc(s->buf, l + 1);
+        if (!b) {
+            cJSON_free(t);
+            return false;
+        }
+        memcpy(b, t, l);
+        b[l] = '\n';
+        cJSON_free(t);
+        s->buf = b;
+        s->len = l + 1;
+        s->last_sent_ns = wp__now_ns();
+        return true;
+    }
+}
+
+static ssize_t cstream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    cstream *s = cls;
+    if (s->off == s->len && !cstream_fill(s))
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t k = s->len - s->off < max ? s->len - s->off : max;
+    memcpy(buf, s->buf + s->off, k);
+    s->off += k;
+    return (ssize_t)k;
+}
+
+static enum MHD_Result consume_stream(stream_node *n, struct MHD_Connection *conn, hchan *ch)
+{
+    wp_msg_id pos;
+    int rc = consume_start(ch, conn, &pos);
+    cstream *s = rc ? NULL : calloc(1, sizeof *s);
+    if (!rc && !s)
+        rc = wp__err(WP_ENOMEM, "stream");
+    if (rc == WP_OK && (rc = wp_reader_open(ch->log, pos, &s->r)) != WP_OK) {
+        free(s);
+        s = NULL;
+    }
+    if (rc) {
+        chan_put(n, ch);
+        return send_rc(conn, rc);
+    }
+    s->n = n;
+    s->ch = ch; /* the reference goes with the stream */
+    s->last_sent_ns = wp__now_ns();
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, cstream_read, s, cstream_free);
+    if (!r) {
+        cstream_free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result consume(stream_node *n, struct MHD_Connection *conn, const char *name)
+{
+    hchan *ch = chan_get(n, name);
+    if (!ch)
+        return send_not_here(n, conn, name);
+    const char *st = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "stream");
+    if (st && strcmp(st, "1") == 0)
+        return consume_stream(n, conn, ch); /* keeps the reference */
+    enum MHD_Result ret = consume_poll(n, conn, ch);
+    chan_put(n, ch);
+    return ret;
+}
+
+/* ---- routing ------------------------------------------------------------------ */
+
+/* "/v1/channels/<name>[/<rest>]": the name (checked) and the rest. */
+static bool split_path(const char *url, char name[STREAM_CHANNEL_MAX + 1], const char **rest)
+{
+    const char *p = url + strlen("/v1/channels/");
+    const char *slash = strchr(p, '/');
+    size_t l = slash ? (size_t)(slash - p) : strlen(p);
+    if (l == 0 || l > STREAM_CHANNEL_MAX)
+        return false;
+    memcpy(name, p, l);
+    name[l] = '\0';
+    *rest = slash ? slash : "";
+    return stream_channel_valid(name);
+}
+
+static enum MHD_Result route(stream_node *n, struct MHD_Connection *conn, const char *url,
+                             const char *method, const request *rq)
+{
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    bool del = strcmp(method, "DELETE") == 0;
+    if (strcmp(url, "/v1/channels") == 0 && post)
+        return channel_create(n, conn, rq);
+    if (strcmp(url, "/v1/channels") == 0 && get)
+        return channel_list(n, conn);
+    char name[STREAM_CHANNEL_MAX + 1];
+    const char *rest;
+    if (strncmp(url, "/v1/channels/", 13) == 0 && split_path(url, name, &rest)) {
+        if (!rest[0] && get)
+            return channel_get(n, conn, name);
+        if (!rest[0] && del)
+            return channel_delete(n, conn, name);
+        if (strcmp(rest, "/messages") == 0 && post)
+            return produce(n, conn, name, rq);
+        if (strcmp(rest, "/messages") == 0 && get)
+            return consume(n, conn, name);
+    }
+    return send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such endpoint (docs/streaming.md)");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    stream_node *n = cls;
+    request *rq = *con_cls;
+    if (!rq) {
+        if (!(rq = calloc(1, sizeof *rq)))
+            return MHD_NO;
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        size_t k = *upload_size;
+        *upload_size = 0;
+        if (rq->too_big) { /* read and dropped, so that the client reads the 413; a body
+                            * far above the limit is cut off (the connection closes) */
+            rq->len += k;
+            return rq->len > 4 * (size_t)n->cfg->stream_max_request_bytes ? MHD_NO : MHD_YES;
+        }
+        if (rq->len + k > (size_t)n->cfg->stream_max_request_bytes) {
+            rq->too_big = true;
+            rq->len += k;
+            free(rq->body);
+            rq->body = NULL;
+            rq->cap = 0;
+            return MHD_YES;
+        }
+        if (rq->len + k + 1 > rq->cap) {
+            size_t cap = rq->cap ? rq->cap : 4096;
+            while (cap < rq->len + k + 1)
+                cap *= 2;
+            char *b = realloc(rq->body, cap);
+            if (!b)
+                return MHD_NO;
+            rq->body = b;
+            rq->cap = cap;
+        }
+        memcpy(rq->body + rq->len, upload, k);
+        rq->len += k;
+        rq->body[rq->len] = '\0';
+        return MHD_YES;
+    }
+    if (rq->answered)
+        return MHD_YES;
+    rq->answered = true;
+    if (rq->too_big) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body above stream.max_request_bytes (%" PRId64 ")",
+                 n->cfg->stream_max_request_bytes);
+        return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "WP_ETOOBIG", msg);
+    }
+    return route(n, conn, url, method, rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn, (void)toe;
+    request *rq = *con_cls;
+    if (rq) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- start and stop ------------------------------------------------------------ */
+
+const char *stream_node_addr(const stream_node *n) { return n->addr; }
+
+int stream_node_hosted(stream_node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    int k = n->n_chans;
+    pthread_mutex_unlock(&n->mu);
+    return k;
+}
+
+void stream_node_stop(stream_node *n)
+{
+    if (!n)
+        return;
+    atomic_store(&n->stop, true);
+    pthread_mutex_lock(&n->sync_mu);
+    pthread_cond_signal(&n->sync_cond);
+    pthread_mutex_unlock(&n->sync_mu);
+    if (n->sync_started)
+        pthread_join(n->sync_thr, NULL);
+    if (n->d) /* waits for the connections' threads: streams end within SLICE_MS */
+        MHD_stop_daemon(n->d);
+    else if (n->lfd >= 0)
+        close(n->lfd);
+    if (n->watch)
+        n->m->ops->watch_stop(n->watch);
+    pthread_mutex_lock(&n->mu);
+    while (n->n_chans > 0) {
+        hchan *f = unhost_locked(n, n->n_chans - 1);
+        pthread_mutex_unlock(&n->mu);
+        if (f)
+            chan_free(f);
+        pthread_mutex_lock(&n->mu);
+    }
+    pthread_mutex_unlock(&n->mu);
+    free(n->chans);
+    if (n->m) {
+        n->m->ops->node_delete(n->m, n->cfg->node_id);
+        if (n->lease_id)
+            n->m->ops->lease_revoke(n->m, n->lease_id);
+        n->m->ops->close(n->m);
+    }
+    if (n->c)
+        wp_client_close(n->c);
+    pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->sync_mu);
+    pthread_cond_destroy(&n->sync_cond);
+    free(n);
+}
+
+int stream_node_start(const wp_config *cfg, const wp__logger *lg, stream_node **out)
+{
+    if (!cfg->node_id[0])
+        return wp__err(WP_EINVAL, "node.id is required for a streaming node");
+    stream_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return wp__err(WP_ENOMEM, "streaming node");
+    n->cfg = cfg;
+    n->lg = lg;
+    n->lfd = -1;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->sync_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->sync_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = wp_client_open(cfg, &n->c);
+    if (rc == WP_OK)
+        rc = meta_open(cfg, &n->m);
+    if (rc == WP_OK && (!n->m->ops->kv_put || !n->m->ops->kv_list))
+        rc = wp__err(WP_ENOTSUP, "metadata store '%s' has no generic records", n->m->ops->name);
+    if (rc == WP_OK)
+        rc = net_listen(cfg->stream_listen, "stream.listen", &n->lfd, n->addr, sizeof n->addr);
+    if (rc == WP_OK) {
+        n->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
+                                NULL, NULL, on_request, n, MHD_OPTION_LISTEN_SOCKET, n->lfd,
+                                MHD_OPTION_CONNECTION_LIMIT,
+                                (unsigned int)cfg->stream_connections_max,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, n, MHD_OPTION_END);
+        if (!n->d)
+            rc = wp__err(WP_EIO, "stream.listen %s: the HTTP server did not start", n->addr);
+    }
+    if (rc == WP_OK)
+        rc = n->m->ops->lease_grant(n->m, cfg->stream_lease_ttl_ms, &n->lease_id);
+    if (rc == WP_OK)
+        rc = register_node(n);
+    if (rc == WP_OK && n->m->ops->kv_watch &&
+        n->m->ops->kv_watch(n->m, STREAM_KEY_CHANNELS, on_change, on_watch_failed, n, &n->watch) !=
+            WP_OK) {
+        wp__log(lg, WP_LOG_WARN, "node: no watch (%s); polling", wp_errmsg());
+        n->watch = NULL;
+    }
+    if (rc == WP_OK) {
+        if (pthread_create(&n->sync_thr, NULL, sync_main, n) != 0)
+            rc = wp__err(WP_ENOMEM, "cannot start the sync thread");
+        else
+            n->sync_started = true;
+    }
+    if (rc) {
+        stream_node_stop(n);
+        return rc;
+    }
+    wp__log(lg, WP_LOG_INFO, "streaming node %s: serving on %s", cfg->node_id, n->addr);
+    *out = n;
+    return WP_OK;
+}

@@ -1,0 +1,529 @@
+/* test_streaming.c — the streaming service (issue 12, docs/streaming.md):
+ * coordinators and streaming nodes as real processes on 127.0.0.1, etcd
+ * metadata (started here), channel logs on one local directory that every
+ * node shares (local storage fences across processes), clients over HTTP
+ * (libcurl). Kills are kill -9 of real processes. */
+#include "test.h"
+#include "support/etcd_proc.h"
+#include "support/httpc.h"
+#include "support/logstore_proc.h"
+#include "support/testutil.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#define NODES_MAX 4
+static logstore_proc node[NODES_MAX], coord[2];
+static etcd_cluster ec;
+static char o_meta_ep[300], o_meta_pfx[100], o_root[1200];
+static const char *base_opts[12];
+static int frozen = -1; /* a node stopped with SIGSTOP: not asked */
+
+static void opts_init(const char *dir, const char *tag)
+{
+    snprintf(o_meta_ep, sizeof o_meta_ep, "meta.etcd.endpoints=%s", ec.endpoints);
+    snprintf(o_meta_pfx, sizeof o_meta_pfx, "meta.prefix=st-%s-%d/", tag, (int)getpid());
+    snprintf(o_root, sizeof o_root, "storage.root=%s/shared", dir);
+    const char *o[] = {"meta.type=etcd", o_meta_ep, o_meta_pfx, o_root, "stream.lease_ttl_ms=1000",
+                       "stream.assign_interval_ms=100", "stream.producer_snapshot_ms=300",
+                       "log.level=info", NULL};
+    memcpy(base_opts, o, sizeof o);
+}
+
+static int start_node(const char *dir, int i)
+{
+    char sub[1100], id[16];
+    snprintf(sub, sizeof sub, "%s/n%d", dir, i);
+    snprintf(id, sizeof id, "n%d", i);
+    return stream_proc_start(&node[i], "streaming-node", sub, id, base_opts);
+}
+
+static int start_coord(const char *dir, int i)
+{
+    char sub[1100], id[16];
+    snprintf(sub, sizeof sub, "%s/c%d", dir, i);
+    snprintf(id, sizeof id, "c%d", i);
+    return stream_proc_start(&coord[i], "streaming-coord", sub, id, base_opts);
+}
+
+static void stop_all(void)
+{
+    for (int i = 0; i < NODES_MAX; i++)
+        if (node[i].pid > 0) {
+            logstore_proc_stop(&node[i], SIGTERM);
+            node[i].pid = 0;
+        }
+    for (int i = 0; i < 2; i++)
+        if (coord[i].pid > 0) {
+            logstore_proc_stop(&coord[i], SIGTERM);
+            coord[i].pid = 0;
+        }
+}
+
+/* A live node's address (for admin and lookups). */
+static const char *any_node(void)
+{
+    for (int i = 0; i < NODES_MAX; i++)
+        if (node[i].pid > 0 && i != frozen)
+            return node[i].addr;
+    return NULL;
+}
+
+static long req(const char *method, const char *addr, const char *path, const char *body,
+                cJSON **out)
+{
+    char url[600];
+    snprintf(url, sizeof url, "http://%s%s", addr, path);
+    long st;
+    char *resp = NULL;
+    httpc(method, url, body, 15000, &st, &resp);
+    if (out)
+        *out = resp ? cJSON_Parse(resp) : NULL;
+    free(resp);
+    return st;
+}
+
+/* The owner's address and term of a channel, from any live node. */
+static bool owner_of(const char *ch, char *addr, size_t cap, int64_t *term)
+{
+    const char *a = any_node();
+    char path[200];
+    snprintf(path, sizeof path, "/v1/channels/%s", ch);
+    cJSON *o = NULL;
+    bool ok = a && req("GET", a, path, NULL, &o) == 200;
+    const cJSON *ad = cJSON_GetObjectItemCaseSensitive(o, "addr");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "term");
+    ok = ok && cJSON_IsString(ad) && ad->valuestring[0] && cJSON_IsNumber(t);
+    if (ok) {
+        snprintf(addr, cap, "%s", ad->valuestring);
+        if (term)
+            *term = (int64_t)t->valuedouble;
+    }
+    cJSON_Delete(o);
+    return ok;
+}
+
+static int node_by_addr(const char *addr)
+{
+    for (int i = 0; i < NODES_MAX; i++)
+        if (node[i].pid > 0 && strcmp(node[i].addr, addr) == 0)
+            return i;
+    return -1;
+}
+
+/* Waits until every channel c00..c<n-1> has a live owner; the count per node. */
+static bool wait_assigned(int n, int per[NODES_MAX], int timeout_ms)
+{
+    int64_t end = test_now_ms() + timeout_ms;
+    while (test_now_ms() < end) {
+        memset(per, 0, NODES_MAX * sizeof *per);
+        int ok = 0;
+        for (int c = 0; c < n; c++) {
+            char name[16], addr[128];
+            snprintf(name, sizeof name, "c%02d", c);
+            int k;
+            if (owner_of(name, addr, sizeof addr, NULL) && (k = node_by_addr(addr)) >= 0) {
+                per[k]++;
+                ok++;
+            }
+        }
+        if (ok == n)
+            return true;
+        test_sleep_ms(100);
+    }
+    return false;
+}
+
+static void create_channels(int n)
+{
+    for (int c = 0; c < n; c++) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"name\":\"c%02d\"}", c);
+        CHECK(req("POST", any_node(), "/v1/channels", body, NULL) == 201);
+    }
+}
+
+/* ---- a producer and a consumer that follow the channel's owner ---------- */
+
+typedef struct {
+    const char *ch;
+    int n;          /* messages 1..n, producer "p", seq = the number */
+    atomic_int acked;
+    int retries;
+    bool failed;
+} producer_arg;
+
+static void *producer_main(void *arg)
+{
+    producer_arg *p = arg;
+    char addr[128] = "", path[200];
+    snprintf(path, sizeof path, "/v1/channels/%s/messages", p->ch);
+    int64_t end = test_now_ms() + 90000;
+    for (int s = 1; s <= p->n;) {
+        int k = p->n - s + 1 < 5 ? p->n - s + 1 : 5; /* batches of 5 */
+        char body[1024];
+        int len = snprintf(body, sizeof body, "{\"producer\":\"p\",\"messages\":[");
+        for (int j = 0; j < k; j++)
+            len += snprintf(body + len, sizeof body - (size_t)len, "%s{\"payload\":\"m-%d\",\"seq\":%d}",
+                            j ? "," : "", s + j, s + j);
+        snprintf(body + len, sizeof body - (size_t)len, "]}");
+        long st = addr[0] ? req("POST", addr, path, body, NULL) : 0;
+        if (st == 200) {
+            s += k;
+            atomic_store(&p->acked, s - 1);
+            continue;
+        }
+        if (test_now_ms() > end) {
+            fprintf(stderr, "  producer: gave up at %d (status %ld)\n", s, st);
+            p->failed = true;
+            return NULL;
+        }
+        if (addr[0])
+            p->retries++;
+        test_sleep_ms(50);
+        if (!owner_of(p->ch, addr, sizeof addr, NULL))
+            addr[0] = '\0';
+    }
+    return NULL;
+}
+
+typedef struct {
+    const char *ch;
+    int want;
+    int got;      /* messages in order, each once */
+    bool bad;
+    int moves;    /* times it had to find the owner again */
+    int timeout_ms; /* 0: 90 s */
+} consumer_arg;
+
+static void *consumer_main(void *arg)
+{
+    consumer_arg *c = arg;
+    char addr[128] = "", last[48] = "";
+    int64_t end = test_now_ms() + (c->timeout_ms ? c->timeout_ms : 90000);
+    while (c->got < c->want && !c->bad && test_now_ms() < end) {
+        char path[300];
+        if (last[0])
+            snprintf(path, sizeof path, "/v1/channels/%s/messages?from=after&id=%s&wait_ms=500",
+                     c->ch, last);
+        else
+            snprintf(path, sizeof path, "/v1/channels/%s/messages?from=all&wait_ms=500", c->ch);
+        cJSON *o = NULL;
+        long st = addr[0] ? req("GET", addr, path, NULL, &o) : 0;
+        if (st != 200) {
+            cJSON_Delete(o);
+            c->moves++;
+            test_sleep_ms(50);
+            if (!owner_of(c->ch, addr, sizeof addr, NULL))
+                addr[0] = '\0';
+            continue;
+        }
+        const cJSON *m;
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(o, "messages"))
+        {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+            const cJSON *pl = cJSON_GetObjectItemCaseSensitive(m, "payload");
+            char want[32];
+            snprintf(want, sizeof want, "m-%d", c->got + 1);
+            if (!cJSON_IsString(pl) || strcmp(pl->valuestring, want) != 0) {
+                fprintf(stderr, "  consumer: got '%s' where %s was due\n",
+                        cJSON_IsString(pl) ? pl->valuestring : "?", want);
+                c->bad = true;
+                break;
+            }
+            snprintf(last, sizeof last, "%s", id->valuestring);
+            c->got++;
+        }
+        cJSON_Delete(o);
+    }
+    return NULL;
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+/* A coordinator and 3 nodes, 30 channels spread over them; the owner of a
+ * channel is killed -9 while a producer and a consumer use it: both carry
+ * on through the new owner; every acked message is consumed exactly once
+ * and in order, and none was written twice by the producer's retries. */
+TEST(owner_killed_during_produce)
+{
+    const char *dir = test_tmpdir("stream1");
+    opts_init(dir, "t1");
+    REQUIRE(start_coord(dir, 0) == 0);
+    for (int i = 0; i < 3; i++)
+        REQUIRE(start_node(dir, i) == 0);
+    create_channels(30);
+    int per[NODES_MAX];
+    REQUIRE(wait_assigned(30, per, 20000));
+    fprintf(stderr, "  30 channels: %d, %d, %d per node\n", per[0], per[1], per[2]);
+    CHECK(per[0] == 10 && per[1] == 10 && per[2] == 10);
+    producer_arg p = {.ch = "c07", .n = 600};
+    consumer_arg cs = {.ch = "c07", .want = 600};
+    pthread_t pt, ct;
+    REQUIRE(pthread_create(&pt, NULL, producer_main, &p) == 0);
+    REQUIRE(pthread_create(&ct, NULL, consumer_main, &cs) == 0);
+    while (atomic_load(&p.acked) < 200 && !p.failed)
+        test_sleep_ms(5);
+    char addr[128];
+    int64_t term0 = 0, term1 = 0;
+    REQUIRE(owner_of("c07", addr, sizeof addr, &term0));
+    int victim = node_by_addr(addr);
+    REQUIRE(victim >= 0);
+    CHECK(logstore_proc_stop(&node[victim], SIGKILL) == 128 + SIGKILL);
+    node[victim].pid = 0;
+    pthread_join(pt, NULL);
+    pthread_join(ct, NULL);
+    CHECK(!p.failed && !cs.bad);
+    CHECK(cs.got == 600);
+    REQUIRE(owner_of("c07", addr, sizeof addr, &term1));
+    CHECK(term1 > term0 && node_by_addr(addr) >= 0);
+    fprintf(stderr, "  killed n%d at 200 acked; %d producer retries, consumer moved %d times; "
+            "term %lld -> %lld\n", victim, p.retries, cs.moves, (long long)term0,
+            (long long)term1);
+    /* Exactly 600 messages in the channel: no retry wrote one twice. */
+    consumer_arg all = {.ch = "c07", .want = 601, .timeout_ms = 3000};
+    consumer_main(&all);
+    CHECK(!all.bad && all.got == 600);
+    /* Its other channels moved too. */
+    REQUIRE(wait_assigned(30, per, 20000));
+    CHECK(per[victim] == 0);
+    stop_all();
+}
+
+/* Which coordinator is active: its log says so last. -1: none yet. */
+static int active_coord(const char *dir)
+{
+    int who = -1;
+    for (int i = 0; i < 2; i++) {
+        if (coord[i].pid <= 0)
+            continue;
+        char p[1200];
+        snprintf(p, sizeof p, "%s/c%d/server.log", dir, i);
+        FILE *f = fopen(p, "r");
+        char line[512];
+        bool active = false;
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, ": active"))
+                active = true;
+            else if (strstr(line, "no longer active"))
+                active = false;
+        if (f)
+            fclose(f);
+        if (active)
+            who = i;
+    }
+    return who;
+}
+
+/* Two coordinators; the active one is killed -9: the standby takes over
+ * and the assignments stay as they were (no channel moves for it). Then a
+ * node is frozen (SIGSTOP) past its lease: its channels move, and when it
+ * runs again a produce on it is refused (its writer was fenced by the new
+ * owner's): a channel never has two owners that can both write. */
+TEST(coordinator_failover_and_fencing)
+{
+    const char *dir = test_tmpdir("stream2");
+    opts_init(dir, "t2");
+    REQUIRE(start_coord(dir, 0) == 0);
+    REQUIRE(start_coord(dir, 1) == 0);
+    for (int i = 0; i < 3; i++)
+        REQUIRE(start_node(dir, i) == 0);
+    create_channels(9);
+    int per[NODES_MAX];
+    REQUIRE(wait_assigned(9, per, 20000));
+    int64_t end = test_now_ms() + 5000;
+    int a;
+    while ((a = active_coord(dir)) < 0 && test_now_ms() < end)
+        test_sleep_ms(50);
+    REQUIRE(a >= 0);
+    int64_t terms[9];
+    char addr[128];
+    for (int c = 0; c < 9; c++) {
+        char name[16];
+        snprintf(name, sizeof name, "c%02d", c);
+        REQUIRE(owner_of(name, addr, sizeof addr, &terms[c]));
+    }
+    CHECK(logstore_proc_stop(&coord[a], SIGKILL) == 128 + SIGKILL);
+    coord[a].pid = 0;
+    end = test_now_ms() + 10000;
+    while (active_coord(dir) != 1 - a && test_now_ms() < end)
+        test_sleep_ms(50);
+    CHECK(active_coord(dir) == 1 - a);
+    test_sleep_ms(500); /* a few passes of the new one */
+    for (int c = 0; c < 9; c++) {
+        char name[16];
+        int64_t t;
+        snprintf(name, sizeof name, "c%02d", c);
+        CHECK(owner_of(name, addr, sizeof addr, &t) && t == terms[c]);
+    }
+    /* Freeze the owner of c03 past its lease (1 s): c03 moves. */
+    int64_t t0;
+    REQUIRE(owner_of("c03", addr, sizeof addr, &t0));
+    int frozen_i = node_by_addr(addr);
+    REQUIRE(frozen_i >= 0);
+    char old_addr[128];
+    snprintf(old_addr, sizeof old_addr, "%s", addr);
+    const char *path = "/v1/channels/c03/messages";
+    CHECK(req("POST", old_addr, path, "{\"messages\":[{\"payload\":\"before\"}]}", NULL) == 200);
+    CHECK(kill(node[frozen_i].pid, SIGSTOP) == 0);
+    frozen = frozen_i;
+    int64_t t1 = t0;
+    end = test_now_ms() + 15000;
+    while (test_now_ms() < end && (!owner_of("c03", addr, sizeof addr, &t1) || t1 == t0))
+        test_sleep_ms(100);
+    CHECK(t1 > t0 && strcmp(addr, old_addr) != 0);
+    /* The new owner writes (its writer fenced the frozen one's). */
+    long st = 0;
+    end = test_now_ms() + 10000;
+    while (test_now_ms() < end &&
+           (st = req("POST", addr, path, "{\"messages\":[{\"payload\":\"new\"}]}", NULL)) != 200)
+        test_sleep_ms(100);
+    CHECK(st == 200);
+    /* The old owner runs again: before it notices the move, a produce on it
+     * must not be acked. */
+    CHECK(kill(node[frozen_i].pid, SIGCONT) == 0);
+    frozen = -1;
+    st = req("POST", old_addr, path, "{\"messages\":[{\"payload\":\"stale\"}]}", NULL);
+    fprintf(stderr, "  produce on the old owner after the move: status %ld\n", st);
+    CHECK(st != 200);
+    /* The channel holds "before" and "new", never "stale". */
+    cJSON *o = NULL;
+    char q[200];
+    snprintf(q, sizeof q, "%s?from=all&wait_ms=200", path);
+    CHECK(req("GET", addr, q, NULL, &o) == 200);
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    CHECK(txt && strstr(txt, "before") && strstr(txt, "new") && !strstr(txt, "stale"));
+    free(txt);
+    cJSON_Delete(o);
+    stop_all();
+}
+
+/* Two nodes hold 10 channels; a third joins: channels are rebalanced onto
+ * it while a producer and a consumer use one that moves; nothing is lost
+ * or repeated. */
+TEST(node_added_rebalances)
+{
+    const char *dir = test_tmpdir("stream3");
+    opts_init(dir, "t3");
+    REQUIRE(start_coord(dir, 0) == 0);
+    REQUIRE(start_node(dir, 0) == 0);
+    REQUIRE(start_node(dir, 1) == 0);
+    create_channels(10);
+    int per[NODES_MAX];
+    REQUIRE(wait_assigned(10, per, 20000));
+    CHECK(per[0] == 5 && per[1] == 5);
+    /* The channel the rebalance moves first: the last by name of the most
+     * loaded node. Use every channel of node 0 and 1's last: c09 moves if
+     * its owner gives one up; watch all of them. */
+    producer_arg p = {.ch = "c09", .n = 400};
+    consumer_arg cs = {.ch = "c09", .want = 400};
+    pthread_t pt, ct;
+    REQUIRE(pthread_create(&pt, NULL, producer_main, &p) == 0);
+    REQUIRE(pthread_create(&ct, NULL, consumer_main, &cs) == 0);
+    while (atomic_load(&p.acked) < 100 && !p.failed)
+        test_sleep_ms(5);
+    int64_t t0 = 0, t1 = 0;
+    char addr[128];
+    REQUIRE(owner_of("c09", addr, sizeof addr, &t0));
+    REQUIRE(start_node(dir, 2) == 0);
+    pthread_join(pt, NULL);
+    pthread_join(ct, NULL);
+    CHECK(!p.failed && !cs.bad && cs.got == 400);
+    REQUIRE(wait_assigned(10, per, 20000));
+    int64_t end = test_now_ms() + 10000;
+    while (test_now_ms() < end && per[2] < 3) {
+        test_sleep_ms(100);
+        wait_assigned(10, per, 2000);
+    }
+    fprintf(stderr, "  after the join: %d, %d, %d per node\n", per[0], per[1], per[2]);
+    CHECK(per[2] == 3 || per[2] == 4);
+    CHECK(owner_of("c09", addr, sizeof addr, &t1));
+    fprintf(stderr, "  c09: term %lld -> %lld, %d producer retries\n", (long long)t0,
+            (long long)t1, p.retries);
+    consumer_arg all = {.ch = "c09", .want = 401, .timeout_ms = 3000};
+    consumer_main(&all);
+    CHECK(!all.bad && all.got == 400);
+    stop_all();
+}
+
+/* Bad requests get clear errors and the node goes on serving. */
+TEST(bad_requests)
+{
+    const char *dir = test_tmpdir("stream4");
+    opts_init(dir, "t4");
+    const char *extra_o[16];
+    int k = 0;
+    for (; base_opts[k]; k++)
+        extra_o[k] = base_opts[k];
+    extra_o[k++] = "stream.max_request_bytes=64KiB";
+    extra_o[k++] = "writer.max_entry_bytes=8KiB";
+    extra_o[k] = NULL;
+    memcpy(base_opts, extra_o, (size_t)(k + 1) * sizeof *extra_o);
+    REQUIRE(start_coord(dir, 0) == 0);
+    REQUIRE(start_node(dir, 0) == 0);
+    create_channels(1);
+    int per[NODES_MAX];
+    REQUIRE(wait_assigned(1, per, 20000));
+    const char *a = node[0].addr;
+    cJSON *o = NULL;
+    const char *path = "/v1/channels/c00/messages";
+    CHECK(req("POST", a, "/v1/channels/nope/messages", "{\"messages\":[{\"payload\":\"x\"}]}",
+              NULL) == 404);
+    CHECK(req("POST", a, "/v1/channels", "{\"name\":\"bad name\"}", NULL) == 400);
+    CHECK(req("POST", a, "/v1/channels", "{\"name\":\"c00\"}", NULL) == 409);
+    CHECK(req("POST", a, path, "{not json", &o) == 400);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    CHECK(cJSON_IsString(e) && strcmp(e->valuestring, "WP_EINVAL") == 0);
+    cJSON_Delete(o);
+    CHECK(req("POST", a, path, "{\"messages\":[]}", NULL) == 400);
+    CHECK(req("POST", a, path, "{\"messages\":[{\"payload\":\"x\",\"seq\":1}]}", NULL) == 400);
+    CHECK(req("POST", a, path, "{\"messages\":[{\"payload_b64\":\"!!\"}]}", NULL) == 400);
+    CHECK(req("POST", a, path, "{\"term\":0,\"messages\":[{\"payload\":\"x\"}]}", &o) == 409);
+    e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    CHECK(cJSON_IsString(e) && strcmp(e->valuestring, "stale_term") == 0);
+    cJSON_Delete(o);
+    /* A message above writer.max_entry_bytes; a body above the request limit. */
+    char *big = malloc(100 * 1024);
+    REQUIRE(big);
+    int len = snprintf(big, 100 * 1024, "{\"messages\":[{\"payload\":\"");
+    memset(big + len, 'y', 10 * 1024);
+    snprintf(big + len + 10 * 1024, 100, "\"}]}");
+    CHECK(req("POST", a, path, big, &o) == 413);
+    char *why = o ? cJSON_PrintUnformatted(o) : NULL;
+    fprintf(stderr, "  an entry above writer.max_entry_bytes: %s\n", why ? why : "(no body)");
+    free(why);
+    cJSON_Delete(o);
+    len = snprintf(big, 100 * 1024, "{\"messages\":[{\"payload\":\"");
+    memset(big + len, 'y', 90 * 1024);
+    snprintf(big + len + 90 * 1024, 100, "\"}]}");
+    CHECK(req("POST", a, path, big, NULL) == 413);
+    free(big);
+    CHECK(req("GET", a, "/v1/channels/c00/messages?from=sideways", NULL, NULL) == 400);
+    CHECK(req("GET", a, "/v1/channels/c00/messages?max=0", NULL, NULL) == 400);
+    CHECK(req("GET", a, "/v2/whatever", NULL, NULL) == 404);
+    /* A client that goes away in the middle of a pushed stream. */
+    char url[300];
+    snprintf(url, sizeof url, "http://%s%s?from=all&stream=1", a, path);
+    long st;
+    httpc("GET", url, NULL, 500, &st, NULL); /* times out: the client hangs up */
+    /* Everyone else is still served. */
+    CHECK(req("POST", a, path, "{\"messages\":[{\"payload\":\"ok\"}]}", &o) == 200);
+    cJSON_Delete(o);
+    CHECK(req("GET", a, "/v1/channels", NULL, NULL) == 200);
+    stop_all();
+}
+
+int main(void)
+{
+    if (etcd_cluster_start(&ec, 1, NULL) != 0)
+        return 1;
+    RUN(owner_killed_during_produce);
+    RUN(coordinator_failover_and_fencing);
+    RUN(node_added_rebalances);
+    RUN(bad_requests);
+    etcd_cluster_destroy(&ec);
+    return test_done();
+}
