@@ -52,6 +52,7 @@ typedef struct producer {
 typedef struct hchan {
     char name[STREAM_CHANNEL_MAX + 1];
     int64_t term;
+    int64_t log_id; /* of the channel's log: subscriptions are its reader records */
     wp_log *log;
     wp_writer *w;
     int refs;       /* under node->mu */
@@ -370,6 +371,9 @@ static int host(stream_node *n, const stream_channel *rec)
     char log[WP_LOG_NAME_MAX + 1];
     stream_log_name(rec->name, log);
     int rc = wp_log_open(n->c, log, &ch->log);
+    wp_log_info li;
+    if (rc == WP_OK && (rc = wp_log_stat(ch->log, &li)) == WP_OK)
+        ch->log_id = li.log_id;
     if (rc == WP_OK)
         rc = wp_writer_open(ch->log, &ch->w); /* the fence: the old owner's writer is done */
     if (rc == WP_OK)
@@ -1104,8 +1108,74 @@ fail:
     return NULL;
 }
 
-/* The start position of a consume: from=all|latest|at|after [&id=S:E]. */
-static int consume_start(hchan *ch, struct MHD_Connection *conn, wp_msg_id *pos)
+/* ---- subscriptions (docs/streaming.md §5.6) ---------------------------------- */
+
+#define SUB_PREFIX "sub."
+
+static bool sub_name_valid(const char *s)
+{
+    return s && strlen(s) <= WP_READER_NAME_MAX - strlen(SUB_PREFIX) && stream_channel_valid(s);
+}
+
+/* The subscription's record (a reader record of the channel's log, with no
+ * lease: it holds GC until deleted). WP_ENOENT if none. */
+static int sub_get(stream_node *n, hchan *ch, const char *sub, meta_reader *out)
+{
+    meta_reader *rs = NULL;
+    size_t k = 0;
+    int rc = n->m->ops->reader_list(n->m, ch->log_id, &rs, &k);
+    if (rc)
+        return rc;
+    char full[WP_READER_NAME_MAX + 1];
+    snprintf(full, sizeof full, "%s%s", SUB_PREFIX, sub);
+    rc = wp__err(WP_ENOENT, "channel '%s' has no subscription '%s'", ch->name, sub);
+    for (size_t i = 0; i < k; i++)
+        if (strcmp(rs[i].name, full) == 0) {
+            *out = rs[i];
+            wp__err_clear();
+            rc = WP_OK;
+        }
+    free(rs);
+    return rc;
+}
+
+static int sub_put(stream_node *n, hchan *ch, const char *sub, wp_msg_id next)
+{
+    meta_reader r = {.log_id = ch->log_id, .seg_id = next.segment_id, .entry_id = next.entry_id};
+    snprintf(r.name, sizeof r.name, "%s%s", SUB_PREFIX, sub);
+    return n->m->ops->reader_put(n->m, &r);
+}
+
+/* The start position of a consume: from=all|latest|at|after [&id=S:E];
+ * with sub=NAME and no from, where the subscription acknowledged (created
+ * at from's position, default all, if it does not exist). */
+static int consume_start_plain(hchan *ch, struct MHD_Connection *conn, wp_msg_id *pos);
+
+static int consume_start(stream_node *n, hchan *ch, struct MHD_Connection *conn, wp_msg_id *pos)
+{
+    const char *sub = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sub");
+    const char *from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from");
+    if (!sub)
+        return consume_start_plain(ch, conn, pos);
+    if (!sub_name_valid(sub))
+        return wp__err(WP_EINVAL, "sub: 1..%zu bytes of [A-Za-z0-9._-]",
+                       (size_t)WP_READER_NAME_MAX - strlen(SUB_PREFIX));
+    meta_reader r;
+    int rc = sub_get(n, ch, sub, &r);
+    if (rc == WP_OK && !from) {
+        *pos = (wp_msg_id){r.seg_id, r.entry_id};
+        return WP_OK;
+    }
+    if (rc != WP_ENOENT && rc != WP_OK)
+        return rc;
+    wp__err_clear();
+    if ((rc = consume_start_plain(ch, conn, pos)))
+        return rc;
+    /* Created (or moved, with an explicit from) at that position. */
+    return sub_put(n, ch, sub, pos->segment_id < 0 ? (wp_msg_id){0, 0} : *pos);
+}
+
+static int consume_start_plain(hchan *ch, struct MHD_Connection *conn, wp_msg_id *pos)
 {
     const char *from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from");
     const char *ids = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
@@ -1158,7 +1228,7 @@ static enum MHD_Result consume_poll(stream_node *n, struct MHD_Connection *conn,
     long wait = query_long(conn, "wait_ms", WAIT_DEFAULT_MS, 0, WAIT_MAX_MS, &rc);
     wp_msg_id pos;
     if (rc == WP_OK)
-        rc = consume_start(ch, conn, &pos);
+        rc = consume_start(n, ch, conn, &pos);
     wp_reader *r = NULL;
     if (rc == WP_OK)
         rc = wp_reader_open(ch->log, pos, &r);
@@ -1310,7 +1380,7 @@ static ssize_t cstream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static enum MHD_Result consume_stream(stream_node *n, struct MHD_Connection *conn, hchan *ch)
 {
     wp_msg_id pos;
-    int rc = consume_start(ch, conn, &pos);
+    int rc = consume_start(n, ch, conn, &pos);
     cstream *s = rc ? NULL : calloc(1, sizeof *s);
     if (!rc && !s)
         rc = wp__err(WP_ENOMEM, "stream");
@@ -1346,6 +1416,108 @@ static enum MHD_Result consume(stream_node *n, struct MHD_Connection *conn, cons
     if (st && strcmp(st, "1") == 0)
         return consume_stream(n, conn, ch); /* keeps the reference */
     enum MHD_Result ret = consume_poll(n, conn, ch);
+    chan_put(n, ch);
+    return ret;
+}
+
+/* POST .../subscriptions/<sub>/ack {"id":"S:E"}: the subscription has
+ * processed everything up to id; it moves forward only. */
+static enum MHD_Result sub_ack(stream_node *n, struct MHD_Connection *conn, hchan *ch,
+                               const char *sub, const request *rq)
+{
+    cJSON *o = cJSON_ParseWithLength(rq->body ? rq->body : "", rq->len);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    wp_msg_id at;
+    bool ok = cJSON_IsString(id) && stream_id_parse(id->valuestring, &at);
+    cJSON_Delete(o);
+    if (!ok)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "WP_EINVAL", "want {\"id\": \"S:E\"}");
+    wp_msg_id next = {at.segment_id, at.entry_id + 1};
+    meta_reader r;
+    int rc = sub_get(n, ch, sub, &r);
+    if (rc)
+        return send_rc(conn, rc);
+    if (r.seg_id > next.segment_id || (r.seg_id == next.segment_id && r.entry_id > next.entry_id))
+        next = (wp_msg_id){r.seg_id, r.entry_id}; /* acked further already */
+    else if ((rc = sub_put(n, ch, sub, next)))
+        return send_rc(conn, rc);
+    cJSON *a = cJSON_CreateObject();
+    char t[48];
+    stream_id_text(next, t);
+    if (a)
+        cJSON_AddStringToObject(a, "next", t);
+    return send_json(conn, MHD_HTTP_OK, a);
+}
+
+static enum MHD_Result sub_list(stream_node *n, struct MHD_Connection *conn, hchan *ch)
+{
+    meta_reader *rs = NULL;
+    size_t k = 0;
+    int rc = n->m->ops->reader_list(n->m, ch->log_id, &rs, &k);
+    if (rc)
+        return send_rc(conn, rc);
+    cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "subscriptions") : NULL;
+    for (size_t i = 0; arr && i < k; i++) {
+        if (strncmp(rs[i].name, SUB_PREFIX, strlen(SUB_PREFIX)) != 0 || rs[i].lease_id != 0)
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        char t[48];
+        stream_id_text((wp_msg_id){rs[i].seg_id, rs[i].entry_id}, t);
+        if (e) {
+            cJSON_AddStringToObject(e, "name", rs[i].name + strlen(SUB_PREFIX));
+            cJSON_AddStringToObject(e, "next", t);
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
+    free(rs);
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result sub_delete(stream_node *n, struct MHD_Connection *conn, hchan *ch,
+                                  const char *sub)
+{
+    char full[WP_READER_NAME_MAX + 1];
+    snprintf(full, sizeof full, "%s%s", SUB_PREFIX, sub);
+    int rc = n->m->ops->reader_delete(n->m, ch->log_id, full);
+    if (rc)
+        return send_rc(conn, rc);
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = r ? MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, r) : MHD_NO;
+    if (r)
+        MHD_destroy_response(r);
+    return ret;
+}
+
+/* /v1/channels/<name>/subscriptions[/<sub>[/ack]] on the channel's owner. */
+static enum MHD_Result subscriptions(stream_node *n, struct MHD_Connection *conn, const char *name,
+                                     const char *rest, const char *method, const request *rq)
+{
+    char sub[WP_READER_NAME_MAX + 1] = "";
+    bool ack = false;
+    if (rest[0]) {
+        const char *sl = strchr(rest + 1, '/');
+        size_t l = sl ? (size_t)(sl - rest - 1) : strlen(rest + 1);
+        ack = sl && strcmp(sl, "/ack") == 0;
+        if (l == 0 || l >= sizeof sub || (sl && !ack))
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such endpoint");
+        memcpy(sub, rest + 1, l);
+        sub[l] = '\0';
+        if (!sub_name_valid(sub))
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, "WP_EINVAL",
+                              "a subscription name is 1..124 bytes of [A-Za-z0-9._-]");
+    }
+    hchan *ch = chan_get(n, name);
+    if (!ch)
+        return send_not_here(n, conn, name);
+    enum MHD_Result ret;
+    if (!sub[0] && strcmp(method, "GET") == 0)
+        ret = sub_list(n, conn, ch);
+    else if (sub[0] && ack && strcmp(method, "POST") == 0)
+        ret = sub_ack(n, conn, ch, sub, rq);
+    else if (sub[0] && !ack && strcmp(method, "DELETE") == 0)
+        ret = sub_delete(n, conn, ch, sub);
+    else
+        ret = send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such endpoint");
     chan_put(n, ch);
     return ret;
 }
@@ -1386,6 +1558,8 @@ static enum MHD_Result route(stream_node *n, struct MHD_Connection *conn, const 
             return produce(n, conn, name, rq);
         if (strcmp(rest, "/messages") == 0 && get)
             return consume(n, conn, name);
+        if (strncmp(rest, "/subscriptions", 14) == 0 && (rest[14] == '\0' || rest[14] == '/'))
+            return subscriptions(n, conn, name, rest + 14, method, rq);
     }
     return send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such endpoint (docs/streaming.md)");
 }

@@ -10,6 +10,7 @@
 #include "support/testutil.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -516,6 +517,97 @@ TEST(bad_requests)
     stop_all();
 }
 
+/* First payload number ("m-<n>") of a consume answer, and its last id. */
+static int first_of(cJSON *o, char *last_id, size_t cap, int *count)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages"), *m;
+    int first = -1;
+    *count = 0;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *pl = cJSON_GetObjectItemCaseSensitive(m, "payload");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+        if (first < 0 && cJSON_IsString(pl))
+            first = atoi(pl->valuestring + 2);
+        if (cJSON_IsString(id))
+            snprintf(last_id, cap, "%s", id->valuestring);
+        (*count)++;
+    }
+    return first;
+}
+
+/* A named subscription: its consumer reads 40 messages, acknowledges the
+ * 30th and goes away; the next consumer of the subscription starts at the
+ * 31st, also after the channel's owner was killed -9 (the position is in
+ * metadata). Acks never move it back. */
+TEST(subscription_resumes)
+{
+    const char *dir = test_tmpdir("stream5");
+    opts_init(dir, "t5");
+    REQUIRE(start_coord(dir, 0) == 0);
+    REQUIRE(start_node(dir, 0) == 0);
+    REQUIRE(start_node(dir, 1) == 0);
+    create_channels(1);
+    int per[NODES_MAX];
+    REQUIRE(wait_assigned(1, per, 20000));
+    producer_arg p = {.ch = "c00", .n = 100};
+    producer_main(&p);
+    REQUIRE(!p.failed);
+    char addr[128], path[300], last[48] = "", id30[48] = "";
+    REQUIRE(owner_of("c00", addr, sizeof addr, NULL));
+    cJSON *o = NULL;
+    CHECK(req("GET", addr, "/v1/channels/c00/messages?sub=s1&max=40&wait_ms=500", NULL, &o) == 200);
+    int n = 0;
+    CHECK(first_of(o, last, sizeof last, &n) == 1 && n == 40);
+    const cJSON *m30 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "messages"), 29);
+    snprintf(id30, sizeof id30, "%s",
+             cJSON_GetObjectItemCaseSensitive(m30, "id") ? cJSON_GetObjectItemCaseSensitive(m30, "id")->valuestring : "");
+    cJSON_Delete(o);
+    char body[100];
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", id30);
+    CHECK(req("POST", addr, "/v1/channels/c00/subscriptions/s1/ack", body, NULL) == 200);
+    /* The consumer is gone; the next one resumes at the 31st. */
+    snprintf(path, sizeof path, "/v1/channels/c00/messages?sub=s1&max=5&wait_ms=500");
+    CHECK(req("GET", addr, path, NULL, &o) == 200);
+    CHECK(first_of(o, last, sizeof last, &n) == 31);
+    cJSON_Delete(o);
+    /* The owner dies; the new owner has the subscription where it was. */
+    int victim = node_by_addr(addr);
+    REQUIRE(victim >= 0);
+    CHECK(logstore_proc_stop(&node[victim], SIGKILL) == 128 + SIGKILL);
+    node[victim].pid = 0;
+    int64_t end = test_now_ms() + 15000;
+    long st = 0;
+    while (test_now_ms() < end) {
+        if (owner_of("c00", addr, sizeof addr, NULL) && node_by_addr(addr) >= 0 &&
+            (st = req("GET", addr, path, NULL, &o)) == 200)
+            break;
+        test_sleep_ms(100);
+    }
+    CHECK(st == 200);
+    CHECK(first_of(o, last, sizeof last, &n) == 31);
+    cJSON_Delete(o);
+    /* An older ack does not move it back; the list shows it; delete. */
+    CHECK(req("POST", addr, "/v1/channels/c00/subscriptions/s1/ack", "{\"id\":\"0:3\"}", &o) == 200);
+    const cJSON *nx = cJSON_GetObjectItemCaseSensitive(o, "next");
+    char want[48];
+    wp_msg_id w30;
+    REQUIRE(sscanf(id30, "%" SCNd64 ":%" SCNd64, &w30.segment_id, &w30.entry_id) == 2);
+    snprintf(want, sizeof want, "%" PRId64 ":%" PRId64, w30.segment_id, w30.entry_id + 1);
+    CHECK(cJSON_IsString(nx) && strcmp(nx->valuestring, want) == 0);
+    cJSON_Delete(o);
+    CHECK(req("GET", addr, "/v1/channels/c00/subscriptions", NULL, &o) == 200);
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    CHECK(txt && strstr(txt, "\"name\":\"s1\"") && strstr(txt, want));
+    free(txt);
+    cJSON_Delete(o);
+    CHECK(req("POST", addr, "/v1/channels/c00/subscriptions/nope/ack", "{\"id\":\"0:1\"}", NULL) == 404);
+    CHECK(req("POST", addr, "/v1/channels/c00/subscriptions/s1/ack", "{\"id\":\"x\"}", NULL) == 400);
+    CHECK(req("DELETE", addr, "/v1/channels/c00/subscriptions/s1", NULL, NULL) == 204);
+    CHECK(req("POST", addr, "/v1/channels/c00/subscriptions/s1/ack", "{\"id\":\"0:1\"}", NULL) == 404);
+    stop_all();
+}
+
 int main(void)
 {
     if (etcd_cluster_start(&ec, 1, NULL) != 0)
@@ -524,6 +616,7 @@ int main(void)
     RUN(coordinator_failover_and_fencing);
     RUN(node_added_rebalances);
     RUN(bad_requests);
+    RUN(subscription_resumes);
     etcd_cluster_destroy(&ec);
     return test_done();
 }
