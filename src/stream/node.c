@@ -1108,7 +1108,7 @@ fail:
     return NULL;
 }
 
-/* ---- subscriptions (docs/streaming.md §5.6) ---------------------------------- */
+/* ---- subscriptions (docs/streaming.md §5.5) ---------------------------------- */
 
 #define SUB_PREFIX "sub."
 
