@@ -174,7 +174,12 @@ static int put_objects(uploader *u, int64_t log_id, int64_t seg_id, int64_t gen,
         }
         return rc;
     }
-    if (rc == WP_OK && (rc = cold_check(u, log_id, seg_id, bytes, last)) == WP_OK)
+    /* Finalized at our length after every append of ours landed: the
+     * committed view is our copy (a claimant with a later generation would
+     * have fenced our appends; one with an earlier one cannot own the view
+     * after our reopen, and no view of our stream but the whole one has
+     * our length as an append boundary). No read-back needed. */
+    if (rc == WP_OK)
         *out_bytes = bytes;
     return rc;
 }
@@ -209,10 +214,22 @@ static int seal(uploader *u, const meta_seg *s, uint64_t bytes, bool *ours)
 
 /* Uploads one COMPLETED segment if this server may: WP_EAGAIN (quietly)
  * if it lags or another server holds the claim. */
-static int upload_one(uploader *u, const meta_seg *s, int64_t *attempt, uint8_t *buf)
+static int upload_one(uploader *u, const meta_seg *s0, int64_t *attempt, uint8_t *buf)
 {
+    /* The record as it is now (the look's may be a second old: another
+     * server may have sealed it since, and a claim would then only cost
+     * requests). */
+    meta_seg cur;
+    int rc = u->m->ops->seg_get(u->m, s0->log_id, s0->seg_id, &cur);
+    if (rc == WP_ENOENT || (rc == WP_OK && cur.state != WP_SEG_COMPLETED)) {
+        wp__err_clear();
+        return WP_OK; /* sealed, truncated or deleted meanwhile: nothing to do */
+    }
+    if (rc)
+        return rc;
+    const meta_seg *s = &cur;
     replica_state st;
-    int rc = replica_state_get(u->rs, s->log_id, s->seg_id, &st);
+    rc = replica_state_get(u->rs, s->log_id, s->seg_id, &st);
     if (rc)
         return rc;
     if (st.last < s->last_entry_id) /* ARCHITECTURE §7.1: a lagging replica never uploads */
