@@ -602,9 +602,52 @@ static bool wait_until(fan_shared *f, int64_t due_ns)
 /* Sends m (or ms[i] to replica i; NULL: not asked) to every replica of
  * rs, without waiting: the answers collect in the result (fan_wait takes
  * them). h (may be NULL) hears of every request and answer. NULL if out of
- * memory (nothing sent). */
+ * memory (nothing sent).
+ *
+ * A send never waits on one server while others can take the request: a
+ * server whose socket buffer is full (it reads slower than we write) is
+ * skipped, and for an ADD it then misses this one and refuses the next
+ * (a gap): the writer's segment is degraded and it rolls, acked by the
+ * others meanwhile. But when fewer than `need` servers took it that way,
+ * skipping would fail the request although the servers are only slow (a
+ * busy machine): then the skipped ones are sent to with a wait (at most
+ * SEND_WAIT_MS each, in pconn_send), until `need` have it. */
+static int send_one(quorum_storage *q, const replset *rs, health *h, fan_shared *f, int i,
+                    const proto_msg *mi, bool wait)
+{
+    pconn *c = node_conn(q, rs->n[i]);
+    fan_arg *fa = c ? malloc(sizeof *fa) : NULL;
+    int rc = c ? (fa ? WP_OK : wp__err(WP_ENOMEM, "request")) : WP_EUNAVAILABLE;
+    pthread_mutex_lock(&f->mu);
+    f->r[i].rc = IN_FLIGHT;
+    if (rc == WP_OK) {
+        *fa = (fan_arg){f, i};
+        f->pending++;
+        f->refs++;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (rc == WP_OK &&
+        (rc = wait ? pconn_send(c, mi, fan_cb, fa) : pconn_send_nowait(c, mi, fan_cb, fa)) != WP_OK) {
+        free(fa);
+        pthread_mutex_lock(&f->mu);
+        f->pending--;
+        f->refs--;
+        pthread_mutex_unlock(&f->mu);
+    }
+    if (rc == WP_EAGAIN && !wait)
+        return rc; /* the caller decides: skip it, or send again with a wait */
+    health_sent(h, i, rc);
+    if (rc) {
+        pthread_mutex_lock(&f->mu);
+        f->r[i].rc = rc;
+        snprintf(f->r[i].err, sizeof f->r[i].err, "%s", wp_errmsg());
+        pthread_mutex_unlock(&f->mu);
+    }
+    return rc;
+}
+
 static fan_shared *fan_send(quorum_storage *q, const replset *rs, health *h, const proto_msg *m,
-                            const proto_msg *const *ms)
+                            const proto_msg *const *ms, int need)
 {
     fan_shared *f = calloc(1, sizeof *f);
     if (!f) {
@@ -621,35 +664,30 @@ static fan_shared *fan_send(quorum_storage *q, const replset *rs, health *h, con
     f->refs = 1;
     for (int i = 0; i < QUORUM_W_MAX; i++)
         f->r[i] = (reply){.rc = NOT_ASKED};
+    bool full[QUORUM_W_MAX] = {false};
+    int sent = 0;
     for (int i = 0; i < rs->w; i++) {
         const proto_msg *mi = ms ? ms[i] : m;
         if (!mi)
             continue;
-        pconn *c = node_conn(q, rs->n[i]);
-        fan_arg *fa = c ? malloc(sizeof *fa) : NULL;
-        int rc = c ? (fa ? WP_OK : wp__err(WP_ENOMEM, "request")) : WP_EUNAVAILABLE;
+        int rc = send_one(q, rs, h, f, i, mi, false);
+        full[i] = rc == WP_EAGAIN;
+        sent += rc == WP_OK;
+    }
+    for (int i = 0; i < rs->w; i++) {
+        if (!full[i])
+            continue;
+        const proto_msg *mi = ms ? ms[i] : m;
+        if (sent < need) { /* too few took it without waiting: wait for this one */
+            sent += send_one(q, rs, h, f, i, mi, true) == WP_OK;
+            continue;
+        }
+        health_sent(h, i, WP_EAGAIN); /* skipped: it misses this request */
         pthread_mutex_lock(&f->mu);
-        f->r[i].rc = IN_FLIGHT;
-        if (rc == WP_OK) {
-            *fa = (fan_arg){f, i};
-            f->pending++;
-            f->refs++;
-        }
+        f->r[i].rc = WP_EAGAIN;
+        snprintf(f->r[i].err, sizeof f->r[i].err, "%s", "send: the server is not reading "
+                 "(its buffer is full); skipped, the others have enough");
         pthread_mutex_unlock(&f->mu);
-        if (rc == WP_OK && (rc = pconn_send_nowait(c, mi, fan_cb, fa)) != WP_OK) {
-            free(fa);
-            pthread_mutex_lock(&f->mu);
-            f->pending--;
-            f->refs--;
-            pthread_mutex_unlock(&f->mu);
-        }
-        health_sent(h, i, rc);
-        if (rc) {
-            pthread_mutex_lock(&f->mu);
-            f->r[i].rc = rc;
-            snprintf(f->r[i].err, sizeof f->r[i].err, "%s", wp_errmsg());
-            pthread_mutex_unlock(&f->mu);
-        }
     }
     return f;
 }
@@ -713,7 +751,7 @@ static void fan_wait_present(fan_shared *f, const replset *rs, fanout *out, int 
 static void fan_out(quorum_storage *q, const replset *rs, health *h, const proto_msg *m,
                     const proto_msg *const *ms, fanout *out, int enough, bool wait_all)
 {
-    fan_wait(fan_send(q, rs, h, m, ms), rs, out, enough, wait_all);
+    fan_wait(fan_send(q, rs, h, m, ms, enough), rs, out, enough, wait_all);
 }
 
 /* A message naming every replica's outcome, for a failed quorum. */
@@ -781,7 +819,7 @@ static int q_seg_create(storage *st, int64_t log_id, int64_t seg_id, int64_t epo
     proto_msg m = {.type = PROTO_READ_LAC};
     m.u.read_lac = (proto_read_lac){.log_id = log_id, .segment_id = seg_id};
     fanout f;
-    fan_wait_present(fan_send(q, &w->rs, NULL, &m, NULL), &w->rs, &f, w->rs.a,
+    fan_wait_present(fan_send(q, &w->rs, NULL, &m, NULL, w->rs.a), &w->rs, &f, w->rs.a,
                      q->replica_timeout_ns);
     for (int i = 0; i < w->rs.w && rc == WP_OK; i++)
         if (f.r[i].rc == WP_OK)
@@ -855,7 +893,7 @@ static int add_send(st_writer *w, const uint8_t *b, size_t len, fan_shared **f, 
                           .records_len = h.records_len,
                           /* the frames' CRC from the block's: no pass over the records */
                           .records_crc_known = true, .records_crc = h.records_crc};
-    if (!(*f = fan_send(q, &w->rs, w->h, &m, NULL)))
+    if (!(*f = fan_send(q, &w->rs, w->h, &m, NULL, w->rs.a)))
         return WP_ENOMEM;
     wp__metric_add(M_QUORUM_ADDS, w->rs.w);
     *last = h.first_entry_id + h.n_entries - 1;

@@ -108,6 +108,8 @@ static void log_to_stderr(void *arg, int level, const char *msg)
     pthread_mutex_unlock(&last_error_mu);
 }
 
+static const char *client_threads; /* flush.max_threads of the next clients, if set */
+
 static wp_client *client_open(const char *root, const char *nodes, const char *meta,
                               const char *seg_max, const char *who)
 {
@@ -122,6 +124,8 @@ static wp_client *client_open(const char *root, const char *nodes, const char *m
             fprintf(stderr, "  config %s=%s: %s\n", kv[i], kv[i + 1], wp_errmsg());
             goto out_free;
         }
+    if (client_threads && wp_config_set(cfg, "flush.max_threads", client_threads))
+        goto out_free;
     wp_config_set_log(cfg, log_to_stderr, (void *)who);
     if (wp_client_open(cfg, &c))
         fprintf(stderr, "  client open: %s\n", wp_errmsg());
@@ -431,6 +435,53 @@ TEST(replica_cut_fin_reconnects) { fault_case("qf-cutfin", fault_cut_fin, SMALL_
  * 500 ms or the connection fails (src/net/conn.c send_all). Before that,
  * every append stalled in sendmsg until the watchdog lifted the fault. */
 TEST(replica_frozen) { fault_case("qf-freeze", fault_freeze, BIG_LEN, 1000); }
+
+/* Two of the three servers stop reading for a moment (their TCP windows
+ * close; a busy machine does the same) while a writer appends 16 KiB
+ * entries with 8 flushes in flight: appends wait for them instead of failing the writer, and go on
+ * once they read again; every entry reads back. Before, a full socket
+ * buffer failed that replica's ADD at once, so with two full the ADD had
+ * one replica and the writer failed for good (WP_EQUORUM): bench/tiering.sh
+ * hit that on a loaded machine. */
+typedef struct {
+    tcpproxy *a, *b;
+} two_proxies;
+
+static void *thaw_later(void *arg)
+{
+    two_proxies *t = arg;
+    test_sleep_ms(400); /* within SEND_FINISH_MS: a frame begun still finishes */
+    tcpproxy_freeze(t->a, 0);
+    tcpproxy_freeze(t->b, 0);
+    return NULL;
+}
+
+TEST(two_replicas_slow_for_a_moment)
+{
+    memset(acked_len, 0, sizeof acked_len);
+    REQUIRE(cluster_start("qf-twoslow", 3) == 0); /* proxies in front of servers 0 and 1 */
+    client_threads = "8"; /* flushes pipelined: frames pile up in a full buffer */
+    wp_client *c = cluster_client(cl.nodes, "64MiB", "writer");
+    client_threads = NULL;
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "f"));
+    wp_log *log;
+    wp_writer *w;
+    REQUIRE(wp_log_open(c, "f", &log) == 0);
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    two_proxies t = {cl.px[0], cl.px[1]};
+    pthread_t th;
+    tcpproxy_freeze(t.a, TCPPROXY_UP);
+    tcpproxy_freeze(t.b, TCPPROXY_UP);
+    REQUIRE(pthread_create(&th, NULL, thaw_later, &t) == 0);
+    phase_free(run_phase("two servers not reading for 0.4 s", w, 0, 0, 4000, BIG_LEN, NULL));
+    pthread_join(th, NULL);
+    CHECK_OK(wp_writer_close(w));
+    read_check(cl.nodes, "f", 4000);
+    wp_log_close(log);
+    wp_client_close(c);
+    cluster_stop();
+}
 
 /* A reader while one replica is blackholed: on the writer's client (its
  * connection to that replica is open and goes silent) and on a fresh one
@@ -1040,6 +1091,7 @@ int main(int argc, char **argv)
     RUN_IF(replica_cut_rst_refused);
     RUN_IF(replica_cut_fin_reconnects);
     RUN_IF(replica_frozen);
+    RUN_IF(two_replicas_slow_for_a_moment);
     RUN_IF(reader_with_replica_blackholed);
     RUN_IF(two_writers_race);
     RUN_IF(restarted_server_keeps_fences);
