@@ -8,7 +8,7 @@ MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum clean
+.PHONY: all deps build install demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum bench-tiering clean
 
 all: build
 
@@ -63,9 +63,16 @@ bench-peers: build
 bench-etcd: build
 	@bench/etcd.sh $(BUILD)/wp
 
-# Service mode: 3 LogStore servers on loopback vs local mode, same run.
+# Service mode: 3 LogStore servers on loopback vs local mode, same run;
+# then the same servers tiering to object storage (bench-tiering).
 bench-quorum: build
 	@bench/quorum.sh $(BUILD)/wp
+	@bench/tiering.sh $(BUILD)/wp
+
+# Tiering: sustained ingest while 3 LogStore servers upload to a local Ceph
+# RGW, against that RGW's raw PUT limit in the same run (issue 11).
+bench-tiering: build
+	@bench/tiering.sh $(BUILD)/wp
 
 # Object storage (local Ceph RGW): Woodpecker vs raw parallel PUTs.
 bench-s3: build

@@ -4,7 +4,9 @@
  * in the first 8 bytes of each payload); the process's CPU time and the
  * bytes the run added to the log's segments (on disk or in the bucket: with
  * flush.compression, less than the payload). Payloads are random bytes or
- * log-like text (--payload), cut from a pool so that entries differ. */
+ * log-like text (--payload), cut from a pool so that entries differ.
+ * --seconds stops appending after that long (sustained-ingest runs); the
+ * report is of what was appended. */
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -20,6 +22,10 @@
 #define BENCH_ENTRIES_MAX 20000000LL
 #define BENCH_SIZE_MAX (64LL << 20)
 #define BENCH_WINDOW_MAX 1000000LL
+#define BENCH_SECONDS_MAX 86400LL
+/* --entries when not given: without --seconds a short run, with it as many
+ * as the latencies may keep (the time decides). */
+#define BENCH_ENTRIES_DEFAULT 100000LL
 /* Entry i's payload is the `size` bytes at (i * size) mod this in a pool:
  * entries differ (a compressor finds no whole repeated entry in a block of
  * up to a few MiB), and the pool stays cache-sized. */
@@ -29,7 +35,7 @@
 #define BENCH_READER_POLL_MS 100
 
 static const char bench_usage[] =
-    "wp bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync] "
+    "wp bench [--log NAME] [--entries N] [--seconds S] [--size BYTES] [--mode async|sync] "
     "[--window N] [--payload random|text] [--reader] [--json]\n"
     "       wp bench --tail [--log NAME] [--entries N] [--json]   (read only: end-to-end latency\n"
     "                of entries another `wp bench` process appends)";
@@ -37,6 +43,7 @@ static const char bench_usage[] =
 typedef struct {
     const char *log;
     int64_t entries, size, window;
+    int64_t seconds; /* stop appending after this long; 0: at --entries only */
     bool sync, reader, json, tail;
     bool text; /* --payload text: log lines; else random bytes */
 } bench_opts;
@@ -53,6 +60,7 @@ typedef struct {
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    int64_t appended; /* appends made (each acked or failed by the end) */
     int64_t in_flight, acked, failed;
     int64_t wake_at; /* wake a full window's sender once in_flight <= this */
     int first_rc;
@@ -63,7 +71,8 @@ typedef struct {
 /* The tailing reader thread. */
 typedef struct {
     wp_reader *r;
-    int64_t want, got;
+    _Atomic int64_t want; /* lowered to what was appended when --seconds stops early */
+    int64_t got;
     int64_t *e2e_ns; /* [entries] */
     int rc;
     char errmsg[CLI_MSG_MAX];
@@ -83,7 +92,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     static const char *const payloads[] = {"random", "text", NULL};
     static const char *const modes[] = {"async", "sync", NULL};
     int payload = 0, mode = 0;
-    *o = (bench_opts){"bench", 100000, 1024, 1024, false, false, false, false, false};
+    *o = (bench_opts){.log = "bench", .size = 1024, .window = 1024};
     const cli_opt opts[] = {
         {.name = "--reader", .kind = CLI_FLAG, .out = &o->reader},
         {.name = "--tail", .kind = CLI_FLAG, .out = &o->tail},
@@ -91,6 +100,8 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {.name = "--log", .kind = CLI_STR, .out = &o->log, .want = "a NAME"},
         {.name = "--entries", .kind = CLI_I64, .out = &o->entries, .min = 1,
          .max = BENCH_ENTRIES_MAX, .want = "1..20000000"},
+        {.name = "--seconds", .kind = CLI_I64, .out = &o->seconds, .min = 1,
+         .max = BENCH_SECONDS_MAX, .want = "1..86400"},
         {.name = "--size", .kind = CLI_BYTES, .out = &o->size, .max = BENCH_SIZE_MAX,
          .want = "bytes (0..64MiB, e.g. 4KiB)"},
         {.name = "--window", .kind = CLI_I64, .out = &o->window, .min = 1,
@@ -101,19 +112,27 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
          .want = "async or sync"},
         {0},
     };
-    _Static_assert(BENCH_ENTRIES_MAX == 20000000LL && BENCH_WINDOW_MAX == 1000000LL,
-                   "the --entries and --window wants");
+    _Static_assert(BENCH_ENTRIES_MAX == 20000000LL && BENCH_WINDOW_MAX == 1000000LL &&
+                       BENCH_SECONDS_MAX == 86400LL,
+                   "the --entries, --window and --seconds wants");
+    _Static_assert(BENCH_ENTRIES_DEFAULT <= BENCH_ENTRIES_MAX, "default within bounds");
     int st = cli_parse(bench_usage, argc, argv, opts, NULL, 0, 0, NULL, NULL);
+    if (st)
+        return st;
+    if (o->tail && o->seconds)
+        return usage_err(bench_usage, "--seconds applies to appending, not to --tail");
+    if (!o->entries) /* not given (its minimum is 1) */
+        o->entries = o->seconds ? BENCH_ENTRIES_MAX : BENCH_ENTRIES_DEFAULT;
     o->text = payload == 1;
     o->sync = mode == 1;
-    return st;
+    return 0;
 }
 
 static void *bench_reader_main(void *arg)
 {
     bench_reader *br = arg;
     int64_t idle_since = 0;
-    while (br->got < br->want && !atomic_load(&br->stop)) {
+    while (br->got < atomic_load(&br->want) && !atomic_load(&br->stop)) {
         wp_entry e;
         int rc = wp_reader_next(br->r, BENCH_READER_POLL_MS, &e);
         int64_t now = mono_ns();
@@ -241,7 +260,10 @@ static int64_t stamp(uint8_t *payload, size_t size)
     return now;
 }
 
-static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *pool)
+/* Appends o->entries entries, or fewer if they reach deadline_ns first
+ * (CLOCK_MONOTONIC). */
+static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *pool,
+                       int64_t deadline_ns)
 {
     int st = 0;
     pthread_mutex_lock(&b->mu);
@@ -251,17 +273,25 @@ static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t
         pthread_mutex_lock(&b->mu);
         while (b->in_flight >= o->window)
             pthread_cond_wait(&b->cv, &b->mu);
-        bool failed = b->first_rc != 0;
-        b->in_flight++;
+        int first_rc = b->first_rc;
         uint8_t *payload = pool_entry(pool, o, i);
-        b->sent_ns[i] = stamp(payload, (size_t)o->size);
-        pthread_mutex_unlock(&b->mu);
-        if (failed) {
-            st = fail(b->first_rc, "bench append to '%s' (asynchronous ack)", o->log);
+        int64_t now = stamp(payload, (size_t)o->size);
+        if (first_rc || now >= deadline_ns) {
+            pthread_mutex_unlock(&b->mu);
+            if (first_rc)
+                st = fail(first_rc, "bench append to '%s' (asynchronous ack)", o->log);
             break;
         }
+        b->in_flight++;
+        b->appended++;
+        b->sent_ns[i] = now;
+        pthread_mutex_unlock(&b->mu);
         int rc = wp_writer_append_async(w, payload, (size_t)o->size, bench_ack_cb, b);
         if (rc) {
+            pthread_mutex_lock(&b->mu); /* no callback for a refused append */
+            b->in_flight--;
+            b->appended--;
+            pthread_mutex_unlock(&b->mu);
             st = fail(rc, "bench append %" PRId64 " to '%s'", i, o->log);
             break;
         }
@@ -275,15 +305,19 @@ static int bench_async(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t
     return st;
 }
 
-static int bench_sync(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *pool)
+static int bench_sync(wp_writer *w, const bench_opts *o, bench_acks *b, uint8_t *pool,
+                      int64_t deadline_ns)
 {
     for (int64_t i = 0; i < o->entries; i++) {
         wp_msg_id id;
         uint8_t *payload = pool_entry(pool, o, i);
         int64_t sent = stamp(payload, (size_t)o->size);
+        if (sent >= deadline_ns)
+            break;
         int rc = wp_writer_append(w, payload, (size_t)o->size, &id);
         if (rc)
             return fail(rc, "bench append %" PRId64 " to '%s'", i, o->log);
+        b->appended++;
         b->ack_ns[b->acked++] = mono_ns() - sent;
     }
     return 0;
@@ -371,6 +405,8 @@ static void bench_report(const bench_opts *o, bench_acks *b, bench_reader *br, d
            o->sync ? "sync" : "async");
     if (!o->sync)
         printf(", window %" PRId64, o->window);
+    if (o->seconds)
+        printf(", appending for at most %" PRId64 " s", o->seconds);
     printf(", %s payloads)\nbytes:        %.0f\nseconds:      %.3f\nMiB/s:        %.2f\n",
            o->text ? "text" : "random", bytes, secs, mibs);
     if (cost->stored_bytes >= 0)
@@ -420,12 +456,14 @@ static int bench_run(wp_writer *w, const bench_opts *o, bench_acks *b, bench_rea
         return fail_msg("out of memory");
     double cpu0 = cpu_now_s();
     int64_t t0 = mono_ns();
-    int st = o->sync ? bench_sync(w, o, b, pool) : bench_async(w, o, b, pool);
+    int64_t deadline = o->seconds ? t0 + o->seconds * 1000000000LL : INT64_MAX;
+    int st = o->sync ? bench_sync(w, o, b, pool, deadline) : bench_async(w, o, b, pool, deadline);
     *secs = (double)(mono_ns() - t0) / 1e9;
     free(pool);
     if (br) {
         if (st)
             atomic_store(&br->stop, true);
+        atomic_store(&br->want, b->appended); /* --seconds: fewer than --entries */
         atomic_store(&br->writer_done, true);
         pthread_join(br->tid, NULL);
     }
@@ -434,7 +472,7 @@ static int bench_run(wp_writer *w, const bench_opts *o, bench_acks *b, bench_rea
         return st;
     if (!st && br->rc)
         st = fail_msg("bench reader on '%s' after %" PRId64 " of %" PRId64 " entries: %s (%s)",
-                      o->log, br->got, br->want, wp_strerror(br->rc), br->errmsg);
+                      o->log, br->got, atomic_load(&br->want), wp_strerror(br->rc), br->errmsg);
     return st;
 }
 
@@ -443,8 +481,9 @@ static int bench_run(wp_writer *w, const bench_opts *o, bench_acks *b, bench_rea
  * by every process of the machine). */
 static int bench_tail(cli *c, const bench_opts *o)
 {
-    bench_reader br = {.want = o->entries};
+    bench_reader br = {.got = 0};
     wp_log *log = NULL;
+    atomic_init(&br.want, o->entries);
     int st = check_name(o->log);
     if (st || (st = cli_open_client(c)) || (st = cli_open_log(c, o->log, &log)))
         return st;
@@ -478,7 +517,7 @@ int cmd_bench(cli *c, int argc, char **argv)
 {
     bench_opts o;
     bench_acks b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    bench_reader br = {.want = 0};
+    bench_reader br = {.got = 0};
     bench_cost cost = {.stored_bytes = -1};
     wp_log *log = NULL;
     wp_writer *w = NULL;
@@ -502,7 +541,7 @@ int cmd_bench(cli *c, int argc, char **argv)
         goto out_free;
     stat_ok = wp_log_stat(log, &before) == WP_OK; /* after the writer's recovery */
     br.r = r;
-    br.want = o.entries;
+    atomic_init(&br.want, o.entries);
     if (r && pthread_create(&br.tid, NULL, bench_reader_main, &br) != 0) {
         st = fail_msg("starting the reader thread");
         goto out_close;
