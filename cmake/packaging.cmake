@@ -1,10 +1,11 @@
 # Packaging (issue 13), included at the end of CMakeLists.txt:
 # - libwoodpecker.so (soname libwoodpecker.so.0) beside libwoodpecker.a,
-#   exporting only the API of include/woodpecker.h (src/libwoodpecker.map);
+#   exporting only the API of include/woodpecker.h and include/woodpecker_stream.h
+#   (src/libwoodpecker.map);
 # - the man pages wp(1), woodpecker(8) and woodpecker.yaml(5), generated at
 #   build time from `wp --help`, `woodpecker --help` and
 #   docs/configuration.md (scripts/mkman.py);
-# - `cmake --install` (`make install PREFIX=...`): the header, both
+# - `cmake --install` (`make install PREFIX=...`): the headers, both
 #   libraries, wp, woodpecker, woodpecker.pc, the CMake package
 #   (find_package(Woodpecker): Woodpecker::woodpecker), the man pages,
 #   woodpecker.example.yaml and examples/ under share/doc/woodpecker;
@@ -81,7 +82,8 @@ elseif(NOT WP_FUZZ)
 endif()
 
 # Install.
-install(FILES ${CMAKE_SOURCE_DIR}/include/woodpecker.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES ${CMAKE_SOURCE_DIR}/include/woodpecker.h ${CMAKE_SOURCE_DIR}/include/woodpecker_stream.h
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS woodpecker ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS wp woodpecker-server RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES ${CMAKE_SOURCE_DIR}/woodpecker.example.yaml DESTINATION ${CMAKE_INSTALL_DOCDIR})

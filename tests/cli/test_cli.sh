@@ -385,6 +385,55 @@ expect "read --follow ends cleanly on SIGTERM" "$rc" -eq 0
 expect "read --follow saw all 6 entries" "$(printf '%s\n' "$out" | wc -l)" -eq 6
 expect "read --follow saw the late entry" "$(printf '%s\n' "$out" | tail -1 | cut -f2)" = late
 
+# ---- streaming commands without servers ------------------------------------------
+# (against servers: tests/integration/test_stream_client.c)
+
+run "$WP" --help
+expect "--help: lists the streaming commands" \
+  "$(printf '%s\n' "$out" | grep -cE '^  (channel (create|list|delete)|produce|consume) ')" -eq 5
+run wp channel create
+expect_error "channel create without NAME" 2
+run wp channel delete a b
+expect_error "channel delete with two names" 2
+run wp channel list extra
+expect_error "channel list with an argument" 2
+run wp channel create 'no good'
+expect_error "bad channel name" 1
+expect "bad channel name: named" -n "$(printf '%s' "$err" | grep 'invalid channel name')"
+run wp channel create "$(printf 'c%.0s' $(seq 1 129))"
+expect_error "channel name too long" 1
+run wp produce
+expect_error "produce without CHANNEL" 2
+run wp produce ch --producer
+expect_error "produce --producer without a value" 2
+run wp produce ch --bogus
+expect_error "unknown produce option" 2
+run wp consume
+expect_error "consume without CHANNEL" 2
+run wp consume ch --from sideways
+expect_error "bad consume --from" 2
+run wp consume ch --from at
+expect_error "consume --from at without --id" 2
+run wp consume ch --from after --id 1-2
+expect_error "bad consume --id" 2
+run wp consume ch --id 0:1
+expect_error "consume --id without at/after" 2
+run wp consume ch --count -1
+expect_error "bad consume --count" 2
+run wp consume ch --timeout-ms x
+expect_error "bad consume --timeout-ms" 2
+# The SQLite store of storage.root: no streaming node registered, no channel.
+run wp channel list
+expect_error "channel list without nodes" 1
+expect "channel list without nodes: says so" -n "$(printf '%s' "$err" | grep 'no live streaming node')"
+run wp channel create ch
+expect_error "channel create without nodes" 1
+run_in /dev/null wp produce ch
+expect_error "produce to a missing channel" 1
+expect "produce to a missing channel: named" -n "$(printf '%s' "$err" | grep "no channel 'ch'")"
+run wp consume ch
+expect_error "consume a missing channel" 1
+
 # ---- bench (tiny) ----------------------------------------------------------------
 
 run wp bench --log b1 --entries 200 --size 100 --reader --json

@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""packaging/symbols: libwoodpecker.so exports exactly the API that
-include/woodpecker.h declares (issue 13).
+"""packaging/symbols: libwoodpecker.so exports exactly the API that the
+public headers declare (issue 13): include/woodpecker.h and every other
+header beside it (include/woodpecker_stream.h, the streaming client).
 
     check_symbols.py LIBWOODPECKER_SO WOODPECKER_H
 
 The declarations come from the compiler, not from a list kept by hand:
 functions from gcc -aux-info (every prototype, with its file and line),
-data from the header's preprocessed `extern` declarations. Checks that
-  - every exported symbol is wp_<lowercase>... or WP_EARLIEST/WP_LATEST
-    (no internal wp__*, seg_*, s3_*, ... symbol leaks);
+data from the headers' preprocessed `extern` declarations. Checks that
+  - every exported symbol is wp_<lowercase>..., wps_<lowercase>... or
+    WP_EARLIEST/WP_LATEST (no internal wp__*, seg_*, s3_*, ... symbol leaks);
   - every declared function and datum is exported, and nothing else;
   - functions are text, data is not; the soname is libwoodpecker.so.<major>.
 """
+import glob
 import os
 import re
 import subprocess
@@ -73,22 +75,30 @@ def main():
     if len(sys.argv) != 3:
         sys.exit("usage: check_symbols.py LIBWOODPECKER_SO WOODPECKER_H")
     lib, header = sys.argv[1], sys.argv[2]
-    funcs, data = header_functions(header), header_data(header)
+    # The public headers: woodpecker.h and the others installed beside it.
+    headers = [header] + sorted(h for h in glob.glob(os.path.join(os.path.dirname(header), "*.h"))
+                                if not os.path.samefile(h, header))
+    funcs, data, problems = set(), set(), []
+    for h in headers:
+        hf = header_functions(h)
+        if not hf:
+            problems.append("read no function from %s: is the parser broken?" % h)
+        funcs |= hf
+        data |= header_data(h)
     syms = exported(lib)
-    problems = []
     if len(funcs) < 30 or not data:
         problems.append("read only %d functions and %d data from %s: is the parser broken?"
                         % (len(funcs), len(data), header))
-    public = re.compile(r"wp_[a-z]\w*|WP_(EARLIEST|LATEST)")
+    public = re.compile(r"wps?_[a-z]\w*|WP_(EARLIEST|LATEST)")
     for s in sorted(syms):
         if not public.fullmatch(s):
             problems.append("exported but not public API: %s" % s)
     declared = funcs | data
     for s in sorted(declared - set(syms)):
-        problems.append("declared in woodpecker.h but not exported: %s" % s)
+        problems.append("declared in the public headers but not exported: %s" % s)
     for s in sorted(set(syms) - declared):
         if public.fullmatch(s):
-            problems.append("exported but not declared in woodpecker.h: %s" % s)
+            problems.append("exported but not declared in the public headers: %s" % s)
     for s in sorted(funcs & set(syms)):
         if syms[s] not in "Ti":
             problems.append("function %s has symbol type %s" % (s, syms[s]))
@@ -103,8 +113,8 @@ def main():
     if problems:
         return 1
     print("%s: %d functions and %d data exported, exactly those of %s; soname %s"
-          % (os.path.basename(lib), len(funcs), len(data), os.path.basename(header),
-             soname.group(1)))
+          % (os.path.basename(lib), len(funcs), len(data),
+             " and ".join(os.path.basename(h) for h in headers), soname.group(1)))
     return 0
 
 

@@ -27,7 +27,7 @@ pc=$(find "$prefix" -name woodpecker.pc)
 libdir=$(dirname "$(dirname "$pc")")
 version=$(sed -n 's/^Version: //p' "$pc")
 major=${version%%.*}
-for f in include/woodpecker.h bin/wp bin/woodpecker \
+for f in include/woodpecker.h include/woodpecker_stream.h bin/wp bin/woodpecker \
          share/man/man1/wp.1 share/man/man5/woodpecker.yaml.5 share/man/man8/woodpecker.8 \
          share/doc/woodpecker/woodpecker.example.yaml \
          share/doc/woodpecker/examples/{producer.c,consumer.c,Makefile,CMakeLists.txt,README.md}; do
@@ -40,7 +40,9 @@ done
 [ "$(readlink "$libdir/libwoodpecker.so")" = "libwoodpecker.so.$major" ] || fail "libwoodpecker.so link"
 [ "$(readlink "$libdir/libwoodpecker.so.$major")" = "libwoodpecker.so.$version" ] \
   || fail "libwoodpecker.so.$major link"
-cmp -s "$src/include/woodpecker.h" "$prefix/include/woodpecker.h" || fail "installed header differs"
+for h in woodpecker.h woodpecker_stream.h; do
+  cmp -s "$src/include/$h" "$prefix/include/$h" || fail "installed header $h differs"
+done
 grep -qx "prefix=$prefix" "$pc" || fail "woodpecker.pc: prefix is not $prefix: $(head -3 "$pc")"
 "$prefix/bin/wp" --help >/dev/null || fail "installed wp --help"
 "$prefix/bin/woodpecker" --help >/dev/null || fail "installed woodpecker --help"

@@ -31,6 +31,13 @@ static const char help_tail[] =
 
 /* ---- the command table ------------------------------------------------------ */
 
+/* The streaming service's commands (cmd_stream.c). */
+int cmd_channel_create(cli *, int, char **);
+int cmd_channel_list(cli *, int, char **);
+int cmd_channel_delete(cli *, int, char **);
+int cmd_produce(cli *, int, char **);
+int cmd_consume(cli *, int, char **);
+
 const cli_command cli_commands[] = {
     {"log", "create", cmd_log_create,
          "  log create NAME            create a log\n"},
@@ -72,10 +79,28 @@ const cli_command cli_commands[] = {
          "                             json: an array of objects with the raw figures\n"},
     {"bench", NULL, cmd_bench,
          "  bench [--log NAME] [--entries N] [--size BYTES] [--mode async|sync]\n"
-         "        [--window N] [--payload random|text] [--reader] [--json]\n"
+         "        [--window N] [--payload random|text] [--seconds S] [--reader] [--json]\n"
          "                             append benchmark: throughput, ack latency and with\n"
          "                             --reader end-to-end (append to read) latency; CPU\n"
-         "                             per GiB and bytes stored (see flush.compression)\n"},
+         "                             per GiB and bytes stored (see flush.compression);\n"
+         "                             --seconds: stop appending after S seconds\n"},
+    {"channel", "create", cmd_channel_create,
+         "  channel create NAME        streaming service: create a channel\n"},
+    {"channel", "list", cmd_channel_list,
+         "  channel list               list the channels: name, owner node, term, address\n"},
+    {"channel", "delete", cmd_channel_delete,
+         "  channel delete NAME        delete a channel and its messages\n"},
+    {"produce", NULL, cmd_produce,
+         "  produce CHANNEL [--producer ID]\n"
+         "                             send one message per stdin line (an idempotent\n"
+         "                             producer: retried through moves, never written\n"
+         "                             twice); prints each id S:E\n"},
+    {"consume", NULL, cmd_consume,
+         "  consume CHANNEL [--from all|latest|at|after] [--id S:E] [--count N]\n"
+         "          [--timeout-ms MS] [--follow] [--ids]\n"
+         "                             print messages, one payload per line (\\xNN escapes\n"
+         "                             if not printable; --ids: S:E<TAB>payload); without\n"
+         "                             --follow stop when none came for MS (default 1000)\n"},
     {"stats", NULL, cmd_stats,
          "  stats                      print this client's metrics in the Prometheus text\n"
          "                             format: the segments of every log by state, and the\n"
