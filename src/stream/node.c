@@ -80,10 +80,10 @@ struct stream_node {
     pthread_mutex_t mu; /* chans, n_chans */
     hchan **chans;
     int n_chans, cap_chans;
-    pthread_t sync_thr;
-    bool sync_started;
+    pthread_t sync_thr, lease_thr;
+    bool sync_started, lease_started;
     pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cond;
+    pthread_cond_t sync_cond, lease_cond;
     bool kick;
     _Atomic bool stop;
 };
@@ -512,33 +512,46 @@ static void on_watch_failed(void *arg, int rc, const char *msg)
     wp__log(n->lg, WP_LOG_WARN, "node: watch ended (%s: %s); polling", wp_strerror(rc), msg);
 }
 
+/* The lease and the registration, on a thread of their own: a sync pass
+ * that takes long (opening channels: writer recovery, the producers'
+ * rebuild) must not let the lease lapse, or the coordinator would move
+ * every channel of this node away and back. */
+static void *lease_main(void *arg)
+{
+    stream_node *n = arg;
+    int64_t ttl = n->cfg->stream_lease_ttl_ms;
+    while (!atomic_load(&n->stop)) {
+        int rc = n->m->ops->lease_keepalive(n->m, n->lease_id);
+        if (rc == WP_ENOENT) {
+            wp__log(n->lg, WP_LOG_WARN, "node %s: lease expired; registering again",
+                    n->cfg->node_id);
+            rc = n->m->ops->lease_grant(n->m, ttl, &n->lease_id);
+        }
+        if (rc == WP_OK)
+            rc = register_node(n);
+        if (rc)
+            wp__log(n->lg, WP_LOG_WARN, "node %s: keeping the registration: %s (%s)",
+                    n->cfg->node_id, wp_strerror(rc), wp_errmsg());
+        int64_t due = wp__now_ns() + (rc ? ttl / 10 : ttl / 3) * 1000000LL;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_mutex_lock(&n->sync_mu);
+        while (!atomic_load(&n->stop) &&
+               pthread_cond_timedwait(&n->lease_cond, &n->sync_mu, &ts) == 0)
+            ;
+        pthread_mutex_unlock(&n->sync_mu);
+    }
+    return NULL;
+}
+
 static void *sync_main(void *arg)
 {
     stream_node *n = arg;
-    int64_t ttl = n->cfg->stream_lease_ttl_ms, next_keepalive = 0;
     while (!atomic_load(&n->stop)) {
-        int64_t now = wp__now_ns();
-        int rc = WP_OK;
-        if (now >= next_keepalive) {
-            rc = n->m->ops->lease_keepalive(n->m, n->lease_id);
-            if (rc == WP_ENOENT) {
-                wp__log(n->lg, WP_LOG_WARN, "node %s: lease expired; registering again",
-                        n->cfg->node_id);
-                rc = n->m->ops->lease_grant(n->m, ttl, &n->lease_id);
-            }
-            if (rc == WP_OK)
-                rc = register_node(n);
-            if (rc == WP_OK)
-                next_keepalive = now + ttl / 3 * 1000000LL;
-        }
-        if (rc == WP_OK)
-            rc = sync_pass(n);
+        int rc = sync_pass(n);
         if (rc)
             wp__log(n->lg, WP_LOG_WARN, "node %s: %s (%s)", n->cfg->node_id, wp_strerror(rc),
                     wp_errmsg());
         int64_t wait_ms = n->cfg->stream_assign_interval_ms;
-        if (wait_ms > ttl / 3)
-            wait_ms = ttl / 3;
         int64_t due = wp__now_ns() + wait_ms * 1000000LL;
         struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
         pthread_mutex_lock(&n->sync_mu);
@@ -567,6 +580,7 @@ static int http_status(int rc)
     case WP_EEXIST: return MHD_HTTP_CONFLICT;
     case WP_ETOOBIG: return MHD_HTTP_CONTENT_TOO_LARGE;
     case WP_EUNAVAILABLE: return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case WP_ETRUNCATED: return MHD_HTTP_GONE;
     default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
     }
 }
@@ -611,13 +625,13 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, int status, const
 static const char *code_name(int rc)
 {
     switch (rc) {
-    case WP_EINVAL: return "WP_EINVAL";
-    case WP_ENOENT: return "WP_ENOENT";
-    case WP_EEXIST: return "WP_EEXIST";
-    case WP_ETOOBIG: return "WP_ETOOBIG";
-    case WP_EUNAVAILABLE: return "WP_EUNAVAILABLE";
-    case WP_EFENCED: return "WP_EFENCED";
-    default: return wp_strerror(rc);
+#define CODE_NAME(name, val, msg)                                                             \
+    case val:                                                                                 \
+        return "WP_" #name;
+        WP_ERRNO_MAP(CODE_NAME)
+#undef CODE_NAME
+    default:
+        return "WP_EIO";
     }
 }
 
@@ -774,6 +788,8 @@ static enum MHD_Result channel_get(stream_node *n, struct MHD_Connection *conn, 
 {
     stream_channel rec;
     int rc = stream_channel_get(n->m, name, &rec);
+    if (rc == WP_ENOENT)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such channel");
     if (rc)
         return send_rc(conn, rc);
     return send_json(conn, MHD_HTTP_OK, channel_obj(&rec));
@@ -784,6 +800,8 @@ static enum MHD_Result channel_delete(stream_node *n, struct MHD_Connection *con
     char key[META_KV_KEY_MAX + 1], log[WP_LOG_NAME_MAX + 1];
     snprintf(key, sizeof key, "%s%s", STREAM_KEY_CHANNELS, name);
     int rc = n->m->ops->kv_delete(n->m, key, 0);
+    if (rc == WP_ENOENT)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "WP_ENOENT", "no such channel");
     if (rc)
         return send_rc(conn, rc);
     snprintf(key, sizeof key, "%s%s", STREAM_KEY_PRODUCERS, name);
@@ -919,7 +937,10 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     int count = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : -1;
     int rc = WP_OK;
     enum MHD_Result ret;
-    if (!cJSON_IsObject(o) || count < 1 || count > MESSAGES_MAX)
+    if (!o)
+        rc = wp__err(WP_EINVAL, "the body is not JSON (near byte %zu)",
+                     cJSON_GetErrorPtr() && rq->body ? (size_t)(cJSON_GetErrorPtr() - rq->body) : 0);
+    else if (!cJSON_IsObject(o) || count < 1 || count > MESSAGES_MAX)
         rc = wp__err(WP_EINVAL, "want {\"messages\": [1..%d messages], ...}", MESSAGES_MAX);
     else if (term && (!cJSON_IsNumber(term) || term->valuedouble < 0))
         rc = wp__err(WP_EINVAL, "term is not a number >= 0");
@@ -1651,9 +1672,12 @@ void stream_node_stop(stream_node *n)
     atomic_store(&n->stop, true);
     pthread_mutex_lock(&n->sync_mu);
     pthread_cond_signal(&n->sync_cond);
+    pthread_cond_signal(&n->lease_cond);
     pthread_mutex_unlock(&n->sync_mu);
     if (n->sync_started)
         pthread_join(n->sync_thr, NULL);
+    if (n->lease_started)
+        pthread_join(n->lease_thr, NULL);
     if (n->d) /* waits for the connections' threads: streams end within SLICE_MS */
         MHD_stop_daemon(n->d);
     else if (n->lfd >= 0)
@@ -1681,6 +1705,7 @@ void stream_node_stop(stream_node *n)
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->sync_mu);
     pthread_cond_destroy(&n->sync_cond);
+    pthread_cond_destroy(&n->lease_cond);
     free(n);
 }
 
@@ -1700,6 +1725,7 @@ int stream_node_start(const wp_config *cfg, const wp__logger *lg, stream_node **
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&n->sync_cond, &ca);
+    pthread_cond_init(&n->lease_cond, &ca);
     pthread_condattr_destroy(&ca);
     int rc = wp_client_open(cfg, &n->c);
     if (rc == WP_OK)
@@ -1727,6 +1753,12 @@ int stream_node_start(const wp_config *cfg, const wp__logger *lg, stream_node **
             WP_OK) {
         wp__log(lg, WP_LOG_WARN, "node: no watch (%s); polling", wp_errmsg());
         n->watch = NULL;
+    }
+    if (rc == WP_OK) {
+        if (pthread_create(&n->lease_thr, NULL, lease_main, n) != 0)
+            rc = wp__err(WP_ENOMEM, "cannot start the lease thread");
+        else
+            n->lease_started = true;
     }
     if (rc == WP_OK) {
         if (pthread_create(&n->sync_thr, NULL, sync_main, n) != 0)
