@@ -113,7 +113,7 @@ void wps_producer_set_timeout_ms(wps_producer *p, int64_t timeout_ms);
  * is starting or opening the channel (503), a failed connection or a
  * server error (5xx) is retried against the owner the records name, with
  * the same producer id and sequence numbers, so nothing is written twice
- * (docs/streaming.md §5.2), until the timeout (wps_producer_set_timeout_ms,
+ * (docs/streaming-api.md §2), until the timeout (wps_producer_set_timeout_ms,
  * counted for each request): then WP_ETIMEDOUT, with the last failure in
  * wp_errmsg(). A message the channel had already made
  * durable answers with the id it got the first time, or {-1,-1} if the
@@ -157,7 +157,7 @@ typedef struct {
 /* Opens a consumer of an existing channel (WP_ENOENT if there is none) at
  * policy WPS_FROM_* (id is used by WPS_FROM_AT and WPS_FROM_AFTER only;
  * WP_EINVAL if negative). A background thread keeps one pushed stream open
- * to the channel's owner (docs/streaming.md §5.4) and queues what it
+ * to the channel's owner (docs/streaming-api.md §4) and queues what it
  * pushes (bounded); when the channel moves or the connection drops it
  * resumes at the new owner after the last message it queued, so the
  * consumer returns every message of the channel from its start position

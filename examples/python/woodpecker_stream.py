@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """woodpecker_stream: a client for Woodpecker's streaming nodes (docs/streaming.md).
 
-It speaks the nodes' HTTP/JSON API (docs/streaming.md section 5) with the
+It speaks the nodes' HTTP/JSON API (docs/streaming-api.md) with the
 Python standard library only (http.client, json, base64, threading); Python
 3.8 or later. It is an example: one file to copy, read and adapt.
 
@@ -48,7 +48,7 @@ Limits and behaviour
   writer.max_entry_bytes), 500 HTTPError (storage failed). The sequence
   numbers of a refused batch are not used again. After a 400 or 404
   nothing of it was written; after a 413 or a 500 the messages before the
-  one that failed may have been (docs/streaming.md section 5.2), so the
+  one that failed may have been (docs/streaming-api.md section 2), so the
   batch stays pending like after UnavailableError.
 * One request in flight per Producer (its methods hold a lock): sequence
   numbers must reach the node in order. For more throughput send larger

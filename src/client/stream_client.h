@@ -30,7 +30,7 @@
 #define SC_LOG_PREFIX "channel/"
 #define SC_NODE_KIND "streaming"
 
-/* Bounds (docs/streaming.md §5). */
+/* Bounds (docs/streaming-api.md). */
 #define SC_REQUEST_MESSAGES_MAX 10000   /* messages in one produce request (the node takes 100000) */
 #define SC_ERROR_BODY_MAX (64 * 1024)   /* bytes kept of an answer that is not the stream */
 #define SC_ANSWER_BYTES_MAX (64 * WP_MiB) /* a whole JSON answer (admin, produce, poll) */

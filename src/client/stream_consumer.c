@@ -1,5 +1,5 @@
 /* stream_consumer.c — consumers (include/woodpecker_stream.h,
- * docs/streaming.md §5.4). Each consumer has a thread that keeps one
+ * docs/streaming-api.md §4). Each consumer has a thread that keeps one
  * pushed stream (GET ...?stream=1, NDJSON) open to the channel's owner and
  * puts the messages it decodes on a bounded queue; when the queue is full
  * the thread stops reading, and TCP holds the node back. When the stream

@@ -1,5 +1,5 @@
 /* stream_producer.c — idempotent producers (include/woodpecker_stream.h,
- * docs/streaming.md §5.2). A wps_produce call becomes one or more produce
+ * docs/streaming-api.md §2). A wps_produce call becomes one or more produce
  * requests; each is sent to the channel's owner as the client's records
  * (or the last 421 answer) name it, and sent again unchanged — same
  * producer id and sequence numbers, only the term the client believes in

@@ -1129,7 +1129,7 @@ fail:
     return NULL;
 }
 
-/* ---- subscriptions (docs/streaming.md §5.5) ---------------------------------- */
+/* ---- subscriptions (docs/streaming-api.md §5) -------------------------------- */
 
 #define SUB_PREFIX "sub."
 
