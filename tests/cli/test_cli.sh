@@ -75,6 +75,13 @@ run wp log
 expect_error "log without sub-command" 2
 run wp log frob x
 expect_error "unknown log sub-command" 2
+expect "unknown log sub-command: named" -n "$(printf '%s' "$err" | grep "unknown log command 'frob'")"
+expect "unknown log sub-command: the log sub-commands" \
+  -n "$(printf '%s' "$err" | grep 'usage: wp log create|delete|list|info')"
+run wp channel bogus
+expect_error "unknown channel sub-command" 2
+expect "unknown channel sub-command: the channel sub-commands" \
+  -n "$(printf '%s' "$err" | grep 'usage: wp channel create|list|delete')"
 run wp log create
 expect_error "log create without NAME" 2
 run wp log info a b

@@ -222,13 +222,22 @@ static int print_help(void)
     return finish_stdout();
 }
 
+/* A command with sub-commands (wp log ..., wp channel ...) names them,
+ * from the table. */
 static int unknown_command(int argc, char **argv, int i)
 {
-    if (strcmp(argv[i], "log") == 0)
-        return usage_err("wp log create|delete|list|info ...",
-                         i + 1 < argc ? "unknown log command '%s'" : "missing log command%s",
-                         i + 1 < argc ? argv[i + 1] : "");
-    return usage_err(global_usage, "unknown command '%s'", argv[i]);
+    char subs[256] = "";
+    size_t n = 0;
+    for (size_t k = 0; k < cli_n_commands && n < sizeof subs - 32; k++)
+        if (cli_commands[k].sub && strcmp(argv[i], cli_commands[k].name) == 0)
+            n += (size_t)snprintf(subs + n, sizeof subs - n, "%s%s", n ? "|" : "",
+                                  cli_commands[k].sub);
+    if (!subs[0])
+        return usage_err(global_usage, "unknown command '%s'", argv[i]);
+    char use[320];
+    snprintf(use, sizeof use, "wp %s %s ...", argv[i], subs);
+    return usage_err(use, i + 1 < argc ? "unknown %s command '%s'" : "missing %s command%s",
+                     argv[i], i + 1 < argc ? argv[i + 1] : "");
 }
 
 int main(int argc, char **argv)
