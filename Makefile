@@ -8,7 +8,7 @@ MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 20
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum bench-tiering clean
+.PHONY: all deps build install demo test test-unit test-asan test-release fuzz bench bench-peers bench-etcd bench-s3 bench-quorum bench-tiering bench-streaming clean
 
 all: build
 
@@ -73,6 +73,11 @@ bench-quorum: build
 # RGW, against that RGW's raw PUT limit in the same run (issue 11).
 bench-tiering: build
 	@bench/tiering.sh $(BUILD)/wp
+
+# Streaming service (issue 12): produce/consume through the service vs the
+# library directly, Redis Streams and NATS JetStream, same run.
+bench-streaming: build
+	@bench/streaming.sh $(BUILD)/wp
 
 # Object storage (local Ceph RGW): Woodpecker vs raw parallel PUTs.
 bench-s3: build
