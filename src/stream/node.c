@@ -36,6 +36,7 @@
 #define WAIT_MAX_MS 60000
 #define SLICE_MS 200            /* waits are cut in slices to notice a stop or a move */
 #define HEARTBEAT_MS 10000      /* an idle pushed stream sends an empty line this often */
+#define CHUNK_BYTES (64 * 1024) /* a pushed stream sends what is ready, up to this, at once */
 #define OPEN_RETRY_MS 1000
 
 /* ---- hosted channels -------------------------------------------------------- */
@@ -975,8 +976,14 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     if (!q.ids || !q.dup || !q.ctx || !pm)
         rc = wp__err(WP_ENOMEM, "produce of %d messages", count);
     const char *pid = prod ? prod->valuestring : NULL;
-    for (int i = 0; rc == WP_OK && i < count; i++)
-        rc = parse_msg(cJSON_GetArrayItem(msgs, i), pid != NULL, pid, &pm[i]);
+    int mi = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, msgs) /* one walk: cJSON_GetArrayItem(i) is linear in i */
+    {
+        if (rc != WP_OK || mi >= count)
+            break;
+        rc = parse_msg(msg, pid != NULL, pid, &pm[mi++]);
+    }
     /* Enqueue in order, under the produce lock: a producer's seqs are
      * checked and appended in one order. */
     pthread_mutex_lock(&ch->produce_mu);
@@ -1321,6 +1328,8 @@ static bool cstream_fill(cstream *s)
         return false;
     for (;;) {
         if (!still_hosted(s->n, s->ch)) {
+            if (s->len)
+                return true; /* the messages read first; the end line next time */
             cJSON *o = cJSON_CreateObject();
             stream_channel rec;
             if (o && stream_channel_get(s->n->m, s->ch->name, &rec) == WP_OK) {
@@ -1346,7 +1355,9 @@ static bool cstream_fill(cstream *s)
             return s->len > 0;
         }
         wp_entry e;
-        int rc = wp_reader_next(s->r, SLICE_MS, &e);
+        int rc = wp_reader_next(s->r, s->len ? 0 : SLICE_MS, &e);
+        if (rc == WP_ETIMEDOUT && s->len) /* what is ready goes out as one chunk */
+            return true;
         if (rc == WP_ETIMEDOUT) {
             if (wp__now_ns() - s->last_sent_ns >= HEARTBEAT_MS * 1000000LL) {
                 char *b = realloc(s->buf, 1);
@@ -1363,26 +1374,27 @@ static bool cstream_fill(cstream *s)
         if (rc) {
             wp__log(s->n->lg, WP_LOG_WARN, "channel '%s': pushed stream ends: %s (%s)",
                     s->ch->name, wp_strerror(rc), wp_errmsg());
-            return false;
+            return s->len > 0; /* what was read goes out first */
         }
         cJSON *m = message_obj(&e);
         char *t = m ? cJSON_PrintUnformatted(m) : NULL;
         cJSON_Delete(m);
         if (!t)
-            return false;
+            return s->len > 0;
         size_t l = strlen(t);
-        char *b = realloc(s->buf, l + 1);
+        char *b = realloc(s->buf, s->len + l + 1);
         if (!b) {
             cJSON_free(t);
-            return false;
+            return s->len > 0;
         }
-        memcpy(b, t, l);
-        b[l] = '\n';
+        memcpy(b + s->len, t, l);
+        b[s->len + l] = '\n';
         cJSON_free(t);
         s->buf = b;
-        s->len = l + 1;
+        s->len += l + 1;
         s->last_sent_ns = wp__now_ns();
-        return true;
+        if (s->len >= CHUNK_BYTES) /* one chunk: at most about this much */
+            return true;
     }
 }
 
