@@ -65,7 +65,7 @@ typedef struct hchan {
     producer *producers[PRODUCERS_BUCKETS];
     int window;
     int64_t snap_ns;            /* last producers' snapshot */
-    bool snap_dirty;
+    _Atomic bool snap_dirty;    /* a producer's window changed since the last snapshot */
 } hchan;
 
 struct stream_node {
@@ -470,13 +470,13 @@ static int sync_pass(stream_node *n)
     hchan **snap = malloc((size_t)(cnt ? cnt : 1) * sizeof *snap);
     int ns = 0;
     for (int i = 0; snap && i < cnt; i++)
-        if (n->chans[i]->snap_dirty && now - n->chans[i]->snap_ns >= every) {
+        if (atomic_load(&n->chans[i]->snap_dirty) && now - n->chans[i]->snap_ns >= every) {
             snap[ns++] = n->chans[i];
             n->chans[i]->refs++;
         }
     pthread_mutex_unlock(&n->mu);
     for (int i = 0; i < ns; i++) {
-        snap[i]->snap_dirty = false;
+        atomic_store(&snap[i]->snap_dirty, false);
         snap[i]->snap_ns = now;
         snapshot_write(n, snap[i]);
         chan_put(n, snap[i]);
@@ -852,7 +852,7 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
         int s = producer_slot(ch, x->p, x->seq);
         if (s >= 0)
             x->p->ids[s] = rc ? (wp_msg_id){-2, -2} : id;
-        ch->snap_dirty = true;
+        atomic_store(&ch->snap_dirty, true);
         pthread_cond_broadcast(&ch->pcond);
         pthread_mutex_unlock(&ch->pmu);
     }

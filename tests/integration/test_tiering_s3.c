@@ -257,6 +257,18 @@ static int64_t log_id_of(const char *name)
     return ml.log_id;
 }
 
+/* The first running server a placement names (docs/metadata.md 3.2), or -1. */
+static int first_replica(const char *placement)
+{
+    for (int i = 0; i < NSRV; i++) {
+        char needle[80];
+        snprintf(needle, sizeof needle, "%s@", srv[i].id);
+        if (srv[i].pid > 0 && strstr(placement, needle))
+            return i;
+    }
+    return -1;
+}
+
 /* ---- tests ----------------------------------------------------------------- */
 
 /* Segments rolled by a writer are uploaded, sealed and dropped from the
@@ -488,13 +500,7 @@ TEST(drain_with_active_writer)
     meta_seg s;
     int64_t lid = log_id_of("t");
     REQUIRE(m->ops->seg_get(m, lid, 0, &s) == 0);
-    int d = -1;
-    for (int i = 0; i < 4 && d < 0; i++) {
-        char needle[80];
-        snprintf(needle, sizeof needle, "%s@", srv[i].id);
-        if (strstr(s.placement, needle))
-            d = i;
-    }
+    int d = first_replica(s.placement);
     REQUIRE(d >= 0);
     char cmd[2000];
     snprintf(cmd, sizeof cmd, "%s/woodpecker logstore drain -o node.data_dir=%s/s%d/data >/dev/null",
@@ -587,13 +593,7 @@ TEST(drain_with_idle_writer)
     meta_seg s;
     int64_t lid = log_id_of("t");
     REQUIRE(m->ops->seg_get(m, lid, 0, &s) == 0);
-    int d = -1;
-    for (int i = 0; i < 4 && d < 0; i++) {
-        char needle[80];
-        snprintf(needle, sizeof needle, "%s@", srv[i].id);
-        if (strstr(s.placement, needle))
-            d = i;
-    }
+    int d = first_replica(s.placement);
     REQUIRE(d >= 0);
     CHECK(kill(srv[d].pid, SIGUSR1) == 0);
     int status = -1;
