@@ -578,10 +578,13 @@ TEST(subscription_resumes)
     node[victim].pid = 0;
     int64_t end = test_now_ms() + 15000;
     long st = 0;
+    o = NULL;
     while (test_now_ms() < end) {
         if (owner_of("c00", addr, sizeof addr, NULL) && node_by_addr(addr) >= 0 &&
             (st = req("GET", addr, path, NULL, &o)) == 200)
             break;
+        cJSON_Delete(o); /* an error answer's body */
+        o = NULL;
         test_sleep_ms(100);
     }
     CHECK(st == 200);
