@@ -34,6 +34,8 @@ extern "C" {
 /* A producer id: 1..WPS_PRODUCER_ID_MAX bytes of printable ASCII without
  * spaces (0x21..0x7e). */
 #define WPS_PRODUCER_ID_MAX 128
+/* Properties of one produced message, at most. */
+#define WPS_PROPS_MAX 64
 /* How long wps_produce (and a consumer's start from WPS_FROM_LATEST) keeps
  * retrying before it gives up, unless set otherwise. */
 #define WPS_TIMEOUT_MS_DEFAULT 60000
@@ -103,9 +105,10 @@ void wps_producer_set_timeout_ms(wps_producer *p, int64_t timeout_ms);
 
 /* Sends n messages (payload bytes and string properties; property names
  * starting with "wp." are reserved) and waits until each is durable; the
- * id of msgs[i] goes to ids_out[i] (may be NULL). Payloads that are not
- * valid UTF-8 (or hold a NUL) are sent base64-encoded; properties must be
- * valid UTF-8 without NUL (WP_EINVAL). A batch larger than
+ * id of msgs[i] goes to ids_out[i] (may be NULL). Payloads are any bytes
+ * (sent as they are: the binary encoding of docs/streaming-api.md §7);
+ * properties, at most WPS_PROPS_MAX, must be valid UTF-8 without NUL
+ * (WP_EINVAL). A batch larger than
  * stream.max_request_bytes of the config (or 10000 messages) goes as
  * several requests, in order.
  *

@@ -3,8 +3,9 @@
  *   stream.c           the client: channel records kept current (watch or
  *                      poll), node choice, channel admin;
  *   stream_http.c      HTTP requests on a curl multi handle that a record
- *                      change wakes, text encodings (JSON strings, base64,
- *                      UTF-8), the server's error answers;
+ *                      change wakes, the server's error answers;
+ *   codec/wpm.c        (in src/codec) the binary messages of produce and
+ *                      of the pushed stream;
  *   stream_producer.c  idempotent producers and their retries;
  *   stream_consumer.c  consumers: a pushed stream per consumer on a thread
  *                      of its own, a bounded queue, resumption on a move.
@@ -34,9 +35,9 @@
 #define SC_REQUEST_MESSAGES_MAX 10000   /* messages in one produce request (the node takes 100000) */
 #define SC_ERROR_BODY_MAX (64 * 1024)   /* bytes kept of an answer that is not the stream */
 #define SC_ANSWER_BYTES_MAX (64 * WP_MiB) /* a whole JSON answer (admin, produce, poll) */
-/* One NDJSON line of a pushed stream: the largest entry as JSON text (a
- * control byte is 6 bytes of escape) plus properties. */
-#define SC_LINE_BYTES_MAX (6 * WP_ENTRY_BYTES_MAX + 2 * WP_PROPS_BYTES_MAX)
+/* One frame of a pushed stream (docs/streaming-api.md §7): the largest
+ * entry, its properties and their headers. */
+#define SC_FRAME_BYTES_MAX (64 + WP_ENTRY_BYTES_MAX + WP_PROPS_BYTES_MAX + 8 * WP_PROPS_MAX)
 /* A consumer's queue: messages and their bytes (one message always fits). */
 #define SC_QUEUE_MSGS_MAX 4096
 #define SC_QUEUE_BYTES_MAX (16 * WP_MiB)
@@ -127,6 +128,8 @@ typedef struct {
     const char *url;
     const char *body;     /* NULL: none */
     size_t body_len;
+    const char *content_type; /* of the body; NULL: application/json */
+    const char *accept;       /* NULL: no Accept header */
     int64_t timeout_ms;   /* the whole request; 0: none (a stream) */
     /* Where the answer goes: on_data (a stream; return false to stop it),
      * or else collected into sh_resp.body up to SC_ANSWER_BYTES_MAX. */
@@ -157,7 +160,7 @@ void sh_resp_free(sh_resp *r);
  * A transport failure is WP_EUNAVAILABLE. */
 int sh_error(const sh_resp *r, const char *what, const char *addr);
 
-/* A growable byte buffer (text bodies). */
+/* A growable byte buffer. */
 typedef struct {
     char *p;
     size_t len, cap;
@@ -166,16 +169,8 @@ typedef struct {
 void sh_buf_put(sh_buf *b, const void *p, size_t n);
 void sh_buf_str(sh_buf *b, const char *s);
 void sh_buf_fmt(sh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A JSON string of n bytes of valid UTF-8, quoted and escaped. */
-void sh_buf_json(sh_buf *b, const void *p, size_t n);
-void sh_buf_b64(sh_buf *b, const void *p, size_t n);
 void sh_buf_free(sh_buf *b);
 
-/* Valid UTF-8 without NUL (what a JSON payload string can carry). */
-bool sh_utf8_valid(const void *p, size_t n);
-/* Standard base64 with padding: the bytes (malloc'd, NUL after them), or
- * NULL if s is not base64 (*oom set if memory ran out). */
-uint8_t *sh_b64_decode(const char *s, size_t *len, bool *oom);
 /* "S:E" with both parts non-negative decimal. */
 bool sh_id_parse(const char *s, wp_msg_id *out);
 /* Milliseconds left until deadline_ns (CLOCK_MONOTONIC), at least 0. */

@@ -1,12 +1,13 @@
 /* stream_consumer.c — consumers (include/woodpecker_stream.h,
  * docs/streaming-api.md §4). Each consumer has a thread that keeps one
- * pushed stream (GET ...?stream=1, NDJSON) open to the channel's owner and
- * puts the messages it decodes on a bounded queue; when the queue is full
- * the thread stops reading, and TCP holds the node back. When the stream
- * ends — a move ({"end":"moved",...}), a dropped connection, a 421, a
- * record that names a new owner — the thread opens a stream at the owner
- * the records (or the end line) name, from after the last message it
- * queued: every message is queued once, in id order. */
+ * pushed stream (GET ...?stream=1, in the binary frames of §7) open to the
+ * channel's owner and puts the messages it decodes on a bounded queue, a
+ * chunk's worth at a time; when the queue is full the thread stops reading,
+ * and TCP holds the node back. When the stream ends — a move (an end
+ * frame), a dropped connection, a 421, a record that names a new owner —
+ * the thread opens a stream at the owner the records (or the end frame)
+ * name, from after the last message it queued: every message is queued
+ * once, in id order. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,9 @@
 #include <cjson/cJSON.h>
 
 #include "client/stream_client.h"
+#include "codec/wpm.h"
 
+/* A queued message: one allocation (msg_new); the pointers are into it. */
 typedef struct qmsg {
     struct qmsg *next;
     wp_msg_id id;
@@ -28,6 +31,8 @@ typedef struct qmsg {
     size_t bytes; /* counted against SC_QUEUE_BYTES_MAX */
 } qmsg;
 
+#define SEQ_LIMIT WPM_SEQ_MAX
+
 struct wps_consumer {
     wps_client *c;
     char channel[WPS_CHANNEL_MAX + 1];
@@ -39,6 +44,7 @@ struct wps_consumer {
     pthread_cond_t cond;
     qmsg *head, *tail;
     size_t q_n, q_bytes;
+    bool room_wait; /* the thread waits for room */
     int end_rc; /* the stream ended for good: after the queue, this */
     char end_msg[WP_ERRMSG_MAX];
     qmsg *cur; /* returned last; freed at the next call */
@@ -49,7 +55,8 @@ struct wps_consumer {
     wp_msg_id last;   /* last message queued */
     int64_t conn_term; /* term of the owner the stream is open to */
     long status;      /* of the stream's answer; 0 before its first byte */
-    sh_buf line;      /* a partial NDJSON line */
+    sh_buf part;      /* a partial frame */
+    bool magic_seen;  /* the stream's first 4 bytes */
     sh_buf errbody;   /* an answer that is not the stream */
     bool ended;       /* an end line came */
     bool got_msgs;    /* this connection delivered a message */
@@ -57,20 +64,7 @@ struct wps_consumer {
     int fatal;        /* a line that does not decode, or too long */
 };
 
-static void qmsg_free(qmsg *m)
-{
-    if (!m)
-        return;
-    for (size_t i = 0; i < m->n_props; i++) {
-        free(m->keys[i]);
-        free(m->vals[i]);
-    }
-    free(m->keys);
-    free(m->vals);
-    free(m->data);
-    free(m->producer);
-    free(m);
-}
+static void qmsg_free(qmsg *m) { free(m); /* one allocation (msg_new) */ }
 
 /* Ends the stream for good (the thread's last word). */
 static void set_end(wps_consumer *co, int rc, const char *msg)
@@ -84,98 +78,107 @@ static void set_end(wps_consumer *co, int rc, const char *msg)
     pthread_mutex_unlock(&co->mu);
 }
 
-/* ---- decoding ----------------------------------------------------------------- */
+/* ---- decoding (docs/streaming-api.md §7) ------------------------------------- */
 
-static char *dup_str(const char *s, size_t *bytes)
+/* The decimal wp.s property: -1 if it is not one. */
+static int64_t seq_parse(const char *s, size_t n)
 {
-    size_t n = strlen(s);
-    char *d = malloc(n + 1);
-    if (d)
-        memcpy(d, s, n + 1);
-    *bytes += n + 1;
-    return d;
-}
-
-static int decode_props(const cJSON *props, qmsg *m)
-{
-    if (!props)
-        return WP_OK;
-    if (!cJSON_IsObject(props))
-        return WP_ECORRUPT;
-    int n = cJSON_GetArraySize(props);
-    m->keys = calloc(n ? (size_t)n : 1, sizeof *m->keys);
-    m->vals = calloc(n ? (size_t)n : 1, sizeof *m->vals);
-    if (!m->keys || !m->vals)
-        return WP_ENOMEM;
-    const cJSON *kv;
-    cJSON_ArrayForEach(kv, props)
-    {
-        if (!cJSON_IsString(kv) || !kv->string)
-            return WP_ECORRUPT;
-        size_t i = m->n_props;
-        m->keys[i] = dup_str(kv->string, &m->bytes);
-        m->vals[i] = dup_str(kv->valuestring, &m->bytes);
-        m->n_props++;
-        if (!m->keys[i] || !m->vals[i])
-            return WP_ENOMEM;
+    int64_t v = 0;
+    if (n == 0 || n > 16)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
     }
-    return WP_OK;
+    return v < SEQ_LIMIT ? v : -1;
 }
 
-/* One message object of the stream into a new qmsg. */
-static int decode_msg(const cJSON *o, qmsg **out)
+/* A message frame into a new qmsg: one allocation holds the message, its
+ * payload, its producer and its properties (wp.p and wp.s become producer
+ * and seq). */
+static qmsg *msg_new(const wpm_msg *f)
 {
-    qmsg *m = calloc(1, sizeof *m);
+    size_t extra = f->len + 1, n_user = 0, off = 0, kl, vl;
+    const char *k, *v, *prod = NULL;
+    size_t prod_len = 0;
+    int64_t seq = -1;
+    while (wpm_prop_next(f, &off, &k, &kl, &v, &vl)) {
+        if (strcmp(k, "wp.p") == 0) {
+            prod = v;
+            prod_len = vl;
+        } else if (strcmp(k, "wp.s") == 0) {
+            seq = seq_parse(v, vl);
+        } else if (strncmp(k, "wp.", 3) != 0) {
+            n_user++;
+            extra += kl + 1 + vl + 1;
+        }
+    }
+    if (prod)
+        extra += prod_len + 1;
+    size_t arrays = n_user * 2 * sizeof(char *);
+    qmsg *m = malloc(sizeof *m + arrays + extra);
     if (!m)
-        return WP_ENOMEM;
-    m->seq = -1;
-    m->bytes = sizeof *m;
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(o, "payload");
-    const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(o, "payload_b64");
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "producer");
-    const cJSON *sq = cJSON_GetObjectItemCaseSensitive(o, "seq");
-    int rc = WP_OK;
-    bool oom = false;
-    if (!cJSON_IsString(id) || !sh_id_parse(id->valuestring, &m->id) || (pl && b64) ||
-        (pr && !cJSON_IsString(pr)) || (sq && !cJSON_IsNumber(sq)))
-        rc = WP_ECORRUPT;
-    else if (cJSON_IsString(pl)) {
-        m->len = strlen(pl->valuestring);
-        if (!(m->data = (uint8_t *)dup_str(pl->valuestring, &m->bytes)))
-            rc = WP_ENOMEM;
-    } else if (!cJSON_IsString(b64)) {
-        rc = WP_ECORRUPT;
-    } else if (!(m->data = sh_b64_decode(b64->valuestring, &m->len, &oom))) {
-        rc = oom ? WP_ENOMEM : WP_ECORRUPT;
-    } else {
-        m->bytes += m->len + 1;
+        return NULL;
+    *m = (qmsg){.id = f->id, .len = f->len, .seq = seq, .bytes = sizeof *m + arrays + extra};
+    char **arr = (char **)(m + 1);
+    char *w = (char *)arr + arrays;
+    m->keys = n_user ? arr : NULL;
+    m->vals = n_user ? arr + n_user : NULL;
+    m->data = (uint8_t *)w;
+    if (f->len)
+        memcpy(w, f->data, f->len);
+    w[f->len] = '\0';
+    w += f->len + 1;
+    if (prod) {
+        memcpy(w, prod, prod_len + 1);
+        m->producer = w;
+        w += prod_len + 1;
     }
-    if (rc == WP_OK)
-        rc = decode_props(cJSON_GetObjectItemCaseSensitive(o, "props"), m);
-    if (rc == WP_OK && pr && !(m->producer = dup_str(pr->valuestring, &m->bytes)))
-        rc = WP_ENOMEM;
-    if (rc == WP_OK && sq)
-        m->seq = sq->valuedouble >= 0 && sq->valuedouble < 9007199254740992.0 ? (int64_t)sq->valuedouble
-                                                                              : -1;
-    if (rc) {
-        qmsg_free(m);
-        return rc;
+    off = 0;
+    while (wpm_prop_next(f, &off, &k, &kl, &v, &vl)) {
+        if (strncmp(k, "wp.", 3) == 0)
+            continue;
+        memcpy(w, k, kl + 1);
+        m->keys[m->n_props] = w;
+        w += kl + 1;
+        memcpy(w, v, vl + 1);
+        m->vals[m->n_props++] = w;
+        w += vl + 1;
     }
-    *out = m;
-    return WP_OK;
+    return m;
 }
 
-/* Puts m on the queue, waiting while it is full. False if the consumer is
- * closing (m freed). */
-static bool enqueue(wps_consumer *co, qmsg *m)
+static void list_free(qmsg *m)
+{
+    while (m) {
+        qmsg *next = m->next;
+        qmsg_free(m);
+        m = next;
+    }
+}
+
+/* Puts a list of messages on the queue, in order, waiting while it is
+ * full; the reader of the queue is woken once per list, not per message.
+ * False if the consumer is closing (what was not queued is freed). */
+static bool enqueue(wps_consumer *co, qmsg *list)
 {
     pthread_mutex_lock(&co->mu);
-    while (!atomic_load(&co->stop) && co->q_n > 0 &&
-           (co->q_n >= SC_QUEUE_MSGS_MAX || co->q_bytes + m->bytes > SC_QUEUE_BYTES_MAX))
-        pthread_cond_wait(&co->cond, &co->mu);
-    bool ok = !atomic_load(&co->stop);
-    if (ok) {
+    bool added = false;
+    while (list && !atomic_load(&co->stop)) {
+        if (co->q_n > 0 &&
+            (co->q_n >= SC_QUEUE_MSGS_MAX || co->q_bytes + list->bytes > SC_QUEUE_BYTES_MAX)) {
+            if (added)
+                pthread_cond_broadcast(&co->cond);
+            added = false;
+            co->room_wait = true; /* wps_consume wakes us when half of it is free */
+            pthread_cond_wait(&co->cond, &co->mu);
+            co->room_wait = false;
+            continue;
+        }
+        qmsg *m = list;
+        list = m->next;
+        m->next = NULL;
         if (co->tail)
             co->tail->next = m;
         else
@@ -183,102 +186,126 @@ static bool enqueue(wps_consumer *co, qmsg *m)
         co->tail = m;
         co->q_n++;
         co->q_bytes += m->bytes;
-        pthread_cond_broadcast(&co->cond);
+        added = true;
     }
+    if (added)
+        pthread_cond_broadcast(&co->cond);
+    bool ok = !atomic_load(&co->stop);
     pthread_mutex_unlock(&co->mu);
-    if (!ok)
-        qmsg_free(m);
+    list_free(list);
     return ok;
 }
 
-/* One NDJSON line: a message, an end line, or a heartbeat (empty). False
- * stops the stream (closing, or co->fatal set). */
-static bool on_line(wps_consumer *co, const char *p, size_t n)
+/* An end frame: where the channel went. */
+static void on_end(wps_consumer *co, const char *p, size_t n)
 {
-    if (n > 0 && p[n - 1] == '\r')
-        n--;
-    if (n == 0)
-        return true; /* heartbeat */
+    co->ended = true;
     cJSON *o = cJSON_ParseWithLength(p, n);
-    if (!cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        co->fatal = wp__err(WP_ECORRUPT, "consume '%s': a line of the stream is not a JSON object: "
-                            "%.*s", co->channel, (int)(n < 100 ? n : 100), p);
-        return false;
-    }
-    const cJSON *end = cJSON_GetObjectItemCaseSensitive(o, "end");
-    if (end) {
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "addr");
-        co->ended = true;
-        if (cJSON_IsString(a) && a->valuestring[0] && meta_node_addr_valid(a->valuestring,
-                                                                            strlen(a->valuestring)))
-            snprintf(co->hint_addr, sizeof co->hint_addr, "%s", a->valuestring);
-        cJSON_Delete(o);
-        return true;
-    }
-    qmsg *m = NULL;
-    int rc = decode_msg(o, &m);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "addr");
+    if (cJSON_IsString(a) && a->valuestring[0] &&
+        meta_node_addr_valid(a->valuestring, strlen(a->valuestring)))
+        snprintf(co->hint_addr, sizeof co->hint_addr, "%s", a->valuestring);
     cJSON_Delete(o);
-    if (rc) {
-        co->fatal = rc == WP_ENOMEM
-                        ? wp__err(WP_ENOMEM, "consume '%s': out of memory", co->channel)
-                        : wp__err(WP_ECORRUPT, "consume '%s': a message does not decode: %.*s",
-                                  co->channel, (int)(n < 100 ? n : 100), p);
-        return false;
+}
+
+/* Decodes the frames at p[0..n) onto *tail: the bytes used (a partial
+ * frame at the end is left), or -1 (co->fatal set). */
+static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n, qmsg ***tail)
+{
+    size_t at = 0;
+    if (!co->magic_seen) {
+        if (n < WPM_MAGIC_LEN)
+            return 0;
+        if (memcmp(p, WPM_MAGIC, WPM_MAGIC_LEN) != 0) {
+            co->fatal = wp__err(WP_ECORRUPT, "consume '%s': the stream does not start with %s",
+                                co->channel, WPM_MAGIC);
+            return -1;
+        }
+        co->magic_seen = true;
+        at = WPM_MAGIC_LEN;
     }
-    if (co->queued_any && wp_msg_id_cmp(m->id, co->last) <= 0) {
-        qmsg_free(m); /* queued already (never expected: we resume after it) */
-        return true;
+    while (at < n && !co->ended) {
+        char type, why[WPM_WHY_MAX];
+        wpm_msg f;
+        const char *end = NULL;
+        size_t end_len = 0, need;
+        long long k = wpm_frame_decode(p + at, n - at, SC_FRAME_BYTES_MAX, &type, &f, &end,
+                                       &end_len, &need, why);
+        if (k < 0) {
+            co->fatal = wp__err(WP_ECORRUPT, "consume '%s': a frame of the stream does not decode "
+                                "(%s)", co->channel, why);
+            return -1;
+        }
+        if (k == 0)
+            break;
+        at += (size_t)k;
+        if (type == WPM_FRAME_END) {
+            on_end(co, end, end_len);
+        } else if (type == WPM_FRAME_MSG) {
+            if (co->queued_any && wp_msg_id_cmp(f.id, co->last) <= 0)
+                continue; /* queued already (never expected: we resume after it) */
+            qmsg *m = msg_new(&f);
+            if (!m) {
+                co->fatal = wp__err(WP_ENOMEM, "consume '%s': a message of %zu bytes", co->channel,
+                                    f.len);
+                return -1;
+            }
+            **tail = m;
+            *tail = &m->next;
+            co->queued_any = true; /* as soon as it is on its way to the queue */
+            co->last = f.id;
+            co->got_msgs = true;
+        }
     }
-    wp_msg_id id = m->id;
-    if (!enqueue(co, m))
-        return false;
-    co->queued_any = true;
-    co->last = id;
-    co->got_msgs = true;
-    return true;
+    return (long long)at;
 }
 
 /* The stream's bytes (curl's write callback, through sh_perform). */
 static bool on_data(void *arg, CURL *easy, const char *p, size_t n)
 {
     wps_consumer *co = arg;
-    if (co->status == 0)
+    if (co->status == 0) {
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &co->status);
+        const char *ct = NULL;
+        curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ct);
+        if (co->status == 200 && (!ct || !strstr(ct, WPM_CONTENT_TYPE))) {
+            co->fatal = wp__err(WP_ECORRUPT, "consume '%s': the node answers '%s', not %s (an "
+                                "older node?)", co->channel, ct ? ct : "", WPM_CONTENT_TYPE);
+            return false;
+        }
+    }
     if (co->status != 200) { /* an error answer: kept for its message */
         size_t k = co->errbody.len + n > SC_ERROR_BODY_MAX ? SC_ERROR_BODY_MAX - co->errbody.len : n;
         sh_buf_put(&co->errbody, p, k);
         return true;
     }
-    while (n > 0) {
-        const char *nl = memchr(p, '\n', n);
-        size_t k = nl ? (size_t)(nl - p) : n;
-        if (co->line.len + k > SC_LINE_BYTES_MAX) {
-            co->fatal = wp__err(WP_ETOOBIG, "consume '%s': a line of the stream is above %lld "
-                                "bytes", co->channel, (long long)SC_LINE_BYTES_MAX);
+    qmsg *list = NULL, **tail = &list;
+    long long used;
+    if (co->part.len == 0) { /* straight from curl's buffer; keep what is left */
+        used = decode_frames(co, (const uint8_t *)p, n, &tail);
+        if (used >= 0 && (size_t)used < n && !co->ended)
+            sh_buf_put(&co->part, p + used, n - (size_t)used);
+    } else {
+        if (co->part.len + n > SC_FRAME_BYTES_MAX + (size_t)CURL_MAX_WRITE_SIZE) {
+            co->fatal = wp__err(WP_ETOOBIG, "consume '%s': a frame of the stream is above %lld "
+                                "bytes", co->channel, (long long)SC_FRAME_BYTES_MAX);
             return false;
         }
-        bool ok = true;
-        if (nl && co->line.len == 0) {
-            ok = on_line(co, p, k); /* the whole line is here: no copy */
-        } else {
-            sh_buf_put(&co->line, p, k);
-            if (co->line.oom) {
-                co->fatal = wp__err(WP_ENOMEM, "consume '%s': a line of %zu bytes", co->channel,
-                                    co->line.len + k);
-                return false;
-            }
-            if (nl) {
-                ok = on_line(co, co->line.p, co->line.len);
-                co->line.len = 0;
-            }
+        sh_buf_put(&co->part, p, n);
+        used = co->part.oom ? 0 : decode_frames(co, (const uint8_t *)co->part.p, co->part.len, &tail);
+        if (used > 0) {
+            memmove(co->part.p, co->part.p + used, co->part.len - (size_t)used);
+            co->part.len -= (size_t)used;
         }
-        if (!ok)
-            return false;
-        p += nl ? k + 1 : k;
-        n -= nl ? k + 1 : k;
     }
-    return true;
+    if (co->part.oom) {
+        list_free(list);
+        co->fatal = wp__err(WP_ENOMEM, "consume '%s': a frame of %zu bytes", co->channel,
+                            co->part.len + n);
+        return false;
+    }
+    bool ok = enqueue(co, list); /* what decoded goes on, even before a bad frame */
+    return ok && used >= 0;
 }
 
 /* ---- the thread ---------------------------------------------------------------- */
@@ -353,11 +380,14 @@ static bool one_stream(wps_consumer *co, const char *addr, bool *progress)
     char url[META_NODE_ADDR_MAX + WPS_CHANNEL_MAX + 128];
     stream_url(co, addr, url, sizeof url);
     co->status = 0;
-    co->line.len = 0;
+    co->part.len = 0;
+    co->part.oom = false;
+    co->magic_seen = false;
     co->errbody.len = 0;
     co->ended = co->got_msgs = false;
     sh_resp r;
-    sh_perform(&co->h, &(sh_req){.method = "GET", .url = url, .on_data = on_data, .arg = co,
+    sh_perform(&co->h, &(sh_req){.method = "GET", .url = url, .accept = WPM_CONTENT_TYPE,
+                                 .on_data = on_data, .arg = co,
                                  .check = check, .check_arg = co},
                &r);
     *progress = co->got_msgs;
@@ -547,7 +577,8 @@ int wps_consume(wps_consumer *co, int timeout_ms, wps_message *out)
             co->tail = NULL;
         co->q_n--;
         co->q_bytes -= m->bytes;
-        pthread_cond_broadcast(&co->cond); /* room for the thread */
+        if (co->room_wait && co->q_n <= SC_QUEUE_MSGS_MAX / 2 && co->q_bytes <= SC_QUEUE_BYTES_MAX / 2)
+            pthread_cond_broadcast(&co->cond); /* room for the thread, in one go */
     }
     int end = co->end_rc;
     char msg[WP_ERRMSG_MAX];
@@ -585,7 +616,7 @@ void wps_consumer_close(wps_consumer *co)
         qmsg_free(m);
     }
     qmsg_free(co->cur);
-    sh_buf_free(&co->line);
+    sh_buf_free(&co->part);
     sh_buf_free(&co->errbody);
     pthread_mutex_destroy(&co->mu);
     pthread_cond_destroy(&co->cond);

@@ -1,4 +1,4 @@
-/* stream_http.c — the streaming client's HTTP requests and text encodings;
+/* stream_http.c — the streaming client's HTTP requests and error answers;
  * see stream_client.h. A request runs on a curl multi handle of its own
  * (one easy handle, whose connection is kept for the next request) and
  * sleeps in curl_multi_poll, which the client's records thread interrupts
@@ -128,10 +128,14 @@ void sh_perform(sh_conn *h, const sh_req *q, sh_resp *r)
     *r = (sh_resp){.curl_rc = CURLE_FAILED_INIT};
     CURL *e = h->easy;
     xfer x = {.q = q, .r = r, .easy = e};
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    struct curl_slist *hd2 = hd ? curl_slist_append(hd, "Expect:") : NULL;
+    char ct[128], acc[128];
+    snprintf(ct, sizeof ct, "Content-Type: %s", q->content_type ? q->content_type : "application/json");
+    snprintf(acc, sizeof acc, "Accept: %s", q->accept ? q->accept : "application/json");
+    struct curl_slist *hd = curl_slist_append(NULL, ct);
+    struct curl_slist *hd1 = hd ? curl_slist_append(hd, acc) : NULL;
+    struct curl_slist *hd2 = hd1 ? curl_slist_append(hd1, "Expect:") : NULL;
     if (!hd2) {
-        curl_slist_free_all(hd);
+        curl_slist_free_all(hd1 ? hd1 : hd);
         r->curl_rc = CURLE_OUT_OF_MEMORY;
         snprintf(r->err, sizeof r->err, "out of memory");
         return;
@@ -271,134 +275,10 @@ void sh_buf_fmt(sh_buf *b, const char *fmt, ...)
         sh_buf_put(b, tmp, (size_t)n);
 }
 
-void sh_buf_json(sh_buf *b, const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    sh_buf_put(b, "\"", 1);
-    size_t run = 0; /* bytes copied as they are */
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        sh_buf_put(b, s + run, i - run);
-        run = i + 1;
-        char esc[8];
-        if (ch == '"' || ch == '\\')
-            snprintf(esc, sizeof esc, "\\%c", ch);
-        else if (ch == '\n')
-            snprintf(esc, sizeof esc, "\\n");
-        else if (ch == '\t')
-            snprintf(esc, sizeof esc, "\\t");
-        else if (ch == '\r')
-            snprintf(esc, sizeof esc, "\\r");
-        else
-            snprintf(esc, sizeof esc, "\\u%04x", ch);
-        sh_buf_str(b, esc);
-    }
-    sh_buf_put(b, s + run, n - run);
-    sh_buf_put(b, "\"", 1);
-}
-
-static const char b64_tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-void sh_buf_b64(sh_buf *b, const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    sh_buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= s[i + 2];
-        char q[4] = {b64_tab[(v >> 18) & 63], b64_tab[(v >> 12) & 63],
-                     i + 1 < n ? b64_tab[(v >> 6) & 63] : '=', i + 2 < n ? b64_tab[v & 63] : '='};
-        sh_buf_put(b, q, 4);
-    }
-    sh_buf_put(b, "\"", 1);
-}
-
 void sh_buf_free(sh_buf *b)
 {
     free(b->p);
     *b = (sh_buf){0};
-}
-
-static int b64_val(char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    return ch == '+' ? 62 : ch == '/' ? 63 : -1;
-}
-
-uint8_t *sh_b64_decode(const char *s, size_t *len, bool *oom)
-{
-    *oom = false;
-    size_t n = strlen(s);
-    if (n % 4 != 0)
-        return NULL;
-    size_t pad = n >= 1 && s[n - 1] == '=' ? (n >= 2 && s[n - 2] == '=' ? 2 : 1) : 0;
-    uint8_t *out = malloc(n / 4 * 3 + 1);
-    if (!out) {
-        *oom = true;
-        return NULL;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        bool last = i + 4 == n;
-        int v[4];
-        for (int j = 0; j < 4; j++) {
-            v[j] = b64_val(s[i + j]);
-            bool padded = last && j >= 4 - (int)pad;
-            if (padded ? s[i + j] != '=' : v[j] < 0) {
-                free(out);
-                return NULL;
-            }
-            if (padded)
-                v[j] = 0;
-        }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        out[k++] = (uint8_t)(w >> 16);
-        if (!last || pad < 2)
-            out[k++] = (uint8_t)(w >> 8);
-        if (!last || pad < 1)
-            out[k++] = (uint8_t)w;
-    }
-    out[k] = '\0';
-    *len = k;
-    return out;
-}
-
-bool sh_utf8_valid(const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            if (c == 0)
-                return false;
-            i++;
-            continue;
-        }
-        size_t k = (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 0;
-        if (k == 0 || i + k >= n) /* the sequence's last byte is s[i + k] */
-            return false;
-        uint32_t cp = c & (0x3Fu >> k);
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += k + 1;
-    }
-    return true;
 }
 
 bool sh_id_parse(const char *s, wp_msg_id *out)

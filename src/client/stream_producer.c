@@ -18,9 +18,10 @@
 #include <cjson/cJSON.h>
 
 #include "client/stream_client.h"
+#include "codec/wpm.h"
 
-/* Sequence numbers are JSON numbers: exact up to 2^53. */
-#define SEQ_MAX 9007199254740992LL
+/* Sequence numbers are JSON numbers too: exact below 2^53. */
+#define SEQ_MAX WPM_SEQ_MAX
 
 struct wps_producer {
     wps_client *c;
@@ -165,73 +166,51 @@ static int check_msgs(const wp_payload *msgs, size_t n)
             return wp__err(WP_EINVAL, "wps_produce: message %zu: NULL data", i);
         if (m->n_props > 0 && (!m->prop_keys || !m->prop_values))
             return wp__err(WP_EINVAL, "wps_produce: message %zu: NULL properties", i);
+        if (m->len > (size_t)WP_ENTRY_BYTES_MAX)
+            return wp__err(WP_ETOOBIG, "wps_produce: message %zu: %zu bytes, above %lld", i,
+                           m->len, (long long)WP_ENTRY_BYTES_MAX);
+        if (m->n_props > WPS_PROPS_MAX)
+            return wp__err(WP_EINVAL, "wps_produce: message %zu: %zu properties, above %d", i,
+                           m->n_props, WPS_PROPS_MAX);
         for (size_t k = 0; k < m->n_props; k++) {
             const char *key = m->prop_keys[k], *v = m->prop_values[k];
-            if (!key || !v || !sh_utf8_valid(key, strlen(key)) || !sh_utf8_valid(v, strlen(v)))
+            if (!key || !v || !wpm_utf8_valid(key, strlen(key)) || !wpm_utf8_valid(v, strlen(v)))
                 return wp__err(WP_EINVAL, "wps_produce: message %zu: property %zu is not a valid "
                                "UTF-8 string", i, k);
+            if (strlen(key) > WP_PROP_KEY_MAX || strlen(v) > WP_PROP_VALUE_MAX)
+                return wp__err(WP_ETOOBIG, "wps_produce: message %zu: property %zu is above %d "
+                               "bytes of key or %lld of value", i, k, WP_PROP_KEY_MAX,
+                               (long long)WP_PROP_VALUE_MAX);
         }
     }
     return WP_OK;
 }
 
-static void put_msg(sh_buf *b, const wp_payload *m, int64_t seq)
-{
-    sh_buf_fmt(b, "{\"seq\":%" PRId64 ",", seq);
-    if (sh_utf8_valid(m->data, m->len)) {
-        sh_buf_str(b, "\"payload\":");
-        sh_buf_json(b, m->data, m->len);
-    } else {
-        sh_buf_str(b, "\"payload_b64\":");
-        sh_buf_b64(b, m->data, m->len);
-    }
-    if (m->n_props > 0) {
-        sh_buf_str(b, ",\"props\":{");
-        for (size_t k = 0; k < m->n_props; k++) {
-            if (k)
-                sh_buf_put(b, ",", 1);
-            sh_buf_json(b, m->prop_keys[k], strlen(m->prop_keys[k]));
-            sh_buf_put(b, ":", 1);
-            sh_buf_json(b, m->prop_values[k], strlen(m->prop_values[k]));
-        }
-        sh_buf_put(b, "}", 1);
-    }
-    sh_buf_put(b, "}", 1);
-}
-
-/* The body of the next request after `{"term":T,`: messages from msgs[0]
+/* The body of the next request (docs/streaming-api.md §7): the header
+ * with its term left for send_request to set, then messages from msgs[0]
  * while they fit stream.max_request_bytes (at least one), numbered from
  * p->next_seq. *k gets their count. */
 static int build_body(wps_producer *p, const wp_payload *msgs, size_t n, sh_buf *b, size_t *k)
 {
-    size_t limit = (size_t)p->c->cfg.stream_max_request_bytes - 64; /* the term's room */
-    *b = (sh_buf){0};
-    sh_buf_str(b, "\"producer\":");
-    sh_buf_json(b, p->id, strlen(p->id));
-    sh_buf_str(b, ",\"messages\":[");
-    size_t cnt = 0;
+    size_t limit = (size_t)p->c->cfg.stream_max_request_bytes;
+    size_t idl = strlen(p->id), total = wpm_req_hdr_size(idl), cnt = 0;
     while (cnt < n && cnt < SC_REQUEST_MESSAGES_MAX) {
-        size_t mark = b->len;
-        if (cnt)
-            sh_buf_put(b, ",", 1);
-        put_msg(b, &msgs[cnt], p->next_seq + (int64_t)cnt);
-        if (cnt > 0 && b->len + 2 > limit) {
-            b->len = mark; /* goes into the next request */
-            if (b->p)
-                b->p[mark] = '\0';
-            break;
-        }
+        const wp_payload *m = &msgs[cnt];
+        size_t sz = WPM_REQ_MSG_FIXED + wpm_props_size(m->n_props, m->prop_keys, m->prop_values) +
+                    m->len;
+        if (cnt > 0 && total + sz > limit)
+            break; /* goes into the next request */
+        total += sz;
         cnt++;
     }
-    sh_buf_str(b, "]}");
-    if (b->oom) {
-        sh_buf_free(b);
-        return wp__err(WP_ENOMEM, "produce request of %zu messages", cnt);
-    }
-    if (p->next_seq + (int64_t)cnt >= SEQ_MAX) {
-        sh_buf_free(b);
+    if (p->next_seq + (int64_t)cnt >= WPM_SEQ_MAX)
         return wp__err(WP_EINVAL, "producer '%s': sequence numbers exhausted", p->id);
-    }
+    *b = (sh_buf){.p = malloc(total), .len = total, .cap = total};
+    if (!b->p)
+        return wp__err(WP_ENOMEM, "produce request of %zu messages (%zu bytes)", cnt, total);
+    uint8_t *w = wpm_put_req_hdr((uint8_t *)b->p, -1, p->id, idl);
+    for (size_t i = 0; i < cnt; i++)
+        w = wpm_put_req_msg(w, p->next_seq + (int64_t)i, &msgs[i]);
     p->next_seq += (int64_t)cnt;
     *k = cnt;
     return WP_OK;
@@ -246,28 +225,26 @@ static bool check_moved(void *arg)
     return sc_lookup(p->c, p->channel, &rec, NULL) && rec.term > p->sent_term;
 }
 
-/* The ids of a 200 answer: k of them, in request order. */
+/* The ids of a 200 answer (docs/streaming-api.md §7): k of them, in
+ * request order. */
 static int parse_ids(const sh_resp *r, size_t k, wp_msg_id *ids, const char *addr)
 {
-    cJSON *o = cJSON_ParseWithLength(r->body ? r->body : "", r->len);
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "ids"), *it;
-    bool ok = cJSON_IsArray(arr) && (size_t)cJSON_GetArraySize(arr) == k;
-    size_t i = 0;
-    cJSON_ArrayForEach(it, (ok ? arr : NULL))
-    {
-        wp_msg_id id = {-1, -1};
-        if (!cJSON_IsNull(it) && !(cJSON_IsString(it) && sh_id_parse(it->valuestring, &id))) {
-            ok = false;
-            break;
-        }
-        if (ids)
-            ids[i] = id;
-        i++;
+    int64_t term;
+    uint32_t count = 0;
+    const uint8_t *raw;
+    char why[WPM_WHY_MAX];
+    if (wpm_ans_decode((const uint8_t *)(r->body ? r->body : ""), r->body ? r->len : 0, &term,
+                       &count, &raw, why))
+        return wp__err(WP_ECORRUPT, "produce: %s: the answer does not decode: %s", addr, why);
+    if (count != k)
+        return wp__err(WP_ECORRUPT, "produce: %s: the answer holds %u ids for %zu messages", addr,
+                       count, k);
+    for (uint32_t i = 0; ids && i < count; i++) {
+        bool dup;
+        wpm_ans_id(raw, i, &ids[i], &dup);
+        if (ids[i].segment_id < 0 || ids[i].entry_id < 0)
+            ids[i] = (wp_msg_id){-1, -1};
     }
-    cJSON_Delete(o);
-    if (!ok)
-        return wp__err(WP_ECORRUPT, "produce: %s: the answer does not hold %zu ids: %.200s", addr,
-                       k, r->body ? r->body : "");
     return WP_OK;
 }
 
@@ -316,32 +293,27 @@ static bool target(wps_producer *p, char *addr, int64_t *term, uint64_t *gen, bo
 
 /* Sends one request until it is answered 200, a permanent error or the
  * deadline. */
-static int send_request(wps_producer *p, const sh_buf *rest, size_t k, wp_msg_id *ids,
+static int send_request(wps_producer *p, sh_buf *body, size_t k, wp_msg_id *ids,
                         int64_t deadline)
 {
     char addr[META_NODE_ADDR_MAX + 1], url[META_NODE_ADDR_MAX + WPS_CHANNEL_MAX + 64];
     char last[WP_ERRMSG_MAX] = "the channel has no owner yet";
     int64_t backoff = SC_BACKOFF_MIN_MS;
-    sh_buf b = {0};
     int rc = WP_OK;
     for (;;) {
         int64_t term = 0;
         uint64_t gen = 0;
         bool gone = false;
         if (target(p, addr, &term, &gen, &gone)) {
-            b.len = 0;
-            sh_buf_fmt(&b, "{\"term\":%" PRId64 ",", term);
-            sh_buf_put(&b, rest->p, rest->len);
-            if (b.oom) {
-                rc = wp__err(WP_ENOMEM, "produce request");
-                break;
-            }
+            wpm_put_req_hdr((uint8_t *)body->p, term, p->id, strlen(p->id)); /* the term */
             snprintf(url, sizeof url, "http://%s/v1/channels/%s/messages", addr, p->channel);
             int64_t left = sh_left_ms(deadline);
             p->sent_term = term;
             sh_resp r;
-            sh_perform(&p->h, &(sh_req){.method = "POST", .url = url, .body = b.p,
-                                        .body_len = b.len,
+            sh_perform(&p->h, &(sh_req){.method = "POST", .url = url, .body = body->p,
+                                        .body_len = body->len,
+                                        .content_type = WPM_CONTENT_TYPE,
+                                        .accept = WPM_CONTENT_TYPE,
                                         .timeout_ms = left < SC_ATTEMPT_MS_MAX ? (left ? left : 1)
                                                                                : SC_ATTEMPT_MS_MAX,
                                         .check = check_moved, .check_arg = p},
@@ -377,7 +349,6 @@ static int send_request(wps_producer *p, const sh_buf *rest, size_t k, wp_msg_id
         sh_pause(p->c, gen, backoff, deadline, NULL);
         backoff = backoff * 2 < SC_BACKOFF_MAX_MS ? backoff * 2 : SC_BACKOFF_MAX_MS;
     }
-    sh_buf_free(&b);
     return rc;
 }
 
@@ -392,13 +363,13 @@ int wps_produce(wps_producer *p, const wp_payload *msgs, size_t n, wp_msg_id *id
         return rc;
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < n && rc == WP_OK;) {
-        sh_buf rest;
+        sh_buf body;
         size_t k = 0;
-        if ((rc = build_body(p, msgs + i, n - i, &rest, &k)))
+        if ((rc = build_body(p, msgs + i, n - i, &body, &k)))
             break;
         int64_t deadline = wp__now_ns() + p->timeout_ms * 1000000LL;
-        rc = send_request(p, &rest, k, ids_out ? ids_out + i : NULL, deadline);
-        sh_buf_free(&rest);
+        rc = send_request(p, &body, k, ids_out ? ids_out + i : NULL, deadline);
+        sh_buf_free(&body);
         i += k;
     }
     pthread_mutex_unlock(&p->mu);

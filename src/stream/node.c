@@ -24,6 +24,8 @@
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
+#include "codec/le.h"
+#include "codec/wpm.h"
 #include "net/listen.h"
 #include "stream/stream.h"
 
@@ -671,33 +673,6 @@ static enum MHD_Result send_not_here(stream_node *n, struct MHD_Connection *conn
 
 /* ---- base64, UTF-8 ------------------------------------------------------------ */
 
-static bool utf8_valid(const uint8_t *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            if (c == 0)
-                return false; /* JSON strings go through C strings here */
-            i++;
-            continue;
-        }
-        size_t k = (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 0;
-        if (k == 0 || i + k >= n)
-            return false;
-        uint32_t cp = c & (0x3Fu >> k);
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 static char *b64_encode(const uint8_t *p, size_t n)
 {
     char *out = malloc(4 * ((n + 2) / 3) + 1);
@@ -865,17 +840,54 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
     pthread_mutex_unlock(&q->mu);
 }
 
+#define PMSG_PROPS_INLINE 8
+
 typedef struct {
     const uint8_t *data;
     size_t len;
     uint8_t *owned;
     int n_props;
-    const char *keys[66], *vals[66];
+    const char **keys, **vals; /* kin/vin, or malloc'd for more */
+    const char *kin[PMSG_PROPS_INLINE], *vin[PMSG_PROPS_INLINE];
     int64_t seq;
     char seqbuf[24];
 } pmsg;
 
-/* Parses one message of a produce request. */
+/* Room for n properties (the user's and the two wp. ones). */
+static int pmsg_props_room(pmsg *m, size_t n)
+{
+    if (n <= PMSG_PROPS_INLINE) {
+        m->keys = m->kin;
+        m->vals = m->vin;
+        return WP_OK;
+    }
+    m->keys = malloc(n * sizeof *m->keys);
+    m->vals = malloc(n * sizeof *m->vals);
+    if (!m->keys || !m->vals)
+        return wp__err(WP_ENOMEM, "%zu properties", n);
+    return WP_OK;
+}
+
+static void pmsg_free(pmsg *m)
+{
+    free(m->owned);
+    if (m->keys != m->kin)
+        free(m->keys);
+    if (m->vals != m->vin)
+        free(m->vals);
+}
+
+/* The message's producer properties (wp.p, wp.s), after its own. */
+static void pmsg_add_producer(pmsg *m, const char *producer_id)
+{
+    snprintf(m->seqbuf, sizeof m->seqbuf, "%" PRId64, m->seq);
+    m->keys[m->n_props] = "wp.p";
+    m->vals[m->n_props++] = producer_id;
+    m->keys[m->n_props] = "wp.s";
+    m->vals[m->n_props++] = m->seqbuf;
+}
+
+/* Parses one message of a JSON produce request. */
 static int parse_msg(const cJSON *m, bool with_producer, const char *producer_id, pmsg *out)
 {
     *out = (pmsg){.seq = -1};
@@ -897,32 +909,176 @@ static int parse_msg(const cJSON *m, bool with_producer, const char *producer_id
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(m, "props"), *kv;
     if (props && !cJSON_IsObject(props))
         return wp__err(WP_EINVAL, "props is not an object");
+    int np = props ? cJSON_GetArraySize(props) : 0;
+    if (np > 64)
+        return wp__err(WP_EINVAL, "more than 64 properties");
+    int rc = pmsg_props_room(out, (size_t)np + 2);
+    if (rc)
+        return rc;
     cJSON_ArrayForEach(kv, props)
     {
         if (!cJSON_IsString(kv))
             return wp__err(WP_EINVAL, "property '%.64s' is not a string", kv->string);
         if (strncmp(kv->string, "wp.", 3) == 0)
             return wp__err(WP_EINVAL, "property names starting with 'wp.' are reserved");
-        if (out->n_props == 64)
-            return wp__err(WP_EINVAL, "more than 64 properties");
         out->keys[out->n_props] = kv->string;
         out->vals[out->n_props++] = kv->valuestring;
     }
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(m, "seq");
     if (with_producer) {
-        if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 9007199254740992.0 ||
+        if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble >= (double)WPM_SEQ_MAX ||
             s->valuedouble != (double)(int64_t)s->valuedouble)
             return wp__err(WP_EINVAL, "with a producer, every message needs an integer seq >= 0");
         out->seq = (int64_t)s->valuedouble;
-        snprintf(out->seqbuf, sizeof out->seqbuf, "%" PRId64, out->seq);
-        out->keys[out->n_props] = "wp.p";
-        out->vals[out->n_props++] = producer_id;
-        out->keys[out->n_props] = "wp.s";
-        out->vals[out->n_props++] = out->seqbuf;
+        pmsg_add_producer(out, producer_id);
     } else if (s) {
         return wp__err(WP_EINVAL, "seq without a producer");
     }
     return WP_OK;
+}
+
+/* A produce request, decoded: the messages point into the request's body
+ * (or its JSON tree). */
+typedef struct {
+    bool binary;       /* application/vnd.woodpecker.messages (§7) */
+    cJSON *json;
+    int count;
+    int64_t term;      /* -1: none */
+    const char *pid;   /* NULL: no producer */
+    char pid_buf[WPM_PRODUCER_MAX + 1];
+    pmsg *pm;
+} pinput;
+
+static int parse_json_request(const request *rq, pinput *in)
+{
+    cJSON *o = in->json = cJSON_ParseWithLength(rq->body ? rq->body : "", rq->len);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    const cJSON *term = cJSON_GetObjectItemCaseSensitive(o, "term");
+    const cJSON *prod = cJSON_GetObjectItemCaseSensitive(o, "producer");
+    int count = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : -1;
+    if (!o)
+        return wp__err(WP_EINVAL, "the body is not JSON (near byte %zu)",
+                       cJSON_GetErrorPtr() && rq->body ? (size_t)(cJSON_GetErrorPtr() - rq->body) : 0);
+    if (!cJSON_IsObject(o) || count < 1 || count > MESSAGES_MAX)
+        return wp__err(WP_EINVAL, "want {\"messages\": [1..%d messages], ...}", MESSAGES_MAX);
+    if (term && (!cJSON_IsNumber(term) || term->valuedouble < 0))
+        return wp__err(WP_EINVAL, "term is not a number >= 0");
+    if (prod && (!cJSON_IsString(prod) || !prod->valuestring[0] ||
+                 strlen(prod->valuestring) > PRODUCER_ID_MAX))
+        return wp__err(WP_EINVAL, "producer is not a string of 1..%d bytes", PRODUCER_ID_MAX);
+    in->term = term ? (int64_t)term->valuedouble : -1;
+    in->pid = prod ? prod->valuestring : NULL;
+    in->count = count;
+    if (!(in->pm = calloc((size_t)count, sizeof *in->pm)))
+        return wp__err(WP_ENOMEM, "produce of %d messages", count);
+    int mi = 0, rc = WP_OK;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, msgs) /* one walk: cJSON_GetArrayItem(i) is linear in i */
+    {
+        if (rc != WP_OK || mi >= count)
+            break;
+        rc = parse_msg(msg, in->pid != NULL, in->pid, &in->pm[mi++]);
+    }
+    return rc;
+}
+
+static int parse_wpm_request(const request *rq, size_t max_payload, pinput *in)
+{
+    const uint8_t *b = (const uint8_t *)rq->body;
+    size_t n = rq->body ? rq->len : 0, off = 0;
+    char why[WPM_WHY_MAX];
+    wpm_req_hdr h;
+    if (wpm_req_hdr_decode(b, n, &h, &off, why))
+        return wp__err(WP_EINVAL, "%s", why);
+    in->term = h.term;
+    if (h.producer[0]) {
+        memcpy(in->pid_buf, h.producer, sizeof in->pid_buf);
+        in->pid = in->pid_buf;
+    }
+    /* Count first (one pass, no copies), then decode into place. */
+    int count = 0;
+    for (size_t o = off; o < n; count++) {
+        wpm_msg m = {0};
+        if (count >= MESSAGES_MAX)
+            return wp__err(WP_EINVAL, "more than %d messages", MESSAGES_MAX);
+        if (wpm_req_msg_decode(b, n, &o, max_payload, 64, &m, why))
+            return wp__err(m.len > max_payload ? WP_ETOOBIG : WP_EINVAL, "message %d: %s", count,
+                           why);
+    }
+    if (count < 1)
+        return wp__err(WP_EINVAL, "no message in the request");
+    in->count = count;
+    if (!(in->pm = calloc((size_t)count, sizeof *in->pm)))
+        return wp__err(WP_ENOMEM, "produce of %d messages", count);
+    for (int i = 0; i < count; i++) {
+        wpm_msg m;
+        pmsg *pm = &in->pm[i];
+        wpm_req_msg_decode(b, n, &off, max_payload, 64, &m, why); /* checked above */
+        *pm = (pmsg){.data = m.data, .len = m.len, .seq = m.seq};
+        if (in->pid ? m.seq < 0 : m.seq >= 0)
+            return wp__err(WP_EINVAL, "message %d: %s", i,
+                           in->pid ? "with a producer, every message needs a seq >= 0"
+                                   : "seq without a producer");
+        int rc = pmsg_props_room(pm, (size_t)m.n_props + 2);
+        if (rc)
+            return rc;
+        size_t po = 0, kl, vl;
+        const char *k, *v;
+        while (wpm_prop_next(&m, &po, &k, &kl, &v, &vl)) {
+            if (strncmp(k, "wp.", 3) == 0)
+                return wp__err(WP_EINVAL, "property names starting with 'wp.' are reserved");
+            pm->keys[pm->n_props] = k;
+            pm->vals[pm->n_props++] = v;
+        }
+        if (in->pid)
+            pmsg_add_producer(pm, in->pid);
+    }
+    return WP_OK;
+}
+
+static bool is_wpm(struct MHD_Connection *conn, enum MHD_ValueKind kind, const char *header)
+{
+    const char *v = MHD_lookup_connection_value(conn, kind, header);
+    return v && strcasestr(v, WPM_CONTENT_TYPE) != NULL; /* Accept may list several */
+}
+
+static enum MHD_Result send_wpm(struct MHD_Connection *conn, uint8_t *body, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", WPM_CONTENT_TYPE);
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result produce_answer(struct MHD_Connection *conn, const pinput *in, int64_t term,
+                                      const wp_msg_id *ids, const bool *dup)
+{
+    if (in->binary) {
+        size_t len = WPM_ANS_HDR_FIXED + (size_t)in->count * WPM_ANS_ID;
+        uint8_t *b = malloc(len);
+        if (!b)
+            return send_rc(conn, wp__err(WP_ENOMEM, "answer"));
+        uint8_t *p = wpm_put_ans_hdr(b, term, (uint32_t)in->count);
+        for (int i = 0; i < in->count; i++)
+            p = wpm_put_ans_id(p, ids[i].segment_id >= 0 ? ids[i] : (wp_msg_id){-1, -1}, dup[i]);
+        return send_wpm(conn, b, len);
+    }
+    cJSON *a = cJSON_CreateObject(), *ja = a ? cJSON_AddArrayToObject(a, "ids") : NULL;
+    cJSON *dups = a ? cJSON_AddArrayToObject(a, "dup") : NULL;
+    if (a)
+        cJSON_AddNumberToObject(a, "term", (double)term);
+    for (int i = 0; ja && dups && i < in->count; i++) {
+        char t[48];
+        stream_id_text(ids[i], t);
+        cJSON_AddItemToArray(ja, ids[i].segment_id >= 0 ? cJSON_CreateString(t) : cJSON_CreateNull());
+        cJSON_AddItemToArray(dups, cJSON_CreateBool(dup[i]));
+    }
+    return send_json(conn, MHD_HTTP_OK, a);
 }
 
 static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, const char *name,
@@ -931,59 +1087,38 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     hchan *ch = chan_get(n, name);
     if (!ch)
         return send_not_here(n, conn, name);
-    cJSON *o = cJSON_ParseWithLength(rq->body ? rq->body : "", rq->len);
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
-    const cJSON *term = cJSON_GetObjectItemCaseSensitive(o, "term");
-    const cJSON *prod = cJSON_GetObjectItemCaseSensitive(o, "producer");
-    int count = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : -1;
-    int rc = WP_OK;
+    pinput in = {.binary = is_wpm(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE), .term = -1};
+    int rc = in.binary ? parse_wpm_request(rq, (size_t)n->cfg->writer_max_entry_bytes, &in)
+                       : parse_json_request(rq, &in);
     enum MHD_Result ret;
-    if (!o)
-        rc = wp__err(WP_EINVAL, "the body is not JSON (near byte %zu)",
-                     cJSON_GetErrorPtr() && rq->body ? (size_t)(cJSON_GetErrorPtr() - rq->body) : 0);
-    else if (!cJSON_IsObject(o) || count < 1 || count > MESSAGES_MAX)
-        rc = wp__err(WP_EINVAL, "want {\"messages\": [1..%d messages], ...}", MESSAGES_MAX);
-    else if (term && (!cJSON_IsNumber(term) || term->valuedouble < 0))
-        rc = wp__err(WP_EINVAL, "term is not a number >= 0");
-    else if (prod && (!cJSON_IsString(prod) || !prod->valuestring[0] ||
-                      strlen(prod->valuestring) > PRODUCER_ID_MAX))
-        rc = wp__err(WP_EINVAL, "producer is not a string of 1..%d bytes", PRODUCER_ID_MAX);
+    preq q = {.pending = 0, .ch = ch};
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.cond, NULL);
     if (rc) {
         ret = send_rc(conn, rc);
-        goto out_json;
+        goto out;
     }
-    if (term && (int64_t)term->valuedouble < ch->term) {
+    if (in.term >= 0 && in.term < ch->term) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "error", "stale_term");
         cJSON_AddStringToObject(e, "message", "the channel moved since: look its owner up again");
         cJSON_AddNumberToObject(e, "term", (double)ch->term);
         ret = send_json(conn, MHD_HTTP_CONFLICT, e);
-        goto out_json;
+        goto out;
     }
-    if (term && (int64_t)term->valuedouble > ch->term) {
-        chan_put(n, ch);
-        cJSON_Delete(o);
+    if (in.term > ch->term) {
         on_change(n);
-        return send_not_here(n, conn, name);
+        ret = send_not_here(n, conn, name);
+        goto out;
     }
-    preq q = {.pending = 0, .ch = ch};
-    pthread_mutex_init(&q.mu, NULL);
-    pthread_cond_init(&q.cond, NULL);
+    int count = in.count;
+    pmsg *pm = in.pm;
+    const char *pid = in.pid;
     q.ids = calloc((size_t)count, sizeof *q.ids);
     q.dup = calloc((size_t)count, sizeof *q.dup);
     q.ctx = calloc((size_t)count, sizeof *q.ctx);
-    pmsg *pm = calloc((size_t)count, sizeof *pm);
-    if (!q.ids || !q.dup || !q.ctx || !pm)
+    if (!q.ids || !q.dup || !q.ctx)
         rc = wp__err(WP_ENOMEM, "produce of %d messages", count);
-    const char *pid = prod ? prod->valuestring : NULL;
-    int mi = 0;
-    const cJSON *msg;
-    cJSON_ArrayForEach(msg, msgs) /* one walk: cJSON_GetArrayItem(i) is linear in i */
-    {
-        if (rc != WP_OK || mi >= count)
-            break;
-        rc = parse_msg(msg, pid != NULL, pid, &pm[mi++]);
-    }
     /* Enqueue in order, under the produce lock: a producer's seqs are
      * checked and appended in one order. */
     pthread_mutex_lock(&ch->produce_mu);
@@ -1058,18 +1193,7 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
         pthread_mutex_unlock(&ch->pmu);
     }
     if (rc == WP_OK) {
-        cJSON *a = cJSON_CreateObject(), *ids = a ? cJSON_AddArrayToObject(a, "ids") : NULL;
-        cJSON *dups = a ? cJSON_AddArrayToObject(a, "dup") : NULL;
-        if (a)
-            cJSON_AddNumberToObject(a, "term", (double)ch->term);
-        for (int i = 0; ids && dups && i < count; i++) {
-            char t[48];
-            stream_id_text(q.ids[i], t);
-            cJSON_AddItemToArray(ids, q.ids[i].segment_id >= 0 ? cJSON_CreateString(t)
-                                                                : cJSON_CreateNull());
-            cJSON_AddItemToArray(dups, cJSON_CreateBool(q.dup[i]));
-        }
-        ret = send_json(conn, MHD_HTTP_OK, a);
+        ret = produce_answer(conn, &in, ch->term, q.ids, q.dup);
     } else if (rc == WP_EFENCED) { /* another owner took the channel over */
         on_change(n);
         ret = send_error(conn, MHD_HTTP_MISDIRECTED_REQUEST, "WP_EFENCED",
@@ -1077,16 +1201,16 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     } else {
         ret = send_rc(conn, rc);
     }
-    for (int i = 0; pm && i < count; i++)
-        free(pm[i].owned);
-    free(pm);
+out:
+    for (int i = 0; in.pm && i < in.count; i++)
+        pmsg_free(&in.pm[i]);
+    free(in.pm);
     free(q.ids);
     free(q.dup);
     free(q.ctx);
     pthread_mutex_destroy(&q.mu);
     pthread_cond_destroy(&q.cond);
-out_json:
-    cJSON_Delete(o);
+    cJSON_Delete(in.json);
     chan_put(n, ch);
     return ret;
 }
@@ -1100,7 +1224,7 @@ static cJSON *message_obj(const wp_entry *e)
     stream_id_text(e->id, t);
     if (!m || !cJSON_AddStringToObject(m, "id", t))
         goto fail;
-    if (utf8_valid(e->data, e->len)) {
+    if (wpm_utf8_valid(e->data, e->len)) {
         char *s = malloc(e->len + 1);
         if (!s)
             goto fail;
@@ -1309,7 +1433,48 @@ typedef struct {
     size_t len, off;
     int64_t last_sent_ns;
     bool ended;
+    bool binary;  /* frames of docs/streaming-api.md §7, else NDJSON */
+    bool started; /* the binary stream's magic went out */
 } cstream;
+
+/* Room for k more bytes in s->buf. */
+static bool cstream_room(cstream *s, size_t k)
+{
+    char *b = realloc(s->buf, s->len + k);
+    if (!b)
+        return false;
+    s->buf = b;
+    return true;
+}
+
+/* One message onto s->buf, as a frame or an NDJSON line. */
+static bool cstream_put_msg(cstream *s, const wp_entry *e)
+{
+    if (s->binary) {
+        size_t k = WPM_FRAME_MSG_FIXED + wpm_props_size(e->n_props, e->prop_keys, e->prop_values) +
+                   e->len;
+        if (!cstream_room(s, k))
+            return false;
+        wpm_put_frame_msg((uint8_t *)s->buf + s->len, e->id, e->data, e->len, e->n_props,
+                          e->prop_keys, e->prop_values);
+        s->len += k;
+        return true;
+    }
+    cJSON *m = message_obj(e);
+    char *t = m ? cJSON_PrintUnformatted(m) : NULL;
+    cJSON_Delete(m);
+    if (!t)
+        return false;
+    size_t l = strlen(t);
+    bool ok = cstream_room(s, l + 1);
+    if (ok) {
+        memcpy(s->buf + s->len, t, l);
+        s->buf[s->len + l] = '\n';
+        s->len += l + 1;
+    }
+    cJSON_free(t);
+    return ok;
+}
 
 static void cstream_free(void *cls)
 {
@@ -1320,12 +1485,20 @@ static void cstream_free(void *cls)
     free(s);
 }
 
-/* Fills s->buf with the next line(s); false when the stream ends. */
+/* Fills s->buf with the next message(s) (lines or frames); false when the
+ * stream ends. */
 static bool cstream_fill(cstream *s)
 {
     s->len = s->off = 0;
     if (s->ended)
         return false;
+    if (s->binary && !s->started) {
+        if (!cstream_room(s, WPM_MAGIC_LEN))
+            return false;
+        memcpy(s->buf, WPM_MAGIC, WPM_MAGIC_LEN);
+        s->len = WPM_MAGIC_LEN;
+        s->started = true;
+    }
     for (;;) {
         if (!still_hosted(s->n, s->ch)) {
             if (s->len)
@@ -1344,11 +1517,15 @@ static bool cstream_fill(cstream *s)
             if (!t)
                 return false;
             size_t l = strlen(t);
-            char *b = realloc(s->buf, l + 1);
-            if (b) {
-                memcpy(b, t, l);
-                b[l] = '\n';
-                s->buf = b;
+            if (s->binary && l <= WPM_END_JSON_MAX && cstream_room(s, 5 + l)) {
+                uint8_t *b = (uint8_t *)s->buf;
+                b[0] = WPM_FRAME_END;
+                le_put32(b + 1, (uint32_t)l);
+                memcpy(b + 5, t, l);
+                s->len = 5 + l;
+            } else if (!s->binary && cstream_room(s, l + 1)) {
+                memcpy(s->buf, t, l);
+                s->buf[l] = '\n';
                 s->len = l + 1;
             }
             cJSON_free(t);
@@ -1360,11 +1537,10 @@ static bool cstream_fill(cstream *s)
             return true;
         if (rc == WP_ETIMEDOUT) {
             if (wp__now_ns() - s->last_sent_ns >= HEARTBEAT_MS * 1000000LL) {
-                char *b = realloc(s->buf, 1);
-                if (!b)
+                if (!cstream_room(s, 1))
                     return false;
-                s->buf = b;
-                s->buf[0] = '\n'; /* an empty line: keeps proxies and the peer's socket alive */
+                /* keeps proxies and the peer's socket alive */
+                s->buf[0] = s->binary ? WPM_FRAME_HEARTBEAT : '\n';
                 s->len = 1;
                 s->last_sent_ns = wp__now_ns();
                 return true;
@@ -1376,22 +1552,8 @@ static bool cstream_fill(cstream *s)
                     s->ch->name, wp_strerror(rc), wp_errmsg());
             return s->len > 0; /* what was read goes out first */
         }
-        cJSON *m = message_obj(&e);
-        char *t = m ? cJSON_PrintUnformatted(m) : NULL;
-        cJSON_Delete(m);
-        if (!t)
+        if (!cstream_put_msg(s, &e))
             return s->len > 0;
-        size_t l = strlen(t);
-        char *b = realloc(s->buf, s->len + l + 1);
-        if (!b) {
-            cJSON_free(t);
-            return s->len > 0;
-        }
-        memcpy(b + s->len, t, l);
-        b[s->len + l] = '\n';
-        cJSON_free(t);
-        s->buf = b;
-        s->len += l + 1;
         s->last_sent_ns = wp__now_ns();
         if (s->len >= CHUNK_BYTES) /* one chunk: at most about this much */
             return true;
@@ -1427,6 +1589,7 @@ static enum MHD_Result consume_stream(stream_node *n, struct MHD_Connection *con
     }
     s->n = n;
     s->ch = ch; /* the reference goes with the stream */
+    s->binary = is_wpm(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
     s->last_sent_ns = wp__now_ns();
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, cstream_read, s, cstream_free);
@@ -1434,7 +1597,7 @@ static enum MHD_Result consume_stream(stream_node *n, struct MHD_Connection *con
         cstream_free(s);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+    MHD_add_response_header(r, "Content-Type", s->binary ? WPM_CONTENT_TYPE : "application/x-ndjson");
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;

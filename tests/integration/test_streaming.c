@@ -4,6 +4,7 @@
  * node shares (local storage fences across processes), clients over HTTP
  * (libcurl). Kills are kill -9 of real processes. */
 #include "test.h"
+#include "codec/wpm.h"
 #include "support/etcd_proc.h"
 #include "support/httpc.h"
 #include "support/logstore_proc.h"
@@ -450,6 +451,111 @@ TEST(node_added_rebalances)
     stop_all();
 }
 
+/* A binary produce (docs/streaming-api.md §7) to the node at a: the status;
+ * the answer's ids into ids (n of them) and their dup flags. */
+static long bin_produce(const char *a, const uint8_t *body, size_t len, int n, wp_msg_id *ids,
+                        bool *dup, char **err)
+{
+    char url[300];
+    snprintf(url, sizeof url, "http://%s/v1/channels/c00/messages", a);
+    long st;
+    char *resp = NULL;
+    size_t rl = 0;
+    httpc_ex("POST", url, WPM_CONTENT_TYPE, WPM_CONTENT_TYPE, body, len, 15000, &st, &resp, &rl);
+    if (st == 200) {
+        int64_t term;
+        uint32_t count;
+        const uint8_t *raw;
+        char why[WPM_WHY_MAX];
+        bool ok = wpm_ans_decode((const uint8_t *)resp, rl, &term, &count, &raw, why) == 0 &&
+                  count == (uint32_t)n && term == 1;
+        for (int i = 0; ok && i < n; i++)
+            wpm_ans_id(raw, (uint32_t)i, &ids[i], &dup[i]);
+        if (!ok)
+            st = -1;
+    }
+    if (err)
+        *err = resp;
+    else
+        free(resp);
+    return st;
+}
+
+/* The binary encoding: a produce with binary payloads and properties, its
+ * retry (duplicates, same ids), the pushed stream in frames, and each kind
+ * of bad body. */
+static void binary_requests(const char *a)
+{
+    static const char *keys[] = {"k"}, *vals[] = {"v\xc3\xa9"};
+    uint8_t body[32 * 1024], *w = wpm_put_req_hdr(body, -1, "bp", 2);
+    wp_payload m0 = {.data = "\0bin\xff", .len = 5, .n_props = 1, .prop_keys = keys,
+                     .prop_values = vals};
+    wp_payload m1 = {.data = "two", .len = 3};
+    w = wpm_put_req_msg(w, 1, &m0);
+    w = wpm_put_req_msg(w, 2, &m1);
+    size_t len = (size_t)(w - body);
+    wp_msg_id ids[2], again[2];
+    bool dup[2];
+    CHECK(bin_produce(a, body, len, 2, ids, dup, NULL) == 200);
+    CHECK(!dup[0] && !dup[1] && ids[0].segment_id >= 0 && ids[1].entry_id == ids[0].entry_id + 1);
+    CHECK(bin_produce(a, body, len, 2, again, dup, NULL) == 200); /* a retry */
+    CHECK(dup[0] && dup[1] && wp_msg_id_cmp(again[0], ids[0]) == 0 &&
+          wp_msg_id_cmp(again[1], ids[1]) == 0);
+    /* The pushed stream, binary: the message as it was sent. */
+    char url[300], id[WP_MSG_ID_STR_MAX];
+    wp_msg_id_format(ids[0], id);
+    snprintf(url, sizeof url, "http://%s/v1/channels/c00/messages?stream=1&from=at&id=%s", a, id);
+    long st;
+    char *resp = NULL;
+    size_t rl = 0;
+    httpc_ex("GET", url, NULL, WPM_CONTENT_TYPE, NULL, 0, 1500, &st, &resp, &rl);
+    CHECK(st == 200 && rl > WPM_MAGIC_LEN && memcmp(resp, WPM_MAGIC, WPM_MAGIC_LEN) == 0);
+    char type, why[WPM_WHY_MAX];
+    wpm_msg f;
+    const char *e;
+    size_t el, need;
+    long long k = rl > WPM_MAGIC_LEN ? wpm_frame_decode((const uint8_t *)resp + WPM_MAGIC_LEN,
+                                                        rl - WPM_MAGIC_LEN, 1 << 20, &type, &f,
+                                                        &e, &el, &need, why)
+                                     : -1;
+    CHECK(k > 0 && type == WPM_FRAME_MSG && wp_msg_id_cmp(f.id, ids[0]) == 0 && f.len == 5 &&
+          memcmp(f.data, "\0bin\xff", 5) == 0);
+    int seen = 0;
+    size_t po = 0, kl, vl;
+    const char *pk, *pv;
+    while (k > 0 && wpm_prop_next(&f, &po, &pk, &kl, &pv, &vl))
+        seen |= (strcmp(pk, "k") == 0 && strcmp(pv, vals[0]) == 0)       ? 1
+                : (strcmp(pk, "wp.p") == 0 && strcmp(pv, "bp") == 0)     ? 2
+                : (strcmp(pk, "wp.s") == 0 && strcmp(pv, "1") == 0)      ? 4
+                                                                         : 8;
+    CHECK(seen == 7);
+    free(resp);
+    /* Bad bodies: not WPM1; cut inside a message; a reserved property; a
+     * payload above writer.max_entry_bytes (413); no message. */
+    char *err = NULL;
+    body[0] = 'X';
+    CHECK(bin_produce(a, body, len, 0, NULL, NULL, &err) == 400 && err && strstr(err, "WPM1"));
+    free(err);
+    body[0] = 'W';
+    CHECK(bin_produce(a, body, len - 2, 0, NULL, NULL, &err) == 400 && err &&
+          strstr(err, "ends inside"));
+    free(err);
+    static const char *rk[] = {"wp.x"};
+    wp_payload bad = {.data = "x", .len = 1, .n_props = 1, .prop_keys = rk, .prop_values = rk};
+    w = wpm_put_req_msg(wpm_put_req_hdr(body, -1, NULL, 0), -1, &bad);
+    CHECK(bin_produce(a, body, (size_t)(w - body), 0, NULL, NULL, &err) == 400 && err &&
+          strstr(err, "reserved"));
+    free(err);
+    static uint8_t big[10 * 1024];
+    wp_payload bigm = {.data = big, .len = sizeof big};
+    w = wpm_put_req_msg(wpm_put_req_hdr(body, -1, NULL, 0), -1, &bigm);
+    CHECK(bin_produce(a, body, (size_t)(w - body), 0, NULL, NULL, NULL) == 413);
+    CHECK(bin_produce(a, body, WPM_REQ_HDR_FIXED, 0, NULL, NULL, NULL) == 400);
+    /* A message without a seq from a producer. */
+    w = wpm_put_req_msg(wpm_put_req_hdr(body, -1, "bp", 2), -1, &m1);
+    CHECK(bin_produce(a, body, (size_t)(w - body), 0, NULL, NULL, NULL) == 400);
+}
+
 /* Bad requests get clear errors and the node goes on serving. */
 TEST(bad_requests)
 {
@@ -514,6 +620,7 @@ TEST(bad_requests)
     CHECK(req("POST", a, path, "{\"messages\":[{\"payload\":\"ok\"}]}", &o) == 200);
     cJSON_Delete(o);
     CHECK(req("GET", a, "/v1/channels", NULL, NULL) == 200);
+    binary_requests(a);
     stop_all();
 }
 
