@@ -39,8 +39,8 @@
 #   BENCH_CHANNELS [1 16]  channel counts
 #   BENCH_NODES3 [1]       0 skips wp-service-3
 #   BENCH_PEERS [1]        0 skips redis and nats
-#   BENCH_PAYLOAD [random] random: incompressible bytes (base64 in the
-#                          service's JSON); text: letters (JSON strings)
+#   BENCH_PAYLOAD [random] random: incompressible bytes; text: letters
+#                          (the C client sends both as they are)
 #   BENCH_REDIS_FSYNC [always]  Redis appendfsync: always or everysec
 #   BENCH_CONSUME [1]      0: producers only (--no-consume), the produce
 #                          path's own limit

@@ -10,7 +10,8 @@
  *     (wps_channel_create), waits until the coordinator has assigned each,
  *     then per channel one wps_producer (a batch = one wps_produce call,
  *     which returns once every message is durable) and one wps_consumer
- *     from the start of the channel (the pushed NDJSON stream). The
+ *     from the start of the channel (the pushed stream, in the binary
+ *     encoding of docs/streaming-api.md §7, as produce is). The
  *     configuration names the metadata store the service uses.
  *   wp-stream-bench direct [-c FILE] [-o KEY=VALUE]... [workload options]
  *     The same on the library in this process: per channel a log <name>-i,

@@ -542,7 +542,9 @@ int wp_reader_next(wp_reader *r, int timeout_ms, wp_entry *out)
 {
     if (!r || !out)
         return wp__err(WP_EINVAL, "wp_reader_next: NULL argument");
-    int64_t deadline = timeout_ms < 0 ? -1 : wp__now_ns() + (int64_t)timeout_ms * 1000000LL;
+    /* The clock is read only when the read has to wait: an entry that is
+     * there costs none (a tailing reader takes millions a second). */
+    int64_t deadline = timeout_ms < 0 ? -1 : INT64_MIN; /* INT64_MIN: not read yet */
     for (;;) {
         int64_t lac;
         uint64_t seq;
@@ -551,7 +553,10 @@ int wp_reader_next(wp_reader *r, int timeout_ms, wp_entry *out)
         /* A writer elsewhere, on servers that push entries: the read itself
          * waits for them (bounded, so that the log's metadata is looked at
          * now and then: a roll, a truncation). */
-        int64_t left_ms = deadline < 0 ? LONG_POLL_MS : (deadline - wp__now_ns()) / 1000000LL;
+        if (!has_writer && deadline == INT64_MIN)
+            deadline = wp__now_ns() + (int64_t)timeout_ms * 1000000LL;
+        int64_t left_ms = has_writer || deadline < 0 ? LONG_POLL_MS
+                                                     : (deadline - wp__now_ns()) / 1000000LL;
         r->wait_ms = has_writer ? 0 : (int)(left_ms < LONG_POLL_MS ? left_ms : LONG_POLL_MS);
         int rc = try_next(r, out);
         r->wait_ms = 0;
@@ -561,6 +566,8 @@ int wp_reader_next(wp_reader *r, int timeout_ms, wp_entry *out)
             return rc;
         }
         int64_t now = wp__now_ns();
+        if (deadline == INT64_MIN)
+            deadline = now + (int64_t)timeout_ms * 1000000LL;
         if (r->sr && lseg_waited(r->sr))
             continue; /* it waited already: no sleep on top */
         if (deadline >= 0 && now >= deadline)

@@ -38,6 +38,10 @@
 /* One frame of a pushed stream (docs/streaming-api.md §7): the largest
  * entry, its properties and their headers. */
 #define SC_FRAME_BYTES_MAX (64 + WP_ENTRY_BYTES_MAX + WP_PROPS_BYTES_MAX + 8 * WP_PROPS_MAX)
+/* libcurl's buffers per request: what one write callback gets at most, and
+ * what one send of a body takes. */
+#define SC_RECV_BUFFER_BYTES (256 * 1024)
+#define SC_SEND_BUFFER_BYTES (512 * 1024)
 /* A consumer's queue: messages and their bytes (one message always fits). */
 #define SC_QUEUE_MSGS_MAX 4096
 #define SC_QUEUE_BYTES_MAX (16 * WP_MiB)

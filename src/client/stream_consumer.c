@@ -286,7 +286,7 @@ static bool on_data(void *arg, CURL *easy, const char *p, size_t n)
         if (used >= 0 && (size_t)used < n && !co->ended)
             sh_buf_put(&co->part, p + used, n - (size_t)used);
     } else {
-        if (co->part.len + n > SC_FRAME_BYTES_MAX + (size_t)CURL_MAX_WRITE_SIZE) {
+        if (co->part.len + n > SC_FRAME_BYTES_MAX + (size_t)SC_RECV_BUFFER_BYTES) {
             co->fatal = wp__err(WP_ETOOBIG, "consume '%s': a frame of the stream is above %lld "
                                 "bytes", co->channel, (long long)SC_FRAME_BYTES_MAX);
             return false;

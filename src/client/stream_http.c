@@ -114,6 +114,10 @@ static void set_options(CURL *e, const sh_req *q, struct curl_slist *hd, xfer *x
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)SC_STREAM_IDLE_S);
     }
+    /* Fewer, larger reads and writes: a pushed stream and produce bodies
+     * carry hundreds of KiB at a time. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)SC_RECV_BUFFER_BYTES);
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, (long)SC_SEND_BUFFER_BYTES);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, err);

@@ -40,6 +40,7 @@
 #define HEARTBEAT_MS 10000      /* an idle pushed stream sends an empty line this often */
 #define CHUNK_BYTES (64 * 1024) /* a pushed stream sends what is ready, up to this, at once */
 #define OPEN_RETRY_MS 1000
+#define CONN_MEMORY_BYTES (128 * 1024) /* libmicrohttpd's buffer per connection */
 
 /* ---- hosted channels -------------------------------------------------------- */
 
@@ -176,8 +177,8 @@ static producer *producer_find(hchan *ch, const char *id, bool create)
     return p;
 }
 
-/* Under ch->pmu: records (seq, id) as the producer's latest. */
-static void producer_push(hchan *ch, producer *p, int64_t seq, wp_msg_id id)
+/* Under ch->pmu: records (seq, id) as the producer's latest; its slot. */
+static int producer_push(hchan *ch, producer *p, int64_t seq, wp_msg_id id)
 {
     int at;
     if (p->n < ch->window) {
@@ -191,6 +192,7 @@ static void producer_push(hchan *ch, producer *p, int64_t seq, wp_msg_id id)
     p->ids[at] = id;
     if (seq > p->last_seq)
         p->last_seq = seq;
+    return at;
 }
 
 /* Under ch->pmu: the window slot of seq, or -1. */
@@ -802,6 +804,7 @@ typedef struct {
     int i;
     producer *p; /* NULL: no producer */
     int64_t seq;
+    int slot;    /* of seq in p's window when it was pushed */
 } pmsg_ctx;
 
 struct preq {
@@ -824,7 +827,8 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
         atomic_store(&ch->failed, rc); /* the writer has failed for good */
     if (x->p) {
         pthread_mutex_lock(&ch->pmu);
-        int s = producer_slot(ch, x->p, x->seq);
+        /* Still there unless the window moved past it (seqs are unique in it). */
+        int s = x->p->seq[x->slot] == x->seq ? x->slot : -1;
         if (s >= 0)
             x->p->ids[s] = rc ? (wp_msg_id){-2, -2} : id;
         atomic_store(&ch->snap_dirty, true);
@@ -880,7 +884,14 @@ static void pmsg_free(pmsg *m)
 /* The message's producer properties (wp.p, wp.s), after its own. */
 static void pmsg_add_producer(pmsg *m, const char *producer_id)
 {
-    snprintf(m->seqbuf, sizeof m->seqbuf, "%" PRId64, m->seq);
+    char t[24], *w = t + sizeof t; /* the seq in decimal (>= 0), without printf */
+    uint64_t v = (uint64_t)m->seq;
+    do {
+        *--w = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(m->seqbuf, w, (size_t)(t + sizeof t - w));
+    m->seqbuf[t + sizeof t - w] = '\0';
     m->keys[m->n_props] = "wp.p";
     m->vals[m->n_props++] = producer_id;
     m->keys[m->n_props] = "wp.s";
@@ -1122,27 +1133,30 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     /* Enqueue in order, under the produce lock: a producer's seqs are
      * checked and appended in one order. */
     pthread_mutex_lock(&ch->produce_mu);
+    producer *p = NULL; /* the request's producer (entries are never freed while hosted) */
+    if (rc == WP_OK && pid) {
+        pthread_mutex_lock(&ch->pmu);
+        p = producer_find(ch, pid, true);
+        pthread_mutex_unlock(&ch->pmu);
+        if (!p)
+            rc = wp__err(WP_ENOMEM, "producer table");
+    }
     for (int i = 0; rc == WP_OK && i < count; i++) {
-        producer *p = NULL;
         int64_t prev_last = -1;
-        if (pid) {
+        int slot = -1;
+        if (p) {
             pthread_mutex_lock(&ch->pmu);
-            p = producer_find(ch, pid, true);
-            prev_last = p ? p->last_seq : -1;
-            bool dup = p && pm[i].seq <= p->last_seq;
-            if (p && !dup)
-                producer_push(ch, p, pm[i].seq, (wp_msg_id){-1, -1});
+            prev_last = p->last_seq;
+            bool dup = pm[i].seq <= p->last_seq;
+            if (!dup)
+                slot = producer_push(ch, p, pm[i].seq, (wp_msg_id){-1, -1});
             pthread_mutex_unlock(&ch->pmu);
-            if (!p) {
-                rc = wp__err(WP_ENOMEM, "producer table");
-                break;
-            }
             if (dup) {
                 q.dup[i] = true;
                 continue;
             }
         }
-        q.ctx[i] = (pmsg_ctx){.q = &q, .i = i, .p = p, .seq = pm[i].seq};
+        q.ctx[i] = (pmsg_ctx){.q = &q, .i = i, .p = p, .seq = pm[i].seq, .slot = slot};
         wp_payload pl = {.data = pm[i].data, .len = pm[i].len, .n_props = (size_t)pm[i].n_props,
                          .prop_keys = pm[i].keys, .prop_values = pm[i].vals};
         pthread_mutex_lock(&q.mu);
@@ -1183,7 +1197,6 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
         if (!q.dup[i])
             continue;
         pthread_mutex_lock(&ch->pmu);
-        producer *p = producer_find(ch, pid, false);
         int s;
         while (p && (s = producer_slot(ch, p, pm[i].seq)) >= 0 && p->ids[s].segment_id == -1 &&
                !atomic_load(&ch->failed))
@@ -1433,6 +1446,7 @@ typedef struct {
     size_t len, off;
     int64_t last_sent_ns;
     bool ended;
+    bool sent_any; /* messages went out since last_sent_ns was set */
     bool binary;  /* frames of docs/streaming-api.md §7, else NDJSON */
     bool started; /* the binary stream's magic went out */
 } cstream;
@@ -1536,6 +1550,10 @@ static bool cstream_fill(cstream *s)
         if (rc == WP_ETIMEDOUT && s->len) /* what is ready goes out as one chunk */
             return true;
         if (rc == WP_ETIMEDOUT) {
+            if (s->sent_any) { /* the clock is read once per chunk, not per message */
+                s->last_sent_ns = wp__now_ns();
+                s->sent_any = false;
+            }
             if (wp__now_ns() - s->last_sent_ns >= HEARTBEAT_MS * 1000000LL) {
                 if (!cstream_room(s, 1))
                     return false;
@@ -1554,7 +1572,7 @@ static bool cstream_fill(cstream *s)
         }
         if (!cstream_put_msg(s, &e))
             return s->len > 0;
-        s->last_sent_ns = wp__now_ns();
+        s->sent_any = true;
         if (s->len >= CHUNK_BYTES) /* one chunk: at most about this much */
             return true;
     }
@@ -1790,7 +1808,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         }
         if (rq->len + k + 1 > rq->cap) {
-            size_t cap = rq->cap ? rq->cap : 4096;
+            /* The whole body at once when its length is announced (a
+             * produce body is copied once, not once per doubling). */
+            const char *cl = rq->cap ? NULL
+                                     : MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                                   MHD_HTTP_HEADER_CONTENT_LENGTH);
+            long long want = cl ? atoll(cl) : 0;
+            size_t cap = want > 0 && want <= n->cfg->stream_max_request_bytes ? (size_t)want + 1
+                         : rq->cap                                             ? rq->cap
+                                                                               : 4096;
             while (cap < rq->len + k + 1)
                 cap *= 2;
             char *b = realloc(rq->body, cap);
@@ -1910,11 +1936,13 @@ int stream_node_start(const wp_config *cfg, const wp__logger *lg, stream_node **
     if (rc == WP_OK)
         rc = net_listen(cfg->stream_listen, "stream.listen", &n->lfd, n->addr, sizeof n->addr);
     if (rc == WP_OK) {
-        n->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
+        n->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD, 0,
                                 NULL, NULL, on_request, n, MHD_OPTION_LISTEN_SOCKET, n->lfd,
                                 MHD_OPTION_CONNECTION_LIMIT,
                                 (unsigned int)cfg->stream_connections_max,
                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                                /* reads of up to about this much per system call */
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_BYTES,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, n, MHD_OPTION_END);
         if (!n->d)
             rc = wp__err(WP_EIO, "stream.listen %s: the HTTP server did not start", n->addr);
