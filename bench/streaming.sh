@@ -14,6 +14,11 @@
 #   wp-direct   the library in one process (tools/wp-stream-bench.c direct):
 #               a wp_writer and a tailing wp_reader per channel's log, the
 #               configuration the nodes use (local storage, etcd metadata)
+#   wp-relay    the library behind two bare loopback TCP hops in one process
+#               (wp-stream-bench relay): producer -> relay thread -> writer;
+#               reader -> relay thread -> consumer; length-prefixed messages,
+#               no HTTP: what any networked service of the library pays at
+#               least on these cores (a floor for wp-service, not a peer)
 #   wp-service  etcd (1 member), one coordinator, one streaming node;
 #               channels created through the API; wps_producer/wps_consumer
 #               (tools/wp-stream-bench.c service)
@@ -38,6 +43,7 @@
 #   BENCH_SIZES [1024 16384]   payload sizes
 #   BENCH_CHANNELS [1 16]  channel counts
 #   BENCH_NODES3 [1]       0 skips wp-service-3
+#   BENCH_RELAY [1]        0 skips wp-relay
 #   BENCH_PEERS [1]        0 skips redis and nats
 #   BENCH_PAYLOAD [random] random: incompressible bytes; text: letters
 #                          (the C client sends both as they are)
@@ -62,6 +68,7 @@ BATCH=${BENCH_BATCH:-256}
 read -r -a SIZES <<<"${BENCH_SIZES:-1024 16384}"
 read -r -a CHANS <<<"${BENCH_CHANNELS:-1 16}"
 NODES3=${BENCH_NODES3:-1}
+RELAY=${BENCH_RELAY:-1}
 PEERS=${BENCH_PEERS:-1}
 PAYLOAD=${BENCH_PAYLOAD:-random}
 REDIS_FSYNC=${BENCH_REDIS_FSYNC:-always}
@@ -285,7 +292,9 @@ label() { case $1 in 1024) echo 1KiB ;; 16384) echo 16KiB ;; *) echo "${1}B" ;; 
 case_name() { echo "$(label "$1") x $2 ch"; }
 
 systems_for() { # CHANNELS: the systems of a case, in table order
-  local s=(wp-direct wp-service)
+  local s=(wp-direct)
+  [ "$RELAY" = 0 ] || s+=(wp-relay)
+  s+=(wp-service)
   [ "$NODES3" = 0 ] || [ "$1" -le 1 ] || s+=(wp-service-3)
   [ "$PEERS" = 0 ] || s+=(redis nats)
   echo "${s[*]}"
@@ -312,6 +321,11 @@ run_one() {
       write_cfg "$dir"
       SRV_CMDS=("$ETCD_CMD" "stream.yaml as for wp-service")
       argv=("$SBENCH" direct -c "$dir/stream.yaml" "${wl[@]}") ;;
+    wp-relay)
+      start_etcd "$dir/etcd"
+      write_cfg "$dir"
+      SRV_CMDS=("$ETCD_CMD" "stream.yaml as for wp-service")
+      argv=("$SBENCH" relay -c "$dir/stream.yaml" "${wl[@]}") ;;
     wp-service) start_service "$dir" 1; argv=("$SBENCH" service -c "$dir/stream.yaml" "${wl[@]}") ;;
     wp-service-3) start_service "$dir" 3; argv=("$SBENCH" service -c "$dir/stream.yaml" "${wl[@]}") ;;
     redis) start_redis "$dir/redis"; argv=("$tmp/bin/stream_redis" --port "$SRV_PORT" "${wl[@]}") ;;
@@ -461,9 +475,11 @@ verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "nan") print "-"; else if 
   echo
   echo "wp-service ≥ 0.7 × wp-direct (MiB/s) and ahead of both peers; ratios are"
   echo "medians of the run-by-run ratios. e2e p50: < 1 means the service is faster."
+  echo "relay ÷ direct: the share of the library that two bare TCP hops leave on"
+  echo "these cores; service ÷ relay: the service against that floor."
   echo
-  echo "| case | service | service ÷ direct | vs 0.7 | consumed MiB/s ÷ direct | service ÷ redis | service ÷ nats | ahead of both | e2e p50 ÷ redis | e2e p50 ÷ nats |"
-  echo "|---|---|---:|---|---:|---:|---:|---|---:|---:|"
+  echo "| case | service | service ÷ direct | vs 0.7 | relay ÷ direct | service ÷ relay | consumed MiB/s ÷ direct | service ÷ redis | service ÷ nats | ahead of both | e2e p50 ÷ redis | e2e p50 ÷ nats |"
+  echo "|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"
   for cs in "${CASES[@]}"; do
     read -r size ch <<<"$cs"
     c=$(case_name "$size" "$ch")
@@ -473,7 +489,8 @@ verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "nan") print "-"; else if 
       rr=$(R "$svc" redis "$c" mib_s)
       rn=$(R "$svc" nats "$c" mib_s)
       ahead=$(awk -v a="$rr" -v b="$rn" 'BEGIN { if (a == "nan" || b == "nan") print "-"; else if (a > 1 && b > 1) print "yes"; else print "**no**" }')
-      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$svc" "$(fmt "$rd" 2)" "$(verdict "$rd" 0.7)" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$svc" "$(fmt "$rd" 2)" "$(verdict "$rd" 0.7)" \
+        "$(fmt "$(R wp-relay wp-direct "$c" mib_s)" 2)" "$(fmt "$(R "$svc" wp-relay "$c" mib_s)" 2)" \
         "$(fmt "$(R "$svc" wp-direct "$c" cons_mib_s)" 2)" \
         "$(fmt "$rr" 2)" "$(fmt "$rn" 2)" "$ahead" \
         "$(fmt "$(R "$svc" redis "$c" e2e_p50)" 2)" "$(fmt "$(R "$svc" nats "$c" e2e_p50)" 2)"
@@ -486,7 +503,7 @@ verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "nan") print "-"; else if 
   fi
   echo "## Durability at ack"
   echo
-  echo "- **wp-direct, wp-service**: an ack (the append callback; the produce"
+  echo "- **wp-direct, wp-relay, wp-service**: an ack (the append callback; the produce"
   echo "  answer) follows the fdatasync of the segment holding the message (local"
   echo "  storage, default flush settings; group commit). The service's node runs the"
   echo "  same writer, one per channel, and answers a produce request once every"
@@ -502,7 +519,7 @@ verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "nan") print "-"; else if 
   echo "Servers (fresh, empty data directory, for every case and run; DIR is the"
   echo "run's scratch directory on the disk):"
   echo
-  for sys in wp-direct wp-service wp-service-3 redis nats; do
+  for sys in wp-direct wp-relay wp-service wp-service-3 redis nats; do
     [ -n "${SCMD[$sys]:-}" ] || continue
     echo "- $sys:"
     while IFS= read -r l; do echo "      $l"; done <<<"${SCMD[$sys]}"

@@ -19,6 +19,9 @@
  *     B callbacks, which run once the entries are durable) and a wp_reader
  *     from WP_EARLIEST tailing it. The configuration is the one the
  *     service's nodes use (same storage, same metadata store).
+ *   wp-stream-bench relay [-c FILE] [-o KEY=VALUE]... [workload options]
+ *     The library directly, behind two bare loopback TCP hops (see
+ *     run_relay): the least any networked service of it pays here.
  *
  * Workload options: see stream_common.h (--channels, --size, --batch,
  * --seconds, --name, --payload, --no-consume). Prints one JSON line (stream_common.h's
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "woodpecker.h"
 #include "woodpecker_stream.h"
@@ -41,7 +45,7 @@
 #define OVERRIDES_MAX 64
 
 static const char usage[] =
-    "usage: wp-stream-bench service|direct [-c FILE] [-o KEY=VALUE]... " SB_USAGE "\n";
+    "usage: wp-stream-bench service|direct|relay [-c FILE] [-o KEY=VALUE]... " SB_USAGE "\n";
 
 static void log_stderr(void *arg, int level, const char *msg)
 {
@@ -277,6 +281,251 @@ out:
     return st;
 }
 
+/* ---- the library behind two bare TCP hops ---------------------------------
+ * What any networked service of this library pays at least on these cores:
+ * the producer's batch goes over a loopback TCP connection (u32 length +
+ * payload per message) to a relay thread that appends it to the writer and
+ * answers one byte once the batch is durable; a second relay thread tails
+ * the log with a reader and writes the messages (the same framing, up to
+ * 64 KiB per write) over a second connection to the consumer. No HTTP, no
+ * ids, no properties, no idempotence: the floor, not a design. */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#define RELAY_CHUNK (64 * 1024)
+
+typedef struct {
+    dir_chan d;          /* the log, writer, reader, ack wait */
+    int prod_cli, prod_srv, cons_srv, cons_cli;
+    pthread_t in_thr, out_thr;
+    bool in_started, out_started;
+    uint8_t *sendbuf;    /* producer side: a batch, framed */
+    uint8_t *rbuf;       /* consumer side: received bytes */
+    size_t rlen;
+} relay_chan;
+
+static int tcp_pair(int *a, int *b)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    *a = *b = -1;
+    if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) || listen(l, 1) ||
+        getsockname(l, (struct sockaddr *)&sa, &sl) || (*a = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
+        connect(*a, (struct sockaddr *)&sa, sizeof sa) || (*b = accept(l, NULL, NULL)) < 0) {
+        if (l >= 0)
+            close(l);
+        return -1;
+    }
+    close(l);
+    setsockopt(*a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(*b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return 0;
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+static bool read_all(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = recv(fd, p, n, 0);
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* Relay, ingest: a batch header (u32 count), the messages, then the ack. */
+static void *relay_in_main(void *arg)
+{
+    sb_chan *ch = arg;
+    relay_chan *r = ch->sys;
+    size_t cap = (size_t)ch->o->batch * ((size_t)ch->o->size + 4);
+    uint8_t *b = malloc(cap), hdr[4];
+    while (b && read_all(r->prod_srv, hdr, 4)) {
+        uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
+                     (uint32_t)hdr[3] << 24;
+        if (n > ch->o->batch || !read_all(r->prod_srv, b, n * ((size_t)ch->o->size + 4)))
+            break;
+        pthread_mutex_lock(&r->d.mu);
+        r->d.pending = n;
+        pthread_mutex_unlock(&r->d.mu);
+        int rc = WP_OK;
+        for (uint32_t k = 0; k < n && rc == WP_OK; k++)
+            rc = wp_writer_append_async(r->d.w, b + k * ((size_t)ch->o->size + 4) + 4,
+                                        (size_t)ch->o->size, dir_acked, &r->d);
+        pthread_mutex_lock(&r->d.mu);
+        if (rc)
+            r->d.pending = 0, r->d.rc = rc;
+        while (r->d.pending > 0)
+            pthread_cond_wait(&r->d.cond, &r->d.mu);
+        uint8_t ack = r->d.rc ? 1 : 0;
+        pthread_mutex_unlock(&r->d.mu);
+        if (!write_all(r->prod_srv, &ack, 1) || ack)
+            break;
+    }
+    free(b);
+    return NULL;
+}
+
+/* Relay, egress: tails the log, writes what is ready in one send. */
+static void *relay_out_main(void *arg)
+{
+    sb_chan *ch = arg;
+    relay_chan *r = ch->sys;
+    uint8_t *b = malloc(RELAY_CHUNK + (size_t)ch->o->size + 4);
+    size_t len = 0;
+    while (b && !atomic_load(&sb_abort)) {
+        wp_entry e;
+        int rc = wp_reader_next(r->d.r, len ? 0 : SB_POLL_MS, &e);
+        if (rc == WP_ETIMEDOUT) {
+            if (len && !write_all(r->cons_srv, b, len))
+                break;
+            len = 0;
+            continue;
+        }
+        if (rc)
+            break;
+        b[len] = (uint8_t)e.len;
+        b[len + 1] = (uint8_t)(e.len >> 8);
+        b[len + 2] = (uint8_t)(e.len >> 16);
+        b[len + 3] = (uint8_t)(e.len >> 24);
+        memcpy(b + len + 4, e.data, e.len);
+        len += 4 + e.len;
+        if (len >= RELAY_CHUNK) {
+            if (!write_all(r->cons_srv, b, len))
+                break;
+            len = 0;
+        }
+    }
+    free(b);
+    return NULL;
+}
+
+static int relay_send(sb_chan *ch, int64_t n)
+{
+    relay_chan *r = ch->sys;
+    size_t sz = (size_t)ch->o->size, len = 4;
+    uint8_t *b = r->sendbuf, ack = 1;
+    b[0] = (uint8_t)n, b[1] = (uint8_t)(n >> 8), b[2] = (uint8_t)(n >> 16), b[3] = (uint8_t)(n >> 24);
+    for (int64_t k = 0; k < n; k++) { /* framed, as a client would */
+        b[len] = (uint8_t)sz, b[len + 1] = (uint8_t)(sz >> 8);
+        b[len + 2] = (uint8_t)(sz >> 16), b[len + 3] = (uint8_t)(sz >> 24);
+        memcpy(b + len + 4, ch->buf + k * (int64_t)sz, sz);
+        len += 4 + sz;
+    }
+    if (!write_all(r->prod_cli, b, len) || !read_all(r->prod_cli, &ack, 1) || ack) {
+        sb_fail(ch, "relay: the batch was not acknowledged");
+        return -1;
+    }
+    return 0;
+}
+
+static int relay_consume(sb_chan *ch)
+{
+    relay_chan *r = ch->sys;
+    size_t cap = RELAY_CHUNK * 4 + (size_t)ch->o->size + 4;
+    while (!sb_consumer_done(ch)) { /* the socket's receive timeout is SB_POLL_MS */
+        ssize_t k = recv(r->cons_cli, r->rbuf + r->rlen, cap - r->rlen, 0);
+        if (k <= 0)
+            continue;
+        r->rlen += (size_t)k;
+        size_t at = 0;
+        while (r->rlen - at >= 4) {
+            size_t l = (size_t)r->rbuf[at] | (size_t)r->rbuf[at + 1] << 8 |
+                       (size_t)r->rbuf[at + 2] << 16 | (size_t)r->rbuf[at + 3] << 24;
+            if (r->rlen - at < 4 + l)
+                break;
+            if (!sb_take(ch, r->rbuf + at + 4, l, sb_now_ns()))
+                return -1;
+            at += 4 + l;
+        }
+        memmove(r->rbuf, r->rbuf + at, r->rlen - at);
+        r->rlen -= at;
+    }
+    return 0;
+}
+
+static int run_relay(const wp_config *cfg, const sb_opts *o, sb_chan *chs)
+{
+    static const sb_system sys = {relay_send, relay_consume};
+    static relay_chan rc_[SB_CHANNELS_MAX];
+    wp_client *c = NULL;
+    int rc = wp_client_open(cfg, &c), st = 1;
+    if (rc)
+        return die("wp_client_open", rc);
+    for (int i = 0; i < o->channels; i++) {
+        relay_chan *r = &rc_[i];
+        *r = (relay_chan){.prod_cli = -1, .prod_srv = -1, .cons_srv = -1, .cons_cli = -1};
+        pthread_mutex_init(&r->d.mu, NULL);
+        pthread_cond_init(&r->d.cond, NULL);
+        chs[i].sys = r;
+        r->sendbuf = malloc(4 + (size_t)o->batch * ((size_t)o->size + 4));
+        r->rbuf = malloc(RELAY_CHUNK * 4 + (size_t)o->size + 4);
+        if (!r->sendbuf || !r->rbuf || tcp_pair(&r->prod_cli, &r->prod_srv) ||
+            tcp_pair(&r->cons_cli, &r->cons_srv)) {
+            fprintf(stderr, "wp-stream-bench: relay %d: no memory or no loopback TCP\n", i);
+            goto out;
+        }
+        struct timeval tv = {0, SB_POLL_MS * 1000};
+        setsockopt(r->cons_cli, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if ((rc = wp_log_create(c, chs[i].name)) || (rc = wp_log_open(c, chs[i].name, &r->d.log)) ||
+            (rc = wp_writer_open(r->d.log, &r->d.w)) ||
+            (!o->no_consume && (rc = wp_reader_open(r->d.log, WP_EARLIEST, &r->d.r)))) {
+            st = die(chs[i].name, rc);
+            goto out;
+        }
+        r->in_started = pthread_create(&r->in_thr, NULL, relay_in_main, &chs[i]) == 0;
+        r->out_started = !o->no_consume &&
+                         pthread_create(&r->out_thr, NULL, relay_out_main, &chs[i]) == 0;
+    }
+    st = sb_run("wp-relay", o, chs, &sys);
+out:
+    atomic_store(&sb_abort, true); /* the relays' loops end */
+    for (int i = 0; i < o->channels; i++) {
+        relay_chan *r = &rc_[i];
+        if (r->prod_cli >= 0)
+            shutdown(r->prod_cli, SHUT_RDWR);
+        if (r->cons_srv >= 0)
+            shutdown(r->cons_srv, SHUT_RDWR);
+        if (r->in_started)
+            pthread_join(r->in_thr, NULL);
+        if (r->out_started)
+            pthread_join(r->out_thr, NULL);
+        int fds[] = {r->prod_cli, r->prod_srv, r->cons_srv, r->cons_cli};
+        for (int k = 0; k < 4; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        if (r->d.r)
+            wp_reader_close(r->d.r);
+        if (r->d.w && (rc = wp_writer_close(r->d.w)) && !st)
+            st = die("wp_writer_close", rc);
+        if (r->d.log)
+            wp_log_close(r->d.log);
+        free(r->sendbuf);
+        free(r->rbuf);
+        pthread_mutex_destroy(&r->d.mu);
+        pthread_cond_destroy(&r->d.cond);
+    }
+    wp_client_close(c);
+    return st;
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -286,7 +535,8 @@ int main(int argc, char **argv)
     const char *cfg_path = NULL, *overrides[OVERRIDES_MAX];
     int n_over = 0, st = 2;
     sb_defaults(&o);
-    if (argc < 2 || (strcmp(argv[1], "service") && strcmp(argv[1], "direct"))) {
+    if (argc < 2 ||
+        (strcmp(argv[1], "service") && strcmp(argv[1], "direct") && strcmp(argv[1], "relay"))) {
         fputs(usage, stderr);
         return 2;
     }
@@ -329,7 +579,9 @@ int main(int argc, char **argv)
             st = 1;
             goto out_chans;
         }
-    st = service ? run_service(cfg, &o, chs) : run_direct(cfg, &o, chs);
+    st = service                          ? run_service(cfg, &o, chs)
+         : strcmp(argv[1], "relay") == 0 ? run_relay(cfg, &o, chs)
+                                         : run_direct(cfg, &o, chs);
 out_chans:
     for (int i = 0; i < made; i++)
         sb_chan_free(&chs[i]);
