@@ -65,6 +65,7 @@ typedef struct hchan {
     pthread_mutex_t produce_mu; /* enqueueing of produce requests */
     pthread_mutex_t pmu;        /* producers; their windows */
     pthread_cond_t pcond;       /* a window entry got its id */
+    int pwaiters;               /* under pmu: requests waiting on pcond */
     producer *producers[PRODUCERS_BUCKETS];
     int window;
     int64_t snap_ns;            /* last producers' snapshot */
@@ -807,11 +808,16 @@ typedef struct {
     int slot;    /* of seq in p's window when it was pushed */
 } pmsg_ctx;
 
+/* A produce request's acks: pending counts the appends whose callback has
+ * not run, plus one that the request holds until it has enqueued them all
+ * (so it cannot reach 0 early); whoever brings it to 0 sets done. The
+ * callbacks take no lock but for the last. */
 struct preq {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* done */
     pthread_cond_t cond;
-    int pending;
-    int first_rc;
+    atomic_int pending;
+    atomic_int first_rc;
+    bool done;
     hchan *ch;
     wp_msg_id *ids;
     bool *dup;
@@ -832,19 +838,23 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
         if (s >= 0)
             x->p->ids[s] = rc ? (wp_msg_id){-2, -2} : id;
         atomic_store(&ch->snap_dirty, true);
-        pthread_cond_broadcast(&ch->pcond);
+        if (ch->pwaiters > 0) /* a duplicate waits for an id */
+            pthread_cond_broadcast(&ch->pcond);
         pthread_mutex_unlock(&ch->pmu);
     }
-    pthread_mutex_lock(&q->mu);
-    q->ids[x->i] = id;
-    if (rc && !q->first_rc)
-        q->first_rc = rc;
-    if (--q->pending == 0)
-        pthread_cond_broadcast(&q->cond);
-    pthread_mutex_unlock(&q->mu);
+    q->ids[x->i] = id; /* this slot is this callback's alone */
+    int none = 0;
+    if (rc)
+        atomic_compare_exchange_strong(&q->first_rc, &none, rc);
+    if (atomic_fetch_sub(&q->pending, 1) == 1) {
+        pthread_mutex_lock(&q->mu);
+        q->done = true;
+        pthread_cond_signal(&q->cond);
+        pthread_mutex_unlock(&q->mu);
+    }
 }
 
-#define PMSG_PROPS_INLINE 8
+#define PMSG_PROPS_INLINE 4 /* the two wp. ones and two of the user's */
 
 typedef struct {
     const uint8_t *data;
@@ -1102,7 +1112,7 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     int rc = in.binary ? parse_wpm_request(rq, (size_t)n->cfg->writer_max_entry_bytes, &in)
                        : parse_json_request(rq, &in);
     enum MHD_Result ret;
-    preq q = {.pending = 0, .ch = ch};
+    preq q = {.pending = 1, .ch = ch}; /* 1: the request's own count (see preq) */
     pthread_mutex_init(&q.mu, NULL);
     pthread_cond_init(&q.cond, NULL);
     if (rc) {
@@ -1159,14 +1169,10 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
         q.ctx[i] = (pmsg_ctx){.q = &q, .i = i, .p = p, .seq = pm[i].seq, .slot = slot};
         wp_payload pl = {.data = pm[i].data, .len = pm[i].len, .n_props = (size_t)pm[i].n_props,
                          .prop_keys = pm[i].keys, .prop_values = pm[i].vals};
-        pthread_mutex_lock(&q.mu);
-        q.pending++;
-        pthread_mutex_unlock(&q.mu);
+        atomic_fetch_add(&q.pending, 1);
         rc = wp_writer_append_entry_async(ch->w, &pl, 0, produce_cb, &q.ctx[i]);
         if (rc) {
-            pthread_mutex_lock(&q.mu);
-            q.pending--;
-            pthread_mutex_unlock(&q.mu);
+            atomic_fetch_sub(&q.pending, 1); /* its callback will not run */
             if (p) { /* not appended: the seq is not taken (it was pushed last) */
                 pthread_mutex_lock(&ch->pmu);
                 int newest = (p->head + p->n - 1) % ch->window;
@@ -1185,12 +1191,14 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     }
     pthread_mutex_unlock(&ch->produce_mu);
     /* Wait for the acks (the callbacks run on the writer's thread). */
-    pthread_mutex_lock(&q.mu);
-    while (q.pending > 0)
-        pthread_cond_wait(&q.cond, &q.mu);
+    if (atomic_fetch_sub(&q.pending, 1) != 1) { /* the request's own count */
+        pthread_mutex_lock(&q.mu);
+        while (!q.done)
+            pthread_cond_wait(&q.cond, &q.mu);
+        pthread_mutex_unlock(&q.mu);
+    }
     if (!rc)
-        rc = q.first_rc;
-    pthread_mutex_unlock(&q.mu);
+        rc = atomic_load(&q.first_rc);
     /* Duplicates answer with the id their seq got the first time, once
      * that one is durable. */
     for (int i = 0; rc == WP_OK && i < count; i++) {
@@ -1199,8 +1207,11 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
         pthread_mutex_lock(&ch->pmu);
         int s;
         while (p && (s = producer_slot(ch, p, pm[i].seq)) >= 0 && p->ids[s].segment_id == -1 &&
-               !atomic_load(&ch->failed))
+               !atomic_load(&ch->failed)) {
+            ch->pwaiters++;
             pthread_cond_wait(&ch->pcond, &ch->pmu);
+            ch->pwaiters--;
+        }
         s = p ? producer_slot(ch, p, pm[i].seq) : -1;
         q.ids[i] = s >= 0 && p->ids[s].segment_id >= 0 ? p->ids[s] : (wp_msg_id){-1, -1};
         pthread_mutex_unlock(&ch->pmu);
