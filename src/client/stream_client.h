@@ -9,8 +9,10 @@
  *   stream_producer.c  idempotent producers and their retries;
  *   stream_consumer.c  consumers: a pushed stream per consumer on a thread
  *                      of its own, a bounded queue, resumption on a move.
- * The client does not link src/stream/ (server code): it decodes the
- * channel records (docs/streaming.md §2) itself. */
+ * The client does not link src/stream/ (server code); the other way
+ * round, the nodes and the coordinator decode channel records, names and
+ * ids with this library's functions (sc_rec_decode, sc_channel_valid,
+ * sh_id_parse), so there is one decoder of each. */
 #ifndef WP_CLIENT_STREAM_CLIENT_H
 #define WP_CLIENT_STREAM_CLIENT_H
 

@@ -31,8 +31,6 @@ typedef struct qmsg {
     size_t bytes; /* counted against SC_QUEUE_BYTES_MAX */
 } qmsg;
 
-#define SEQ_LIMIT WPM_SEQ_MAX
-
 struct wps_consumer {
     wps_client *c;
     char channel[WPS_CHANNEL_MAX + 1];
@@ -91,7 +89,7 @@ static int64_t seq_parse(const char *s, size_t n)
             return -1;
         v = v * 10 + (s[i] - '0');
     }
-    return v < SEQ_LIMIT ? v : -1;
+    return v < WPM_SEQ_MAX ? v : -1;
 }
 
 /* A message frame into a new qmsg: one allocation holds the message, its

@@ -20,9 +20,6 @@
 #include "client/stream_client.h"
 #include "codec/wpm.h"
 
-/* Sequence numbers are JSON numbers too: exact below 2^53. */
-#define SEQ_MAX WPM_SEQ_MAX
-
 struct wps_producer {
     wps_client *c;
     char channel[WPS_CHANNEL_MAX + 1];
@@ -83,7 +80,7 @@ static int64_t snapshot_last_seq(wps_client *c, const char *channel, const char 
     cJSON_ArrayForEach(pair, (cJSON_IsArray(arr) ? arr : NULL))
     {
         const cJSON *s = cJSON_GetArrayItem(pair, 0);
-        if (cJSON_IsNumber(s) && s->valuedouble > (double)last && s->valuedouble < (double)SEQ_MAX)
+        if (cJSON_IsNumber(s) && s->valuedouble > (double)last && s->valuedouble < (double)WPM_SEQ_MAX)
             last = (int64_t)s->valuedouble;
     }
     cJSON_Delete(o);
@@ -256,7 +253,7 @@ static void take_hint(wps_producer *p, const sh_resp *r, const char *addr, int64
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "addr");
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "term");
     const char *ha = r->status == 409 ? addr : cJSON_IsString(a) ? a->valuestring : "";
-    if (cJSON_IsNumber(t) && t->valuedouble > (double)term && t->valuedouble < (double)SEQ_MAX &&
+    if (cJSON_IsNumber(t) && t->valuedouble > (double)term && t->valuedouble < (double)WPM_SEQ_MAX &&
         ha[0] && meta_node_addr_valid(ha, strlen(ha))) {
         snprintf(p->hint_addr, sizeof p->hint_addr, "%s", ha);
         p->hint_term = (int64_t)t->valuedouble;

@@ -8,19 +8,14 @@
 
 #include <cjson/cJSON.h>
 
-bool stream_channel_valid(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > STREAM_CHANNEL_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
+#include "client/stream_client.h"
+
+/* The names, the records and ids have one decoder, the client library's
+ * (src/client/stream.c): node, coordinator and clients agree by
+ * construction. */
+bool stream_channel_valid(const char *name) { return sc_channel_valid(name); }
+
+_Static_assert(STREAM_CHANNEL_MAX == WPS_CHANNEL_MAX, "one channel name bound");
 
 void stream_log_name(const char *channel, char out[WP_LOG_NAME_MAX + 1])
 {
@@ -44,44 +39,19 @@ char *stream_channel_json(const stream_channel *ch)
     return s;
 }
 
-/* An integer field in [0, 2^53] (exact in a JSON number). */
-static bool get_int(const cJSON *o, const char *k, int64_t *out)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9007199254740992.0 ||
-        v->valuedouble != (double)(int64_t)v->valuedouble)
-        return false;
-    *out = (int64_t)v->valuedouble;
-    return true;
-}
-
-static bool get_str(const cJSON *o, const char *k, char *out, size_t cap)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
-        return false;
-    snprintf(out, cap, "%s", v->valuestring);
-    return true;
-}
-
 int stream_channel_decode(const char *name, const uint8_t *v, size_t len, stream_channel *out)
 {
+    sc_rec r;
     *out = (stream_channel){0};
-    if (!stream_channel_valid(name))
-        return wp__err(WP_ECORRUPT, "channel record: bad name '%.140s'", name);
-    snprintf(out->name, sizeof out->name, "%s", name);
-    cJSON *o = cJSON_ParseWithLength((const char *)v, len);
-    char log[WP_LOG_NAME_MAX + 1], want[WP_LOG_NAME_MAX + 1];
-    stream_log_name(name, want);
-    bool ok = cJSON_IsObject(o) && get_str(o, "log", log, sizeof log) && strcmp(log, want) == 0 &&
-              get_int(o, "term", &out->term) && get_str(o, "owner", out->owner, sizeof out->owner) &&
-              get_str(o, "addr", out->addr, sizeof out->addr) &&
-              get_int(o, "created_ms", &out->created_ms) &&
-              (!out->owner[0] || meta_node_id_valid(out->owner, strlen(out->owner)));
-    cJSON_Delete(o);
-    if (!ok)
-        return wp__err(WP_ECORRUPT, "channel record of '%s' does not decode", name);
-    return WP_OK;
+    int rc = sc_rec_decode(name, v, len, &r);
+    if (rc == WP_OK) {
+        memcpy(out->name, r.name, sizeof out->name);
+        memcpy(out->owner, r.owner, sizeof out->owner);
+        memcpy(out->addr, r.addr, sizeof out->addr);
+        out->term = r.term;
+        out->created_ms = r.created_ms;
+    }
+    return rc;
 }
 
 int stream_channel_get(meta *m, const char *name, stream_channel *out)
@@ -130,18 +100,4 @@ void stream_id_text(wp_msg_id id, char out[48])
     snprintf(out, 48, "%" PRId64 ":%" PRId64, id.segment_id, id.entry_id);
 }
 
-bool stream_id_parse(const char *s, wp_msg_id *out)
-{
-    if (!s)
-        return false;
-    char *end;
-    long long a = strtoll(s, &end, 10);
-    if (end == s || *end != ':' || a < 0)
-        return false;
-    const char *t = end + 1;
-    long long b = strtoll(t, &end, 10);
-    if (end == t || *end || b < 0)
-        return false;
-    *out = (wp_msg_id){a, b};
-    return true;
-}
+bool stream_id_parse(const char *s, wp_msg_id *out) { return s && sh_id_parse(s, out); }
