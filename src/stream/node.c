@@ -1016,45 +1016,63 @@ static int parse_wpm_request(const request *rq, size_t max_payload, pinput *in)
         memcpy(in->pid_buf, h.producer, sizeof in->pid_buf);
         in->pid = in->pid_buf;
     }
-    /* Count first (one pass, no copies), then decode into place. */
-    int count = 0;
-    for (size_t o = off; o < n; count++) {
-        wpm_msg m = {0};
-        if (count >= MESSAGES_MAX)
-            return wp__err(WP_EINVAL, "more than %d messages", MESSAGES_MAX);
-        if (wpm_req_msg_decode(b, n, &o, max_payload, 64, &m, why))
-            return wp__err(m.len > max_payload ? WP_ETOOBIG : WP_EINVAL, "message %d: %s", count,
-                           why);
+    /* Decode (and check) each message once, into a growing array of views
+     * into the body; then the messages to append point at them. */
+    wpm_msg *ms = NULL;
+    int count = 0, cap = 0, rc = WP_OK;
+    while (rc == WP_OK && off < n) {
+        if (count >= MESSAGES_MAX) {
+            rc = wp__err(WP_EINVAL, "more than %d messages", MESSAGES_MAX);
+            break;
+        }
+        if (count == cap) {
+            int nc = cap ? 2 * cap : 256;
+            wpm_msg *g = realloc(ms, (size_t)nc * sizeof *g);
+            if (!g) {
+                rc = wp__err(WP_ENOMEM, "produce of %d messages", nc);
+                break;
+            }
+            ms = g;
+            cap = nc;
+        }
+        wpm_msg *m = &ms[count];
+        *m = (wpm_msg){0};
+        if (wpm_req_msg_decode(b, n, &off, max_payload, 64, m, why))
+            rc = wp__err(m->len > max_payload ? WP_ETOOBIG : WP_EINVAL, "message %d: %s", count,
+                         why);
+        else
+            count++;
     }
-    if (count < 1)
-        return wp__err(WP_EINVAL, "no message in the request");
-    in->count = count;
-    if (!(in->pm = calloc((size_t)count, sizeof *in->pm)))
-        return wp__err(WP_ENOMEM, "produce of %d messages", count);
-    for (int i = 0; i < count; i++) {
-        wpm_msg m;
+    if (rc == WP_OK && count < 1)
+        rc = wp__err(WP_EINVAL, "no message in the request");
+    if (rc == WP_OK && !(in->pm = calloc((size_t)count, sizeof *in->pm)))
+        rc = wp__err(WP_ENOMEM, "produce of %d messages", count);
+    in->count = in->pm ? count : 0;
+    for (int i = 0; rc == WP_OK && i < count; i++) {
+        const wpm_msg *m = &ms[i];
         pmsg *pm = &in->pm[i];
-        wpm_req_msg_decode(b, n, &off, max_payload, 64, &m, why); /* checked above */
-        *pm = (pmsg){.data = m.data, .len = m.len, .seq = m.seq};
-        if (in->pid ? m.seq < 0 : m.seq >= 0)
-            return wp__err(WP_EINVAL, "message %d: %s", i,
-                           in->pid ? "with a producer, every message needs a seq >= 0"
-                                   : "seq without a producer");
-        int rc = pmsg_props_room(pm, (size_t)m.n_props + 2);
-        if (rc)
-            return rc;
+        *pm = (pmsg){.data = m->data, .len = m->len, .seq = m->seq};
+        if (in->pid ? m->seq < 0 : m->seq >= 0) {
+            rc = wp__err(WP_EINVAL, "message %d: %s", i,
+                         in->pid ? "with a producer, every message needs a seq >= 0"
+                                 : "seq without a producer");
+            break;
+        }
+        if ((rc = pmsg_props_room(pm, (size_t)m->n_props + 2)))
+            break;
         size_t po = 0, kl, vl;
         const char *k, *v;
-        while (wpm_prop_next(&m, &po, &k, &kl, &v, &vl)) {
+        while (rc == WP_OK && wpm_prop_next(m, &po, &k, &kl, &v, &vl)) {
             if (strncmp(k, "wp.", 3) == 0)
-                return wp__err(WP_EINVAL, "property names starting with 'wp.' are reserved");
+                rc = wp__err(WP_EINVAL, "property names starting with 'wp.' are reserved");
             pm->keys[pm->n_props] = k;
             pm->vals[pm->n_props++] = v;
         }
-        if (in->pid)
+        if (rc == WP_OK && in->pid)
             pmsg_add_producer(pm, in->pid);
     }
-    return WP_OK;
+    free(ms);
+    return rc;
 }
 
 static bool is_wpm(struct MHD_Connection *conn, enum MHD_ValueKind kind, const char *header)
