@@ -40,6 +40,7 @@
 #define HEARTBEAT_MS 10000      /* an idle pushed stream sends an empty line this often */
 #define CHUNK_BYTES (64 * 1024) /* a pushed stream sends what is ready, up to this, at once */
 #define OPEN_RETRY_MS 1000
+#define DELETE_RETRY_MS 5000 /* a channel's log delete that races an owner's writer open */
 #define CONN_MEMORY_BYTES (128 * 1024) /* libmicrohttpd's buffer per connection */
 
 /* ---- hosted channels -------------------------------------------------------- */
@@ -786,7 +787,15 @@ static enum MHD_Result channel_delete(stream_node *n, struct MHD_Connection *con
     snprintf(key, sizeof key, "%s%s", STREAM_KEY_PRODUCERS, name);
     (void)n->m->ops->kv_delete(n->m, key, 0);
     stream_log_name(name, log);
-    rc = wp_log_delete(n->c, log);
+    /* The log's record is deleted by CAS: an owner opening the channel's
+     * writer at this moment (it has not seen the record go) changes it
+     * under us. With the channel record gone no owner opens it again, so
+     * the delete is tried again, for a while. */
+    int64_t until = wp__now_ns() + DELETE_RETRY_MS * 1000000LL;
+    while ((rc = wp_log_delete(n->c, log)) == WP_ECONFLICT && wp__now_ns() < until) {
+        on_change(n);
+        usleep(50 * 1000);
+    }
     if (rc && rc != WP_ENOENT)
         return send_rc(conn, rc);
     on_change(n); /* an owner here lets go at once */
