@@ -9,6 +9,7 @@
  * them. */
 #include "test.h"
 #include "support/etcd_proc.h"
+#include "support/httpc.h"
 #include "support/logstore_proc.h"
 #include "support/testutil.h"
 #include "woodpecker_stream.h"
@@ -680,6 +681,170 @@ TEST(cli)
     stop_all();
 }
 
+/* ---- the tail cache (docs/streaming.md §4) ----------------------------------- */
+
+#define TC_MSGS 40000
+#define TC_LEN 500
+
+typedef struct {
+    wps_client *c;
+    int delay_ms;  /* before the first wps_consume: the stream falls behind */
+    int got;
+    bool bad;
+    wp_msg_id *ids; /* as acked */
+    atomic_int *acked; /* ids[0..acked) are set */
+    const char *producer;
+    int64_t seq0;      /* the first message's seq: the next ones follow it */
+} tc_cons;
+
+/* Every message once, in order, as sent: payload "t-<i>" padded, the
+ * property "i" = i, the producer's id and seq i + 1, the acked id. */
+static void *tc_cons_main(void *arg)
+{
+    tc_cons *a = arg;
+    wps_consumer *co = NULL;
+    if (wps_consumer_open(a->c, "tc", WPS_FROM_ALL, (wp_msg_id){0, 0}, &co) != WP_OK) {
+        a->bad = true;
+        return NULL;
+    }
+    test_sleep_ms(a->delay_ms);
+    int64_t end = test_now_ms() + 120000;
+    while (a->got < TC_MSGS && !a->bad && test_now_ms() < end) {
+        wps_message m;
+        int rc = wps_consume(co, 500, &m);
+        if (rc == WP_ETIMEDOUT)
+            continue;
+        int i = a->got;
+        while (rc == WP_OK && atomic_load(a->acked) <= i) /* pushed before its ack came */
+            test_sleep_ms(1);
+        char want[32], iv[16];
+        int wl = snprintf(want, sizeof want, "t-%d", i);
+        snprintf(iv, sizeof iv, "%d", i);
+        if (rc || m.len != TC_LEN || memcmp(m.data, want, (size_t)wl) != 0 || m.n_props != 1 ||
+            strcmp(m.prop_keys[0], "i") != 0 || strcmp(m.prop_values[0], iv) != 0 ||
+            !m.producer || strcmp(m.producer, a->producer) != 0 ||
+            (i > 0 && m.seq != a->seq0 + i) ||
+            wp_msg_id_cmp(m.id, a->ids[i]) != 0) {
+            fprintf(stderr, "  consumer (delay %d): message %d wrong (rc %d: %s; %zu bytes, "
+                    "%zu props, seq %lld, id %lld:%lld)\n", a->delay_ms, i, rc,
+                    rc ? wp_errmsg() : "", m.len, m.n_props, (long long)m.seq,
+                    (long long)m.id.segment_id, (long long)m.id.entry_id);
+            a->bad = true;
+            break;
+        }
+        if (i == 0)
+            a->seq0 = m.seq;
+        a->got++;
+    }
+    wps_consumer_close(co);
+    return NULL;
+}
+
+/* The value of a counter in a node's GET /metrics; -1 if absent. */
+static double metric(const char *addr, const char *name)
+{
+    char url[300], *text = NULL;
+    long st;
+    snprintf(url, sizeof url, "http://%s/metrics", addr);
+    httpc("GET", url, NULL, 10000, &st, &text);
+    double v = -1;
+    size_t nl = strlen(name);
+    for (const char *l = text; st == 200 && l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, name, nl) == 0 && l[nl] == ' ')
+            v = strtod(l + nl + 1, NULL);
+    free(text);
+    return v;
+}
+
+/* Streams that caught up are served from the owner's tail cache, and a
+ * stream that falls behind it (a consumer that does not read for a while,
+ * with a tail of 1 MiB) goes back to the log and on to the tail again:
+ * both consumers get every message once, in order, with its properties,
+ * producer, seq and acked id, and the node's metrics show both paths. */
+TEST(tail_cache)
+{
+    const char *dir = test_tmpdir("sclient-tail");
+    opts_init(dir, "tail", false);
+    int nb = 0;
+    while (base_opts[nb])
+        nb++;
+    base_opts[nb] = "stream.tail_cache_bytes=1MiB"; /* 4 blocks: a paused stream falls behind */
+    base_opts[nb + 1] = NULL;
+    REQUIRE(start_servers(dir) == 0);
+    wps_client *c = client_open(), *c2 = client_open();
+    REQUIRE(c && c2);
+    CHECK_OK(wps_channel_create(c, "tc"));
+    wps_channel_info info;
+    REQUIRE(wait_owned(c, "tc", &info, 20000));
+    double fb0 = metric(info.addr, "wp_stream_tail_fallbacks_total");
+    CHECK(fb0 == 0);
+    wps_producer *p = NULL;
+    REQUIRE(wps_producer_open(c, "tc", NULL, &p) == WP_OK);
+    wp_msg_id *ids = calloc(TC_MSGS, sizeof *ids);
+    REQUIRE(ids);
+    atomic_int acked = 0;
+    tc_cons fast = {.c = c2, .ids = ids, .acked = &acked, .producer = wps_producer_id(p)};
+    tc_cons slow = {.c = c2, .delay_ms = 3000, .ids = ids, .acked = &acked,
+                    .producer = wps_producer_id(p)};
+    /* Consumers start before the messages; ids are filled before they are due. */
+    pthread_t ft, stt;
+    REQUIRE(pthread_create(&ft, NULL, tc_cons_main, &fast) == 0);
+    REQUIRE(pthread_create(&stt, NULL, tc_cons_main, &slow) == 0);
+    static char payload[200][TC_LEN];
+    char iv[200][16];
+    const char *key[] = {"i"}, *val[200][1];
+    wp_payload msgs[200];
+    for (int s = 0; s < TC_MSGS; s += 200) {
+        for (int j = 0; j < 200; j++) {
+            memset(payload[j], 'x', TC_LEN);
+            int l = snprintf(payload[j], TC_LEN, "t-%d", s + j);
+            payload[j][l] = 'x';
+            snprintf(iv[j], sizeof iv[j], "%d", s + j);
+            val[j][0] = iv[j];
+            msgs[j] = (wp_payload){.data = payload[j], .len = TC_LEN, .n_props = 1,
+                                   .prop_keys = key, .prop_values = val[j]};
+        }
+        int rc = wps_produce(p, msgs, 200, ids + s);
+        if (rc) {
+            fprintf(stderr, "  produce at %d: %s (%s)\n", s, wp_strerror(rc), wp_errmsg());
+            CHECK(rc == WP_OK);
+            break;
+        }
+        atomic_store(&acked, s + 200);
+    }
+    pthread_join(ft, NULL);
+    pthread_join(stt, NULL);
+    CHECK(!fast.bad && fast.got == TC_MSGS);
+    CHECK(!slow.bad && slow.got == TC_MSGS);
+    double bytes = metric(info.addr, "wp_stream_tail_bytes_total");
+    double fb = metric(info.addr, "wp_stream_tail_fallbacks_total");
+    fprintf(stderr, "  tail: %.0f bytes pushed from it, %.0f fallbacks to the log\n", bytes, fb);
+    CHECK(bytes > (double)TC_MSGS * TC_LEN / 2); /* most of both streams came from it */
+    CHECK(fb >= 1);
+    /* A stream that starts at the end: the message after the start from
+     * the log or the tail (the tail may have been dropped with the last
+     * stream), the one after it from the tail. */
+    wps_consumer *co = NULL;
+    REQUIRE(wps_consumer_open(c2, "tc", WPS_FROM_LATEST, (wp_msg_id){0, 0}, &co) == WP_OK);
+    wps_message m;
+    CHECK_RC(WP_ETIMEDOUT, wps_consume(co, 300, &m));
+    for (int k = 0; k < 2; k++) {
+        double before = metric(info.addr, "wp_stream_tail_bytes_total");
+        memcpy(payload[0], k ? "last" : "next", 4);
+        CHECK_OK(wps_produce(p, msgs, 1, ids));
+        CHECK(wps_consume(co, 5000, &m) == WP_OK && wp_msg_id_cmp(m.id, ids[0]) == 0 &&
+              memcmp(m.data, k ? "last" : "next", 4) == 0);
+        double after = metric(info.addr, "wp_stream_tail_bytes_total");
+        CHECK(k == 0 || after > before);
+    }
+    wps_consumer_close(co);
+    wps_producer_close(p);
+    free(ids);
+    wps_client_close(c);
+    wps_client_close(c2);
+    stop_all();
+}
+
 int main(void)
 {
     if (etcd_cluster_start(&ec, 1, NULL) != 0)
@@ -689,6 +854,7 @@ int main(void)
     RUN(owner_frozen);
     RUN(sqlite_polls);
     RUN(cli);
+    RUN(tail_cache);
     etcd_cluster_destroy(&ec);
     return test_done();
 }
