@@ -18,18 +18,32 @@
 #include "client/stream_client.h"
 #include "codec/wpm.h"
 
-/* A queued message: one allocation (msg_new); the pointers are into it. */
+/* The messages decoded from one piece of the stream: one allocation
+ * holds this header, the messages and a copy of their frames, which the
+ * messages point into; it is freed with the last of them. */
+typedef struct qbatch {
+    atomic_size_t refs; /* messages not freed yet */
+} qbatch;
+
+/* A queued message. */
 typedef struct qmsg {
     struct qmsg *next;
+    qbatch *batch;
     wp_msg_id id;
-    uint8_t *data; /* len bytes, then a NUL */
+    const uint8_t *data; /* len bytes, then a NUL (written over the next frame's first byte) */
     size_t len;
     size_t n_props;
-    char **keys, **vals;
-    char *producer;
+    const char **keys, **vals; /* into the frame; the arrays malloc'd (one block) */
+    const char *producer;
     int64_t seq;
     size_t bytes; /* counted against SC_QUEUE_BYTES_MAX */
 } qmsg;
+
+/* A message frame as decoded, before its batch exists. */
+typedef struct {
+    wpm_msg f;
+    size_t off; /* of the frame in the decoded bytes */
+} qview;
 
 struct wps_consumer {
     wps_client *c;
@@ -46,6 +60,7 @@ struct wps_consumer {
     int end_rc; /* the stream ended for good: after the queue, this */
     char end_msg[WP_ERRMSG_MAX];
     qmsg *cur; /* returned last; freed at the next call */
+    qmsg *mine; /* taken off the queue by wps_consume, not returned yet */
     /* The thread's own. */
     int policy;       /* WPS_FROM_*; LATEST is resolved to AT at open */
     wp_msg_id start;
@@ -60,9 +75,18 @@ struct wps_consumer {
     bool got_msgs;    /* this connection delivered a message */
     char hint_addr[META_NODE_ADDR_MAX + 1];
     int fatal;        /* a line that does not decode, or too long */
+    qview *views;     /* decode_frames' scratch */
+    size_t n_views, cap_views;
 };
 
-static void qmsg_free(qmsg *m) { free(m); /* one allocation (msg_new) */ }
+static void qmsg_free(qmsg *m)
+{
+    if (!m)
+        return;
+    free(m->keys);
+    if (atomic_fetch_sub(&m->batch->refs, 1) == 1)
+        free(m->batch);
+}
 
 /* Ends the stream for good (the thread's last word). */
 static void set_end(wps_consumer *co, int rc, const char *msg)
@@ -92,59 +116,73 @@ static int64_t seq_parse(const char *s, size_t n)
     return v < WPM_SEQ_MAX ? v : -1;
 }
 
-/* A message frame into a new qmsg: one allocation holds the message, its
- * payload, its producer and its properties (wp.p and wp.s become producer
- * and seq). */
-static qmsg *msg_new(const wpm_msg *f)
+/* The message of view v, whose frame bytes are at base: producer and
+ * seq from wp.p and wp.s, the user's properties into arrays (one block).
+ * False if there is no memory for them. */
+static bool msg_fill(qmsg *m, const qview *v, const uint8_t *src, const uint8_t *base)
 {
-    size_t extra = f->len + 1, n_user = 0, off = 0, kl, vl;
-    const char *k, *v, *prod = NULL;
-    size_t prod_len = 0;
-    int64_t seq = -1;
-    while (wpm_prop_next(f, &off, &k, &kl, &v, &vl)) {
-        if (strcmp(k, "wp.p") == 0) {
-            prod = v;
-            prod_len = vl;
-        } else if (strcmp(k, "wp.s") == 0) {
-            seq = seq_parse(v, vl);
-        } else if (strncmp(k, "wp.", 3) != 0) {
+    size_t off = 0, kl, vl, n_user = 0;
+    const char *k, *val;
+    *m = (qmsg){.id = v->f.id, .len = v->f.len, .seq = -1,
+                .data = base + (v->f.data - src)};
+    while (wpm_prop_next(&v->f, &off, &k, &kl, &val, &vl)) {
+        if (k[0] == 'w' && k[1] == 'p' && k[2] == '.') {
+            if (k[3] == 'p' && k[4] == '\0')
+                m->producer = (const char *)base + ((const uint8_t *)val - src);
+            else if (k[3] == 's' && k[4] == '\0')
+                m->seq = seq_parse(val, vl);
+        } else {
             n_user++;
-            extra += kl + 1 + vl + 1;
         }
     }
-    if (prod)
-        extra += prod_len + 1;
-    size_t arrays = n_user * 2 * sizeof(char *);
-    qmsg *m = malloc(sizeof *m + arrays + extra);
-    if (!m)
-        return NULL;
-    *m = (qmsg){.id = f->id, .len = f->len, .seq = seq, .bytes = sizeof *m + arrays + extra};
-    char **arr = (char **)(m + 1);
-    char *w = (char *)arr + arrays;
-    m->keys = n_user ? arr : NULL;
-    m->vals = n_user ? arr + n_user : NULL;
-    m->data = (uint8_t *)w;
-    if (f->len)
-        memcpy(w, f->data, f->len);
-    w[f->len] = '\0';
-    w += f->len + 1;
-    if (prod) {
-        memcpy(w, prod, prod_len + 1);
-        m->producer = w;
-        w += prod_len + 1;
-    }
+    if (n_user == 0)
+        return true;
+    m->keys = malloc(2 * n_user * sizeof *m->keys);
+    if (!m->keys)
+        return false;
+    m->vals = m->keys + n_user;
     off = 0;
-    while (wpm_prop_next(f, &off, &k, &kl, &v, &vl)) {
+    while (wpm_prop_next(&v->f, &off, &k, &kl, &val, &vl)) {
         if (strncmp(k, "wp.", 3) == 0)
             continue;
-        memcpy(w, k, kl + 1);
-        m->keys[m->n_props] = w;
-        w += kl + 1;
-        memcpy(w, v, vl + 1);
-        m->vals[m->n_props++] = w;
-        w += vl + 1;
+        m->keys[m->n_props] = (const char *)base + ((const uint8_t *)k - src);
+        m->vals[m->n_props++] = (const char *)base + ((const uint8_t *)val - src);
     }
-    return m;
+    return true;
+}
+
+/* The messages of views[0..n) (frames in src[0..used)) as a list on one
+ * new batch; NULL (co->fatal set) without memory. */
+static qmsg *batch_new(wps_consumer *co, const uint8_t *src, size_t used)
+{
+    size_t n = co->n_views;
+    qbatch *b = malloc(sizeof *b + n * sizeof(qmsg) + used + 1);
+    if (!b) {
+        co->fatal = wp__err(WP_ENOMEM, "consume '%s': %zu bytes of messages", co->channel, used);
+        return NULL;
+    }
+    qmsg *ms = (qmsg *)(b + 1);
+    uint8_t *base = (uint8_t *)(ms + n);
+    memcpy(base, src, used);
+    atomic_init(&b->refs, n);
+    qmsg *list = NULL, **tail = &list;
+    for (size_t i = 0; i < n; i++) {
+        if (!msg_fill(&ms[i], &co->views[i], src, base)) {
+            for (size_t j = 0; j < i; j++)
+                free(ms[j].keys);
+            free(b); /* nothing else points into it yet */
+            co->fatal = wp__err(WP_ENOMEM, "consume '%s': properties", co->channel);
+            return NULL;
+        }
+        ms[i].batch = b;
+        ms[i].bytes = co->views[i].f.len + WPM_FRAME_MSG_FIXED + co->views[i].f.props_len;
+        /* The NUL after the payload: over the next frame's type byte,
+         * decoded already (or the one spare byte at the end). */
+        ((uint8_t *)ms[i].data)[ms[i].len] = '\0';
+        *tail = &ms[i];
+        tail = &ms[i].next;
+    }
+    return list;
 }
 
 static void list_free(qmsg *m)
@@ -169,7 +207,7 @@ static bool enqueue(wps_consumer *co, qmsg *list)
             if (added)
                 pthread_cond_broadcast(&co->cond);
             added = false;
-            co->room_wait = true; /* wps_consume wakes us when half of it is free */
+            co->room_wait = true; /* wps_consume wakes us when it takes the queue */
             pthread_cond_wait(&co->cond, &co->mu);
             co->room_wait = false;
             continue;
@@ -206,11 +244,12 @@ static void on_end(wps_consumer *co, const char *p, size_t n)
     cJSON_Delete(o);
 }
 
-/* Decodes the frames at p[0..n) onto *tail: the bytes used (a partial
- * frame at the end is left), or -1 (co->fatal set). */
-static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n, qmsg ***tail)
+/* Decodes the frames at p[0..n) into co->views: the bytes used (a
+ * partial frame at the end is left), or -1 (co->fatal set). */
+static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
 {
     size_t at = 0;
+    co->n_views = 0;
     if (!co->magic_seen) {
         if (n < WPM_MAGIC_LEN)
             return 0;
@@ -236,26 +275,40 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n, qms
         }
         if (k == 0)
             break;
+        size_t off = at;
         at += (size_t)k;
         if (type == WPM_FRAME_END) {
             on_end(co, end, end_len);
         } else if (type == WPM_FRAME_MSG) {
             if (co->queued_any && wp_msg_id_cmp(f.id, co->last) <= 0)
                 continue; /* queued already (never expected: we resume after it) */
-            qmsg *m = msg_new(&f);
-            if (!m) {
-                co->fatal = wp__err(WP_ENOMEM, "consume '%s': a message of %zu bytes", co->channel,
-                                    f.len);
-                return -1;
+            if (co->n_views == co->cap_views) {
+                size_t cap = co->cap_views ? 2 * co->cap_views : 256;
+                qview *v = realloc(co->views, cap * sizeof *v);
+                if (!v) {
+                    co->fatal = wp__err(WP_ENOMEM, "consume '%s': %zu messages", co->channel, cap);
+                    return -1;
+                }
+                co->views = v;
+                co->cap_views = cap;
             }
-            **tail = m;
-            *tail = &m->next;
+            co->views[co->n_views++] = (qview){.f = f, .off = off};
             co->queued_any = true; /* as soon as it is on its way to the queue */
             co->last = f.id;
             co->got_msgs = true;
         }
     }
     return (long long)at;
+}
+
+/* The messages decoded from p[0..used) onto the queue. */
+static bool queue_views(wps_consumer *co, const uint8_t *p, long long used)
+{
+    if (co->n_views == 0)
+        return true;
+    qmsg *list = batch_new(co, p, used > 0 ? (size_t)used : 0);
+    co->n_views = 0;
+    return list && enqueue(co, list);
 }
 
 /* The stream's bytes (curl's write callback, through sh_perform). */
@@ -277,10 +330,12 @@ static bool on_data(void *arg, CURL *easy, const char *p, size_t n)
         sh_buf_put(&co->errbody, p, k);
         return true;
     }
-    qmsg *list = NULL, **tail = &list;
     long long used;
+    bool ok = true;
     if (co->part.len == 0) { /* straight from curl's buffer; keep what is left */
-        used = decode_frames(co, (const uint8_t *)p, n, &tail);
+        used = decode_frames(co, (const uint8_t *)p, n);
+        /* what decoded goes on, even before a bad frame */
+        ok = queue_views(co, (const uint8_t *)p, used);
         if (used >= 0 && (size_t)used < n && !co->ended)
             sh_buf_put(&co->part, p + used, n - (size_t)used);
     } else {
@@ -290,19 +345,18 @@ static bool on_data(void *arg, CURL *easy, const char *p, size_t n)
             return false;
         }
         sh_buf_put(&co->part, p, n);
-        used = co->part.oom ? 0 : decode_frames(co, (const uint8_t *)co->part.p, co->part.len, &tail);
+        used = co->part.oom ? 0 : decode_frames(co, (const uint8_t *)co->part.p, co->part.len);
+        ok = queue_views(co, (const uint8_t *)co->part.p, used);
         if (used > 0) {
             memmove(co->part.p, co->part.p + used, co->part.len - (size_t)used);
             co->part.len -= (size_t)used;
         }
     }
     if (co->part.oom) {
-        list_free(list);
         co->fatal = wp__err(WP_ENOMEM, "consume '%s': a frame of %zu bytes", co->channel,
                             co->part.len + n);
         return false;
     }
-    bool ok = enqueue(co, list); /* what decoded goes on, even before a bad frame */
     return ok && used >= 0;
 }
 
@@ -559,37 +613,37 @@ int wps_consume(wps_consumer *co, int timeout_ms, wps_message *out)
         return wp__err(WP_EINVAL, "wps_consume: NULL argument");
     qmsg_free(co->cur);
     co->cur = NULL;
-    int64_t deadline = wp__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000LL;
-    struct timespec ts = {deadline / 1000000000LL, deadline % 1000000000LL};
-    pthread_mutex_lock(&co->mu);
-    while (!co->head && !co->end_rc && timeout_ms != 0) {
-        if (timeout_ms < 0)
-            pthread_cond_wait(&co->cond, &co->mu);
-        else if (pthread_cond_timedwait(&co->cond, &co->mu, &ts) != 0)
-            break;
-    }
-    qmsg *m = co->head;
-    if (m) {
-        co->head = m->next;
-        if (!co->head)
-            co->tail = NULL;
-        co->q_n--;
-        co->q_bytes -= m->bytes;
-        if (co->room_wait && co->q_n <= SC_QUEUE_MSGS_MAX / 2 && co->q_bytes <= SC_QUEUE_BYTES_MAX / 2)
+    if (!co->mine) { /* the whole queue at once: one lock per batch, not per message */
+        int64_t deadline = wp__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000LL;
+        struct timespec ts = {deadline / 1000000000LL, deadline % 1000000000LL};
+        pthread_mutex_lock(&co->mu);
+        while (!co->head && !co->end_rc && timeout_ms != 0) {
+            if (timeout_ms < 0)
+                pthread_cond_wait(&co->cond, &co->mu);
+            else if (pthread_cond_timedwait(&co->cond, &co->mu, &ts) != 0)
+                break;
+        }
+        co->mine = co->head;
+        co->head = co->tail = NULL;
+        co->q_n = co->q_bytes = 0;
+        if (co->mine && co->room_wait)
             pthread_cond_broadcast(&co->cond); /* room for the thread, in one go */
+        int end = co->end_rc;
+        if (!co->mine) {
+            char msg[WP_ERRMSG_MAX];
+            snprintf(msg, sizeof msg, "%s", co->end_msg);
+            pthread_mutex_unlock(&co->mu);
+            return end ? wp__err(end, "%s", msg)
+                       : wp__err(WP_ETIMEDOUT, "consume '%s': no message in %d ms", co->channel,
+                                 timeout_ms);
+        }
+        pthread_mutex_unlock(&co->mu);
     }
-    int end = co->end_rc;
-    char msg[WP_ERRMSG_MAX];
-    snprintf(msg, sizeof msg, "%s", co->end_msg);
-    pthread_mutex_unlock(&co->mu);
-    if (!m)
-        return end ? wp__err(end, "%s", msg)
-                   : wp__err(WP_ETIMEDOUT, "consume '%s': no message in %d ms", co->channel,
-                             timeout_ms);
+    qmsg *m = co->mine;
+    co->mine = m->next;
     co->cur = m;
     *out = (wps_message){.id = m->id, .data = m->data, .len = m->len, .n_props = m->n_props,
-                         .prop_keys = (const char *const *)m->keys,
-                         .prop_values = (const char *const *)m->vals, .producer = m->producer,
+                         .prop_keys = m->keys, .prop_values = m->vals, .producer = m->producer,
                          .seq = m->seq};
     return WP_OK;
 }
@@ -613,7 +667,9 @@ void wps_consumer_close(wps_consumer *co)
         co->head = m->next;
         qmsg_free(m);
     }
+    list_free(co->mine);
     qmsg_free(co->cur);
+    free(co->views);
     sh_buf_free(&co->part);
     sh_buf_free(&co->errbody);
     pthread_mutex_destroy(&co->mu);

@@ -720,7 +720,8 @@ static void *tc_cons_main(void *arg)
         char want[32], iv[16];
         int wl = snprintf(want, sizeof want, "t-%d", i);
         snprintf(iv, sizeof iv, "%d", i);
-        if (rc || m.len != TC_LEN || memcmp(m.data, want, (size_t)wl) != 0 || m.n_props != 1 ||
+        if (rc || m.len != TC_LEN || memcmp(m.data, want, (size_t)wl) != 0 ||
+            ((const char *)m.data)[m.len] != '\0' || m.n_props != 1 ||
             strcmp(m.prop_keys[0], "i") != 0 || strcmp(m.prop_values[0], iv) != 0 ||
             !m.producer || strcmp(m.producer, a->producer) != 0 ||
             (i > 0 && m.seq != a->seq0 + i) ||
