@@ -45,6 +45,10 @@ typedef struct {
 /* Decodes one record at buf (len bytes available), checking its CRC and
  * bounds; *consumed is the record's total size. */
 int rec_decode(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed);
+/* The same without the CRC, for a record of a block that blk_open_records
+ * or blk_check_records accepted (they checked every record's CRC): the
+ * reader's third pass over the bytes is not needed. Bounds still hold. */
+int rec_decode_checked(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed);
 /* Iterates properties: *off starts at 0; returns 1 with key/value (not NUL
  * terminated) while there are more, 0 at the end. rec_decode has already
  * validated the property area, so this cannot fail. */

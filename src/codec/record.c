@@ -137,7 +137,19 @@ static const char *parse_props(const uint8_t *b, size_t n, uint32_t n_props, siz
     return NULL;
 }
 
+static int decode(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed, bool crc);
+
 int rec_decode(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed)
+{
+    return decode(buf, len, out, consumed, true);
+}
+
+int rec_decode_checked(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed)
+{
+    return decode(buf, len, out, consumed, false);
+}
+
+static int decode(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed, bool crc)
 {
     if (len < REC_HEADER_SIZE)
         return wp__err(WP_ECORRUPT, "record: truncated header (%zu of %d bytes)", len,
@@ -148,7 +160,7 @@ int rec_decode(const uint8_t *buf, size_t len, rec_view *out, size_t *consumed)
     if (body_len > len - REC_HEADER_SIZE)
         return wp__err(WP_ECORRUPT, "record: truncated (body_len %" PRIu32 ", %zu bytes left)",
                        body_len, len - REC_HEADER_SIZE);
-    uint32_t want = le_get32(buf), got = crc32c(0, buf + 4, (size_t)body_len + 4);
+    uint32_t want = le_get32(buf), got = crc ? crc32c(0, buf + 4, (size_t)body_len + 4) : want;
     if (want != got)
         return wp__err(WP_ECORRUPT, "record: crc mismatch (stored %08" PRIx32
                        ", computed %08" PRIx32 ")", want, got);

@@ -915,9 +915,9 @@ int lseg_next(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
         if (r->next_id > max_entry_id)
             return WP_EAGAIN;
         size_t used;
-        int rc = rec_decode(r->it.rec + r->rec_off, r->it.h.raw_len - r->rec_off, &out->rec,
-                            &used);
-        if (rc) /* blk_check_records already passed; cannot happen */
+        int rc = rec_decode_checked(r->it.rec + r->rec_off, r->it.h.raw_len - r->rec_off,
+                                    &out->rec, &used);
+        if (rc) /* blk_open_records already passed; cannot happen */
             return wp__err(WP_ECORRUPT, "record %" PRId64 ": %s", r->next_id, wp_errmsg());
         out->entry_id = r->next_id++;
         out->raw = r->it.rec + r->rec_off;

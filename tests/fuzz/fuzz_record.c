@@ -1,4 +1,5 @@
-/* fuzz_record.c — libFuzzer target for rec_decode (docs/format.md §4).
+/* fuzz_record.c — libFuzzer target for rec_decode and rec_decode_checked
+ * (docs/format.md §4).
  * A record that decodes must re-encode to the same bytes, pass rec_check,
  * and iterate exactly n_props NUL-free properties. Each input is tried as
  * is and, to get past the crc, with its crc recomputed. */
@@ -26,9 +27,20 @@ static char *dup_bytes(const uint8_t *p, size_t n)
 
 static void check_one(const uint8_t *data, size_t size)
 {
-    rec_view r;
-    size_t used = 0;
-    if (rec_decode(data, size, &r, &used) != 0)
+    rec_view r, c;
+    size_t used = 0, cused = 0;
+    int crc_ok = rec_decode(data, size, &r, &used) == 0;
+    /* Without the CRC: the same bounds, so whatever rec_decode takes it
+     * takes the same way, and what it takes stays inside the input. */
+    if (rec_decode_checked(data, size, &c, &cused) == 0) {
+        if (cused > size || c.data + c.len != data + cused || c.props + c.props_len != c.data)
+            abort();
+        if (crc_ok && (cused != used || c.data != r.data || c.len != r.len))
+            abort();
+    } else if (crc_ok) {
+        abort();
+    }
+    if (!crc_ok)
         return;
     if (used < 12 || used > size || r.n_props > WP_PROPS_MAX)
         abort();

@@ -247,6 +247,19 @@ TEST(rec_every_bit_flip_and_truncation)
             undetected++;
     CHECK(undetected == 0);
     CHECK_OK(rec_decode(b, n, &r, &used));
+    /* rec_decode_checked (records of a block already checked): the same
+     * view, no CRC, every bound. */
+    rec_view c;
+    size_t cu;
+    CHECK_OK(rec_decode_checked(b, n, &c, &cu));
+    CHECK(cu == used && c.len == r.len && c.data == r.data && c.n_props == r.n_props);
+    b[n - 1] ^= 1; /* payload byte: only the CRC sees it */
+    CHECK_RC(WP_ECORRUPT, rec_decode(b, n, &r, &used));
+    CHECK_OK(rec_decode_checked(b, n, &c, &cu));
+    for (size_t len = 0; len < n; len++)
+        if (rec_decode_checked(b, len, &c, &cu) != WP_ECORRUPT)
+            undetected++;
+    CHECK(undetected == 0);
     free(b);
 }
 
