@@ -837,6 +837,7 @@ typedef struct {
     producer *p; /* NULL: no producer */
     int64_t seq;
     int slot;    /* of seq in p's window when it was pushed */
+    tail_tok tok; /* its frame in the channel's tail */
 } pmsg_ctx;
 
 /* A produce request's acks: pending counts the appends whose callback has
@@ -853,7 +854,6 @@ struct preq {
     wp_msg_id *ids;
     bool *dup;
     pmsg_ctx *ctx;
-    const struct pmsg *pm; /* the messages (their frames go to the channel's tail) */
 };
 
 static void produce_cb(void *arg, int rc, wp_msg_id id)
@@ -863,10 +863,8 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
     hchan *ch = q->ch;
     if (rc)
         atomic_store(&ch->failed, rc); /* the writer has failed for good */
-    else if (ch->tail) { /* durable, in id order: for the streams that caught up */
-        const struct pmsg *m = &q->pm[x->i];
-        tail_put(ch->tail, id, m->data, m->len, (size_t)m->n_props, m->keys, m->vals);
-    }
+    if (ch->tail) /* in id order: readable by the streams that caught up */
+        tail_durable(ch->tail, x->tok, rc, id);
     if (x->p) {
         pthread_mutex_lock(&ch->pmu);
         /* Still there unless the window moved past it (seqs are unique in it). */
@@ -1177,7 +1175,6 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
     int count = in.count;
     pmsg *pm = in.pm;
     const char *pid = in.pid;
-    q.pm = pm;
     q.ids = calloc((size_t)count, sizeof *q.ids);
     q.dup = calloc((size_t)count, sizeof *q.dup);
     q.ctx = calloc((size_t)count, sizeof *q.ctx);
@@ -1212,10 +1209,18 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
         q.ctx[i] = (pmsg_ctx){.q = &q, .i = i, .p = p, .seq = pm[i].seq, .slot = slot};
         wp_payload pl = {.data = pm[i].data, .len = pm[i].len, .n_props = (size_t)pm[i].n_props,
                          .prop_keys = pm[i].keys, .prop_values = pm[i].vals};
+        /* Its frame goes to the tail now, while its bytes are at hand (the
+         * callback only marks it durable): in append order, which the
+         * produce lock makes the log's order. */
+        if (ch->tail)
+            q.ctx[i].tok = tail_put(ch->tail, pl.data, pl.len, pl.n_props, pl.prop_keys,
+                                    pl.prop_values);
         atomic_fetch_add(&q.pending, 1);
         rc = wp_writer_append_entry_async(ch->w, &pl, 0, produce_cb, &q.ctx[i]);
         if (rc) {
             atomic_fetch_sub(&q.pending, 1); /* its callback will not run */
+            if (ch->tail)
+                tail_unput(ch->tail, q.ctx[i].tok);
             if (p) { /* not appended: the seq is not taken (it was pushed last) */
                 pthread_mutex_lock(&ch->pmu);
                 int newest = (p->head + p->n - 1) % ch->window;

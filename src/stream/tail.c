@@ -2,7 +2,9 @@
  * frames (tail.h). Frames are kept in blocks of TAIL_BLOCK_BYTES (a bigger
  * frame gets a block of its own), each with the end offset and the id of
  * every frame; frames are numbered from 0 in the order they were put, and
- * a stream's cursor is the number of the next frame it wants. */
+ * a stream's cursor is the number of the next frame it wants. Frames
+ * [first, g_durable) are readable; [g_durable, g_next) wait for their
+ * writer's callback (their id is written into the frame then). */
 #include "stream/tail.h"
 
 #include <pthread.h>
@@ -34,6 +36,10 @@ struct tail {
     int waiters;
     tblock *head, *last; /* oldest .. newest */
     uint64_t g_next;     /* number of the next frame put */
+    uint64_t g_durable;  /* number of the first frame not durable yet */
+    tblock *dblk;        /* the block that holds frame g_durable (if put) */
+    uint64_t gen;        /* tokens of this generation are live (>= 1) */
+    bool broken;         /* the writer failed: no more frames */
 };
 
 static void block_free(tblock *b)
@@ -45,7 +51,8 @@ static void block_free(tblock *b)
     }
 }
 
-/* Under t->mu. */
+/* Under t->mu. Pending frames go too: their callbacks find their
+ * generation gone. */
 static void drop_all(tail *t)
 {
     while (t->head) {
@@ -53,8 +60,10 @@ static void drop_all(tail *t)
         t->head = b->next;
         block_free(b);
     }
-    t->last = NULL;
+    t->last = t->dblk = NULL;
     t->bytes = 0;
+    t->g_durable = t->g_next;
+    t->gen++;
 }
 
 tail *tail_new(size_t budget)
@@ -63,6 +72,7 @@ tail *tail_new(size_t budget)
     if (!t)
         return NULL;
     t->budget = budget;
+    t->gen = 1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -122,37 +132,90 @@ static tblock *room(tail *t, size_t k)
     return b;
 }
 
-void tail_put(tail *t, wp_msg_id id, const void *data, size_t len, size_t n_props,
-              const char *const *keys, const char *const *vals)
+tail_tok tail_put(tail *t, const void *data, size_t len, size_t n_props,
+                  const char *const *keys, const char *const *vals)
 {
+    tail_tok tok = {0, 0};
     if (atomic_load(&t->streams) == 0)
-        return;
+        return tok;
     size_t k = WPM_FRAME_MSG_FIXED + wpm_props_size(n_props, keys, vals) + len;
     pthread_mutex_lock(&t->mu);
-    if (atomic_load(&t->streams) > 0) {
+    if (atomic_load(&t->streams) > 0 && !t->broken) {
         tblock *b = room(t, k);
         if (!b) {
-            /* Not kept: nothing before it may be used either (the tail
-             * holds consecutive messages), so streams go back to the log. */
+            /* Not kept: nothing may be used across the gap, so streams go
+             * back to the log. */
             drop_all(t);
-            t->g_next++;
         } else {
-            wpm_put_frame_msg(b->data + b->used, id, data, len, n_props, keys, vals);
+            wpm_put_frame_msg(b->data + b->used, (wp_msg_id){0, 0}, data, len, n_props, keys,
+                              vals);
             b->used += k;
             b->end[b->n] = b->used;
-            b->ids[b->n++] = id;
+            b->ids[b->n++] = (wp_msg_id){-1, -1};
             t->bytes += k;
-            t->g_next++;
-            while (t->bytes > t->budget && t->head != t->last) {
-                tblock *o = t->head;
-                t->head = o->next;
-                t->bytes -= o->used;
-                block_free(o);
-            }
+            if (!t->dblk)
+                t->dblk = b;
+            tok = (tail_tok){t->gen, t->g_next++};
         }
-        if (t->waiters)
-            pthread_cond_broadcast(&t->cond);
     }
+    pthread_mutex_unlock(&t->mu);
+    return tok;
+}
+
+void tail_unput(tail *t, tail_tok tok)
+{
+    pthread_mutex_lock(&t->mu);
+    if (tok.gen == t->gen && tok.g + 1 == t->g_next && t->last && t->last->n > 0 &&
+        t->last->g0 + t->last->n == t->g_next) {
+        tblock *b = t->last;
+        size_t start = b->n > 1 ? b->end[b->n - 2] : 0;
+        t->bytes -= b->used - start;
+        b->used = start;
+        b->n--;
+        t->g_next--;
+        if (t->g_durable == t->g_next && t->dblk == b && b->n == 0)
+            t->dblk = NULL; /* nothing pending; the empty block stays, the next put fills it */
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void tail_durable(tail *t, tail_tok tok, int rc, wp_msg_id id)
+{
+    if (tok.gen == 0)
+        return;
+    pthread_mutex_lock(&t->mu);
+    if (tok.gen != t->gen || tok.g != t->g_durable || t->broken) {
+        pthread_mutex_unlock(&t->mu); /* dropped since (or out of order: cannot be) */
+        return;
+    }
+    if (rc) { /* the writer failed: what is pending never will be */
+        t->broken = true;
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    tblock *b = t->dblk;
+    while (b && tok.g >= b->g0 + b->n)
+        b = b->next;
+    if (!b) { /* cannot be: the frame was put */
+        t->broken = true;
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    size_t i = (size_t)(tok.g - b->g0);
+    size_t start = i ? b->end[i - 1] : 0;
+    wpm_put_frame_id(b->data + start, id);
+    b->ids[i] = id;
+    t->g_durable++;
+    t->dblk = b;
+    while (t->bytes > t->budget && t->head != t->last && t->head != t->dblk &&
+           t->head->g0 + t->head->n <= t->g_durable) {
+        tblock *o = t->head;
+        t->head = o->next;
+        t->bytes -= o->used;
+        block_free(o);
+    }
+    if (t->waiters)
+        pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -160,11 +223,11 @@ bool tail_seek(tail *t, wp_msg_id last, uint64_t *cur)
 {
     bool found = false;
     pthread_mutex_lock(&t->mu);
-    for (tblock *b = t->head; b && !found; b = b->next) {
-        if (b->n == 0 || wp_msg_id_cmp(last, b->ids[0]) < 0 ||
-            wp_msg_id_cmp(last, b->ids[b->n - 1]) > 0)
+    for (tblock *b = t->head; b && !found && b->g0 < t->g_durable; b = b->next) {
+        size_t n = t->g_durable - b->g0 < b->n ? (size_t)(t->g_durable - b->g0) : b->n;
+        if (n == 0 || wp_msg_id_cmp(last, b->ids[0]) < 0 || wp_msg_id_cmp(last, b->ids[n - 1]) > 0)
             continue;
-        size_t lo = 0, hi = b->n; /* ids increase: binary search */
+        size_t lo = 0, hi = n; /* durable ids increase: binary search */
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2;
             if (wp_msg_id_cmp(b->ids[mid], last) < 0)
@@ -172,7 +235,7 @@ bool tail_seek(tail *t, wp_msg_id last, uint64_t *cur)
             else
                 hi = mid;
         }
-        if (lo < b->n && wp_msg_id_cmp(b->ids[lo], last) == 0) {
+        if (lo < n && wp_msg_id_cmp(b->ids[lo], last) == 0) {
             *cur = b->g0 + lo + 1;
             found = true;
         }
@@ -194,8 +257,8 @@ ssize_t tail_read(tail *t, uint64_t *cur, void *buf, size_t max, int wait_ms, wp
             got = TAIL_BEHIND;
             break;
         }
-        if (*cur >= t->g_next) {
-            if (*cur > t->g_next) { /* cannot be (cursors come from tail_seek) */
+        if (*cur >= t->g_durable) {
+            if (*cur > t->g_durable) { /* cannot be (cursors come from tail_seek) */
                 got = TAIL_BEHIND;
                 break;
             }
@@ -204,7 +267,7 @@ ssize_t tail_read(tail *t, uint64_t *cur, void *buf, size_t max, int wait_ms, wp
             t->waiters++;
             int w = pthread_cond_timedwait(&t->cond, &t->mu, &ts);
             t->waiters--;
-            if (w != 0 && *cur >= t->g_next)
+            if (w != 0 && *cur >= t->g_durable)
                 break;
             continue;
         }
@@ -218,7 +281,8 @@ ssize_t tail_read(tail *t, uint64_t *cur, void *buf, size_t max, int wait_ms, wp
             got = TAIL_TOO_BIG;
             break;
         }
-        size_t lo = i, hi = b->n - 1; /* the last frame j with end[j] - start <= max */
+        size_t nd = t->g_durable - b->g0 < b->n ? (size_t)(t->g_durable - b->g0) : b->n;
+        size_t lo = i, hi = nd - 1; /* the last durable frame j with end[j] - start <= max */
         while (lo < hi) {
             size_t mid = lo + (hi - lo + 1) / 2;
             if (b->end[mid] - start <= max)

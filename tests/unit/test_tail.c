@@ -16,8 +16,9 @@
 
 static const char *keys[] = {"wp.p", "wp.s"};
 
-/* Puts message i (id 1:i, payload "m<i>" padded to len, props wp.p/wp.s). */
-static void put(tail *t, int64_t i, size_t len)
+/* Puts message i (payload "m<i>" padded to len, props wp.p/wp.s) and
+ * does not mark it durable. */
+static tail_tok put_pending(tail *t, int64_t i, size_t len)
 {
     char payload[4096], seq[24];
     memset(payload, 'x', sizeof payload);
@@ -25,7 +26,13 @@ static void put(tail *t, int64_t i, size_t len)
     payload[k] = 'x';
     snprintf(seq, sizeof seq, "%lld", (long long)i);
     const char *vals[] = {"p1", seq};
-    tail_put(t, (wp_msg_id){1, i}, payload, len, 2, keys, vals);
+    return tail_put(t, payload, len, 2, keys, vals);
+}
+
+/* Puts message i as id 1:i, durable. */
+static void put(tail *t, int64_t i, size_t len)
+{
+    tail_durable(t, put_pending(t, i, len), 0, (wp_msg_id){1, i});
 }
 
 /* Decodes the frames in b[0..n): every one an 'M' with the next id after
@@ -156,7 +163,7 @@ TEST(frame_above_a_block)
     memcpy(payload, "m2", 2);
     memset(payload + 2, 'y', big - 2);
     const char *vals[] = {"p1", "2"};
-    tail_put(t, (wp_msg_id){1, 2}, payload, big, 2, keys, vals);
+    tail_durable(t, tail_put(t, payload, big, 2, keys, vals), 0, (wp_msg_id){1, 2});
     uint64_t c0;
     CHECK(!tail_seek(t, (wp_msg_id){1, 0}, &c0)); /* its block went */
     wp_msg_id last = {1, 1};
@@ -229,6 +236,55 @@ TEST(reader_follows_a_writer)
     tail_free(t);
 }
 
+/* Frames are readable once durable, in order; a refused append takes its
+ * frame back; after a failed writer nothing more is kept; a drop while
+ * frames are pending leaves their callbacks nothing to mark. */
+TEST(pending_until_durable)
+{
+    tail *t = tail_new(4 << 20);
+    tail_attach(t);
+    put(t, 0, 10);
+    uint64_t cur;
+    CHECK(tail_seek(t, (wp_msg_id){1, 0}, &cur));
+    tail_tok a = put_pending(t, 1, 100), b = put_pending(t, 2, 100);
+    CHECK(a.gen != 0 && b.g == a.g + 1);
+    static uint8_t buf[4096];
+    wp_msg_id last = {1, 0};
+    size_t need;
+    CHECK(tail_read(t, &cur, buf, sizeof buf, 0, &last, &need) == 0); /* none durable */
+    uint64_t c2;
+    CHECK(!tail_seek(t, (wp_msg_id){1, 1}, &c2));
+    tail_durable(t, a, 0, (wp_msg_id){1, 1});
+    int64_t expect = 1;
+    ssize_t k = tail_read(t, &cur, buf, sizeof buf, 0, &last, &need);
+    CHECK(k > 0 && check_frames(buf, (size_t)k, &expect) == 1 && last.entry_id == 1);
+    tail_tok c = put_pending(t, 99, 50); /* refused by the writer at once */
+    tail_unput(t, c);
+    tail_durable(t, b, 0, (wp_msg_id){1, 2});
+    put(t, 3, 100);
+    k = tail_read(t, &cur, buf, sizeof buf, 0, &last, &need);
+    CHECK(k > 0 && check_frames(buf, (size_t)k, &expect) == 2 && last.entry_id == 3);
+    /* The writer fails: 4 never becomes readable, nothing more is kept. */
+    tail_tok d = put_pending(t, 4, 10);
+    tail_durable(t, d, WP_EIO, (wp_msg_id){-1, -1});
+    CHECK(put_pending(t, 5, 10).gen == 0);
+    CHECK(tail_read(t, &cur, buf, sizeof buf, 0, &last, &need) == 0);
+    tail_detach(t);
+    tail_free(t);
+    /* Dropped with frames pending (the last stream went). */
+    t = tail_new(4 << 20);
+    tail_attach(t);
+    tail_tok e = put_pending(t, 0, 10);
+    tail_detach(t);
+    tail_attach(t);
+    tail_durable(t, e, 0, (wp_msg_id){1, 0}); /* its generation is gone */
+    CHECK(!tail_seek(t, (wp_msg_id){1, 0}, &c2));
+    put(t, 1, 10);
+    CHECK(tail_seek(t, (wp_msg_id){1, 1}, &c2));
+    tail_detach(t);
+    tail_free(t);
+}
+
 TEST(read_waits_then_times_out)
 {
     tail *t = tail_new(1 << 20);
@@ -254,5 +310,6 @@ int main(void)
     RUN(frame_above_a_block);
     RUN(reader_follows_a_writer);
     RUN(read_waits_then_times_out);
+    RUN(pending_until_durable);
     return test_done();
 }
