@@ -124,6 +124,33 @@ void sc_wake(wps_client *c);
  * check at wps_client_close. */
 void sc_handles_add(wps_client *c, int d);
 
+/* ---- a produce body (stream_body.c) ---- */
+
+/* The body of one request of cnt messages numbered from seq0, total bytes
+ * (as the encoding of §7 takes them), whose largest head (the request's
+ * header, or a message's seq, length and properties) is head_max bytes.
+ * Set term before each attempt, then sc_body_rewind; sc_body_read writes
+ * the next bytes (at most max, fewer only at the end). */
+typedef struct {
+    const char *id;
+    size_t idl;
+    int64_t term;
+    const wp_payload *msgs;
+    size_t cnt;
+    int64_t seq0;
+    size_t total;
+    uint8_t *head; /* the piece being written: header or a message's head */
+    size_t head_len;
+    long part;     /* -1: the request's header, else the message */
+    bool payload;  /* in msgs[part]'s payload, else in head */
+    size_t off;
+} sc_body;
+int sc_body_init(sc_body *s, const char *producer, const wp_payload *msgs, size_t cnt,
+                 int64_t seq0, size_t total, size_t head_max);
+void sc_body_rewind(void *s);
+size_t sc_body_read(void *s, char *buf, size_t max);
+void sc_body_free(sc_body *s);
+
 /* ---- HTTP (stream_http.c) ---- */
 
 int sh_conn_init(sh_conn *h, wps_client *c);
@@ -134,6 +161,11 @@ typedef struct {
     const char *url;
     const char *body;     /* NULL: none */
     size_t body_len;
+    /* Or a body of body_len bytes written by body_read into buf (at most
+     * max; returns the count), from the start again after body_rewind. */
+    size_t (*body_read)(void *arg, char *buf, size_t max);
+    void (*body_rewind)(void *arg);
+    void *body_arg;
     const char *content_type; /* of the body; NULL: application/json */
     const char *accept;       /* NULL: no Accept header */
     int64_t timeout_ms;   /* the whole request; 0: none (a stream) */

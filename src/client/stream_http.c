@@ -95,6 +95,23 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *arg)
     return n;
 }
 
+static size_t on_read(char *buf, size_t sz, size_t nm, void *arg)
+{
+    xfer *x = arg;
+    return x->q->body_read(x->q->body_arg, buf, sz * nm);
+}
+
+/* curl sends a body again from its start when a reused connection turns
+ * out closed: only offset 0 is asked for. */
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+    xfer *x = arg;
+    if (off != 0 || origin != SEEK_SET)
+        return CURL_SEEKFUNC_CANTSEEK;
+    x->q->body_rewind(x->q->body_arg);
+    return CURL_SEEKFUNC_OK;
+}
+
 static void set_options(CURL *e, const sh_req *q, struct curl_slist *hd, xfer *x, char *err)
 {
     curl_easy_setopt(e, CURLOPT_URL, q->url);
@@ -124,6 +141,13 @@ static void set_options(CURL *e, const sh_req *q, struct curl_slist *hd, xfer *x
     if (q->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    } else if (q->body_read) { /* written straight into curl's send buffer */
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, x);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
     }
 }
 

@@ -183,33 +183,30 @@ static int check_msgs(const wp_payload *msgs, size_t n)
     return WP_OK;
 }
 
-/* The body of the next request (docs/streaming-api.md §7): the header
- * with its term left for send_request to set, then messages from msgs[0]
- * while they fit stream.max_request_bytes (at least one), numbered from
- * p->next_seq. *k gets their count. */
-static int build_body(wps_producer *p, const wp_payload *msgs, size_t n, sh_buf *b, size_t *k)
+/* The next request: messages from msgs[0] while they fit
+ * stream.max_request_bytes (at least one), numbered from p->next_seq;
+ * s->cnt gets their count. */
+static int build_src(wps_producer *p, const wp_payload *msgs, size_t n, sc_body *s)
 {
     size_t limit = (size_t)p->c->cfg.stream_max_request_bytes;
-    size_t idl = strlen(p->id), total = wpm_req_hdr_size(idl), cnt = 0;
+    size_t idl = strlen(p->id), hdr = wpm_req_hdr_size(idl), total = hdr, cnt = 0;
+    size_t head_max = hdr;
     while (cnt < n && cnt < SC_REQUEST_MESSAGES_MAX) {
         const wp_payload *m = &msgs[cnt];
-        size_t sz = WPM_REQ_MSG_FIXED + wpm_props_size(m->n_props, m->prop_keys, m->prop_values) +
-                    m->len;
-        if (cnt > 0 && total + sz > limit)
+        size_t head = WPM_REQ_MSG_FIXED + wpm_props_size(m->n_props, m->prop_keys, m->prop_values);
+        if (cnt > 0 && total + head + m->len > limit)
             break; /* goes into the next request */
-        total += sz;
+        total += head + m->len;
+        if (head > head_max)
+            head_max = head;
         cnt++;
     }
     if (p->next_seq + (int64_t)cnt >= WPM_SEQ_MAX)
         return wp__err(WP_EINVAL, "producer '%s': sequence numbers exhausted", p->id);
-    *b = (sh_buf){.p = malloc(total), .len = total, .cap = total};
-    if (!b->p)
-        return wp__err(WP_ENOMEM, "produce request of %zu messages (%zu bytes)", cnt, total);
-    uint8_t *w = wpm_put_req_hdr((uint8_t *)b->p, -1, p->id, idl);
-    for (size_t i = 0; i < cnt; i++)
-        w = wpm_put_req_msg(w, p->next_seq + (int64_t)i, &msgs[i]);
+    int rc = sc_body_init(s, p->id, msgs, cnt, p->next_seq, total, head_max);
+    if (rc)
+        return rc;
     p->next_seq += (int64_t)cnt;
-    *k = cnt;
     return WP_OK;
 }
 
@@ -290,7 +287,7 @@ static bool target(wps_producer *p, char *addr, int64_t *term, uint64_t *gen, bo
 
 /* Sends one request until it is answered 200, a permanent error or the
  * deadline. */
-static int send_request(wps_producer *p, sh_buf *body, size_t k, wp_msg_id *ids,
+static int send_request(wps_producer *p, sc_body *body, size_t k, wp_msg_id *ids,
                         int64_t deadline)
 {
     char addr[META_NODE_ADDR_MAX + 1], url[META_NODE_ADDR_MAX + WPS_CHANNEL_MAX + 64];
@@ -302,13 +299,15 @@ static int send_request(wps_producer *p, sh_buf *body, size_t k, wp_msg_id *ids,
         uint64_t gen = 0;
         bool gone = false;
         if (target(p, addr, &term, &gen, &gone)) {
-            wpm_put_req_hdr((uint8_t *)body->p, term, p->id, strlen(p->id)); /* the term */
+            body->term = term;
+            sc_body_rewind(body);
             snprintf(url, sizeof url, "http://%s/v1/channels/%s/messages", addr, p->channel);
             int64_t left = sh_left_ms(deadline);
             p->sent_term = term;
             sh_resp r;
-            sh_perform(&p->h, &(sh_req){.method = "POST", .url = url, .body = body->p,
-                                        .body_len = body->len,
+            sh_perform(&p->h, &(sh_req){.method = "POST", .url = url, .body_read = sc_body_read,
+                                        .body_rewind = sc_body_rewind, .body_arg = body,
+                                        .body_len = body->total,
                                         .content_type = WPM_CONTENT_TYPE,
                                         .accept = WPM_CONTENT_TYPE,
                                         .timeout_ms = left < SC_ATTEMPT_MS_MAX ? (left ? left : 1)
@@ -360,14 +359,13 @@ int wps_produce(wps_producer *p, const wp_payload *msgs, size_t n, wp_msg_id *id
         return rc;
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < n && rc == WP_OK;) {
-        sh_buf body;
-        size_t k = 0;
-        if ((rc = build_body(p, msgs + i, n - i, &body, &k)))
+        sc_body body;
+        if ((rc = build_src(p, msgs + i, n - i, &body)))
             break;
         int64_t deadline = wp__now_ns() + p->timeout_ms * 1000000LL;
-        rc = send_request(p, &body, k, ids_out ? ids_out + i : NULL, deadline);
-        sh_buf_free(&body);
-        i += k;
+        rc = send_request(p, &body, body.cnt, ids_out ? ids_out + i : NULL, deadline);
+        sc_body_free(&body);
+        i += body.cnt;
     }
     pthread_mutex_unlock(&p->mu);
     return rc;

@@ -74,12 +74,17 @@ uint8_t *wpm_put_req_hdr(uint8_t *p, int64_t term, const char *producer, size_t 
     return p + WPM_REQ_HDR_FIXED + producer_len;
 }
 
-uint8_t *wpm_put_req_msg(uint8_t *p, int64_t seq, const wp_payload *m)
+uint8_t *wpm_put_req_msg_head(uint8_t *p, int64_t seq, const wp_payload *m)
 {
     le_puti64(p, seq);
     le_put32(p + 8, (uint32_t)m->len);
     le_put16(p + 12, (uint16_t)m->n_props);
-    p = put_props(p + WPM_REQ_MSG_FIXED, m->n_props, m->prop_keys, m->prop_values);
+    return put_props(p + WPM_REQ_MSG_FIXED, m->n_props, m->prop_keys, m->prop_values);
+}
+
+uint8_t *wpm_put_req_msg(uint8_t *p, int64_t seq, const wp_payload *m)
+{
+    p = wpm_put_req_msg_head(p, seq, m);
     if (m->len)
         memcpy(p, m->data, m->len);
     return p + m->len;

@@ -61,6 +61,9 @@ size_t wpm_req_hdr_size(size_t producer_len);
 uint8_t *wpm_put_req_hdr(uint8_t *p, int64_t term, const char *producer, size_t producer_len);
 /* A request message: WPM_REQ_MSG_FIXED + wpm_props_size + len bytes. */
 uint8_t *wpm_put_req_msg(uint8_t *p, int64_t seq, const wp_payload *m);
+/* The same without the payload (what comes before it), for a writer that
+ * sends the payload from where it is. */
+uint8_t *wpm_put_req_msg_head(uint8_t *p, int64_t seq, const wp_payload *m);
 uint8_t *wpm_put_ans_hdr(uint8_t *p, int64_t term, uint32_t count);
 uint8_t *wpm_put_ans_id(uint8_t *p, wp_msg_id id, bool dup);
 /* A stream message frame: WPM_FRAME_MSG_FIXED + wpm_props_size + len. */
