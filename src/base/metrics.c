@@ -33,13 +33,6 @@ static const struct {
                             WP_METRIC_COUNTER},
     [M_SEGMENTS_RECOVERED] = {"wp_segments_recovered_total",
                               "Segments a new writer recovered and completed.", WP_METRIC_COUNTER},
-    [M_STREAM_TAIL_BYTES] = {"wp_stream_tail_bytes_total",
-                             "Streaming node: stream bytes pushed from channels' tail caches.",
-                             WP_METRIC_COUNTER},
-    [M_STREAM_TAIL_FALLBACKS] = {"wp_stream_tail_fallbacks_total",
-                                 "Streaming node: pushed streams that fell behind a tail cache "
-                                 "and read the log again.",
-                                 WP_METRIC_COUNTER},
     [G_PENDING_BYTES] = {"wp_pending_bytes", "Bytes appended and not yet acknowledged.",
                          WP_METRIC_GAUGE},
     [G_WRITERS] = {"wp_writers", "Open writers.", WP_METRIC_GAUGE},

@@ -27,8 +27,6 @@ typedef enum {
     M_QUORUM_ROLLS,     /* segments rolled away from a lost server */
     M_SEGMENTS_CREATED, /* segments a writer of this process created */
     M_SEGMENTS_RECOVERED,
-    M_STREAM_TAIL_BYTES,     /* streaming node: frame bytes pushed from a channel's tail cache */
-    M_STREAM_TAIL_FALLBACKS, /* streaming node: streams that fell behind it (read the log again) */
     M_GAUGE_FIRST,
     G_PENDING_BYTES = M_GAUGE_FIRST, /* appended, not yet acked */
     G_WRITERS,

@@ -120,12 +120,6 @@ uint8_t *wpm_put_frame_msg(uint8_t *p, wp_msg_id id, const uint8_t *data, size_t
     return p + len;
 }
 
-void wpm_put_frame_id(uint8_t *frame, wp_msg_id id)
-{
-    le_puti64(frame + 1, id.segment_id);
-    le_puti64(frame + 9, id.entry_id);
-}
-
 /* ---- decoding ------------------------------------------------------------------- */
 
 #define WHY(...) (snprintf(why, WPM_WHY_MAX, __VA_ARGS__), -1)

@@ -69,8 +69,6 @@ uint8_t *wpm_put_ans_id(uint8_t *p, wp_msg_id id, bool dup);
 /* A stream message frame: WPM_FRAME_MSG_FIXED + wpm_props_size + len. */
 uint8_t *wpm_put_frame_msg(uint8_t *p, wp_msg_id id, const uint8_t *data, size_t len,
                            size_t n_props, const char *const *keys, const char *const *vals);
-/* Rewrites the id of the message frame at frame (encoded before its id was known). */
-void wpm_put_frame_id(uint8_t *frame, wp_msg_id id);
 
 /* ---- decoding ----
  * Each returns 0 and fills *out, or -1 with a reason in why (at most

@@ -134,7 +134,6 @@ static const key_def KEYS[] = {
     NUM("stream.producer_window", K_INT, stream_producer_window, "256", 1, 65536),
     NUM("stream.producer_snapshot_ms", K_DUR, stream_producer_snapshot_ms, "5000", 100, 3600 * 1000),
     NUM("stream.connections_max", K_INT, stream_connections_max, "1024", 1, 65536),
-    NUM("stream.tail_cache_bytes", K_SIZE, stream_tail_cache_bytes, "8MiB", 0, WP_GiB),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(N_KEYS <= sizeof(((struct wp_config *)0)->set_by_user), "set_by_user has a slot per key");

@@ -72,7 +72,6 @@ struct wp_config {
     int64_t stream_producer_window; /* stream.producer_window: (seq, id) kept per producer */
     int64_t stream_producer_snapshot_ms; /* stream.producer_snapshot_ms */
     int64_t stream_connections_max; /* stream.connections_max: HTTP connections at once */
-    int64_t stream_tail_cache_bytes; /* stream.tail_cache_bytes: newest frames kept per channel */
     unsigned char set_by_user[96];  /* per key: 1 if set by file/env/wp_config_set */
     wp_log_fn log_fn;
     void *log_arg;

@@ -24,12 +24,10 @@
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
-#include "base/metrics.h"
 #include "codec/le.h"
 #include "codec/wpm.h"
 #include "net/listen.h"
 #include "stream/stream.h"
-#include "stream/tail.h"
 
 #define PRODUCERS_BUCKETS 256
 #define PRODUCER_ID_MAX 128
@@ -73,7 +71,6 @@ typedef struct hchan {
     int window;
     int64_t snap_ns;            /* last producers' snapshot */
     _Atomic bool snap_dirty;    /* a producer's window changed since the last snapshot */
-    tail *tail;                 /* newest durable messages as frames; NULL: none kept */
 } hchan;
 
 struct stream_node {
@@ -113,7 +110,6 @@ static void chan_free(hchan *ch)
     }
     if (ch->log)
         wp_log_close(ch->log);
-    tail_free(ch->tail);
     for (int b = 0; b < PRODUCERS_BUCKETS; b++)
         while (ch->producers[b]) {
             producer *p = ch->producers[b];
@@ -381,12 +377,7 @@ static int host(stream_node *n, const stream_channel *rec)
     pthread_cond_init(&ch->pcond, NULL);
     char log[WP_LOG_NAME_MAX + 1];
     stream_log_name(rec->name, log);
-    int rc = WP_OK;
-    if (n->cfg->stream_tail_cache_bytes > 0 &&
-        !(ch->tail = tail_new((size_t)n->cfg->stream_tail_cache_bytes)))
-        rc = wp__err(WP_ENOMEM, "tail cache");
-    if (rc == WP_OK)
-        rc = wp_log_open(n->c, log, &ch->log);
+    int rc = wp_log_open(n->c, log, &ch->log);
     wp_log_info li;
     if (rc == WP_OK && (rc = wp_log_stat(ch->log, &li)) == WP_OK)
         ch->log_id = li.log_id;
@@ -817,19 +808,6 @@ static enum MHD_Result channel_delete(stream_node *n, struct MHD_Connection *con
 
 /* ---- produce ------------------------------------------------------------------ */
 
-#define PMSG_PROPS_INLINE 4 /* the two wp. ones and two of the user's */
-
-typedef struct pmsg {
-    const uint8_t *data;
-    size_t len;
-    uint8_t *owned;
-    int n_props;
-    const char **keys, **vals; /* kin/vin, or malloc'd for more */
-    const char *kin[PMSG_PROPS_INLINE], *vin[PMSG_PROPS_INLINE];
-    int64_t seq;
-    char seqbuf[24];
-} pmsg;
-
 typedef struct preq preq;
 typedef struct {
     preq *q;
@@ -837,7 +815,6 @@ typedef struct {
     producer *p; /* NULL: no producer */
     int64_t seq;
     int slot;    /* of seq in p's window when it was pushed */
-    tail_tok tok; /* its frame in the channel's tail */
 } pmsg_ctx;
 
 /* A produce request's acks: pending counts the appends whose callback has
@@ -863,8 +840,6 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
     hchan *ch = q->ch;
     if (rc)
         atomic_store(&ch->failed, rc); /* the writer has failed for good */
-    if (ch->tail) /* in id order: readable by the streams that caught up */
-        tail_durable(ch->tail, x->tok, rc, id);
     if (x->p) {
         pthread_mutex_lock(&ch->pmu);
         /* Still there unless the window moved past it (seqs are unique in it). */
@@ -888,6 +863,18 @@ static void produce_cb(void *arg, int rc, wp_msg_id id)
     }
 }
 
+#define PMSG_PROPS_INLINE 4 /* the two wp. ones and two of the user's */
+
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    uint8_t *owned;
+    int n_props;
+    const char **keys, **vals; /* kin/vin, or malloc'd for more */
+    const char *kin[PMSG_PROPS_INLINE], *vin[PMSG_PROPS_INLINE];
+    int64_t seq;
+    char seqbuf[24];
+} pmsg;
 
 /* Room for n properties (the user's and the two wp. ones). */
 static int pmsg_props_room(pmsg *m, size_t n)
@@ -1209,18 +1196,10 @@ static enum MHD_Result produce(stream_node *n, struct MHD_Connection *conn, cons
         q.ctx[i] = (pmsg_ctx){.q = &q, .i = i, .p = p, .seq = pm[i].seq, .slot = slot};
         wp_payload pl = {.data = pm[i].data, .len = pm[i].len, .n_props = (size_t)pm[i].n_props,
                          .prop_keys = pm[i].keys, .prop_values = pm[i].vals};
-        /* Its frame goes to the tail now, while its bytes are at hand (the
-         * callback only marks it durable): in append order, which the
-         * produce lock makes the log's order. */
-        if (ch->tail)
-            q.ctx[i].tok = tail_put(ch->tail, pl.data, pl.len, pl.n_props, pl.prop_keys,
-                                    pl.prop_values);
         atomic_fetch_add(&q.pending, 1);
         rc = wp_writer_append_entry_async(ch->w, &pl, 0, produce_cb, &q.ctx[i]);
         if (rc) {
             atomic_fetch_sub(&q.pending, 1); /* its callback will not run */
-            if (ch->tail)
-                tail_unput(ch->tail, q.ctx[i].tok);
             if (p) { /* not appended: the seq is not taken (it was pushed last) */
                 pthread_mutex_lock(&ch->pmu);
                 int newest = (p->head + p->n - 1) % ch->window;
@@ -1500,14 +1479,10 @@ static enum MHD_Result consume_poll(stream_node *n, struct MHD_Connection *conn,
 typedef struct {
     stream_node *n;
     hchan *ch;
-    wp_reader *r; /* NULL while the stream is served from the tail */
-    char *buf;    /* what goes out next (reader, end, a frame above MHD's buffer) */
-    size_t len, off, cap;
+    wp_reader *r;
+    char *buf;
+    size_t len, off;
     int64_t last_sent_ns;
-    wp_msg_id last; /* the last message put in the stream ({-1,-1}: none known) */
-    uint64_t tcur;  /* on the tail: the next frame's number there */
-    bool on_tail;
-    bool attached; /* to ch->tail (a binary stream of a channel that keeps one) */
     bool ended;
     bool sent_any; /* messages went out since last_sent_ns was set */
     bool binary;  /* frames of docs/streaming-api.md §7, else NDJSON */
@@ -1517,16 +1492,10 @@ typedef struct {
 /* Room for k more bytes in s->buf. */
 static bool cstream_room(cstream *s, size_t k)
 {
-    if (s->len + k <= s->cap)
-        return true;
-    size_t cap = s->cap ? s->cap : 4096;
-    while (cap < s->len + k)
-        cap *= 2;
-    char *b = realloc(s->buf, cap);
+    char *b = realloc(s->buf, s->len + k);
     if (!b)
         return false;
     s->buf = b;
-    s->cap = cap;
     return true;
 }
 
@@ -1541,7 +1510,6 @@ static bool cstream_put_msg(cstream *s, const wp_entry *e)
         wpm_put_frame_msg((uint8_t *)s->buf + s->len, e->id, e->data, e->len, e->n_props,
                           e->prop_keys, e->prop_values);
         s->len += k;
-        s->last = e->id;
         return true;
     }
     cJSON *m = message_obj(e);
@@ -1555,7 +1523,6 @@ static bool cstream_put_msg(cstream *s, const wp_entry *e)
         memcpy(s->buf + s->len, t, l);
         s->buf[s->len + l] = '\n';
         s->len += l + 1;
-        s->last = e->id;
     }
     cJSON_free(t);
     return ok;
@@ -1565,85 +1532,21 @@ static void cstream_free(void *cls)
 {
     cstream *s = cls;
     wp_reader_close(s->r);
-    if (s->attached)
-        tail_detach(s->ch->tail);
     chan_put(s->n, s->ch);
     free(s->buf);
     free(s);
 }
 
-/* The stream's end into s->buf: where the channel went (the end frame or
- * line). False if nothing could be said. */
-static bool cstream_end(cstream *s)
-{
-    cJSON *o = cJSON_CreateObject();
-    stream_channel rec;
-    if (o && stream_channel_get(s->n->m, s->ch->name, &rec) == WP_OK) {
-        cJSON_AddStringToObject(o, "owner", rec.owner);
-        cJSON_AddStringToObject(o, "addr", rec.addr);
-    }
-    if (o)
-        cJSON_AddStringToObject(o, "end", atomic_load(&s->n->stop) ? "stopping" : "moved");
-    char *t = o ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    s->ended = true;
-    if (!t)
-        return false;
-    size_t l = strlen(t);
-    if (s->binary && l <= WPM_END_JSON_MAX && cstream_room(s, 5 + l)) {
-        uint8_t *b = (uint8_t *)s->buf + s->len;
-        b[0] = WPM_FRAME_END;
-        le_put32(b + 1, (uint32_t)l);
-        memcpy(b + 5, t, l);
-        s->len += 5 + l;
-    } else if (!s->binary && cstream_room(s, l + 1)) {
-        memcpy(s->buf + s->len, t, l);
-        s->buf[s->len + l] = '\n';
-        s->len += l + 1;
-    }
-    cJSON_free(t);
-    return s->len > 0;
-}
-
-/* A heartbeat when the stream has been idle for HEARTBEAT_MS (called
- * when a wait found nothing): true if one is due. */
-static bool heartbeat_due(cstream *s)
-{
-    if (s->sent_any) { /* the clock is read once per idle wait, not per message */
-        s->last_sent_ns = wp__now_ns();
-        s->sent_any = false;
-    }
-    if (wp__now_ns() - s->last_sent_ns < HEARTBEAT_MS * 1000000LL)
-        return false;
-    s->last_sent_ns = wp__now_ns();
-    return true;
-}
-
-/* Reader to tail: when the tail holds the last message sent (so every one
- * after it), the stream copies frames from there. */
-static bool try_tail(cstream *s)
-{
-    if (!s->attached || s->last.segment_id < 0 || !tail_seek(s->ch->tail, s->last, &s->tcur))
-        return false;
-    wp_reader_close(s->r);
-    s->r = NULL;
-    s->on_tail = true;
-    return true;
-}
-
-enum { FILL_END = 0, FILL_DATA = 1, FILL_TAIL = 2 };
-
-/* Fills s->buf with the next message(s) read from the log (lines or
- * frames): FILL_DATA, FILL_END when the stream ends, FILL_TAIL when it
- * moved to the tail instead (s->buf empty). */
-static int cstream_fill(cstream *s)
+/* Fills s->buf with the next message(s) (lines or frames); false when the
+ * stream ends. */
+static bool cstream_fill(cstream *s)
 {
     s->len = s->off = 0;
     if (s->ended)
-        return FILL_END;
+        return false;
     if (s->binary && !s->started) {
         if (!cstream_room(s, WPM_MAGIC_LEN))
-            return FILL_END;
+            return false;
         memcpy(s->buf, WPM_MAGIC, WPM_MAGIC_LEN);
         s->len = WPM_MAGIC_LEN;
         s->started = true;
@@ -1651,108 +1554,74 @@ static int cstream_fill(cstream *s)
     for (;;) {
         if (!still_hosted(s->n, s->ch)) {
             if (s->len)
-                return FILL_DATA; /* the messages read first; the end line next time */
-            return cstream_end(s) ? FILL_DATA : FILL_END;
+                return true; /* the messages read first; the end line next time */
+            cJSON *o = cJSON_CreateObject();
+            stream_channel rec;
+            if (o && stream_channel_get(s->n->m, s->ch->name, &rec) == WP_OK) {
+                cJSON_AddStringToObject(o, "owner", rec.owner);
+                cJSON_AddStringToObject(o, "addr", rec.addr);
+            }
+            if (o)
+                cJSON_AddStringToObject(o, "end", atomic_load(&s->n->stop) ? "stopping" : "moved");
+            char *t = o ? cJSON_PrintUnformatted(o) : NULL;
+            cJSON_Delete(o);
+            s->ended = true;
+            if (!t)
+                return false;
+            size_t l = strlen(t);
+            if (s->binary && l <= WPM_END_JSON_MAX && cstream_room(s, 5 + l)) {
+                uint8_t *b = (uint8_t *)s->buf;
+                b[0] = WPM_FRAME_END;
+                le_put32(b + 1, (uint32_t)l);
+                memcpy(b + 5, t, l);
+                s->len = 5 + l;
+            } else if (!s->binary && cstream_room(s, l + 1)) {
+                memcpy(s->buf, t, l);
+                s->buf[l] = '\n';
+                s->len = l + 1;
+            }
+            cJSON_free(t);
+            return s->len > 0;
         }
         wp_entry e;
         int rc = wp_reader_next(s->r, s->len ? 0 : SLICE_MS, &e);
-        if (rc == WP_ETIMEDOUT && s->len) { /* what is ready goes out as one chunk */
-            try_tail(s);
-            return FILL_DATA;
-        }
+        if (rc == WP_ETIMEDOUT && s->len) /* what is ready goes out as one chunk */
+            return true;
         if (rc == WP_ETIMEDOUT) {
-            if (try_tail(s))
-                return FILL_TAIL;
-            if (heartbeat_due(s)) {
+            if (s->sent_any) { /* the clock is read once per chunk, not per message */
+                s->last_sent_ns = wp__now_ns();
+                s->sent_any = false;
+            }
+            if (wp__now_ns() - s->last_sent_ns >= HEARTBEAT_MS * 1000000LL) {
                 if (!cstream_room(s, 1))
-                    return FILL_END;
+                    return false;
                 /* keeps proxies and the peer's socket alive */
                 s->buf[0] = s->binary ? WPM_FRAME_HEARTBEAT : '\n';
                 s->len = 1;
-                return FILL_DATA;
+                s->last_sent_ns = wp__now_ns();
+                return true;
             }
             continue;
         }
         if (rc) {
             wp__log(s->n->lg, WP_LOG_WARN, "channel '%s': pushed stream ends: %s (%s)",
                     s->ch->name, wp_strerror(rc), wp_errmsg());
-            return s->len > 0 ? FILL_DATA : FILL_END; /* what was read goes out first */
+            return s->len > 0; /* what was read goes out first */
         }
         if (!cstream_put_msg(s, &e))
-            return s->len > 0 ? FILL_DATA : FILL_END;
+            return s->len > 0;
         s->sent_any = true;
-        if (s->len >= CHUNK_BYTES) { /* one chunk: at most about this much */
-            try_tail(s);
-            return FILL_DATA;
-        }
+        if (s->len >= CHUNK_BYTES) /* one chunk: at most about this much */
+            return true;
     }
-}
-
-/* On the tail: frames straight into MHD's buffer (> 0 bytes), or 0 when
- * s->buf got something instead (the end, a frame above max) or the stream
- * went back to the log or found nothing yet; -1: the stream ends. */
-static ssize_t tail_fill(cstream *s, char *buf, size_t max)
-{
-    if (s->ended)
-        return -1;
-    if (!still_hosted(s->n, s->ch)) {
-        s->len = s->off = 0;
-        return cstream_end(s) ? 0 : -1;
-    }
-    size_t need = 0;
-    ssize_t k = tail_read(s->ch->tail, &s->tcur, buf, max, SLICE_MS, &s->last, &need);
-    if (k > 0) {
-        s->sent_any = true;
-        wp__metric_add(M_STREAM_TAIL_BYTES, k);
-        return k;
-    }
-    if (k == 0) {
-        if (!heartbeat_due(s))
-            return 0;
-        buf[0] = WPM_FRAME_HEARTBEAT;
-        return 1;
-    }
-    if (k == TAIL_TOO_BIG) {
-        s->len = s->off = 0;
-        if (!cstream_room(s, need))
-            return -1;
-        k = tail_read(s->ch->tail, &s->tcur, s->buf, need, 0, &s->last, &need);
-        if (k > 0) {
-            s->len = (size_t)k;
-            s->sent_any = true;
-            wp__metric_add(M_STREAM_TAIL_BYTES, k);
-        }
-        return 0; /* k <= 0: fell behind meanwhile; the next call sees it */
-    }
-    /* Behind what the tail keeps: the log again, from after the last sent. */
-    wp__metric_inc(M_STREAM_TAIL_FALLBACKS);
-    int rc = wp_reader_open(s->ch->log, (wp_msg_id){s->last.segment_id, s->last.entry_id + 1}, &s->r);
-    if (rc) {
-        wp__log(s->n->lg, WP_LOG_WARN, "channel '%s': pushed stream ends: %s (%s)", s->ch->name,
-                wp_strerror(rc), wp_errmsg());
-        return -1;
-    }
-    s->on_tail = false;
-    return 0;
 }
 
 static ssize_t cstream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     cstream *s = cls;
-    while (s->off == s->len) {
-        s->len = s->off = 0;
-        if (s->on_tail) {
-            ssize_t k = tail_fill(s, buf, max);
-            if (k > 0)
-                return k;
-            if (k < 0)
-                return MHD_CONTENT_READER_END_OF_STREAM;
-            continue;
-        }
-        if (cstream_fill(s) == FILL_END)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-    }
+    if (s->off == s->len && !cstream_fill(s))
+        return MHD_CONTENT_READER_END_OF_STREAM;
     size_t k = s->len - s->off < max ? s->len - s->off : max;
     memcpy(buf, s->buf + s->off, k);
     s->off += k;
@@ -1778,16 +1647,6 @@ static enum MHD_Result consume_stream(stream_node *n, struct MHD_Connection *con
     s->ch = ch; /* the reference goes with the stream */
     s->binary = is_wpm(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
     s->last_sent_ns = wp__now_ns();
-    /* The message before the start, if it is one: a stream that starts at
-     * the end goes to the tail as soon as the tail holds it (tail_seek
-     * wants the exact id, so a guess that names no message never matches). */
-    s->last = pos.segment_id >= 0 && pos.entry_id > 0
-                  ? (wp_msg_id){pos.segment_id, pos.entry_id - 1}
-                  : (wp_msg_id){-1, -1};
-    if (s->binary && ch->tail) {
-        tail_attach(ch->tail);
-        s->attached = true;
-    }
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, cstream_read, s, cstream_free);
     if (!r) {
@@ -1918,25 +1777,6 @@ static enum MHD_Result subscriptions(stream_node *n, struct MHD_Connection *conn
 /* ---- routing ------------------------------------------------------------------ */
 
 /* "/v1/channels/<name>[/<rest>]": the name (checked) and the rest. */
-/* GET /metrics: the node's process metrics (docs/configuration.md "Metrics"). */
-static enum MHD_Result send_metrics(stream_node *n, struct MHD_Connection *conn)
-{
-    char *text;
-    size_t len;
-    int rc = wp_client_metrics_text(n->c, &text, &len);
-    if (rc)
-        return send_rc(conn, rc);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
-    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
 static bool split_path(const char *url, char name[STREAM_CHANNEL_MAX + 1], const char **rest)
 {
     const char *p = url + strlen("/v1/channels/");
@@ -1955,8 +1795,6 @@ static enum MHD_Result route(stream_node *n, struct MHD_Connection *conn, const 
 {
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     bool del = strcmp(method, "DELETE") == 0;
-    if (strcmp(url, "/metrics") == 0 && get)
-        return send_metrics(n, conn);
     if (strcmp(url, "/v1/channels") == 0 && post)
         return channel_create(n, conn, rq);
     if (strcmp(url, "/v1/channels") == 0 && get)

@@ -556,9 +556,9 @@ TEST(test_every_key_round_trips)
         CHECK_OK(wp_config_get(d, k, b2, sizeof b2));
         CHECK(strcmp(buf, b2) == 0);
     }
-    CHECK(n == N_ALL + 45); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads,
+    CHECK(n == N_ALL + 44); /* + 7 meta.etcd.*, 10 storage.s3.*, flush.max_threads,
                              * flush.compression, compaction.*, 12 node.*, 4 quorum.*,
-                             * 8 stream.* */
+                             * 7 stream.* */
     CHECK_OK(wp_config_set(d, "storage.type", "quorum"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "quorum.write", "6"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "node.listen", "a b:1"));
@@ -575,9 +575,6 @@ TEST(test_every_key_round_trips)
     CHECK_RC(WP_EINVAL, wp_config_set(d, "stream.max_request_bytes", "1KiB"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "stream.producer_window", "0"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "stream.connections_max", "65537"));
-    CHECK_OK(wp_config_set(d, "stream.tail_cache_bytes", "0"));
-    CHECK_RC(WP_EINVAL, wp_config_set(d, "stream.tail_cache_bytes", "1025MiB"));
-    CHECK_RC(WP_EINVAL, wp_config_set(d, "stream.tail_cache_bytes", "-1"));
     CHECK_OK(wp_config_set(d, "meta.etcd.endpoints", "http://10.0.0.1:2379,http://10.0.0.2:2379"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "meta.etcd.endpoints", "http://a b"));
     CHECK_RC(WP_EINVAL, wp_config_set(d, "storage.s3.path_style", "yes"));
