@@ -50,6 +50,8 @@
 #   BENCH_REDIS_FSYNC [always]  Redis appendfsync: always or everysec
 #   BENCH_CONSUME [1]      0: producers only (--no-consume), the produce
 #                          path's own limit
+#   BENCH_NODE_OPTS []     more settings for the streaming nodes, KEY=VALUE
+#                          separated by spaces (each given as -o KEY=VALUE)
 #   WP_BENCH_DIR           scratch parent [directory of the wp binary]
 #   BENCH_RESULTS          results directory [bench/results]
 set -euo pipefail
@@ -68,6 +70,8 @@ BATCH=${BENCH_BATCH:-256}
 read -r -a SIZES <<<"${BENCH_SIZES:-1024 16384}"
 read -r -a CHANS <<<"${BENCH_CHANNELS:-1 16}"
 NODES3=${BENCH_NODES3:-1}
+NODE_OPTS=()
+for o in ${BENCH_NODE_OPTS:-}; do NODE_OPTS+=(-o "$o"); done
 RELAY=${BENCH_RELAY:-1}
 PEERS=${BENCH_PEERS:-1}
 PAYLOAD=${BENCH_PAYLOAD:-random}
@@ -263,13 +267,13 @@ start_service() {
   wait_log "$dir/coord.out" "running" "$pid" || die "the coordinator did not start: $(tail -3 "$dir/coord.log")"
   for k in $(seq "$2"); do
     "$SERVER" streaming-node -c "$dir/stream.yaml" -o node.id="n$k" -o stream.listen=127.0.0.1:0 \
-      >"$dir/n$k.out" 2>"$dir/n$k.log" &
+      "${NODE_OPTS[@]}" >"$dir/n$k.out" 2>"$dir/n$k.log" &
     pid=$!
     LIVE[$pid]=1
     SRV_PIDS+=("$pid")
     wait_log "$dir/n$k.out" "serving on" "$pid" || die "node n$k did not start: $(tail -3 "$dir/n$k.log")"
   done
-  SRV_CMDS+=("woodpecker streaming-node -c stream.yaml -o node.id=nK -o stream.listen=127.0.0.1:0  # K = 1..$2")
+  SRV_CMDS+=("woodpecker streaming-node -c stream.yaml -o node.id=nK -o stream.listen=127.0.0.1:0${NODE_OPTS[*]:+ ${NODE_OPTS[*]}}  # K = 1..$2")
   SRV_CMDS+=("stream.yaml: storage.root DIR/data, meta.type etcd, meta.etcd.endpoints http://127.0.0.1:$ETCD_PORT, meta.prefix sbench/, stream.assign_interval_ms 200")
 }
 
