@@ -1481,7 +1481,7 @@ typedef struct {
     hchan *ch;
     wp_reader *r;
     char *buf;
-    size_t len, off;
+    size_t len, off, cap;
     int64_t last_sent_ns;
     bool ended;
     bool sent_any; /* messages went out since last_sent_ns was set */
@@ -1492,10 +1492,16 @@ typedef struct {
 /* Room for k more bytes in s->buf. */
 static bool cstream_room(cstream *s, size_t k)
 {
-    char *b = realloc(s->buf, s->len + k);
+    if (s->len + k <= s->cap)
+        return true;
+    size_t cap = s->cap ? s->cap : 4096;
+    while (cap < s->len + k)
+        cap *= 2;
+    char *b = realloc(s->buf, cap);
     if (!b)
         return false;
     s->buf = b;
+    s->cap = cap;
     return true;
 }
 
@@ -1777,6 +1783,25 @@ static enum MHD_Result subscriptions(stream_node *n, struct MHD_Connection *conn
 /* ---- routing ------------------------------------------------------------------ */
 
 /* "/v1/channels/<name>[/<rest>]": the name (checked) and the rest. */
+/* GET /metrics: the node's process metrics (docs/configuration.md "Metrics"). */
+static enum MHD_Result send_metrics(stream_node *n, struct MHD_Connection *conn)
+{
+    char *text;
+    size_t len;
+    int rc = wp_client_metrics_text(n->c, &text, &len);
+    if (rc)
+        return send_rc(conn, rc);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static bool split_path(const char *url, char name[STREAM_CHANNEL_MAX + 1], const char **rest)
 {
     const char *p = url + strlen("/v1/channels/");
@@ -1795,6 +1820,8 @@ static enum MHD_Result route(stream_node *n, struct MHD_Connection *conn, const 
 {
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     bool del = strcmp(method, "DELETE") == 0;
+    if (strcmp(url, "/metrics") == 0 && get)
+        return send_metrics(n, conn);
     if (strcmp(url, "/v1/channels") == 0 && post)
         return channel_create(n, conn, rq);
     if (strcmp(url, "/v1/channels") == 0 && get)

@@ -9,6 +9,7 @@
  * them. */
 #include "test.h"
 #include "support/etcd_proc.h"
+#include "support/httpc.h"
 #include "support/logstore_proc.h"
 #include "support/testutil.h"
 #include "woodpecker_stream.h"
@@ -793,6 +794,15 @@ TEST(slow_consumer)
     pthread_join(stt, NULL);
     CHECK(!fast.bad && fast.got == TC_MSGS);
     CHECK(!slow.bad && slow.got == TC_MSGS);
+    /* The owner's metrics: its writer's appends, in the Prometheus format. */
+    char url[300], *text = NULL;
+    long st = 0;
+    snprintf(url, sizeof url, "http://%s/metrics", info.addr);
+    httpc("GET", url, NULL, 10000, &st, &text);
+    static const char name[] = "\nwp_appends_total ";
+    const char *a = text ? strstr(text, name) : NULL;
+    CHECK(st == 200 && a && strtod(a + sizeof name - 1, NULL) >= TC_MSGS);
+    free(text);
     wps_producer_close(p);
     free(ids);
     wps_client_close(c);
