@@ -39,12 +39,6 @@ typedef struct qmsg {
     size_t bytes; /* counted against SC_QUEUE_BYTES_MAX */
 } qmsg;
 
-/* A message frame as decoded, before its batch exists. */
-typedef struct {
-    wpm_msg f;
-    size_t off; /* of the frame in the decoded bytes */
-} qview;
-
 struct wps_consumer {
     wps_client *c;
     char channel[WPS_CHANNEL_MAX + 1];
@@ -75,8 +69,9 @@ struct wps_consumer {
     bool got_msgs;    /* this connection delivered a message */
     char hint_addr[META_NODE_ADDR_MAX + 1];
     int fatal;        /* a line that does not decode, or too long */
-    qview *views;     /* decode_frames' scratch */
+    wpm_msg *views;   /* decode_frames' scratch: message frames, before their batch */
     size_t n_views, cap_views;
+    size_t views_end; /* where the last of them ends in the decoded bytes */
 };
 
 static void qmsg_free(qmsg *m)
@@ -119,13 +114,13 @@ static int64_t seq_parse(const char *s, size_t n)
 /* The message of view v, whose frame bytes are at base: producer and
  * seq from wp.p and wp.s, the user's properties into arrays (one block).
  * False if there is no memory for them. */
-static bool msg_fill(qmsg *m, const qview *v, const uint8_t *src, const uint8_t *base)
+static bool msg_fill(qmsg *m, const wpm_msg *v, const uint8_t *src, const uint8_t *base)
 {
     size_t off = 0, kl, vl, n_user = 0;
     const char *k, *val;
-    *m = (qmsg){.id = v->f.id, .len = v->f.len, .seq = -1,
-                .data = base + (v->f.data - src)};
-    while (wpm_prop_next(&v->f, &off, &k, &kl, &val, &vl)) {
+    *m = (qmsg){.id = v->id, .len = v->len, .seq = -1,
+                .data = base + (v->data - src)};
+    while (wpm_prop_next(v, &off, &k, &kl, &val, &vl)) {
         if (k[0] == 'w' && k[1] == 'p' && k[2] == '.') {
             if (k[3] == 'p' && k[4] == '\0')
                 m->producer = (const char *)base + ((const uint8_t *)val - src);
@@ -142,7 +137,7 @@ static bool msg_fill(qmsg *m, const qview *v, const uint8_t *src, const uint8_t 
         return false;
     m->vals = m->keys + n_user;
     off = 0;
-    while (wpm_prop_next(&v->f, &off, &k, &kl, &val, &vl)) {
+    while (wpm_prop_next(v, &off, &k, &kl, &val, &vl)) {
         if (strncmp(k, "wp.", 3) == 0)
             continue;
         m->keys[m->n_props] = (const char *)base + ((const uint8_t *)k - src);
@@ -151,8 +146,9 @@ static bool msg_fill(qmsg *m, const qview *v, const uint8_t *src, const uint8_t 
     return true;
 }
 
-/* The messages of views[0..n) (frames in src[0..used)) as a list on one
- * new batch; NULL (co->fatal set) without memory. */
+/* The messages of views[0..n) (frames in src[0..used), used =
+ * co->views_end) as a list on one new batch; NULL (co->fatal set) without
+ * memory. */
 static qmsg *batch_new(wps_consumer *co, const uint8_t *src, size_t used)
 {
     size_t n = co->n_views;
@@ -175,7 +171,7 @@ static qmsg *batch_new(wps_consumer *co, const uint8_t *src, size_t used)
             return NULL;
         }
         ms[i].batch = b;
-        ms[i].bytes = co->views[i].f.len + WPM_FRAME_MSG_FIXED + co->views[i].f.props_len;
+        ms[i].bytes = co->views[i].len + WPM_FRAME_MSG_FIXED + co->views[i].props_len;
         /* The NUL after the payload: over the next frame's type byte,
          * decoded already (or the one spare byte at the end). */
         ((uint8_t *)ms[i].data)[ms[i].len] = '\0';
@@ -249,7 +245,7 @@ static void on_end(wps_consumer *co, const char *p, size_t n)
 static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
 {
     size_t at = 0;
-    co->n_views = 0;
+    co->n_views = co->views_end = 0;
     if (!co->magic_seen) {
         if (n < WPM_MAGIC_LEN)
             return 0;
@@ -275,7 +271,6 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
         }
         if (k == 0)
             break;
-        size_t off = at;
         at += (size_t)k;
         if (type == WPM_FRAME_END) {
             on_end(co, end, end_len);
@@ -284,7 +279,7 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
                 continue; /* queued already (never expected: we resume after it) */
             if (co->n_views == co->cap_views) {
                 size_t cap = co->cap_views ? 2 * co->cap_views : 256;
-                qview *v = realloc(co->views, cap * sizeof *v);
+                wpm_msg *v = realloc(co->views, cap * sizeof *v);
                 if (!v) {
                     co->fatal = wp__err(WP_ENOMEM, "consume '%s': %zu messages", co->channel, cap);
                     return -1;
@@ -292,7 +287,8 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
                 co->views = v;
                 co->cap_views = cap;
             }
-            co->views[co->n_views++] = (qview){.f = f, .off = off};
+            co->views[co->n_views++] = f;
+            co->views_end = at;
             co->queued_any = true; /* as soon as it is on its way to the queue */
             co->last = f.id;
             co->got_msgs = true;
@@ -301,12 +297,13 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
     return (long long)at;
 }
 
-/* The messages decoded from p[0..used) onto the queue. */
-static bool queue_views(wps_consumer *co, const uint8_t *p, long long used)
+/* The messages decoded from p onto the queue (also those before a frame
+ * that does not decode: they end at co->views_end). */
+static bool queue_views(wps_consumer *co, const uint8_t *p)
 {
     if (co->n_views == 0)
         return true;
-    qmsg *list = batch_new(co, p, used > 0 ? (size_t)used : 0);
+    qmsg *list = batch_new(co, p, co->views_end);
     co->n_views = 0;
     return list && enqueue(co, list);
 }
@@ -335,7 +332,7 @@ static bool on_data(void *arg, CURL *easy, const char *p, size_t n)
     if (co->part.len == 0) { /* straight from curl's buffer; keep what is left */
         used = decode_frames(co, (const uint8_t *)p, n);
         /* what decoded goes on, even before a bad frame */
-        ok = queue_views(co, (const uint8_t *)p, used);
+        ok = queue_views(co, (const uint8_t *)p);
         if (used >= 0 && (size_t)used < n && !co->ended)
             sh_buf_put(&co->part, p + used, n - (size_t)used);
     } else {
@@ -346,7 +343,7 @@ static bool on_data(void *arg, CURL *easy, const char *p, size_t n)
         }
         sh_buf_put(&co->part, p, n);
         used = co->part.oom ? 0 : decode_frames(co, (const uint8_t *)co->part.p, co->part.len);
-        ok = queue_views(co, (const uint8_t *)co->part.p, used);
+        ok = queue_views(co, (const uint8_t *)co->part.p);
         if (used > 0) {
             memmove(co->part.p, co->part.p + used, co->part.len - (size_t)used);
             co->part.len -= (size_t)used;

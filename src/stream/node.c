@@ -1782,7 +1782,6 @@ static enum MHD_Result subscriptions(stream_node *n, struct MHD_Connection *conn
 
 /* ---- routing ------------------------------------------------------------------ */
 
-/* "/v1/channels/<name>[/<rest>]": the name (checked) and the rest. */
 /* GET /metrics: the node's process metrics (docs/configuration.md "Metrics"). */
 static enum MHD_Result send_metrics(stream_node *n, struct MHD_Connection *conn)
 {
@@ -1802,6 +1801,7 @@ static enum MHD_Result send_metrics(stream_node *n, struct MHD_Connection *conn)
     return ret;
 }
 
+/* "/v1/channels/<name>[/<rest>]": the name (checked) and the rest. */
 static bool split_path(const char *url, char name[STREAM_CHANNEL_MAX + 1], const char **rest)
 {
     const char *p = url + strlen("/v1/channels/");
