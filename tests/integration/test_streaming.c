@@ -731,6 +731,95 @@ TEST(subscription_resumes)
     stop_all();
 }
 
+/* ---- heartbeats ------------------------------------------------------------- */
+
+typedef struct {
+    char url[300];
+    const char *accept; /* NULL: NDJSON */
+    long status;
+    char *resp;
+    size_t len;
+} stream_get;
+
+static void *stream_get_main(void *arg)
+{
+    stream_get *g = arg;
+    /* The transfer is cut by the timeout: 10 s of silence and a bit. */
+    httpc_ex("GET", g->url, NULL, g->accept, NULL, 0, 11500, &g->status, &g->resp, &g->len);
+    return NULL;
+}
+
+/* An idle pushed stream sends a heartbeat after 10 s without messages
+ * (docs/streaming-api.md §4, §7): 'H' in the binary frames, an empty line
+ * in NDJSON, and nothing else; the stream stays open. */
+TEST(idle_stream_heartbeats)
+{
+    const char *dir = test_tmpdir("stream6");
+    opts_init(dir, "t6");
+    REQUIRE(start_coord(dir, 0) == 0);
+    REQUIRE(start_node(dir, 0) == 0);
+    create_channels(1);
+    int per[NODES_MAX];
+    REQUIRE(wait_assigned(1, per, 20000));
+    producer_arg p = {.ch = "c00", .n = 3};
+    producer_main(&p);
+    REQUIRE(!p.failed);
+    char addr[128];
+    REQUIRE(owner_of("c00", addr, sizeof addr, NULL));
+    stream_get g[2] = {{.accept = WPM_CONTENT_TYPE}, {.accept = NULL}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(g[i].url, sizeof g[i].url, "http://%s/v1/channels/c00/messages?stream=1&from=all",
+                 addr);
+        REQUIRE(pthread_create(&t[i], NULL, stream_get_main, &g[i]) == 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    /* Binary: the magic, the 3 messages, then one heartbeat frame. */
+    const uint8_t *b = (const uint8_t *)g[0].resp;
+    size_t at = WPM_MAGIC_LEN, n = g[0].len;
+    int msgs = 0, beats = 0, other = 0;
+    CHECK(g[0].status == 200 && b && n >= WPM_MAGIC_LEN && memcmp(b, WPM_MAGIC, WPM_MAGIC_LEN) == 0);
+    while (b && at < n) {
+        char type, why[WPM_WHY_MAX];
+        wpm_msg m;
+        const char *end;
+        size_t end_len, need;
+        long long k = wpm_frame_decode(b + at, n - at, 1 << 20, &type, &m, &end, &end_len, &need, why);
+        if (k <= 0) {
+            other++;
+            break;
+        }
+        at += (size_t)k;
+        msgs += type == WPM_FRAME_MSG;
+        beats += type == WPM_FRAME_HEARTBEAT && msgs == 3;
+        other += type != WPM_FRAME_MSG && type != WPM_FRAME_HEARTBEAT;
+    }
+    if (msgs != 3 || beats != 1 || other)
+        fprintf(stderr, "  binary stream: %d messages, %d heartbeats, %d other\n", msgs, beats, other);
+    CHECK(msgs == 3 && beats == 1 && other == 0);
+    /* NDJSON: 3 message lines, then one empty line. */
+    const char *s = g[1].resp;
+    int lines = 0;
+    for (const char *l = s; l && *l;) {
+        const char *nl = strchr(l, '\n');
+        if (!nl)
+            break;
+        lines++;
+        if (lines <= 3)
+            CHECK(l[0] == '{' && strstr(l, "\"id\""));
+        else
+            CHECK(nl == l); /* empty */
+        l = nl + 1;
+    }
+    CHECK(g[1].status == 200 && lines == 4 && s && s[strlen(s) - 1] == '\n');
+    if (lines != 4)
+        fprintf(stderr, "  NDJSON stream: %d lines: %.300s\n", lines, s ? s : "");
+    free(g[0].resp);
+    free(g[1].resp);
+    stop_all();
+}
+
 int main(void)
 {
     if (etcd_cluster_start(&ec, 1, NULL) != 0)
@@ -740,6 +829,7 @@ int main(void)
     RUN(node_added_rebalances);
     RUN(bad_requests);
     RUN(subscription_resumes);
+    RUN(idle_stream_heartbeats);
     etcd_cluster_destroy(&ec);
     return test_done();
 }
