@@ -42,6 +42,7 @@
 #define OPEN_RETRY_MS 1000
 #define DELETE_RETRY_MS 5000 /* a channel's log delete that races an owner's writer open */
 #define CONN_MEMORY_BYTES (128 * 1024) /* libmicrohttpd's buffer per connection */
+#define CLOSE_WAVE 64 /* channels closed at once when the node stops */
 
 /* ---- hosted channels -------------------------------------------------------- */
 
@@ -1931,6 +1932,44 @@ int stream_node_hosted(stream_node *n)
     return k;
 }
 
+static void *close_main(void *arg)
+{
+    chan_free(arg);
+    return NULL;
+}
+
+/* Unhosts every channel and closes them CLOSE_WAVE at a time: a writer's
+ * close finishes its segment in the metadata store, which takes up to the
+ * store's timeout when the store does not answer; one after another that
+ * was a timeout per channel at every stop. */
+static void close_all(stream_node *n)
+{
+    for (;;) {
+        hchan *fs[CLOSE_WAVE];
+        pthread_t ts[CLOSE_WAVE];
+        bool started[CLOSE_WAVE];
+        int k = 0;
+        pthread_mutex_lock(&n->mu);
+        while (n->n_chans > 0 && k < CLOSE_WAVE) {
+            hchan *f = unhost_locked(n, n->n_chans - 1);
+            if (f) /* else a request still holds it: its chan_put closes it */
+                fs[k++] = f;
+        }
+        bool more = n->n_chans > 0;
+        pthread_mutex_unlock(&n->mu);
+        for (int i = 0; i < k; i++)
+            started[i] = pthread_create(&ts[i], NULL, close_main, fs[i]) == 0;
+        for (int i = 0; i < k; i++) {
+            if (started[i])
+                pthread_join(ts[i], NULL);
+            else
+                chan_free(fs[i]); /* no thread: here */
+        }
+        if (!more)
+            return;
+    }
+}
+
 void stream_node_stop(stream_node *n)
 {
     if (!n)
@@ -1942,28 +1981,25 @@ void stream_node_stop(stream_node *n)
     pthread_mutex_unlock(&n->sync_mu);
     if (n->sync_started)
         pthread_join(n->sync_thr, NULL);
-    if (n->lease_started)
-        pthread_join(n->lease_thr, NULL);
     if (n->d) /* waits for the connections' threads: streams end within SLICE_MS */
         MHD_stop_daemon(n->d);
     else if (n->lfd >= 0)
         close(n->lfd);
     if (n->watch)
         n->m->ops->watch_stop(n->watch);
-    pthread_mutex_lock(&n->mu);
-    while (n->n_chans > 0) {
-        hchan *f = unhost_locked(n, n->n_chans - 1);
-        pthread_mutex_unlock(&n->mu);
-        if (f)
-            chan_free(f);
-        pthread_mutex_lock(&n->mu);
-    }
-    pthread_mutex_unlock(&n->mu);
+    close_all(n);
     free(n->chans);
+    /* After the closes, so that its wait for the store overlaps theirs;
+     * before the revoke, so that it cannot register again after it. */
+    if (n->lease_started)
+        pthread_join(n->lease_thr, NULL);
     if (n->m) {
-        n->m->ops->node_delete(n->m, n->cfg->node_id);
-        if (n->lease_id)
-            n->m->ops->lease_revoke(n->m, n->lease_id);
+        /* The registration is on the lease and goes with it. When the
+         * store does not answer, the lease expires on its own: a
+         * node_delete would only wait for it once more. */
+        int rc = n->lease_id ? n->m->ops->lease_revoke(n->m, n->lease_id) : WP_ENOENT;
+        if (rc != WP_OK && rc != WP_EUNAVAILABLE && rc != WP_ETIMEDOUT)
+            n->m->ops->node_delete(n->m, n->cfg->node_id);
         n->m->ops->close(n->m);
     }
     if (n->c)
