@@ -1,7 +1,10 @@
-/* test_stream_faults.c — a consumer (include/woodpecker_stream.h) against
- * stream bytes that a real streaming node never sends: a frame that does
- * not decode after good ones, a frame above the bound, a stream without
- * its magic, an answer in another content type. The "node" is a thread of
+/* test_stream_faults.c — the streaming client (include/woodpecker_stream.h)
+ * against what a real streaming node never does. A consumer gets stream
+ * bytes with a frame that does not decode after good ones, a frame above
+ * the bound, no magic, another content type; a producer's connection is
+ * closed in the middle of a request body (curl then rewinds the body
+ * through the client's seek callback and sends it again on a new
+ * connection; no real node cuts a body off). The "node" is a thread of
  * this test on a real loopback socket that answers the consumer's GET with
  * the bytes a scenario gives (fault injection: these faults cannot be made
  * with our node); the channel record that sends the consumer there is a
@@ -341,11 +344,180 @@ TEST(not_a_stream)
     run("sfault5", &g, none, WP_ECORRUPT, "older node");
 }
 
+/* ---- a produce cut in the middle of its body ------------------------------------- */
+
+/* The fake node's side of a produce: reads a request's head and then its
+ * body (Content-Length) up to limit bytes into *body. */
+static bool read_request(int fd, uint8_t **body, size_t *len, size_t limit)
+{
+    size_t cap = 1 << 16, n = 0, head = 0, want = 0;
+    uint8_t *b = malloc(cap);
+    while (b) {
+        if (head && n - head >= want)
+            break;
+        if (n == cap) {
+            uint8_t *nb = realloc(b, cap *= 2);
+            if (!nb)
+                break;
+            b = nb;
+        }
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        ssize_t k = poll(&pf, 1, 20000) == 1 ? recv(fd, b + n, cap - n, 0) : -1;
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        if (!head) {
+            uint8_t *e = memmem(b, n, "\r\n\r\n", 4);
+            if (!e)
+                continue;
+            head = (size_t)(e - b) + 4;
+            *e = '\0';
+            const char *cl = strcasestr((char *)b, "\r\ncontent-length:");
+            want = cl ? strtoull(cl + 17, NULL, 10) : 0;
+            if (want > limit)
+                want = limit;
+        }
+    }
+    if (!b || !head || n - head < want) {
+        free(b);
+        return false;
+    }
+    *len = want;
+    *body = malloc(want ? want : 1);
+    if (*body)
+        memcpy(*body, b + head, want);
+    free(b);
+    return *body != NULL;
+}
+
+/* The messages of a produce body (docs/streaming-api.md §7); -1 if it does
+ * not decode whole. */
+static int req_count(const uint8_t *b, size_t n, wpm_req_hdr *h, int64_t *first_seq)
+{
+    char why[WPM_WHY_MAX];
+    size_t off = 0;
+    int k = 0;
+    if (wpm_req_hdr_decode(b, n, h, &off, why))
+        return -1;
+    while (off < n) {
+        wpm_msg m;
+        if (wpm_req_msg_decode(b, n, &off, 1 << 20, WP_PROPS_MAX, &m, why))
+            return -1;
+        if (k++ == 0)
+            *first_seq = m.seq;
+    }
+    return k;
+}
+
+static bool answer(int fd, int count, int64_t first_entry)
+{
+    uint8_t a[WPM_ANS_HDR_FIXED + 16 * WPM_ANS_ID];
+    uint8_t *e = wpm_put_ans_hdr(a, 1, (uint32_t)count);
+    for (int i = 0; i < count && i < 16; i++)
+        e = wpm_put_ans_id(e, (wp_msg_id){0, first_entry + i}, false);
+    char head[200];
+    int hl = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+                      "Content-Length: %zu\r\n\r\n", WPM_CONTENT_TYPE, (size_t)(e - a));
+    return send_all(fd, head, (size_t)hl) && send_all(fd, a, (size_t)(e - a));
+}
+
+/* Connection A: the first request, answered (kept alive); the second one's
+ * head and CUT bytes of its body, then the connection closes. Connection
+ * B: the second request again, answered. */
+#define CUT 1000
+typedef struct {
+    int lfd;
+    uint8_t *req1, *part, *req2;
+    size_t req1_len, part_len, req2_len;
+    int n1, n2;
+} pnode;
+
+static void *pnode_main(void *arg)
+{
+    pnode *f = arg;
+    struct pollfd pl = {.fd = f->lfd, .events = POLLIN};
+    int a = poll(&pl, 1, 20000) == 1 ? accept(f->lfd, NULL, NULL) : -1;
+    wpm_req_hdr h;
+    int64_t seq;
+    if (a < 0 || !read_request(a, &f->req1, &f->req1_len, SIZE_MAX) ||
+        (f->n1 = req_count(f->req1, f->req1_len, &h, &seq)) <= 0 || !answer(a, f->n1, 0) ||
+        !read_request(a, &f->part, &f->part_len, CUT)) {
+        if (a >= 0)
+            close(a);
+        return NULL;
+    }
+    close(a); /* unread bytes: the client's send fails, or it reads an end */
+    int b = poll(&pl, 1, 20000) == 1 ? accept(f->lfd, NULL, NULL) : -1;
+    if (b >= 0 && read_request(b, &f->req2, &f->req2_len, SIZE_MAX) &&
+        (f->n2 = req_count(f->req2, f->req2_len, &h, &seq)) > 0 && answer(b, f->n2, f->n1)) {
+        char x[64];
+        struct pollfd pf = {.fd = b, .events = POLLIN};
+        while (poll(&pf, 1, 5000) == 1 && recv(b, x, sizeof x, 0) > 0)
+            ;
+    }
+    if (b >= 0)
+        close(b);
+    return NULL;
+}
+
+/* The second produce's connection closes after CUT bytes of its body: the
+ * produce goes through on a new connection with its whole body again, byte
+ * for byte what it began with (same term, producer id and seqs), and gets
+ * the ids of that answer. */
+TEST(produce_cut_mid_body)
+{
+    const char *dir = test_tmpdir("sfault6");
+    wp_config *cfg = cfg_new(dir, "p6");
+    REQUIRE(cfg);
+    pnode f = {.lfd = -1};
+    fnode dummy = {.n_conns = 0};
+    pthread_t thr;
+    REQUIRE(setup(&dummy, cfg, &thr)); /* the record and the listening socket */
+    pthread_join(thr, NULL);            /* (its thread serves no connection) */
+    f.lfd = dummy.lfd;
+    REQUIRE(pthread_create(&thr, NULL, pnode_main, &f) == 0);
+    wps_client *c = NULL;
+    wps_producer *p = NULL;
+    CHECK_OK(wps_client_open(cfg, &c));
+    if (c)
+        CHECK_OK(wps_producer_open(c, "f", "prod-6", &p));
+    static uint8_t big[3][5000];
+    wp_payload m1[2] = {{.data = "one", .len = 3}, {.data = "two", .len = 3}}, m2[3];
+    for (int i = 0; i < 3; i++) {
+        memset(big[i], 'a' + i, sizeof big[i]);
+        m2[i] = (wp_payload){.data = big[i], .len = sizeof big[i]};
+    }
+    wp_msg_id ids[3];
+    if (p) {
+        CHECK_OK(wps_produce(p, m1, 2, ids));
+        CHECK(ids[0].entry_id == 0 && ids[1].entry_id == 1);
+        CHECK_OK(wps_produce(p, m2, 3, ids));
+        CHECK(ids[0].entry_id == 2 && ids[2].entry_id == 4);
+    }
+    wps_producer_close(p);
+    wps_client_close(c);
+    pthread_join(thr, NULL);
+    close(f.lfd);
+    /* What the node got: the second body whole, the cut one its prefix. */
+    wpm_req_hdr h1 = {0}, h2 = {0};
+    int64_t s1 = -1, s2 = -1;
+    CHECK(f.n1 == 2 && req_count(f.req1, f.req1_len, &h1, &s1) == 2);
+    CHECK(f.n2 == 3 && req_count(f.req2, f.req2_len, &h2, &s2) == 3);
+    CHECK(strcmp(h2.producer, "prod-6") == 0 && h2.term == 1 && s2 == s1 + 2);
+    CHECK(f.part && f.part_len == CUT && f.req2_len > CUT &&
+          memcmp(f.part, f.req2, CUT) == 0);
+    free(f.req1);
+    free(f.part);
+    free(f.req2);
+    wp_config_free(cfg);
+}
+
 int main(void)
 {
     RUN(bad_frame_in_one_piece);
     RUN(bad_frame_after_partial);
     RUN(drop_then_oversized_frame);
     RUN(not_a_stream);
+    RUN(produce_cut_mid_body);
     return test_done();
 }
