@@ -379,14 +379,18 @@ static int get_key(meta_etcd *m, const char *op, const char *key, int64_t rev, i
 static int scan(meta_etcd *m, const char *op, const char *prefix, bool keys_only,
                 int (*each)(void *, const etcd_kv *), void *arg)
 {
-    int64_t deadline = etcd_deadline(m->cli, 0), snap = 0;
+    int64_t snap = 0;
     char next[META_ETCD_KEY_MAX + 2];
     snprintf(next, sizeof next, "%s", prefix);
     for (size_t rows = 0;;) {
         etcd_op r = {.kind = ETCD_OP_RANGE, .key = next, .prefix_of = prefix,
                      .limit = META_ETCD_PAGE, .revision = snap, .keys_only = keys_only};
         etcd_result res;
-        int rc = etcd_range(m->cli, &r, deadline, &res);
+        /* meta.etcd.timeout_ms is per request: per page. One deadline
+         * for every page made a long list (32 MiB pages of large generic
+         * records) fail as "no answer within the deadline" from an etcd
+         * that answered every page. */
+        int rc = etcd_range(m->cli, &r, etcd_deadline(m->cli, 0), &res);
         if (rc < 0)
             return wrap(rc, op, prefix);
         snap = snap ? snap : res.revision;

@@ -2086,6 +2086,52 @@ TEST(mc_kv_bad_args)
 
 /* A prefix is a plain byte prefix; "" lists every record; the list is
  * sorted bytewise and holds each record's fields. */
+/* kv_list's byte bound: the values it would return add up to more than
+ * META_KV_LIST_BYTES_MAX (4097 values of META_KV_VALUE_MAX bytes): it
+ * fails with WP_ETOOBIG naming the bound, returns nothing, and the
+ * records are intact (a narrower prefix lists, a record reads back). */
+TEST(mc_kv_list_bytes_bound)
+{
+    meta *m = mc_fresh(mc_arg);
+    REQUIRE(m);
+    enum { K = META_KV_LIST_BYTES_MAX / META_KV_VALUE_MAX + 1 };
+    uint8_t *v = malloc(META_KV_VALUE_MAX);
+    if (!v)
+        mc_close(m);
+    REQUIRE(v);
+    int rc = WP_OK;
+    for (int i = 0; i < K && rc == WP_OK; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "big/%05d", i);
+        memset(v, 'a' + i % 26, META_KV_VALUE_MAX);
+        rc = m->ops->kv_put(m, key, v, META_KV_VALUE_MAX, -1, 0, NULL);
+    }
+    CHECK_OK(rc);
+    meta_kv *kvs = (meta_kv *)1;
+    size_t n = 7;
+    CHECK_RC(WP_ETOOBIG, m->ops->kv_list(m, "big/", &kvs, &n));
+    char want[32];
+    snprintf(want, sizeof want, "%d bytes", META_KV_LIST_BYTES_MAX);
+    CHECK(strstr(wp_errmsg(), want) != NULL);
+    CHECK(kvs == NULL && n == 0);
+    /* Under the bound: the first 10 (big/0000*), whole. */
+    kvs = NULL;
+    CHECK_OK(m->ops->kv_list(m, "big/0000", &kvs, &n));
+    CHECK(n == 10);
+    for (size_t i = 0; i < n && n == 10; i++)
+        CHECK(kvs[i].len == META_KV_VALUE_MAX && kvs[i].value[0] == 'a' + (int)i % 26 &&
+              kvs[i].value[META_KV_VALUE_MAX - 1] == 'a' + (int)i % 26);
+    meta_kv_free_list(kvs, n);
+    meta_kv g;
+    char last[32];
+    snprintf(last, sizeof last, "big/%05d", K - 1);
+    CHECK_OK(m->ops->kv_get(m, last, &g));
+    CHECK(g.len == META_KV_VALUE_MAX && g.value[0] == 'a' + (K - 1) % 26);
+    meta_kv_free(&g);
+    free(v);
+    mc_close(m);
+}
+
 TEST(mc_kv_list)
 {
     meta *m = mc_fresh(mc_arg);
@@ -2449,6 +2495,7 @@ static void meta_conformance_run(meta *(*open_fresh)(void *arg), meta *(*open_ag
     RUN(mc_kv_values);
     RUN(mc_kv_bad_args);
     RUN(mc_kv_list);
+    RUN(mc_kv_list_bytes_bound);
     RUN(mc_kv_lease);
     RUN(mc_kv_race_threads);
     RUN(mc_kv_watch);
