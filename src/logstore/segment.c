@@ -879,9 +879,9 @@ static int next_entry_batch(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
             return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 ": asked for entry %" PRId64
                            ", got %" PRId64, r->log_id, r->seg_id, r->next_id, r->batch.first);
     }
-    size_t used;
-    int rc = rec_decode(r->batch.records + r->batch_off, r->batch.len - r->batch_off, &out->rec,
-                        &used);
+    size_t used; /* checked by the backend (storage.h, seg_read_entries) */
+    int rc = rec_decode_checked(r->batch.records + r->batch_off, r->batch.len - r->batch_off,
+                                &out->rec, &used);
     if (rc)
         return wp__err(WP_ECORRUPT, "segment %" PRId64 "/%" PRId64 " entry %" PRId64 ": %s",
                        r->log_id, r->seg_id, r->next_id, wp_errmsg());

@@ -152,8 +152,9 @@ struct st_reader {
     int64_t log_id, seg_id;
     int pref;             /* the replica tried first */
     int wait_ms;          /* seg_reader_wait: how long the next READ may be held */
-    uint8_t *buf;         /* the last batch's records */
+    uint8_t *buf;         /* the last batch's records (read from object storage) */
     size_t buf_cap;
+    uint8_t *body;        /* the last READ answer's body: its records are the batch */
     /* A SEALED segment is read from object storage (q->cold). */
     bool sealed;
     uint64_t cold_bytes;  /* its length, from the record */
@@ -1202,14 +1203,15 @@ static int read_range(quorum_storage *q, const replset *rs, int src, int64_t log
     return WP_OK;
 }
 
-/* Offset of the k-th record in buf. */
+/* Offset of the k-th record in buf, whose records were checked when
+ * their message was decoded (proto.c check_records): bounds only. */
 static size_t rec_offset(const uint8_t *buf, size_t len, uint32_t k)
 {
     size_t off = 0;
     for (uint32_t i = 0; i < k; i++) {
         rec_view v;
         size_t used;
-        if (rec_decode(buf + off, len - off, &v, &used))
+        if (rec_decode_checked(buf + off, len - off, &v, &used))
             break;
         off += used;
     }
@@ -1497,15 +1499,14 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
             uint32_t n = a->n_entries;
             if (n > 0 && from + (int64_t)n - 1 > upto) /* never past what the caller allows */
                 n = (uint32_t)(upto - from + 1);
-            size_t len = rec_offset(a->records, a->records_len, n);
-            if (buf_room(r, len ? len : 1)) {
-                free(body);
-                return WP_ENOMEM;
-            }
-            memcpy(r->buf, a->records, len);
-            *out = (st_entries){.first = from, .n = n, .records = r->buf, .len = len};
+            size_t len = n == a->n_entries ? a->records_len
+                                           : rec_offset(a->records, a->records_len, n);
+            /* The batch is the answer's records where they are: the body
+             * lives until the next call (st_entries), not copied again. */
+            free(r->body);
+            r->body = body;
+            *out = (st_entries){.first = from, .n = n, .records = a->records, .len = len};
             r->pref = i;
-            free(body);
             return WP_OK;
         }
         free(body);
@@ -1556,6 +1557,7 @@ static void q_reader_close(st_reader *r)
         return;
     lseg_close_read(r->cold_r);
     free(r->buf);
+    free(r->body);
     free(r);
 }
 

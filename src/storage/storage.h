@@ -150,7 +150,9 @@ struct storage_ops {
      * entries [from, min(upto, what is readable)], at most max_bytes of
      * them (at least one), into out (the reader's buffer, valid until the
      * next call); confirmed entries only, unless `completed` (the caller
-     * knows entries up to upto are acked). n == 0: nothing yet. */
+     * knows entries up to upto are acked). n == 0: nothing yet. The
+     * records are checked (each one's CRC) by the backend before it
+     * returns them, so the reader walks them with rec_decode_checked. */
     int (*seg_recover)(storage *, int64_t log_id, int64_t seg_id, int64_t epoch,
                        int64_t *last_entry_id, uint64_t *bytes);
     int (*seg_read_entries)(st_reader *, int64_t from, int64_t upto, bool completed,
