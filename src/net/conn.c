@@ -348,6 +348,7 @@ typedef struct {
     char err[PROTO_ERRMSG_MAX + 64];
     proto_header h;
     uint8_t *body;
+    proto_msg msg; /* decoded by the reader thread, its pointers into body */
 } call_wait;
 
 static void call_cb(void *arg, int rc, const proto_frame *f)
@@ -360,6 +361,8 @@ static void call_cb(void *arg, int rc, const proto_frame *f)
     if (rc == WP_OK && (w->body = malloc(f->h.body_len ? f->h.body_len : 1)) != NULL) {
         memcpy(w->body, f->body, f->h.body_len);
         w->h = f->h;
+        w->msg = f->msg;
+        proto_msg_rebase(&w->msg, f->body, w->body);
     } else if (rc == WP_OK) {
         w->rc = WP_ENOMEM;
         snprintf(w->err, sizeof w->err, "answer of %u bytes", f->h.body_len);
@@ -408,8 +411,8 @@ int pconn_call(pconn *c, const proto_msg *m, int timeout_ms, proto_msg *ans, uin
     rc = w->rc;
     if (rc)
         wp__err(rc, "%s", w->err);
-    else if ((rc = proto_decode(&w->h, w->body, ans)) == WP_OK)
-        *body = w->body, w->body = NULL;
+    else /* checked when the reader thread decoded it */
+        *ans = w->msg, *body = w->body, w->body = NULL;
     free(w->body);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cond);

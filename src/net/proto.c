@@ -663,6 +663,22 @@ static int get_body(const type_info *t, const uint8_t *b, size_t body_len, proto
     }
 }
 
+void proto_msg_rebase(proto_msg *m, const uint8_t *old_body, const uint8_t *body_copy)
+{
+#define REBASE(T, p) \
+    if (p)           \
+        p = (T)(body_copy + ((const uint8_t *)(p) - old_body))
+    switch (m->type) {
+    case PROTO_HELLO: REBASE(const char *, m->u.hello.id); break;
+    case PROTO_HELLO_ANS: REBASE(const char *, m->u.hello_ans.id); break;
+    case PROTO_ADD: REBASE(const uint8_t *, m->u.add.records); break;
+    case PROTO_READ_ANS: REBASE(const uint8_t *, m->u.read_ans.records); break;
+    case PROTO_ERROR: REBASE(const char *, m->u.error.msg); break;
+    default: break; /* no pointers */
+    }
+#undef REBASE
+}
+
 int proto_decode(const proto_header *h, const uint8_t *body, proto_msg *out)
 {
     const type_info *t = type_find(h->type);

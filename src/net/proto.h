@@ -235,6 +235,11 @@ int proto_encode_head(uint16_t version, uint64_t request_id, const proto_msg *m,
  * out's pointers point into body. */
 int proto_decode(const proto_header *h, const uint8_t *body, proto_msg *out);
 
+/* m was decoded from old_body; body_copy holds the same bytes: m's
+ * pointers (strings, records) are moved into it. The copy needs no second
+ * proto_decode (and no second pass over its records' CRCs). */
+void proto_msg_rebase(proto_msg *m, const uint8_t *old_body, const uint8_t *body_copy);
+
 /* ---- helpers ----------------------------------------------------------- */
 /* The highest version in both ranges, or 0 if they do not overlap (§4). */
 uint16_t proto_version_choose(uint16_t min_a, uint16_t max_a, uint16_t min_b, uint16_t max_b);

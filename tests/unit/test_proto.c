@@ -341,6 +341,27 @@ TEST(round_trip_every_message)
           d.u.stats_ans.connections == 17 && d.u.stats_ans.load == 3);
 }
 
+/* proto_msg_rebase: a decoded message moved to a copy of its body is the
+ * same message, and none of its pointers is left in the old body (which is
+ * wiped before it is compared). */
+TEST(rebase_every_message)
+{
+    for (size_t i = 0; i < N_TYPES; i++) {
+        proto_msg m = sample(all_types[i]), d;
+        size_t len = enc(&m, 7);
+        REQUIRE(len > 0);
+        proto_header h;
+        CHECK_OK(dec(frame_buf, len, &h, &d));
+        uint8_t *copy = malloc(h.body_len ? h.body_len : 1);
+        REQUIRE(copy);
+        memcpy(copy, frame_buf + PROTO_HEADER_SIZE, h.body_len);
+        proto_msg_rebase(&d, frame_buf + PROTO_HEADER_SIZE, copy);
+        memset(frame_buf, 0xa5, len); /* the old body is gone */
+        CHECK(same_msg(&m, &d));
+        free(copy);
+    }
+}
+
 TEST(round_trip_edges)
 {
     proto_msg d;
@@ -1094,6 +1115,7 @@ int main(void)
 {
     RUN(golden_worked_example);
     RUN(round_trip_every_message);
+    RUN(rebase_every_message);
     RUN(round_trip_edges);
     RUN(round_trip_large_add);
     RUN(header_every_bit_flip);
