@@ -89,6 +89,7 @@ typedef struct {
     struct logstore *ls;
     int64_t disk_checked_ns;
     bool disk_low, disk_soft_low;
+    replica_batch rd; /* READs' buffer, kept from one to the next */
 } worker;
 
 struct logstore {
@@ -289,11 +290,12 @@ static void run_read(worker *w, job *j)
 {
     const proto_read *q = &j->msg.u.read;
     replica_state st = {0};
-    replica_batch b = {0};
+    replica_batch b = w->rd;
     /* A confirmed read goes up to the LAC the replica heard of; recovery
      * (UNCONFIRMED) up to what it holds. */
     int rc = replica_read(w->ls->rs, q->log_id, q->segment_id, q->from_entry_id, INT64_MAX,
                           q->max_bytes, &b, &st);
+    w->rd = b; /* the buffer, for the next READ */
     int64_t upto = (q->flags & PROTO_READ_UNCONFIRMED) || st.completed ? st.last : st.lac;
     if (rc == WP_OK && b.n > 0 && b.first + (int64_t)b.n - 1 > upto) { /* trim to the LAC */
         size_t off = 0;
@@ -311,7 +313,6 @@ static void run_read(worker *w, job *j)
     bool nothing = (rc == WP_OK && b.n == 0 && !st.completed) || (rc == WP_ENOENT && !st.deleted);
     if (nothing && q->wait_ms > 0 && !j->final) {
         j->park = true;
-        free(b.buf);
         return;
     }
     if (rc) {
@@ -326,7 +327,6 @@ static void run_read(worker *w, job *j)
         if (answer(j, &m) != WP_OK)
             answer_error(j, WP_EIO, wp_errmsg());
     }
-    free(b.buf);
 }
 
 /* Runs one job (an ADD group counts as one); returns the next to run. */
@@ -1200,6 +1200,7 @@ void logstore_stop(logstore *ls)
         pthread_mutex_unlock(&w->mu);
         pthread_join(w->thr, NULL);
         free_list(w->head);
+        free(w->rd.buf);
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cond);
     }

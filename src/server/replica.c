@@ -449,17 +449,19 @@ int replica_state_get(replica *rs, int64_t log_id, int64_t seg_id, replica_state
     return rc;
 }
 
-static int batch_add(replica_batch *b, size_t *cap, const lseg_entry *e)
+static int batch_add(replica_batch *b, size_t max_bytes, const lseg_entry *e)
 {
-    if (b->len + e->raw_len > *cap) {
-        size_t c = *cap ? *cap : 64 * 1024;
-        while (c < b->len + e->raw_len)
-            c *= 2;
+    if (b->len + e->raw_len > b->cap) {
+        /* max_bytes at once (the READs of a reader ask for the same), or
+         * what one large entry needs */
+        size_t c = b->cap > max_bytes ? b->cap : max_bytes;
+        if (c < b->len + e->raw_len)
+            c = b->len + e->raw_len;
         uint8_t *nb = realloc(b->buf, c);
         if (!nb)
             return wp__err(WP_ENOMEM, "replica: read buffer of %zu bytes", c);
         b->buf = nb;
-        *cap = c;
+        b->cap = c;
     }
     memcpy(b->buf + b->len, e->raw, e->raw_len);
     b->len += e->raw_len;
@@ -476,12 +478,11 @@ static int read_entries(replica *rs, rseg *g, int64_t from, int64_t upto, size_t
     if (rc)
         return rc;
     lseg_seek(r, from);
-    size_t cap = 0;
     lseg_entry e;
     while ((rc = lseg_next(r, upto, &e)) == WP_OK) {
         if (out->n > 0 && out->len + e.raw_len > max_bytes)
             break;
-        if ((rc = batch_add(out, &cap, &e)))
+        if ((rc = batch_add(out, max_bytes, &e)))
             break;
         if (e.entry_id >= upto || out->len >= max_bytes)
             break;
@@ -495,7 +496,9 @@ static int read_entries(replica *rs, rseg *g, int64_t from, int64_t upto, size_t
 int replica_read(replica *rs, int64_t log_id, int64_t seg_id, int64_t from, int64_t upto,
                  size_t max_bytes, replica_batch *out, replica_state *st)
 {
-    *out = (replica_batch){.first = from};
+    out->len = 0;
+    out->first = from;
+    out->n = 0;
     rseg *g;
     int rc = rseg_take(rs, log_id, seg_id, &g);
     if (rc)
@@ -507,9 +510,9 @@ int replica_read(replica *rs, int64_t log_id, int64_t seg_id, int64_t from, int6
     if (rc == WP_OK && from >= 0 && from <= upto)
         rc = read_entries(rs, g, from, upto, max_bytes, out);
     rseg_release(rs, g, st);
-    if (rc) {
-        free(out->buf);
-        *out = (replica_batch){.first = from};
+    if (rc) { /* the buffer stays the caller's */
+        out->len = 0;
+        out->n = 0;
     }
     return rc;
 }

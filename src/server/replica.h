@@ -59,10 +59,13 @@ int replica_fence(replica *rs, int64_t log_id, int64_t seg_id, int64_t epoch, re
 int replica_state_get(replica *rs, int64_t log_id, int64_t seg_id, replica_state *out);
 
 /* READ: the records of entries from `from` up to min(upto, last), as many
- * as fit max_bytes (at least one), copied into *buf (malloc'd; free it).
- * *first, *n describe them; n == 0 if there is nothing yet. */
+ * as fit max_bytes (at least one), copied into buf. buf (cap bytes, NULL
+ * and 0 at first) is the caller's: kept from one READ to the next and
+ * grown (realloc) when a batch needs more; free it when done. first and n
+ * describe the records (len bytes); n == 0 if there is nothing yet. */
 typedef struct {
     uint8_t *buf;
+    size_t cap;
     size_t len;
     int64_t first;
     uint32_t n;
