@@ -155,6 +155,7 @@ struct st_reader {
     uint8_t *buf;         /* the last batch's records (read from object storage) */
     size_t buf_cap;
     uint8_t *body;        /* the last READ answer's body: its records are the batch */
+    struct prefetch *pf;  /* the next READ, sent while the caller reads this batch */
     /* A SEALED segment is read from object storage (q->cold). */
     bool sealed;
     uint64_t cold_bytes;  /* its length, from the record */
@@ -1451,6 +1452,141 @@ static int cold_read(st_reader *r, int64_t from, int64_t upto, size_t max_bytes,
     return WP_OK;
 }
 
+/* ---- read-ahead ----------------------------------------------------------------
+ * A reader that took a full batch from a replica sends the READ of the next
+ * one at once, to the same replica, and returns; the answer arrives while
+ * the caller goes through the batch. Catching up is then bound by the
+ * slower of the two ends instead of their sum. The answer is only used by
+ * the next call that asks for exactly that entry with the same `completed`;
+ * anything else (a seek, an error, nothing there yet) drops it and asks as
+ * before. */
+
+typedef struct prefetch {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int refs; /* the reader's and the callback's */
+    bool done;
+    int rc;
+    uint8_t *body; /* the answer's body (a copy), ans points into it */
+    proto_msg ans;
+    int64_t from;
+    bool completed;
+    int replica; /* index in rs */
+} prefetch;
+
+static void pf_release(prefetch *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int left = --p->refs;
+    pthread_mutex_unlock(&p->mu);
+    if (left > 0)
+        return;
+    free(p->body);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+/* The answer (the connection's reader thread). */
+static void pf_cb(void *arg, int rc, const proto_frame *f)
+{
+    prefetch *p = arg;
+    uint8_t *body = NULL;
+    if (rc == WP_OK && (body = malloc(f->h.body_len ? f->h.body_len : 1)) != NULL)
+        memcpy(body, f->body, f->h.body_len);
+    pthread_mutex_lock(&p->mu);
+    p->rc = rc ? rc : body ? WP_OK : WP_ENOMEM;
+    if (body) {
+        p->body = body;
+        p->ans = f->msg;
+        proto_msg_rebase(&p->ans, f->body, body);
+    }
+    p->done = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    pf_release(p);
+}
+
+static void pf_start(st_reader *r, int i, int64_t from, bool completed, size_t max_bytes)
+{
+    pconn *c = node_conn(r->q, r->rs.n[i]);
+    prefetch *p = c ? calloc(1, sizeof *p) : NULL;
+    if (!p)
+        return;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    p->refs = 2;
+    p->from = from;
+    p->completed = completed;
+    p->replica = i;
+    proto_msg m = {.type = PROTO_READ};
+    m.u.read = (proto_read){.log_id = r->log_id, .segment_id = r->seg_id, .from_entry_id = from,
+                            .max_bytes = (uint32_t)max_bytes, .wait_ms = 0,
+                            .flags = completed ? PROTO_READ_UNCONFIRMED : 0};
+    /* never waits: a busy connection just means no read-ahead this time */
+    if (pconn_send_nowait(c, &m, pf_cb, p) != WP_OK) {
+        wp__err_clear();
+        p->refs = 1;
+        pf_release(p);
+        return;
+    }
+    r->pf = p;
+}
+
+/* The read-ahead's answer if it is the one asked for now and holds
+ * entries: *ans and *body (the caller's now), its replica in *i. */
+static bool pf_take(st_reader *r, int64_t from, bool completed, proto_msg *ans, uint8_t **body,
+                    int *i)
+{
+    prefetch *p = r->pf;
+    if (!p)
+        return false;
+    r->pf = NULL;
+    bool got = false;
+    if (p->from == from && p->completed == completed) {
+        int64_t due = wp__now_ns() + r->q->replica_timeout_ns;
+        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+        pthread_mutex_lock(&p->mu);
+        while (!p->done && pthread_cond_timedwait(&p->cond, &p->mu, &ts) == 0)
+            ;
+        got = p->done && p->rc == WP_OK && p->ans.type == PROTO_READ_ANS &&
+              p->ans.u.read_ans.n_entries > 0;
+        if (got) {
+            *ans = p->ans;
+            *body = p->body;
+            p->body = NULL;
+            *i = p->replica;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    pf_release(p);
+    return got;
+}
+
+/* A replica's answer with entries becomes the batch (see below). */
+static void take_answer(st_reader *r, int i, int64_t from, int64_t upto, bool completed,
+                        size_t max_bytes, const proto_msg *ans, uint8_t *body, st_entries *out)
+{
+    const proto_read_ans *a = &ans->u.read_ans;
+    uint32_t n = a->n_entries;
+    if (n > 0 && from + (int64_t)n - 1 > upto) /* never past what the caller allows */
+        n = (uint32_t)(upto - from + 1);
+    size_t len = n == a->n_entries ? a->records_len : rec_offset(a->records, a->records_len, n);
+    /* The batch is the answer's records where they are: the body lives
+     * until the next call (st_entries), not copied again. */
+    free(r->body);
+    r->body = body;
+    *out = (st_entries){.first = from, .n = n, .records = a->records, .len = len};
+    r->pref = i;
+    /* A full batch: more is there; ask for it now. */
+    if (n == a->n_entries && (completed || a->records_len >= max_bytes / 2))
+        pf_start(r, i, from + (int64_t)n, completed, max_bytes);
+}
+
 static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool completed,
                               size_t max_bytes, st_entries *out)
 {
@@ -1464,6 +1600,15 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
         wp__log(q->base.logger, WP_LOG_WARN, "quorum: segment %" PRId64 "/%" PRId64 ": reading "
                 "object storage: %s (%s); trying the replicas", r->log_id, r->seg_id,
                 wp_strerror(cold_rc), wp_errmsg());
+    }
+    {
+        proto_msg ans;
+        uint8_t *body;
+        int i;
+        if (pf_take(r, from, completed, &ans, &body, &i)) {
+            take_answer(r, i, from, upto, completed, max_bytes, &ans, body, out);
+            return WP_OK;
+        }
     }
     int rc = wp__err(WP_EUNAVAILABLE, "no replica of segment %" PRId64 "/%" PRId64 " answers",
                      r->log_id, r->seg_id);
@@ -1495,18 +1640,7 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
             continue;
         }
         if (rc == WP_OK) {
-            const proto_read_ans *a = &ans.u.read_ans;
-            uint32_t n = a->n_entries;
-            if (n > 0 && from + (int64_t)n - 1 > upto) /* never past what the caller allows */
-                n = (uint32_t)(upto - from + 1);
-            size_t len = n == a->n_entries ? a->records_len
-                                           : rec_offset(a->records, a->records_len, n);
-            /* The batch is the answer's records where they are: the body
-             * lives until the next call (st_entries), not copied again. */
-            free(r->body);
-            r->body = body;
-            *out = (st_entries){.first = from, .n = n, .records = a->records, .len = len};
-            r->pref = i;
+            take_answer(r, i, from, upto, completed, max_bytes, &ans, body, out);
             return WP_OK;
         }
         free(body);
@@ -1556,6 +1690,8 @@ static void q_reader_close(st_reader *r)
     if (!r)
         return;
     lseg_close_read(r->cold_r);
+    if (r->pf)
+        pf_release(r->pf); /* an answer still coming frees it */
     free(r->buf);
     free(r->body);
     free(r);

@@ -641,6 +641,92 @@ TEST(hung_server_does_not_stall_appends)
     stop_all();
 }
 
+/* ---- read-ahead: big batches, a server lost mid-read ------------------------- */
+
+#define BIG 4000 /* bytes per entry: a READ of 4 MiB holds about 1000 */
+
+static int append_big(wp_writer *w, int first, int n)
+{
+    static char buf[BIG];
+    for (int i = first; i < first + n; i++) {
+        memset(buf, 'a' + i % 26, sizeof buf);
+        snprintf(buf, 32, "big-%d.", i);
+        wp_msg_id id;
+        int rc = wp_writer_append(w, buf, sizeof buf, &id);
+        if (rc)
+            return rc;
+    }
+    return WP_OK;
+}
+
+static bool big_ok(const wp_entry *e, int i)
+{
+    char want[32];
+    int l = snprintf(want, sizeof want, "big-%d.", i);
+    return e->len == BIG && memcmp(e->data, want, (size_t)l + 1) == 0 &&
+           ((const char *)e->data)[BIG - 1] == 'a' + i % 26;
+}
+
+/* Reads n entries from r (starting at entry i); false at the first wrong one. */
+static bool read_big(wp_reader *r, int i, int n)
+{
+    for (int k = i; k < i + n; k++) {
+        wp_entry e;
+        int rc = wp_reader_next(r, 10000, &e);
+        if (rc || !big_ok(&e, k)) {
+            fprintf(stderr, "  entry %d: %s\n", k, rc ? wp_strerror(rc) : "wrong bytes");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A reader takes batches of about 4 MiB and asks for the next one while
+ * the caller goes through the current one: every entry comes once, in
+ * order, from a completed segment and from the active one (the reader
+ * follows a writer), and when two of the three servers are killed in the
+ * middle of the read (the read-ahead in flight to one of them is dropped,
+ * the third answers). */
+TEST(read_ahead_big_batches)
+{
+    const char *dir = test_tmpdir("quorum9");
+    REQUIRE(start_all(dir) == 0);
+    const char *kv[] = {"storage.type", "quorum", "quorum.nodes", nodes, "meta.path", meta_path,
+                        "segment.max_bytes", "64MiB", NULL};
+    wp_client *c = test_client_open(dir, kv);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "big"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "big", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_big(w, 0, 3000)); /* 12 MB: the active segment */
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &r) == 0);
+    CHECK(read_big(r, 0, 3000));
+    CHECK_OK(append_big(w, 3000, 3000));
+    CHECK(read_big(r, 3000, 3000));
+    wp_reader_close(r);
+    CHECK_OK(wp_writer_close(w)); /* completes the segment */
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &r) == 0);
+    CHECK(read_big(r, 0, 6000));
+    wp_reader_close(r);
+    /* Two servers killed after the first batch. */
+    REQUIRE(wp_reader_open(log, WP_EARLIEST, &r) == 0);
+    CHECK(read_big(r, 0, 1500));
+    for (int i = 0; i < 2; i++) {
+        CHECK(logstore_proc_stop(&srv[i], SIGKILL) == 128 + SIGKILL);
+        srv[i].pid = 0;
+    }
+    CHECK(read_big(r, 1500, 4500));
+    wp_entry e;
+    CHECK_RC(WP_ETIMEDOUT, wp_reader_next(r, 300, &e));
+    wp_reader_close(r);
+    wp_log_close(log);
+    wp_client_close(c);
+    stop_all();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -654,5 +740,6 @@ int main(void)
     RUN(full_server_is_left_static_list);
     RUN(drained_server_is_left);
     RUN(five_three);
+    RUN(read_ahead_big_batches);
     return test_done();
 }
