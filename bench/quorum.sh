@@ -17,6 +17,9 @@
 #   async 1 KiB, 16 KiB, 1 MiB entries, at most BENCH_WINDOW in flight: MiB/s
 #   and ack p50/p99
 #   sync 4 KiB entries, one at a time: ack p50/p99 (the database-commit case)
+#   read: a log of 1 KiB entries (BENCH_READ_MIB of them) written, then read
+#   back from its start with `wp read` (a reader catching up): MiB/s and the
+#   reader's CPU seconds (Woodpecker only: quorum against local)
 # etcd and NATS clusters are started fresh (empty data directories) for every
 # case and run, and stopped right after it; the LogStore servers run for the
 # whole benchmark, each run writes a new log.
@@ -29,7 +32,8 @@
 #                           cases, every system (`wp bench`'s default)
 #   BENCH_MAX_S [20]        the peer clients stop sending after this long
 #   BENCH_PEERS [1]         0: Woodpecker only (no etcd, no NATS)
-#   BENCH_CASES [1k 16k 1m sync]  the cases to run, in that order
+#   BENCH_CASES [1k 16k 1m sync read]  the cases to run, in that order
+#   BENCH_READ_MIB [512]    MiB of 1 KiB entries the read case writes and reads
 #   WP_BENCH_DIR            scratch parent [directory of the wp binary]
 set -euo pipefail
 
@@ -43,7 +47,8 @@ REPS=${REPS:-3}
 WIN=${BENCH_WINDOW:-1024}
 MAX_S=${BENCH_MAX_S:-20}
 PEERS=${BENCH_PEERS:-1}
-CASES=${BENCH_CASES:-1k 16k 1m sync}
+CASES=${BENCH_CASES:-1k 16k 1m sync read}
+READ_MIB=${BENCH_READ_MIB:-512}
 
 log() { echo "bench: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -251,6 +256,26 @@ one() {
   for m in mib_per_s ack_p50_ms ack_p99_ms entries; do V[$sys|$m]+=" $(jget "$out" "$m")"; done
 }
 
+# one_read SYS OUT LOG ENTRIES SIZE WP-ARGS...: writes LOG (wp bench, not
+# measured), then reads it back from its start to /dev/null (wp read
+# --format raw); OUT gets mib_per_s (payload ÷ the read's wall time) and
+# cpu_s (the reader's user + sys).
+one_read() {
+  local sys=$1 out=$2 lg=$3 n=$4 size=$5
+  shift 5
+  "$@" bench --log "$lg" --entries "$n" --size "$size" --json >"$out.w" 2>"$out.err" ||
+    { log "$sys: writing $lg failed: $(tail -3 "$out.err")"; echo '{}' >"$out"; return; }
+  [ -n "${CMD[$sys]:-}" ] || CMD[$sys]="$* read $lg --count $n --format raw >/dev/null  (after: $* bench --log $lg --entries $n --size $size)"
+  local TIMEFORMAT='%R %U %S' rc=0 t
+  { time "$@" read "$lg" --count "$n" --format raw >/dev/null 2>"$out.err" || rc=$?; } 2>"$out.time"
+  [ "$rc" = 0 ] || { log "$sys: reading $lg failed: $(tail -3 "$out.err")"; echo '{}' >"$out"; return; }
+  t=$(tail -1 "$out.time")
+  awk -v n="$n" -v s="$size" -v t="$t" 'BEGIN {
+    split(t, u, " "); printf "{\"mib_per_s\": %.3f, \"cpu_s\": %.3f, \"entries\": %d}\n",
+    n * s / 1048576 / u[1], u[2] + u[3], n }' >"$out"
+  for m in mib_per_s cpu_s entries; do V[$sys|$m]+=" $(jget "$out" "$m")"; done
+}
+
 run=0
 # bench MODE SIZE ENTRIES WINDOW: REPS runs of every system.
 bench() {
@@ -258,6 +283,19 @@ bench() {
   local wopt=(--window "$w") pwin=$w
   [ "$mode" = sync ] && wopt=() pwin=1
   V=() CMD=()
+  if [ "$mode" = read ]; then
+    for r in $(seq "$REPS"); do
+      run=$((run + 1))
+      one_read wp-quorum "$tmp/q$run.json" "qr$run" "$n" "$size" "$WP" -o storage.type=quorum \
+        -o quorum.nodes="$nodes" -o meta.path="$tmp/q.sqlite" -o storage.root="$tmp/q"
+      one_read wp-local "$tmp/l$run.json" "lr$run" "$n" "$size" "$WP" -o storage.root="$tmp/local"
+    done
+    for sys in wp-quorum wp-local; do
+      # shellcheck disable=SC2086
+      for m in mib_per_s cpu_s entries; do V[$sys|$m]=$(median ${V[$sys|$m]}); done
+    done
+    return
+  fi
   for r in $(seq "$REPS"); do
     run=$((run + 1))
     one wp-quorum "$tmp/q$run.json" "$WP" -o storage.type=quorum -o quorum.nodes="$nodes" \
@@ -292,6 +330,17 @@ report() {
   local q_m=${V[wp-quorum|mib_per_s]} q_a=${V[wp-quorum|ack_p50_ms]} q_b=${V[wp-quorum|ack_p99_ms]}
   key="$mode $(label "$size")"
   echo
+  if [ "$mode" = read ]; then
+    echo "== read back $(label "$size") x $n from the start (a reader catching up), median of $REPS"
+    printf '  %-10s %9s %14s %9s\n' system MiB/s "reader CPU s" entries
+    for sys in wp-quorum wp-local; do
+      printf '  %-10s %9s %14s %9s\n' "$sys" "$(num "${V[$sys|mib_per_s]}" 1)" \
+        "$(num "${V[$sys|cpu_s]}" 2)" "$(num "${V[$sys|entries]}" 0)"
+    done
+    echo "  catch-up read wp-quorum / wp-local: $(ratio "$q_m" "${V[wp-local|mib_per_s]}") (no target: 3 servers and the reader share the cores)"
+    for sys in wp-quorum wp-local; do echo "  command $sys: ${CMD[$sys]}"; done
+    return
+  fi
   if [ "$mode" = sync ]; then
     echo "== sync $(label "$size") x $n, one at a time$([ "$PEERS" = 0 ] || echo " (peers: window 1)"), median of $REPS"
   else
@@ -341,11 +390,11 @@ report() {
 }
 
 declare -A CASE=([1k]="async 1024 20000" [16k]="async 16384 4000" [1m]="async 1048576 200"
-                  [sync]="sync 4096 2000")
+                  [sync]="sync 4096 2000" [read]="read 1024 $((READ_MIB * 1024))")
 mkdir -p "$tmp/chart"
 echo "size ${SYSTEMS[*]}" >"$tmp/chart/thr.dat"
 for c in $CASES; do
-  [ -n "${CASE[$c]:-}" ] || die "BENCH_CASES: no case '$c' (1k 16k 1m sync)"
+  [ -n "${CASE[$c]:-}" ] || die "BENCH_CASES: no case '$c' (1k 16k 1m sync read)"
   read -r mode size n <<<"${CASE[$c]}"
   bench "$mode" "$size" "$n" "$WIN"
   report "$mode" "$size" "$n"
