@@ -327,7 +327,7 @@ declare -A SUMMARY=() # SUMMARY[case|sys] = quorum ÷ sys on the case's main met
 # report MODE SIZE ENTRIES: the table of one case (medians), ratios, commands.
 report() {
   local mode=$1 size=$2 n=$3 sys key main what
-  local q_m=${V[wp-quorum|mib_per_s]} q_a=${V[wp-quorum|ack_p50_ms]} q_b=${V[wp-quorum|ack_p99_ms]}
+  local q_m=${V[wp-quorum|mib_per_s]:-nan} q_a=${V[wp-quorum|ack_p50_ms]:-nan} q_b=${V[wp-quorum|ack_p99_ms]:-nan}
   key="$mode $(label "$size")"
   echo
   if [ "$mode" = read ]; then
@@ -402,7 +402,7 @@ done
 
 # The chart (gnuplot, when present): bench/results/<date>-quorum.png, or
 # under BENCH_RESULTS.
-if command -v gnuplot >/dev/null; then
+if command -v gnuplot >/dev/null && [ "$(wc -l <"$tmp/chart/thr.dat")" -gt 1 ]; then
   out_dir=${BENCH_RESULTS:-$(cd "$(dirname "$0")" && pwd)/results}
   mkdir -p "$out_dir"
   png="$out_dir/$(date +%F)-quorum.png"
