@@ -25,9 +25,6 @@ void wp__log(const wp__logger *lg, int level, const char *fmt, ...)
 
 /* Monotonic and wall clocks. */
 int64_t wp__now_ns(void);  /* CLOCK_MONOTONIC */
-/* CLOCK_MONOTONIC_COARSE: up to a clock tick (a few ms) behind wp__now_ns,
- * cheaper; for checks in minutes, such as a segment's age. */
-int64_t wp__now_coarse_ns(void);
 int64_t wp__wall_ms(void); /* unix ms */
 
 #endif

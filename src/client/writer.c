@@ -51,7 +51,6 @@ typedef struct wblock {
     int writers;   /* records reserved, still being encoded outside w->mu */
     bool sealed;
     bool announced; /* the flusher was woken for this block */
-    bool awaited;   /* the flusher found it due while records were being encoded in it */
 } wblock;
 
 /* One append in flight: ready blocks of one segment, uploaded as one
@@ -130,7 +129,6 @@ static wblock *block_get(wp_writer *w, int64_t seg_id, int64_t first)
     b->writers = 0;
     b->sealed = false;
     b->announced = false;
-    b->awaited = false;
     b->t0_ns = wp__now_ns();
     return b;
 }
@@ -381,8 +379,6 @@ static void wait_for_work(wp_writer *w)
             return;
         }
     }
-    if (w->head && w->head->writers > 0)
-        w->head->awaited = true; /* due: the append that finishes it wakes us */
     pthread_cond_wait(&w->cond_work, &w->mu);
 }
 
@@ -855,7 +851,7 @@ static bool need_roll(const wp_writer *w, size_t rec_len)
            w->seg_bytes + rec_len + BLK_HEADER_SIZE > (uint64_t)c->segment_max_bytes ||
            w->seg_blocks >= (uint64_t)c->segment_max_blocks ||
            (c->segment_max_age_ms > 0 &&
-            wp__now_coarse_ns() - w->seg_t0_ns >= c->segment_max_age_ms * 1000000LL);
+            wp__now_ns() - w->seg_t0_ns >= c->segment_max_age_ms * 1000000LL);
 }
 
 /* The block the next record of rec_len bytes goes into (may start one). */
@@ -963,20 +959,15 @@ static int append_reserve(wp_writer *w, size_t rec_len, int flags, wp_append_cb 
 
 /* A reserved record of b is encoded. Wakes the flusher when it has
  * something new: a block to time (its first records) or one to take. Not
- * on every append: a 4 KiB append would otherwise cost a wakeup. A block
- * that comes due by its age is the flusher's to notice (it sleeps until
- * then), so no clock is read here; if it found the block due while a
- * record was being encoded in it, it waits for this call (awaited).
- * Called with w->mu held. */
+ * on every append: a 4 KiB append would otherwise cost a wakeup. Called
+ * with w->mu held. */
 static void append_done(wp_writer *w, wblock *b)
 {
     assert(b->writers > 0);
     if (--b->writers > 0)
         return;
-    if (!b->announced || b->awaited || b->sealed || w->closing || w->failed ||
-        w->cfg->flush_max_interval_ms == 0) {
+    if (!b->announced || block_ready(w, b, wp__now_ns())) {
         b->announced = true;
-        b->awaited = false;
         pthread_cond_signal(&w->cond_work);
     }
 }
