@@ -71,7 +71,6 @@ struct wps_consumer {
     int fatal;        /* a line that does not decode, or too long */
     wpm_msg *views;   /* decode_frames' scratch: message frames, before their batch */
     size_t n_views, cap_views;
-    size_t views_end; /* where the last of them ends in the decoded bytes */
 };
 
 static void qmsg_free(qmsg *m)
@@ -146,9 +145,8 @@ static bool msg_fill(qmsg *m, const wpm_msg *v, const uint8_t *src, const uint8_
     return true;
 }
 
-/* The messages of views[0..n) (frames in src[0..used), used =
- * co->views_end) as a list on one new batch; NULL (co->fatal set) without
- * memory. */
+/* The messages of views[0..n) (frames in src[0..used)) as a list on one
+ * new batch; NULL (co->fatal set) without memory. */
 static qmsg *batch_new(wps_consumer *co, const uint8_t *src, size_t used)
 {
     size_t n = co->n_views;
@@ -245,7 +243,7 @@ static void on_end(wps_consumer *co, const char *p, size_t n)
 static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
 {
     size_t at = 0;
-    co->n_views = co->views_end = 0;
+    co->n_views = 0;
     if (!co->magic_seen) {
         if (n < WPM_MAGIC_LEN)
             return 0;
@@ -288,7 +286,6 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
                 co->cap_views = cap;
             }
             co->views[co->n_views++] = f;
-            co->views_end = at;
             co->queued_any = true; /* as soon as it is on its way to the queue */
             co->last = f.id;
             co->got_msgs = true;
@@ -298,12 +295,14 @@ static long long decode_frames(wps_consumer *co, const uint8_t *p, size_t n)
 }
 
 /* The messages decoded from p onto the queue (also those before a frame
- * that does not decode: they end at co->views_end). */
+ * that does not decode). A frame ends with its payload: the last message's
+ * payload ends the bytes they take. */
 static bool queue_views(wps_consumer *co, const uint8_t *p)
 {
     if (co->n_views == 0)
         return true;
-    qmsg *list = batch_new(co, p, co->views_end);
+    const wpm_msg *last = &co->views[co->n_views - 1];
+    qmsg *list = batch_new(co, p, (size_t)(last->data + last->len - p));
     co->n_views = 0;
     return list && enqueue(co, list);
 }
