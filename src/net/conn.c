@@ -340,27 +340,40 @@ int pconn_send_nowait(pconn *c, const proto_msg *m, pconn_cb cb, void *arg)
     return send_req(c, m, cb, arg, false);
 }
 
-typedef struct {
+struct pconn_pending {
     pthread_mutex_t mu;
     pthread_cond_t cond;
+    int refs; /* the caller's and the callback's */
     bool done;
     int rc;
     char err[PROTO_ERRMSG_MAX + 64];
-    proto_header h;
     uint8_t *body;
     proto_msg msg; /* decoded by the reader thread, its pointers into body */
-} call_wait;
+    char peer[sizeof ((pconn *)0)->peer]; /* for messages (the connection may be gone) */
+};
+
+static void pending_release(pconn_pending *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int left = --w->refs;
+    pthread_mutex_unlock(&w->mu);
+    if (left > 0)
+        return;
+    free(w->body);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
 
 static void call_cb(void *arg, int rc, const proto_frame *f)
 {
-    call_wait *w = arg;
+    pconn_pending *w = arg;
     pthread_mutex_lock(&w->mu);
     w->rc = rc;
     if (rc)
         snprintf(w->err, sizeof w->err, "%s", wp_errmsg());
     if (rc == WP_OK && (w->body = malloc(f->h.body_len ? f->h.body_len : 1)) != NULL) {
         memcpy(w->body, f->body, f->h.body_len);
-        w->h = f->h;
         w->msg = f->msg;
         proto_msg_rebase(&w->msg, f->body, w->body);
     } else if (rc == WP_OK) {
@@ -370,11 +383,12 @@ static void call_cb(void *arg, int rc, const proto_frame *f)
     w->done = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
+    pending_release(w);
 }
 
-int pconn_call(pconn *c, const proto_msg *m, int timeout_ms, proto_msg *ans, uint8_t **body)
+int pconn_call_start(pconn *c, const proto_msg *m, bool nowait, pconn_pending **out)
 {
-    call_wait *w = calloc(1, sizeof *w); /* outlives a timed-out wait: freed by whoever ends last */
+    pconn_pending *w = calloc(1, sizeof *w);
     if (!w)
         return wp__err(WP_ENOMEM, "call");
     pthread_mutex_init(&w->mu, NULL);
@@ -383,40 +397,60 @@ int pconn_call(pconn *c, const proto_msg *m, int timeout_ms, proto_msg *ans, uin
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = pconn_send(c, m, call_cb, w);
+    w->refs = 2;
+    memcpy(w->peer, c->peer, sizeof w->peer);
+    int rc = send_req(c, m, call_cb, w, !nowait);
     if (rc) {
-        free(w);
+        w->refs = 1; /* the callback will not run */
+        pending_release(w);
         return rc;
     }
+    *out = w;
+    return WP_OK;
+}
+
+int pconn_call_wait(pconn_pending *w, int timeout_ms, proto_msg *ans, uint8_t **body)
+{
     int64_t due = wp__now_ns() + (int64_t)timeout_ms * 1000000LL;
     struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
     pthread_mutex_lock(&w->mu);
     while (!w->done && pthread_cond_timedwait(&w->cond, &w->mu, &ts) == 0)
         ;
-    bool done = w->done;
-    pthread_mutex_unlock(&w->mu);
-    if (!done) { /* fail the connection: the callback then runs, and we can free */
-        shutdown(c->fd, SHUT_RDWR);
-        pthread_mutex_lock(&w->mu);
-        while (!w->done)
-            pthread_cond_wait(&w->cond, &w->mu);
-        pthread_mutex_unlock(&w->mu);
-        free(w->body);
-        pthread_mutex_destroy(&w->mu);
-        pthread_cond_destroy(&w->cond);
-        free(w);
-        return wp__err(WP_ETIMEDOUT, "no answer from %s in %d ms (connection closed)", c->peer,
-                       timeout_ms);
-    }
-    rc = w->rc;
-    if (rc)
-        wp__err(rc, "%s", w->err);
-    else /* checked when the reader thread decoded it */
+    int rc = w->done ? w->rc : WP_ETIMEDOUT;
+    if (w->done && rc == WP_OK) /* checked when the reader thread decoded it */
         *ans = w->msg, *body = w->body, w->body = NULL;
-    free(w->body);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cond);
-    free(w);
+    else if (w->done)
+        wp__err(rc, "%s", w->err);
+    pthread_mutex_unlock(&w->mu);
+    if (rc == WP_ETIMEDOUT)
+        return wp__err(WP_ETIMEDOUT, "no answer from %s in %d ms", w->peer, timeout_ms);
+    pending_release(w);
+    return rc;
+}
+
+void pconn_call_drop(pconn_pending *w)
+{
+    if (w)
+        pending_release(w);
+}
+
+int pconn_call(pconn *c, const proto_msg *m, int timeout_ms, proto_msg *ans, uint8_t **body)
+{
+    pconn_pending *w;
+    int rc = pconn_call_start(c, m, false, &w);
+    if (rc == WP_OK && (rc = pconn_call_wait(w, timeout_ms, ans, body)) == WP_ETIMEDOUT) {
+        /* still in flight and the protocol cannot cancel it: fail the
+         * connection, and wait for its callback (the connection is seen
+         * failed when this returns) */
+        shutdown(c->fd, SHUT_RDWR);
+        proto_msg a;
+        uint8_t *b = NULL;
+        while (pconn_call_wait(w, 1000, &a, &b) == WP_ETIMEDOUT)
+            ;
+        free(b);
+        rc = wp__err(WP_ETIMEDOUT, "no answer from %s in %d ms (connection closed)", c->peer,
+                     timeout_ms);
+    }
     return rc;
 }
 

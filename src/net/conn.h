@@ -51,6 +51,18 @@ int pconn_send_nowait(pconn *c, const proto_msg *m, pconn_cb cb, void *arg);
  * way to cancel). */
 int pconn_call(pconn *c, const proto_msg *m, int timeout_ms, proto_msg *ans, uint8_t **body);
 
+/* The same in two steps, for a caller that sends a request and takes its
+ * answer later (or never): pconn_call_start sends m (nowait: as
+ * pconn_send_nowait, else as pconn_send); pconn_call_wait waits up to
+ * timeout_ms for the answer, as pconn_call, and ends the request, except
+ * on WP_ETIMEDOUT, which leaves it pending (wait again, or drop it; the
+ * connection stays up); pconn_call_drop ends a pending request unanswered
+ * (its answer is freed when it comes). */
+typedef struct pconn_pending pconn_pending;
+int pconn_call_start(pconn *c, const proto_msg *m, bool nowait, pconn_pending **out);
+int pconn_call_wait(pconn_pending *p, int timeout_ms, proto_msg *ans, uint8_t **body);
+void pconn_call_drop(pconn_pending *p);
+
 /* True until the connection failed. */
 bool pconn_alive(pconn *c);
 /* "id (host:port)": the server as named in messages. */

@@ -1462,76 +1462,36 @@ static int cold_read(st_reader *r, int64_t from, int64_t upto, size_t max_bytes,
  * before. */
 
 typedef struct prefetch {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    int refs; /* the reader's and the callback's */
-    bool done;
-    int rc;
-    uint8_t *body; /* the answer's body (a copy), ans points into it */
-    proto_msg ans;
+    pconn_pending *call;
     int64_t from;
     bool completed;
     int replica; /* index in rs */
 } prefetch;
 
-static void pf_release(prefetch *p)
+static void pf_drop(st_reader *r)
 {
-    pthread_mutex_lock(&p->mu);
-    int left = --p->refs;
-    pthread_mutex_unlock(&p->mu);
-    if (left > 0)
-        return;
-    free(p->body);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cond);
-    free(p);
-}
-
-/* The answer (the connection's reader thread). */
-static void pf_cb(void *arg, int rc, const proto_frame *f)
-{
-    prefetch *p = arg;
-    uint8_t *body = NULL;
-    if (rc == WP_OK && (body = malloc(f->h.body_len ? f->h.body_len : 1)) != NULL)
-        memcpy(body, f->body, f->h.body_len);
-    pthread_mutex_lock(&p->mu);
-    p->rc = rc ? rc : body ? WP_OK : WP_ENOMEM;
-    if (body) {
-        p->body = body;
-        p->ans = f->msg;
-        proto_msg_rebase(&p->ans, f->body, body);
+    if (r->pf) {
+        pconn_call_drop(r->pf->call);
+        free(r->pf);
+        r->pf = NULL;
     }
-    p->done = true;
-    pthread_cond_signal(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-    pf_release(p);
 }
 
 static void pf_start(st_reader *r, int i, int64_t from, bool completed, size_t max_bytes)
 {
     pconn *c = node_conn(r->q, r->rs.n[i]);
-    prefetch *p = c ? calloc(1, sizeof *p) : NULL;
+    prefetch *p = c ? malloc(sizeof *p) : NULL;
     if (!p)
         return;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    p->refs = 2;
-    p->from = from;
-    p->completed = completed;
-    p->replica = i;
+    *p = (prefetch){.from = from, .completed = completed, .replica = i};
     proto_msg m = {.type = PROTO_READ};
     m.u.read = (proto_read){.log_id = r->log_id, .segment_id = r->seg_id, .from_entry_id = from,
                             .max_bytes = (uint32_t)max_bytes, .wait_ms = 0,
                             .flags = completed ? PROTO_READ_UNCONFIRMED : 0};
     /* never waits: a busy connection just means no read-ahead this time */
-    if (pconn_send_nowait(c, &m, pf_cb, p) != WP_OK) {
+    if (pconn_call_start(c, &m, true, &p->call) != WP_OK) {
         wp__err_clear();
-        p->refs = 1;
-        pf_release(p);
+        free(p);
         return;
     }
     r->pf = p;
@@ -1543,28 +1503,25 @@ static bool pf_take(st_reader *r, int64_t from, bool completed, proto_msg *ans, 
                     int *i)
 {
     prefetch *p = r->pf;
-    if (!p)
+    if (!p || p->from != from || p->completed != completed) {
+        pf_drop(r);
         return false;
-    r->pf = NULL;
-    bool got = false;
-    if (p->from == from && p->completed == completed) {
-        int64_t due = wp__now_ns() + r->q->replica_timeout_ns;
-        struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
-        pthread_mutex_lock(&p->mu);
-        while (!p->done && pthread_cond_timedwait(&p->cond, &p->mu, &ts) == 0)
-            ;
-        got = p->done && p->rc == WP_OK && p->ans.type == PROTO_READ_ANS &&
-              p->ans.u.read_ans.n_entries > 0;
-        if (got) {
-            *ans = p->ans;
-            *body = p->body;
-            p->body = NULL;
-            *i = p->replica;
-        }
-        pthread_mutex_unlock(&p->mu);
     }
-    pf_release(p);
-    return got;
+    int rc = pconn_call_wait(p->call, (int)(r->q->replica_timeout_ns / 1000000LL), ans, body);
+    if (rc == WP_ETIMEDOUT) { /* left pending: dropped below */
+        wp__err_clear();
+        pf_drop(r);
+        return false;
+    }
+    *i = p->replica;
+    free(p); /* the call ended with the wait */
+    r->pf = NULL;
+    if (rc == WP_OK && ans->type == PROTO_READ_ANS && ans->u.read_ans.n_entries > 0)
+        return true;
+    if (rc == WP_OK)
+        free(*body);
+    wp__err_clear();
+    return false;
 }
 
 /* A replica's answer with entries becomes the batch (see below). */
@@ -1582,8 +1539,9 @@ static void take_answer(st_reader *r, int i, int64_t from, int64_t upto, bool co
     r->body = body;
     *out = (st_entries){.first = from, .n = n, .records = a->records, .len = len};
     r->pref = i;
-    /* A full batch: more is there; ask for it now. */
-    if (n == a->n_entries && (completed || a->records_len >= max_bytes / 2))
+    /* A full batch, and the caller may read on: more is there; ask for it now. */
+    if (n == a->n_entries && from + (int64_t)n <= upto &&
+        (completed || a->records_len >= max_bytes / 2))
         pf_start(r, i, from + (int64_t)n, completed, max_bytes);
 }
 
@@ -1690,8 +1648,7 @@ static void q_reader_close(st_reader *r)
     if (!r)
         return;
     lseg_close_read(r->cold_r);
-    if (r->pf)
-        pf_release(r->pf); /* an answer still coming frees it */
+    pf_drop(r); /* an answer still coming is freed when it comes */
     free(r->buf);
     free(r->body);
     free(r);
