@@ -402,7 +402,7 @@ typedef struct {
 static bool write_all(int fd, const char *b, ssize_t n)
 {
     while (n > 0) {
-        ssize_t w = write(fd, b, (size_t)n);
+        ssize_t w = send(fd, b, (size_t)n, MSG_NOSIGNAL); /* either end may hang up */
         if (w <= 0)
             return false;
         b += w;

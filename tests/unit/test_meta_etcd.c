@@ -200,9 +200,9 @@ static void fake_answer(fake_srv *f, int fd)
     char hdr[256];
     int hl = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
                       "Content-Length: %zu\r\nConnection: close\r\n\r\n", f->status, f->body_len);
-    bool ok = write(fd, hdr, (size_t)hl) == hl;
+    bool ok = send(fd, hdr, (size_t)hl, MSG_NOSIGNAL) == hl; /* the client may hang up */
     for (size_t off = 0; ok && off < f->body_len;) {
-        ssize_t w = write(fd, f->body + off, f->body_len - off);
+        ssize_t w = send(fd, f->body + off, f->body_len - off, MSG_NOSIGNAL);
         ok = w > 0;
         off += ok ? (size_t)w : 0;
     }
