@@ -76,11 +76,14 @@ typedef struct {
     _Atomic int64_t avoid_until_ns; /* failed lately: placed last until then */
 } node;
 
-/* A segment's replicas, in replica order, and its quorums. */
+/* A segment's replicas, in replica order, and its quorums. id[i]: the node
+ * id the placement recorded for replica i ("" when it recorded none). */
 typedef struct {
     int w, a;
     node *n[QUORUM_W_MAX];
+    char id[QUORUM_W_MAX][PROTO_ID_MAX + 1];
 } replset;
+_Static_assert(PROTO_ID_MAX >= WP_NODE_ID_MAX, "a recorded node id fits replset.id");
 
 typedef struct {
     int64_t log_id, seg_id; /* log_id 0: empty */
@@ -225,6 +228,23 @@ static pconn *node_conn(quorum_storage *q, node *n)
     }
     pconn *c = n->c;
     pthread_mutex_unlock(&n->mu);
+    return c;
+}
+
+/* Replica i's connection, if the server at its address is the one the
+ * placement recorded (by the id it gave in HELLO_ANS). Another server
+ * there (the replica's disk lost and a new server started in its place)
+ * holds no copy: it must not answer for the replica, or its "no copy"
+ * would count as "absent" in a recovery and cut acknowledged entries
+ * (docs/protocol.md §8). NULL with the reason in wp_errmsg(). */
+static pconn *replica_conn(quorum_storage *q, const replset *rs, int i)
+{
+    pconn *c = node_conn(q, rs->n[i]);
+    if (c && rs->id[i][0] && strcmp(pconn_node_id(c), rs->id[i]) != 0) {
+        wp__err(WP_EUNAVAILABLE, "server %s is '%s', not '%s', the replica recorded for this "
+                "segment", rs->n[i]->addr, pconn_node_id(c), rs->id[i]);
+        return NULL;
+    }
     return c;
 }
 
@@ -401,8 +421,10 @@ static int parse_placement(quorum_storage *q, const char *p, replset *rs)
         }
         char *at = strchr(t, '@');
         const char *addr = at ? at + 1 : t;
+        rs->id[rs->w][0] = '\0';
         if (at) {
             *at = '\0';
+            snprintf(rs->id[rs->w], sizeof rs->id[0], "%s", t);
             for (size_t i = 0; i < q->n_reg; i++)
                 if (strcmp(q->reg[i].id, t) == 0)
                     addr = q->reg[i].addr;
@@ -449,8 +471,10 @@ static int resolve(quorum_storage *q, int64_t log_id, int64_t seg_id, replset *r
                        "and quorum.nodes lists no servers", log_id, seg_id);
     rs->w = q->w;
     rs->a = q->a;
-    for (int i = 0; i < q->w; i++)
+    for (int i = 0; i < q->w; i++) {
         rs->n[i] = q->statics[i];
+        rs->id[i][0] = '\0';
+    }
     return WP_OK;
 }
 
@@ -617,7 +641,7 @@ static bool wait_until(fan_shared *f, int64_t due_ns)
 static int send_one(quorum_storage *q, const replset *rs, health *h, fan_shared *f, int i,
                     const proto_msg *mi, bool wait)
 {
-    pconn *c = node_conn(q, rs->n[i]);
+    pconn *c = replica_conn(q, rs, i);
     fan_arg *fa = c ? malloc(sizeof *fa) : NULL;
     int rc = c ? (fa ? WP_OK : wp__err(WP_ENOMEM, "request")) : WP_EUNAVAILABLE;
     pthread_mutex_lock(&f->mu);
@@ -1157,7 +1181,7 @@ static int read_range(quorum_storage *q, const replset *rs, int src, int64_t log
     *len = 0;
     *n = 0;
     for (int64_t next = from; next <= to;) {
-        pconn *c = node_conn(q, rs->n[src]);
+        pconn *c = replica_conn(q, rs, src);
         if (!c)
             return WP_EUNAVAILABLE;
         proto_msg m = {.type = PROTO_READ}, ans;
@@ -1479,7 +1503,7 @@ static void pf_drop(st_reader *r)
 
 static void pf_start(st_reader *r, int i, int64_t from, bool completed, size_t max_bytes)
 {
-    pconn *c = node_conn(r->q, r->rs.n[i]);
+    pconn *c = replica_conn(r->q, &r->rs, i);
     prefetch *p = c ? malloc(sizeof *p) : NULL;
     if (!p)
         return;
@@ -1573,7 +1597,7 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
     bool nothing = false;
     for (int k = 0; k < r->rs.w; k++) { /* the preferred replica, then the others */
         int i = (r->pref + k) % r->rs.w;
-        pconn *c = node_conn(q, r->rs.n[i]);
+        pconn *c = replica_conn(q, &r->rs, i);
         if (!c)
             continue;
         /* The preferred replica may hold the READ until entries come (a

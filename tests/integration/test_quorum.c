@@ -641,6 +641,72 @@ TEST(hung_server_does_not_stall_appends)
     stop_all();
 }
 
+/* Another server at a replica's address (the replica's disk lost, a new
+ * server started there under another id): it holds no copy, and counting
+ * its "no copy" as "absent" would cut acknowledged entries in recovery
+ * (ARCHITECTURE §7.1: only the recorded replicas answer for a segment).
+ * Entries 10..59 are acked by q0 and q1 while q2 is stopped; q2 comes back
+ * without them, q1 with them; q0's address is taken by server "imp" with
+ * an empty disk.
+ * Without the id check the target is q2's last (9) and 50 acked entries
+ * are lost. */
+TEST(other_server_at_a_replica_address)
+{
+    const char *dir = test_tmpdir("quorum10");
+    REQUIRE(start_all(dir) == 0);
+    wp_client *c = client(dir);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 10, NULL));
+    kill(srv[2].pid, SIGSTOP);
+    wp_msg_id last;
+    CHECK_OK(append_seq(w, 10, 50, &last));
+    CHECK(last.segment_id == 0 && last.entry_id == 59);
+    /* q2 dies stopped (what it did not read is gone) and restarts on its
+     * data: it holds 0..9. */
+    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
+    char sub[1100], listen[100];
+    snprintf(sub, sizeof sub, "%s/s2", dir);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[2].addr);
+    const char *o2[] = {listen, NULL};
+    REQUIRE(logstore_proc_start_opts(&srv[2], sub, "q2", meta_path, o2) == 0);
+    /* q1 restarts too: it holds 0..59 but no longer knows the LAC (kept in
+     * memory only), so the LAC does not save the entries. */
+    CHECK(logstore_proc_stop(&srv[1], SIGKILL) == 128 + SIGKILL);
+    snprintf(sub, sizeof sub, "%s/s1", dir);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[1].addr);
+    const char *o1[] = {listen, NULL};
+    REQUIRE(logstore_proc_start_opts(&srv[1], sub, "q1", meta_path, o1) == 0);
+    /* q0 is gone; "imp", a new server with an empty disk, listens there. */
+    CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
+    snprintf(sub, sizeof sub, "%s/imp", dir);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[0].addr);
+    const char *o0[] = {listen, NULL};
+    REQUIRE(logstore_proc_start_opts(&srv[0], sub, "imp", meta_path, o0) == 0);
+    /* A new writer (in a new client: no connection of the old one) recovers
+     * segment 0 from q1 and q2, and keeps every acked entry. */
+    wp_client *c2 = client(dir);
+    REQUIRE(c2);
+    wp_log *log2;
+    REQUIRE(wp_log_open(c2, "q", &log2) == 0);
+    wp_writer *w2;
+    CHECK_OK(wp_writer_open(log2, &w2));
+    CHECK(read_seq(log2) == 60);
+    CHECK_OK(append_seq(w2, 60, 10, NULL));
+    CHECK(read_seq(log2) == 70);
+    CHECK_OK(wp_writer_close(w2));
+    wp_log_close(log2);
+    wp_client_close(c2);
+    (void)wp_writer_close(w);
+    wp_log_close(log);
+    wp_client_close(c);
+    stop_all();
+}
+
 /* ---- read-ahead: big batches, a server lost mid-read ------------------------- */
 
 #define BIG 4000 /* bytes per entry: a READ of 4 MiB holds about 1000 */
@@ -741,5 +807,6 @@ int main(void)
     RUN(drained_server_is_left);
     RUN(five_three);
     RUN(read_ahead_big_batches);
+    RUN(other_server_at_a_replica_address);
     return test_done();
 }
