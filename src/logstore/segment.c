@@ -118,6 +118,7 @@ struct lseg_w {
     idx_entry *idx;
     size_t n_idx, cap_idx;
     int64_t finish_last; /* the footer's last entry at most this (INT64_MAX: none) */
+    int64_t lac_hint;    /* the LAC hint published so far, as far as known (-1: none) */
     blk_compressor *z;   /* flush.compression (lseg_set_codec); NULL: none */
     int failed;
 };
@@ -131,6 +132,7 @@ static int lseg_w_new(storage *st, st_writer *sw, uint64_t bytes, lseg_w **out)
     w->sw = sw;
     w->bytes = bytes;
     w->finish_last = INT64_MAX;
+    w->lac_hint = -1;
     *out = w;
     return WP_OK;
 }
@@ -277,7 +279,8 @@ int lseg_put_done(lseg_w *w, lseg_put *p, int rc)
     if (w->failed)
         return w->failed;
     /* A failed hint only delays other processes' readers; the data is durable. */
-    (void)w->st->ops->seg_publish_lac(w->sw, p->last_entry_id);
+    if (w->st->ops->seg_publish_lac(w->sw, p->last_entry_id) == WP_OK)
+        w->lac_hint = p->last_entry_id;
     return WP_OK;
 }
 
@@ -301,10 +304,19 @@ int lseg_finish(lseg_w *w, int64_t *last_entry_id, uint64_t *bytes)
     idx_encode(w->idx, w->n_idx, ib);
     int64_t last = w->next_entry - 1 < w->finish_last ? w->next_entry - 1 : w->finish_last;
     /* Completing below the last written entry (a replica at the quorum's
-     * last entry): the LAC hint comes down first, so that the footer
-     * covers it (footer_proven) even after a crash in between. */
-    if (last < w->next_entry - 1)
-        (void)w->st->ops->seg_publish_lac(w->sw, last);
+     * last entry), or below a hint published before a cut (lseg_reopen
+     * with a limit that fell on a block boundary): the LAC hint comes down
+     * first, so that the footer covers it (footer_proven) even after a
+     * crash in between. */
+    if (last < w->next_entry - 1 || last < w->lac_hint) {
+        int rc = w->st->ops->seg_publish_lac(w->sw, last);
+        if (rc) { /* a footer below the hint would read as damage */
+            free(ib);
+            w->failed = rc;
+            return rc;
+        }
+        w->lac_hint = last;
+    }
     seg_footer f = {.n_blocks = (uint32_t)w->n_idx,
                     .index_offset = w->bytes,
                     .last_entry_id = last,
@@ -568,6 +580,7 @@ int lseg_reopen(storage *st, int64_t log_id, int64_t seg_id, int64_t epoch, int6
     if (rc)
         goto out_reader;
     w->finish_last = limit;
+    w->lac_hint = lac_hint;
     if (!rewrite_header) {
         rc = scan_blocks(st, r, size, w, &se);
         if (rc)

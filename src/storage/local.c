@@ -70,6 +70,7 @@ struct st_writer {
     bool reopened;  /* appends take the fence lock and check before writing */
     int lac_fd;     /* -1 until the first publish */
     uint64_t lac_synced_size; /* w->size when the lac file was last synced */
+    int64_t lac_pub;          /* the value last written to it (INT64_MIN: none yet) */
     int failed;     /* 0, or the WP_E* code every later call returns */
     const wp__logger *logger;
 };
@@ -172,6 +173,7 @@ static st_writer *writer_new(const local_storage *ls, int64_t epoch, seg_paths *
     memset(p, 0, sizeof *p);
     w->epoch = epoch;
     w->data_fd = w->fence_fd = w->lac_fd = -1;
+    w->lac_pub = INT64_MIN;
     w->logger = ls->base.logger;
     return w;
 }
@@ -576,8 +578,13 @@ static int local_seg_publish_lac(st_writer *w, int64_t lac)
         return writer_fail(w, rc);
     /* Not synced on every append (that would double the syncs); synced when
      * created, so that it survives a power loss, and then every
-     * LAC_SYNC_BYTES of data, so that it lags the truth by at most that. */
-    if (created || w->size - w->lac_synced_size >= LAC_SYNC_BYTES) {
+     * LAC_SYNC_BYTES of data, so that it lags the truth by at most that.
+     * Also when it goes down (a completion below the last entry written,
+     * before the footer: a footer below a hint that came back after a
+     * power loss would read as damage). */
+    bool down = w->lac_pub != INT64_MIN && lac < w->lac_pub;
+    w->lac_pub = lac;
+    if (created || down || w->size - w->lac_synced_size >= LAC_SYNC_BYTES) {
         rc = os_fdatasync(w->lac_fd, w->p.lac);
         if (rc == WP_OK && created)
             rc = os_fsync_path(w->p.dir);

@@ -626,6 +626,33 @@ TEST(publish_lac_failure)
     done(s);
 }
 
+/* A LAC hint that goes down (a completion below the last entry written)
+ * is synced before anything else is written, as the first one is; one
+ * that goes up is not (it lags by at most LAC_SYNC_BYTES). A failed sync
+ * of it fails the writer (docs/format.md section 8). */
+TEST(lowered_lac_hint_is_synced)
+{
+    storage *s = fresh();
+    REQUIRE(s);
+    faults_install();
+    st_writer *w = NULL;
+    CHECK_OK(s->ops->seg_create(s, 1, 5, 1, &w));
+    REQUIRE(w);
+    CHECK_OK(append_pat(s, w, 10, 1));
+    CHECK_OK(s->ops->seg_publish_lac(w, 5)); /* created: synced */
+    int n0 = F.n_fdatasync;
+    CHECK_OK(s->ops->seg_publish_lac(w, 7)); /* up: not synced */
+    CHECK(F.n_fdatasync == n0);
+    CHECK_OK(s->ops->seg_publish_lac(w, 6)); /* down: synced */
+    CHECK(F.n_fdatasync == n0 + 1);
+    F.fdatasync_errno = EIO;
+    CHECK_RC(WP_EIO, s->ops->seg_publish_lac(w, 3));
+    F.fdatasync_errno = 0;
+    CHECK_RC(WP_EIO, append_pat(s, w, 10, 2)); /* failed for good */
+    s->ops->seg_writer_close(w);
+    done(s);
+}
+
 TEST(read_and_delete_failures)
 {
     storage *s = fresh();
@@ -692,6 +719,7 @@ int main(void)
     RUN(fence_check_read_error);
     RUN(reopen_failures);
     RUN(publish_lac_failure);
+    RUN(lowered_lac_hint_is_synced);
     RUN(read_and_delete_failures);
     return test_done();
 }

@@ -336,6 +336,48 @@ TEST(complete_and_delete)
     CHECK(srv_stop(&s, SIGTERM) == 0);
 }
 
+/* A copy completed below what it holds (recovery's target: entries past
+ * it were never acked) keeps serving after a restart. Its LAC hint (the
+ * last entry it had written) must come down with the cut, or the
+ * restarted server finds a footer below the hint and calls the copy
+ * damaged. Segment 0 is cut at a block boundary, segment 1 inside a
+ * block. */
+TEST(completed_below_its_last_survives_restart)
+{
+    srv s;
+    const char *dir = test_tmpdir("ls9");
+    REQUIRE(srv_start(&s, dir, "n9") == 0);
+    cli c;
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK_OK(add(&c, 0, 1, 0, 6, -1, NULL)); /* 0..5: one block */
+    CHECK_OK(add(&c, 0, 1, 6, 4, 5, NULL));  /* 6..9: the next */
+    CHECK_OK(add(&c, 1, 1, 0, 10, -1, NULL)); /* 0..9: one block */
+    proto_frame f;
+    for (int64_t seg = 0; seg < 2; seg++) {
+        proto_msg m = {.type = PROTO_COMPLETE};
+        m.u.complete = (proto_complete){.log_id = 1, .segment_id = seg, .epoch = 2,
+                                        .last_entry_id = 5};
+        CHECK(cli_call(&c, &m, &f) == PROTO_COMPLETE_ANS);
+        CHECK(f.msg.u.state.last_durable == 5);
+    }
+    for (int round = 0; round < 2; round++) { /* before and after a kill -9 */
+        for (int64_t seg = 0; seg < 2; seg++) {
+            bool done = false;
+            int n = read_n(&c, seg, 0, 0, PROTO_READ_UNCONFIRMED, &done);
+            if (n != 6)
+                fprintf(stderr, "  round %d, segment %lld: %d (%s)\n", round, (long long)seg, n,
+                        n < 0 ? wp_strerror(n) : "entries");
+            CHECK(n == 6 && done);
+        }
+        cli_close(&c);
+        CHECK(srv_stop(&s, SIGKILL) == 128 + SIGKILL);
+        REQUIRE(srv_start(&s, dir, "n9") == 0);
+        REQUIRE(cli_open(&c, s.addr) == 0);
+    }
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
 /* A bad frame closes that connection only; the server goes on. */
 TEST(bad_frames_close_only_their_connection)
 {
@@ -584,6 +626,7 @@ int main(void)
     RUN(pipelined_adds_and_group_commit);
     RUN(read_is_held_until_entries_arrive);
     RUN(complete_and_delete);
+    RUN(completed_below_its_last_survives_restart);
     RUN(bad_frames_close_only_their_connection);
     RUN(registers_in_metadata);
     RUN(disk_watermarks);
