@@ -885,6 +885,12 @@ static int next_entry_batch(lseg_r *r, int64_t max_entry_id, lseg_entry *out)
         r->batch_i = 0;
         r->batch_off = 0;
         if (r->batch.n == 0) {
+            /* Nothing, in a completed segment: not its end (next_id is at
+             * most its last), so never a skip to the next one. */
+            if (r->completed)
+                return wp__err(WP_EUNAVAILABLE, "segment %" PRId64 "/%" PRId64 ": entry %" PRId64
+                               " of the completed segment was not returned", r->log_id,
+                               r->seg_id, r->next_id);
             r->waited = wait;
             return WP_EAGAIN;
         }
@@ -1043,6 +1049,11 @@ static int verify_entries(storage *st, int64_t log_id, int64_t seg_id, bool comp
         rc = lseg_next(r, max, &e);
         if (rc == WP_EAGAIN)
             break;
+        if (rc == WP_EUNAVAILABLE && completed) { /* short of its last (next_entry_batch) */
+            problem(fn, arg, &bad, "readable entries 0..%" PRId64 ", but metadata says the last "
+                    "is %" PRId64 " (%s)", n - 1, last_entry_id, wp_errmsg());
+            break;
+        }
         if (rc) {
             problem(fn, arg, &bad, "entry %" PRId64 ": %s (%s)", n, wp_strerror(rc), wp_errmsg());
             break;

@@ -707,6 +707,70 @@ TEST(other_server_at_a_replica_address)
     stop_all();
 }
 
+/* A reader of a completed segment whose replicas that answer lack entries
+ * (the one that holds them is down, the other lags) gets an error, not a
+ * skip to the next segment: entries 10..59 sit on q0 and q1 only, q2
+ * holds 0..9; with q0 and q1 down the reader stops after 9 with
+ * WP_EUNAVAILABLE, and reads on from 10 once q0 is back. */
+TEST(completed_segment_is_never_skipped)
+{
+    const char *dir = test_tmpdir("quorum11");
+    REQUIRE(start_all(dir) == 0);
+    wp_client *c = client(dir);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 10, NULL));
+    kill(srv[2].pid, SIGSTOP);
+    CHECK_OK(append_seq(w, 10, 50, NULL));
+    CHECK_OK(wp_writer_close(w)); /* completes segment 0 at 59 */
+    char sub[1100], listen[100];
+    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
+    snprintf(sub, sizeof sub, "%s/s2", dir);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[2].addr);
+    const char *o2[] = {listen, NULL};
+    REQUIRE(logstore_proc_start_opts(&srv[2], sub, "q2", meta_path, o2) == 0);
+    CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
+    CHECK(logstore_proc_stop(&srv[1], SIGKILL) == 128 + SIGKILL);
+    wp_client *c2 = client(dir);
+    REQUIRE(c2);
+    wp_log *log2;
+    REQUIRE(wp_log_open(c2, "q", &log2) == 0);
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log2, WP_EARLIEST, &r) == 0);
+    wp_entry e;
+    int n = 0, rc;
+    while ((rc = wp_reader_next(r, 1000, &e)) == WP_OK)
+        n++;
+    CHECK(n == 10);
+    CHECK_RC(WP_EUNAVAILABLE, rc);
+    snprintf(sub, sizeof sub, "%s/s0", dir);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[0].addr);
+    const char *o0[] = {listen, NULL};
+    REQUIRE(logstore_proc_start_opts(&srv[0], sub, "q0", meta_path, o0) == 0);
+    for (int tries = 0; n < 60 && tries < 50; tries++) { /* its connection comes back */
+        while (n < 60 && (rc = wp_reader_next(r, 1000, &e)) == WP_OK) {
+            char want[64];
+            int len = snprintf(want, sizeof want, "q-entry-%d", n);
+            CHECK(e.len == (size_t)len && memcmp(e.data, want, (size_t)len) == 0);
+            n++;
+        }
+        if (n < 60)
+            test_sleep_ms(100);
+    }
+    CHECK(n == 60);
+    wp_reader_close(r);
+    wp_log_close(log2);
+    wp_client_close(c2);
+    wp_log_close(log);
+    wp_client_close(c);
+    srv[1].pid = 0; /* killed above */
+    stop_all();
+}
+
 /* ---- read-ahead: big batches, a server lost mid-read ------------------------- */
 
 #define BIG 4000 /* bytes per entry: a READ of 4 MiB holds about 1000 */
@@ -808,5 +872,6 @@ int main(void)
     RUN(five_three);
     RUN(read_ahead_big_batches);
     RUN(other_server_at_a_replica_address);
+    RUN(completed_segment_is_never_skipped);
     return test_done();
 }
