@@ -108,6 +108,43 @@ static int start(const char *root)
     return 0;
 }
 
+/* Server i's directory under the running set's root. */
+static void server_dir(int i, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/logstore/s%d", qe.root, i);
+}
+
+int quorum_env_kill(int i)
+{
+    if (!qe.running || qe.owner != getpid() || i < 0 || i >= QE_SERVERS || qe.srv[i].pid <= 0)
+        return -1;
+    logstore_proc_stop(&qe.srv[i], SIGKILL);
+    qe.srv[i].pid = 0;
+    return 0;
+}
+
+int quorum_env_restart(int i)
+{
+    if (!qe.running || qe.owner != getpid() || i < 0 || i >= QE_SERVERS || qe.srv[i].pid > 0)
+        return -1;
+    char sub[1300], id[16], meta[1300], listen[100];
+    server_dir(i, sub, sizeof sub);
+    snprintf(id, sizeof id, "qe%d", i);
+    snprintf(meta, sizeof meta, "%s/logstore/meta.sqlite", qe.root);
+    char addr[64];
+    snprintf(addr, sizeof addr, "%s", qe.srv[i].addr);
+    snprintf(listen, sizeof listen, "node.listen=%s", addr);
+    const char *opts[] = {listen, NULL};
+    if (logstore_proc_start_opts(&qe.srv[i], sub, id, meta, opts) != 0)
+        return -1;
+    if (strcmp(qe.srv[i].addr, addr) != 0) {
+        fprintf(stderr, "  quorum_env: server %d came back on %s, not %s\n", i, qe.srv[i].addr,
+                addr);
+        return -1;
+    }
+    return 0;
+}
+
 int quorum_env_nodes(const char *root, char *nodes, size_t cap)
 {
     if (!qe.running || strcmp(qe.root, root) != 0) {

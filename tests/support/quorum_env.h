@@ -28,6 +28,13 @@ bool quorum_env_on(void);
  * 0, or -1 with the reason on stderr. */
 int quorum_env_nodes(const char *root, char *nodes, size_t cap);
 
+/* Kills server i (0..2) of the running set with SIGKILL (the process that
+ * started them only). 0, or -1. */
+int quorum_env_kill(int i);
+/* Starts server i again, on its data and its address (quorum.nodes does
+ * not change). 0, or -1 with the reason on stderr. */
+int quorum_env_restart(int i);
+
 /* Stops the servers this process started (also run at exit). */
 void quorum_env_stop(void);
 
