@@ -46,6 +46,10 @@
 #include "storage/s3.h"
 
 #define CONNECT_TIMEOUT_MS 3000
+/* Recovery writes entries back to lagging replicas in ADDs of at most this
+ * many bytes and entries (read from the source in READs of 4 MiB). */
+#define WRITEBACK_BYTES (16 * WP_MiB)
+#define WRITEBACK_ENTRIES (PROTO_ENTRIES_MAX / 2)
 #define CALL_TIMEOUT_MS 30000
 #define RECONNECT_BACKOFF_NS (200 * 1000000LL)
 /* With wait_all, how long to wait for the other replicas once a request
@@ -1170,8 +1174,10 @@ static int q_seg_fence(storage *st, int64_t log_id, int64_t seg_id, int64_t epoc
     return rc;
 }
 
-/* Reads entries [from, to] from replica src (unconfirmed: recovery) into a
- * growing buffer; *n entries of *len bytes. */
+/* Reads entries from `from` up to `to` from replica src (unconfirmed:
+ * recovery) into a growing buffer, READs of 4 MiB until `to` or until
+ * WRITEBACK_BYTES or WRITEBACK_ENTRIES are reached; *n entries (at least
+ * one) of *len bytes. */
 static int read_range(quorum_storage *q, const replset *rs, int src, int64_t log_id,
                       int64_t seg_id, int64_t from, int64_t to, uint8_t **buf, size_t *len,
                       uint32_t *n)
@@ -1180,7 +1186,7 @@ static int read_range(quorum_storage *q, const replset *rs, int src, int64_t log
     *buf = NULL;
     *len = 0;
     *n = 0;
-    for (int64_t next = from; next <= to;) {
+    for (int64_t next = from; next <= to && *len < WRITEBACK_BYTES && *n < WRITEBACK_ENTRIES;) {
         pconn *c = replica_conn(q, rs, src);
         if (!c)
             return WP_EUNAVAILABLE;
@@ -1319,35 +1325,60 @@ static int q_seg_recover(storage *st, int64_t log_id, int64_t seg_id, int64_t ep
         if (last_i[i] != INT64_MIN && last_i[i] < target && last_i[i] + 1 < from)
             from = last_i[i] + 1;
     if (holders < rs.a && target >= 0) {
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        uint32_t n = 0;
-        rc = read_range(q, &rs, src, log_id, seg_id, from, target, &buf, &len, &n);
-        const proto_msg *ms[QUORUM_W_MAX] = {0};
-        proto_msg adds[QUORUM_W_MAX];
-        for (int i = 0; rc == WP_OK && i < rs.w; i++) {
-            if (last_i[i] == INT64_MIN || last_i[i] >= target)
-                continue;
-            uint32_t skip = (uint32_t)(last_i[i] + 1 - from);
-            size_t off = rec_offset(buf, len, skip);
-            adds[i] = (proto_msg){.type = PROTO_ADD};
-            adds[i].u.add = (proto_add){.log_id = log_id, .segment_id = seg_id, .epoch = epoch,
-                                        .first_entry_id = last_i[i] + 1, .lac = lac,
-                                        .n_entries = n - skip, .records = buf + off,
-                                        .records_len = len - off};
-            ms[i] = &adds[i];
+        /* In pieces (at most WRITEBACK_BYTES each, in entry order): a
+         * replica may lag by more than one ADD can carry, or than is worth
+         * holding in memory. next[i]: the next entry replica i needs (-1:
+         * not written back: it did not answer, holds the target, or failed). */
+        int64_t next[QUORUM_W_MAX];
+        int lagging = 0;
+        for (int i = 0; i < rs.w; i++) {
+            next[i] = last_i[i] != INT64_MIN && last_i[i] < target ? last_i[i] + 1 : -1;
+            lagging += next[i] >= 0;
         }
-        if (rc == WP_OK) {
-            fan_out(q, &rs, NULL, NULL, ms, &f, rs.a - holders, true);
-            for (int i = 0; i < rs.w; i++)
-                if (f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= target)
-                    holders++;
-            if (holders < rs.a)
-                rc = quorum_err(&rs, &f, WP_EQUORUM, "recovery write-back", rs.a);
+        for (int64_t at = from; rc == WP_OK && at <= target && lagging > 0;) {
+            uint8_t *buf = NULL;
+            size_t len = 0;
+            uint32_t n = 0;
+            rc = read_range(q, &rs, src, log_id, seg_id, at, target, &buf, &len, &n);
+            int64_t end = at + (int64_t)n - 1;
+            const proto_msg *ms[QUORUM_W_MAX] = {0};
+            proto_msg adds[QUORUM_W_MAX];
+            int asked = 0;
+            for (int i = 0; rc == WP_OK && i < rs.w; i++) {
+                if (next[i] < at || next[i] > end)
+                    continue;
+                uint32_t skip = (uint32_t)(next[i] - at);
+                size_t off = rec_offset(buf, len, skip);
+                adds[i] = (proto_msg){.type = PROTO_ADD};
+                adds[i].u.add = (proto_add){.log_id = log_id, .segment_id = seg_id,
+                                            .epoch = epoch, .first_entry_id = next[i],
+                                            .lac = lac, .n_entries = n - skip,
+                                            .records = buf + off, .records_len = len - off};
+                ms[i] = &adds[i];
+                asked++;
+            }
+            if (rc == WP_OK && asked > 0) {
+                fan_out(q, &rs, NULL, NULL, ms, &f, asked, false);
+                for (int i = 0; i < rs.w; i++) {
+                    if (!ms[i])
+                        continue;
+                    if (f.r[i].rc == WP_OK && f.r[i].ans.u.add_ans.last_durable >= end) {
+                        next[i] = end + 1;
+                    } else { /* this one is left as it is */
+                        next[i] = -1;
+                        lagging--;
+                    }
+                }
+            }
+            free(buf);
+            at = end + 1;
         }
-        free(buf);
         if (rc)
             return rc;
+        for (int i = 0; i < rs.w; i++)
+            holders += next[i] > target;
+        if (holders < rs.a)
+            return quorum_err(&rs, &f, WP_EQUORUM, "recovery write-back", rs.a);
     }
     /* 4. Complete the copies at the target (those that hold it). */
     proto_msg cm = {.type = PROTO_COMPLETE};

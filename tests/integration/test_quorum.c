@@ -8,6 +8,7 @@
 #include "support/testutil.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/statvfs.h>
 
@@ -771,6 +772,86 @@ TEST(completed_segment_is_never_skipped)
     stop_all();
 }
 
+/* Recovery writes entries back to a lagging replica in pieces: q2 misses
+ * 1.2 million entries (more than one ADD may carry, PROTO_ENTRIES_MAX)
+ * acked by q0 and q1, q0 is down, so the new writer must bring q2 up to
+ * the last entry before it can complete the segment with A = 2 copies. In
+ * one ADD that failed, and the segment stayed unrecoverable while q0 was
+ * away. */
+#define LAG_N 1200000
+
+static atomic_int lag_failed;
+
+static void lag_cb(void *arg, int rc, wp_msg_id id)
+{
+    (void)arg, (void)id;
+    if (rc)
+        atomic_fetch_add(&lag_failed, 1);
+}
+
+TEST(writeback_in_pieces)
+{
+    const char *dir = test_tmpdir("quorum12");
+    REQUIRE(start_all(dir) == 0);
+    const char *kv[] = {"storage.type", "quorum", "quorum.nodes", nodes, "meta.path", meta_path,
+                        "segment.max_bytes", "1GiB", "quorum.replica_timeout_ms", "600000", NULL};
+    wp_client *c = test_client_open(dir, kv);
+    REQUIRE(c);
+    CHECK_OK(wp_log_create(c, "q"));
+    wp_log *log;
+    REQUIRE(wp_log_open(c, "q", &log) == 0);
+    wp_writer *w;
+    REQUIRE(wp_writer_open(log, &w) == 0);
+    CHECK_OK(append_seq(w, 0, 10, NULL));
+    kill(srv[2].pid, SIGSTOP);
+    atomic_store(&lag_failed, 0);
+    for (int i = 10; i < LAG_N; i++) {
+        char buf[16];
+        int len = snprintf(buf, sizeof buf, "%d", i);
+        REQUIRE(wp_writer_append_async(w, buf, (size_t)len, lag_cb, NULL) == 0);
+    }
+    CHECK_OK(wp_writer_flush(w));
+    CHECK(atomic_load(&lag_failed) == 0);
+    /* q2 dies stopped and comes back with 0..9; q0 goes. */
+    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
+    char sub[1100], listen[100];
+    snprintf(sub, sizeof sub, "%s/s2", dir);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[2].addr);
+    const char *o2[] = {listen, NULL};
+    REQUIRE(logstore_proc_start_opts(&srv[2], sub, "q2", meta_path, o2) == 0);
+    CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
+    srv[0].pid = 0;
+    wp_client *c2 = test_client_open(dir, kv);
+    REQUIRE(c2);
+    wp_log *log2;
+    REQUIRE(wp_log_open(c2, "q", &log2) == 0);
+    wp_writer *w2;
+    CHECK_OK(wp_writer_open(log2, &w2)); /* recovery: 1.2 M entries written back to q2 */
+    CHECK_OK(wp_writer_close(w2));
+    /* q1 goes too: q2 alone holds the segment now, whole. */
+    CHECK(logstore_proc_stop(&srv[1], SIGKILL) == 128 + SIGKILL);
+    srv[1].pid = 0;
+    wp_reader *r;
+    REQUIRE(wp_reader_open(log2, WP_EARLIEST, &r) == 0);
+    wp_entry e;
+    int n = 0, bad = 0;
+    while (wp_reader_next(r, 1000, &e) == WP_OK && n < LAG_N) {
+        char want[16];
+        int len = n < 10 ? snprintf(want, sizeof want, "q-entry-%d", n)
+                         : snprintf(want, sizeof want, "%d", n);
+        bad += e.len != (size_t)len || memcmp(e.data, want, (size_t)len) != 0;
+        n++;
+    }
+    CHECK(n == LAG_N && bad == 0);
+    wp_reader_close(r);
+    wp_log_close(log2);
+    wp_client_close(c2);
+    (void)wp_writer_close(w);
+    wp_log_close(log);
+    wp_client_close(c);
+    stop_all();
+}
+
 /* ---- read-ahead: big batches, a server lost mid-read ------------------------- */
 
 #define BIG 4000 /* bytes per entry: a READ of 4 MiB holds about 1000 */
@@ -873,5 +954,6 @@ int main(void)
     RUN(read_ahead_big_batches);
     RUN(other_server_at_a_replica_address);
     RUN(completed_segment_is_never_skipped);
+    RUN(writeback_in_pieces);
     return test_done();
 }
