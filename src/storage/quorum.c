@@ -1626,9 +1626,6 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
     int rc = wp__err(WP_EUNAVAILABLE, "no replica of segment %" PRId64 "/%" PRId64 " answers",
                      r->log_id, r->seg_id);
     bool nothing = false;
-    int err = rc; /* the last error a replica gave, and what it said */
-    char errmsg[WP_ERRMSG_MAX];
-    snprintf(errmsg, sizeof errmsg, "%s", wp_errmsg());
     for (int k = 0; k < r->rs.w; k++) { /* the preferred replica, then the others */
         int i = (r->pref + k) % r->rs.w;
         pconn *c = replica_conn(q, &r->rs, i);
@@ -1649,7 +1646,9 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
             node_avoid(r->rs.n[i]);
         if (rc == WP_OK && ans.u.read_ans.n_entries == 0) {
             /* Nothing there: at the end, or this replica lags (it missed
-             * ADDs or LACs while slow or away): ask the others too. */
+             * ADDs or LACs while slow or away): ask the others too. (In a
+             * completed segment, "nothing" before its last entry is no end:
+             * lseg's reader, which knows the last, refuses it.) */
             free(body);
             body = NULL;
             nothing = true;
@@ -1662,8 +1661,6 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
         free(body);
         if (rc == WP_ENOENT && !completed) /* not created on it yet: nothing yet */
             nothing = true;
-        err = rc;
-        snprintf(errmsg, sizeof errmsg, "%s", wp_errmsg());
     }
     if (nothing && !completed)
         return WP_OK; /* n == 0: nothing yet anywhere */
@@ -1674,14 +1671,6 @@ static int q_seg_read_entries(st_reader *r, int64_t from, int64_t upto, bool com
     if (r->sealed && cold_rc)
         return wp__err(cold_rc, "segment %" PRId64 "/%" PRId64 ": object storage failed and no "
                        "replica holds it", r->log_id, r->seg_id);
-    /* A completed segment holds every entry up to its last: a replica
-     * with nothing there lags (or lost its copy), and "nothing" from all
-     * that answered is no end of the segment, never a skip. */
-    if (completed)
-        return wp__err(err ? err : WP_EUNAVAILABLE, "segment %" PRId64 "/%" PRId64 ": no "
-                       "replica returned entry %" PRId64 " of the completed segment (%s)",
-                       r->log_id, r->seg_id, from,
-                       err ? errmsg : "those that answered hold nothing there");
     return nothing ? WP_OK : rc;
 }
 
