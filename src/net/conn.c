@@ -36,6 +36,8 @@ typedef struct {
     uint64_t id; /* 0: free */
     pconn_cb cb;
     void *arg;
+    uint16_t type; /* the request's: its answer is type | PROTO_ANSWER, or ERROR */
+    int64_t from;  /* a READ's from_entry_id: its answer's first_entry_id */
 } slot;
 
 struct pconn {
@@ -218,6 +220,25 @@ static void *reader_main(void *arg)
                      (unsigned long long)id);
             break;
         }
+        bool other_kind = f.msg.type != PROTO_ERROR && f.msg.type != (got.type | PROTO_ANSWER);
+        if (other_kind || (f.msg.type == PROTO_READ_ANS &&
+                           f.msg.u.read_ans.first_entry_id != got.from)) {
+            /* another request's kind of answer, or a READ answered from
+             * another entry: a protocol error (§2); the caller must not
+             * read it as its own */
+            if (other_kind)
+                snprintf(why, sizeof why, "answer of type 0x%04x to a request of type 0x%04x",
+                         (unsigned)f.msg.type, (unsigned)got.type);
+            else
+                snprintf(why, sizeof why, "READ answer from entry %lld to a READ from %lld",
+                         (long long)f.msg.u.read_ans.first_entry_id, (long long)got.from);
+            pthread_mutex_lock(&c->mu);
+            c->dead = true; /* before the caller hears of it */
+            pthread_mutex_unlock(&c->mu);
+            wp__err(WP_EUNAVAILABLE, "server %s: %s", c->peer, why);
+            got.cb(got.arg, WP_EUNAVAILABLE, NULL);
+            break;
+        }
         rc = f.msg.type == PROTO_ERROR ? proto_error_rc(&f.msg.u.error) : WP_OK;
         got.cb(got.arg, rc, &f);
     }
@@ -300,7 +321,8 @@ static int send_req(pconn *c, const proto_msg *m, pconn_cb cb, void *arg, bool w
     while (c->slots[s].id)
         s++;
     uint64_t id = (++c->seq << SLOT_BITS) | (uint64_t)s;
-    c->slots[s] = (slot){id, cb, arg};
+    c->slots[s] = (slot){id, cb, arg, (uint16_t)m->type,
+                         m->type == PROTO_READ ? m->u.read.from_entry_id : -1};
     c->n_inflight++;
     pthread_mutex_unlock(&c->mu);
     int rc = proto_encode_head(c->version, id, m, head, &hlen);

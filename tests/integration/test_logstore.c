@@ -534,6 +534,121 @@ static int tally_total(tally *t)
     return n;
 }
 
+/* A "server" on a loopback socket (a thread of this test) that answers
+ * HELLO properly, then every request with `wrong`'s kind of answer. */
+typedef struct {
+    int lfd;
+    uint16_t wrong;
+} wrong_srv;
+
+static void *wrong_srv_main(void *arg)
+{
+    wrong_srv *w = arg;
+    int fd = accept(w->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    proto_reader rd;
+    proto_reader_init(&rd, PROTO_SIDE_SERVER, 0);
+    uint8_t in[65536], out[4096];
+    ssize_t got;
+    bool hello = false;
+    while ((got = recv(fd, in, sizeof in, 0)) > 0) {
+        size_t off = 0;
+        while (off < (size_t)got) {
+            size_t used = 0;
+            proto_frame f;
+            int rc = proto_reader_feed(&rd, in + off, (size_t)got - off, &used, &f);
+            off += used;
+            if (rc == WP_EAGAIN)
+                break;
+            if (rc)
+                goto out;
+            proto_msg m = {0};
+            uint16_t v = PROTO_VERSION_MAX;
+            if (!hello) {
+                m.type = PROTO_HELLO_ANS;
+                m.u.hello_ans = (proto_hello_ans){.version = PROTO_VERSION_MAX,
+                                                  .body_max = PROTO_BODY_MAX, .id = "liar",
+                                                  .id_len = 4};
+                v = PROTO_HELLO_VERSION;
+                hello = true;
+            } else {
+                m.type = w->wrong;
+                if (m.type == PROTO_ADD_ANS)
+                    m.u.add_ans.last_durable = 5;
+                else if (m.type == PROTO_READ_ANS) /* from another entry than asked */
+                    m.u.read_ans = (proto_read_ans){
+                        .first_entry_id = f.msg.type == PROTO_READ ? f.msg.u.read.from_entry_id + 7
+                                                                   : 0,
+                        .lac = -1, .last_durable = -1};
+                else
+                    m.u.state = (proto_seg_state){.last_durable = 5, .lac = -1};
+            }
+            size_t len = 0;
+            if (proto_encode(v, f.h.request_id, &m, out, sizeof out, &len) != WP_OK ||
+                send(fd, out, len, MSG_NOSIGNAL) != (ssize_t)len)
+                goto out;
+            if (m.type == PROTO_HELLO_ANS)
+                proto_reader_set_version(&rd, PROTO_VERSION_MAX);
+        }
+    }
+out:
+    proto_reader_free(&rd);
+    close(fd);
+    return NULL;
+}
+
+/* An answer of another kind than its request (a FENCE answered like an
+ * ADD or a READ), or a READ answered from another entry than asked, is a
+ * protocol error: the call fails, the caller never
+ * reads it as its own (before: pconn_call returned it as the FENCE's
+ * answer, read through the wrong union member), and the connection is
+ * failed (docs/protocol.md section 2). */
+TEST(answer_of_another_kind_fails_the_call)
+{
+    static const uint16_t wrongs[] = {PROTO_ADD_ANS, PROTO_READ_ANS};
+    for (size_t k = 0; k < sizeof wrongs / sizeof *wrongs; k++) {
+        wrong_srv w = {.wrong = wrongs[k]};
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof a;
+        w.lfd = socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(w.lfd >= 0 && bind(w.lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                listen(w.lfd, 4) == 0 && getsockname(w.lfd, (struct sockaddr *)&a, &al) == 0);
+        pthread_t t;
+        REQUIRE(pthread_create(&t, NULL, wrong_srv_main, &w) == 0);
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+        pconn *c = NULL;
+        CHECK_OK(pconn_open(addr, "test-client", 5000, &c));
+        if (c) {
+            proto_msg q = {.type = PROTO_FENCE}, ans;
+            q.u.fence = (proto_fence){.log_id = 1, .segment_id = 0, .epoch = 1};
+            uint8_t *body = NULL;
+            CHECK_RC(WP_EUNAVAILABLE, pconn_call(c, &q, 5000, &ans, &body));
+            CHECK(strstr(wp_errmsg(), "answer of type") != NULL);
+            CHECK(!pconn_alive(c));
+            pconn_close(c);
+        }
+        if (wrongs[k] == PROTO_READ_ANS) { /* a READ answered from another entry */
+            pthread_join(t, NULL);
+            REQUIRE(pthread_create(&t, NULL, wrong_srv_main, &w) == 0);
+            c = NULL;
+            CHECK_OK(pconn_open(addr, "test-client", 5000, &c));
+            if (c) {
+                proto_msg q = {.type = PROTO_READ}, ans;
+                q.u.read = (proto_read){.log_id = 1, .segment_id = 0, .from_entry_id = 3,
+                                        .max_bytes = 4096};
+                uint8_t *body = NULL;
+                CHECK_RC(WP_EUNAVAILABLE, pconn_call(c, &q, 5000, &ans, &body));
+                CHECK(strstr(wp_errmsg(), "READ answer from entry 10 to a READ from 3") != NULL);
+                pconn_close(c);
+            }
+        }
+        close(w.lfd); /* (the thread saw the connection close) */
+        pthread_join(t, NULL);
+    }
+}
+
 TEST(pipelined_connection)
 {
     srv s;
@@ -631,6 +746,7 @@ int main(void)
     RUN(registers_in_metadata);
     RUN(disk_watermarks);
     RUN(pipelined_connection);
+    RUN(answer_of_another_kind_fails_the_call);
     RUN(inflight_limit_pauses_then_resumes);
     return test_done();
 }
