@@ -84,6 +84,8 @@ static void child_append(const char *dir, const char *ackpath, int64_t seq, unsi
     }
 }
 
+static void sleep_ms(int ms);
+
 static ackrec *load_acks(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
@@ -122,7 +124,20 @@ static int64_t verify_log(const char *dir, const char *name, const ackrec *acks,
     size_t ai = 0;
     wp_entry e;
     int rc;
-    while ((rc = wp_reader_next(r, 50, &e)) == WP_OK) {
+    int retries = 0;
+    for (;;) {
+        rc = wp_reader_next(r, 50, &e);
+        /* On quorum a read may fail for a moment (on a loaded machine a
+         * replica slower than quorum.replica_timeout_ms loses its
+         * connection): the reader stays at its entry, so an application
+         * reads again, as here (a few times). */
+        if (rc == WP_EUNAVAILABLE && retries++ < 20) {
+            fprintf(stderr, "  read: %s (%s); again\n", wp_strerror(rc), wp_errmsg());
+            sleep_ms(250);
+            continue;
+        }
+        if (rc != WP_OK)
+            break;
         int64_t seq = strtoll((const char *)e.data, NULL, 10);
         if (seq <= last_seq) {
             fprintf(stderr, "  sequence went from %" PRId64 " to %" PRId64 "\n", last_seq, seq);
