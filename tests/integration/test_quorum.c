@@ -36,6 +36,19 @@ static void stop_all(void)
             logstore_proc_stop(&srv[i], SIGTERM);
 }
 
+/* Server i killed -9 (if running) and started again at its address, with
+ * node id `id` and its data under dir/sub (its own, or a new one). */
+static int restart_as(int i, const char *dir, const char *sub, const char *id)
+{
+    if (srv[i].pid > 0 && logstore_proc_stop(&srv[i], SIGKILL) != 128 + SIGKILL)
+        return -1;
+    char d[1100], listen[100];
+    snprintf(d, sizeof d, "%s/%s", dir, sub);
+    snprintf(listen, sizeof listen, "node.listen=%s", srv[i].addr);
+    const char *o[] = {listen, NULL};
+    return logstore_proc_start_opts(&srv[i], d, id, meta_path, o);
+}
+
 static wp_client *client(const char *dir)
 {
     const char *kv[] = {"storage.type", "quorum", "quorum.nodes", nodes, "meta.path", meta_path,
@@ -669,25 +682,12 @@ TEST(other_server_at_a_replica_address)
     CHECK(last.segment_id == 0 && last.entry_id == 59);
     /* q2 dies stopped (what it did not read is gone) and restarts on its
      * data: it holds 0..9. */
-    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
-    char sub[1100], listen[100];
-    snprintf(sub, sizeof sub, "%s/s2", dir);
-    snprintf(listen, sizeof listen, "node.listen=%s", srv[2].addr);
-    const char *o2[] = {listen, NULL};
-    REQUIRE(logstore_proc_start_opts(&srv[2], sub, "q2", meta_path, o2) == 0);
+    REQUIRE(restart_as(2, dir, "s2", "q2") == 0);
     /* q1 restarts too: it holds 0..59 but no longer knows the LAC (kept in
      * memory only), so the LAC does not save the entries. */
-    CHECK(logstore_proc_stop(&srv[1], SIGKILL) == 128 + SIGKILL);
-    snprintf(sub, sizeof sub, "%s/s1", dir);
-    snprintf(listen, sizeof listen, "node.listen=%s", srv[1].addr);
-    const char *o1[] = {listen, NULL};
-    REQUIRE(logstore_proc_start_opts(&srv[1], sub, "q1", meta_path, o1) == 0);
+    REQUIRE(restart_as(1, dir, "s1", "q1") == 0);
     /* q0 is gone; "imp", a new server with an empty disk, listens there. */
-    CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
-    snprintf(sub, sizeof sub, "%s/imp", dir);
-    snprintf(listen, sizeof listen, "node.listen=%s", srv[0].addr);
-    const char *o0[] = {listen, NULL};
-    REQUIRE(logstore_proc_start_opts(&srv[0], sub, "imp", meta_path, o0) == 0);
+    REQUIRE(restart_as(0, dir, "imp", "imp") == 0);
     /* A new writer (in a new client: no connection of the old one) recovers
      * segment 0 from q1 and q2, and keeps every acked entry. */
     wp_client *c2 = client(dir);
@@ -728,14 +728,10 @@ TEST(completed_segment_is_never_skipped)
     kill(srv[2].pid, SIGSTOP);
     CHECK_OK(append_seq(w, 10, 50, NULL));
     CHECK_OK(wp_writer_close(w)); /* completes segment 0 at 59 */
-    char sub[1100], listen[100];
-    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
-    snprintf(sub, sizeof sub, "%s/s2", dir);
-    snprintf(listen, sizeof listen, "node.listen=%s", srv[2].addr);
-    const char *o2[] = {listen, NULL};
-    REQUIRE(logstore_proc_start_opts(&srv[2], sub, "q2", meta_path, o2) == 0);
+    REQUIRE(restart_as(2, dir, "s2", "q2") == 0);
     CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
     CHECK(logstore_proc_stop(&srv[1], SIGKILL) == 128 + SIGKILL);
+    srv[0].pid = srv[1].pid = 0;
     wp_client *c2 = client(dir);
     REQUIRE(c2);
     wp_log *log2;
@@ -748,10 +744,7 @@ TEST(completed_segment_is_never_skipped)
         n++;
     CHECK(n == 10);
     CHECK_RC(WP_EUNAVAILABLE, rc);
-    snprintf(sub, sizeof sub, "%s/s0", dir);
-    snprintf(listen, sizeof listen, "node.listen=%s", srv[0].addr);
-    const char *o0[] = {listen, NULL};
-    REQUIRE(logstore_proc_start_opts(&srv[0], sub, "q0", meta_path, o0) == 0);
+    REQUIRE(restart_as(0, dir, "s0", "q0") == 0);
     for (int tries = 0; n < 60 && tries < 50; tries++) { /* its connection comes back */
         while (n < 60 && (rc = wp_reader_next(r, 1000, &e)) == WP_OK) {
             char want[64];
@@ -768,7 +761,6 @@ TEST(completed_segment_is_never_skipped)
     wp_client_close(c2);
     wp_log_close(log);
     wp_client_close(c);
-    srv[1].pid = 0; /* killed above */
     stop_all();
 }
 
@@ -813,12 +805,7 @@ TEST(writeback_in_pieces)
     CHECK_OK(wp_writer_flush(w));
     CHECK(atomic_load(&lag_failed) == 0);
     /* q2 dies stopped and comes back with 0..9; q0 goes. */
-    CHECK(logstore_proc_stop(&srv[2], SIGKILL) == 128 + SIGKILL);
-    char sub[1100], listen[100];
-    snprintf(sub, sizeof sub, "%s/s2", dir);
-    snprintf(listen, sizeof listen, "node.listen=%s", srv[2].addr);
-    const char *o2[] = {listen, NULL};
-    REQUIRE(logstore_proc_start_opts(&srv[2], sub, "q2", meta_path, o2) == 0);
+    REQUIRE(restart_as(2, dir, "s2", "q2") == 0);
     CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
     srv[0].pid = 0;
     wp_client *c2 = test_client_open(dir, kv);
