@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "meta/meta.h"
 #include "os/os.h"
 #include "server/logstore.h"
 #include "stream/coord.h"
@@ -202,6 +203,14 @@ static int run_logstore(int argc, char **argv)
     int st = build_config(argc, argv, 2, &cfg);
     if (st)
         return st;
+    /* Before anything is created on disk (node.data_dir, its pid file). */
+    if (!meta_node_id_valid(cfg->node_id, strlen(cfg->node_id))) {
+        fprintf(stderr, "woodpecker: error: node.id %s'%s': a LogStore server needs one, 1..%d "
+                "bytes of [A-Za-z0-9._-]\n", cfg->node_id[0] ? "" : "is empty ", cfg->node_id,
+                WP_NODE_ID_MAX);
+        wp_config_free(cfg);
+        return 1;
+    }
     char pid_path[WP_PATH_MAX + 32];
     int pid_fd = pid_file(cfg, pid_path, sizeof pid_path);
     if (pid_fd < 0) {

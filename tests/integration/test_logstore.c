@@ -444,12 +444,19 @@ TEST(registers_in_metadata)
     CHECK(srv_stop(&s, SIGTERM) == 0);
     CHECK_RC(WP_ENOENT, m->ops->node_get(m, "node-6", &n));
     m->ops->close(m);
-    /* A server cannot start without a node id. */
-    char bin[1200];
-    snprintf(bin, sizeof bin, "%s/woodpecker logstore -o node.listen=127.0.0.1:0 2>/dev/null",
-             getenv("WP_BIN") ? getenv("WP_BIN") : ".");
-    int st = system(bin);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    /* A server cannot start without a valid node id, and then leaves
+     * nothing on disk (no node.data_dir, no pid file). */
+    static const char *const bad_ids[] = {"", "bad/id"};
+    for (size_t k = 0; k < sizeof bad_ids / sizeof *bad_ids; k++) {
+        char bin[2600], nodir[1100];
+        snprintf(nodir, sizeof nodir, "%s/no-such-dir-%zu", test_tmpdir("ls6b"), k);
+        snprintf(bin, sizeof bin, "%s/woodpecker logstore -o node.listen=127.0.0.1:0 "
+                 "-o 'node.id=%s' -o node.data_dir=%s 2>/dev/null",
+                 getenv("WP_BIN") ? getenv("WP_BIN") : ".", bad_ids[k], nodir);
+        int st = system(bin);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+        CHECK(access(nodir, F_OK) != 0);
+    }
 }
 
 /* The disk watermarks: below the soft one a server takes no new segment
