@@ -681,7 +681,7 @@ TEST(other_server_at_a_replica_address)
     CHECK_OK(append_seq(w, 10, 50, &last));
     CHECK(last.segment_id == 0 && last.entry_id == 59);
     /* q2 dies stopped (what it did not read is gone) and restarts on its
-     * data: it holds 0..9. */
+     * data: it holds at most 0..9. */
     REQUIRE(restart_as(2, dir, "s2", "q2") == 0);
     /* q1 restarts too: it holds 0..59 but no longer knows the LAC (kept in
      * memory only), so the LAC does not save the entries. */
@@ -711,8 +711,8 @@ TEST(other_server_at_a_replica_address)
 /* A reader of a completed segment whose replicas that answer lack entries
  * (the one that holds them is down, the other lags) gets an error, not a
  * skip to the next segment: entries 10..59 sit on q0 and q1 only, q2
- * holds 0..9; with q0 and q1 down the reader stops after 9 with
- * WP_EUNAVAILABLE, and reads on from 10 once q0 is back. */
+ * holds at most 0..9; with q0 and q1 down the reader stops there with
+ * WP_EUNAVAILABLE, and reads on once q0 is back. */
 TEST(completed_segment_is_never_skipped)
 {
     const char *dir = test_tmpdir("quorum11");
@@ -742,7 +742,7 @@ TEST(completed_segment_is_never_skipped)
     int n = 0, rc;
     while ((rc = wp_reader_next(r, 1000, &e)) == WP_OK)
         n++;
-    CHECK(n == 10);
+    CHECK(n <= 10); /* q2 may have synced fewer than 10 before it stopped (acked by q0, q1) */
     CHECK_RC(WP_EUNAVAILABLE, rc);
     REQUIRE(restart_as(0, dir, "s0", "q0") == 0);
     for (int tries = 0; n < 60 && tries < 50; tries++) { /* its connection comes back */
@@ -804,7 +804,7 @@ TEST(writeback_in_pieces)
     }
     CHECK_OK(wp_writer_flush(w));
     CHECK(atomic_load(&lag_failed) == 0);
-    /* q2 dies stopped and comes back with 0..9; q0 goes. */
+    /* q2 dies stopped and comes back with at most 0..9; q0 goes. */
     REQUIRE(restart_as(2, dir, "s2", "q2") == 0);
     CHECK(logstore_proc_stop(&srv[0], SIGKILL) == 128 + SIGKILL);
     srv[0].pid = 0;
