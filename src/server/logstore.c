@@ -30,11 +30,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "codec/codec.h"
 #include "meta/meta.h"
 #include "base/metrics.h"
 #include "net/listen.h"
 #include "net/proto.h"
+#include "os/os.h"
 #include "server/http.h"
 #include "server/replica.h"
 #include "server/upload.h"
@@ -1071,6 +1074,107 @@ static int gc_start(logstore *ls)
     return rc;
 }
 
+/* ---- the data directory's identity (docs/protocol.md §5.3) ---------------- */
+
+#define INSTANCE_HEX 32 /* 128 random bits */
+
+/* Writes node.data_dir/instance ("<node id> <hex>\n") durably: a new file
+ * synced, renamed into place, the directory synced. */
+static int instance_write(const char *dir, const char *path, const char *text)
+{
+    char tmp[WP_PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return wp__err_sys(errno, "open", tmp);
+    struct iovec v = {(void *)text, strlen(text)};
+    int rc = os_pwritev_full(fd, &v, 1, 0, tmp);
+    if (rc == WP_OK)
+        rc = os_fdatasync(fd, tmp);
+    close(fd);
+    if (rc == WP_OK && rename(tmp, path) != 0)
+        rc = wp__err_sys(errno, "rename", tmp);
+    if (rc == WP_OK)
+        rc = os_fsync_path(dir);
+    return rc;
+}
+
+/* A server answers "I hold no copy" for every segment it lacks, and the
+ * quorum rules count that as "absent": a server that lost its disk and
+ * comes back under its old node id would have recovery cut entries it
+ * once acknowledged. So the data directory is bound to the node id: its
+ * file `instance` holds the id and a random instance made at the first
+ * start, and the metadata record logstore/instances/<node id> holds the
+ * same instance. A directory without the file while the record exists
+ * lost its data: the server refuses to start (a new node id, or the
+ * record deleted by the operator, lets it). */
+static int identity_check(logstore *ls)
+{
+    const wp_config *cfg = ls->cfg;
+    char path[WP_PATH_MAX + 16], key[META_KV_KEY_MAX + 1];
+    char mine[WP_NODE_ID_MAX + INSTANCE_HEX + 4];
+    snprintf(path, sizeof path, "%s/instance", cfg->node_data_dir);
+    snprintf(key, sizeof key, "logstore/instances/%s", cfg->node_id);
+    char inst[INSTANCE_HEX + 1] = "";
+    FILE *f = fopen(path, "re");
+    if (f) {
+        char line[sizeof mine + 2] = "", id[WP_NODE_ID_MAX + 2] = "";
+        bool ok = fgets(line, sizeof line, f) != NULL &&
+                  sscanf(line, "%129s %32[0-9a-f]", id, inst) == 2 &&
+                  strlen(inst) == INSTANCE_HEX;
+        fclose(f);
+        if (!ok)
+            return wp__err(WP_ECORRUPT, "%s: not '<node id> <%d hex digits>'", path,
+                           INSTANCE_HEX);
+        if (strcmp(id, cfg->node_id) != 0)
+            return wp__err(WP_EINVAL, "%s: this data directory belongs to node '%s', not to "
+                           "node.id '%s'", cfg->node_data_dir, id, cfg->node_id);
+    } else if (errno != ENOENT) {
+        return wp__err_sys(errno, "open", path);
+    }
+    meta_kv kv = {0};
+    int rc = ls->meta->ops->kv_get(ls->meta, key, &kv);
+    if (rc && rc != WP_ENOENT)
+        return rc;
+    bool recorded = rc == WP_OK;
+    bool same = recorded && kv.len == INSTANCE_HEX && inst[0] &&
+                memcmp(kv.value, inst, INSTANCE_HEX) == 0;
+    char other[INSTANCE_HEX + 1] = "";
+    if (recorded)
+        snprintf(other, sizeof other, "%.*s", (int)(kv.len < INSTANCE_HEX ? kv.len : INSTANCE_HEX),
+                 (const char *)kv.value);
+    meta_kv_free(&kv);
+    if (recorded && !inst[0])
+        return wp__err(WP_EINVAL, "node '%s' held data (instance %s, metadata record %s) that "
+                       "%s does not hold: its disk was lost or replaced. Start it under a new "
+                       "node.id (the writers recover its segments from the other replicas), or "
+                       "delete that record if this directory is meant to start over as '%s'",
+                       cfg->node_id, other, key, cfg->node_data_dir, cfg->node_id);
+    if (recorded && !same)
+        return wp__err(WP_EINVAL, "%s holds instance %s of node '%s', but metadata record %s "
+                       "says %s: another directory is that node", cfg->node_data_dir, inst,
+                       cfg->node_id, key, other);
+    if (same)
+        return WP_OK;
+    if (!inst[0]) { /* the first start on this directory */
+        uint8_t rnd[INSTANCE_HEX / 2];
+        if (RAND_bytes(rnd, sizeof rnd) != 1)
+            return wp__err(WP_EIO, "logstore: no random bytes for an instance id (OpenSSL)");
+        for (size_t i = 0; i < sizeof rnd; i++)
+            snprintf(inst + 2 * i, 3, "%02x", rnd[i]);
+        snprintf(mine, sizeof mine, "%s %s\n", cfg->node_id, inst);
+        if ((rc = instance_write(cfg->node_data_dir, path, mine)))
+            return rc;
+    }
+    /* Recorded only after the directory holds it: a crash in between
+     * leaves a directory whose record a restart writes. */
+    rc = ls->meta->ops->kv_put(ls->meta, key, inst, INSTANCE_HEX, 0, 0, NULL);
+    if (rc == WP_EEXIST)
+        return wp__err(WP_ECONFLICT, "metadata record %s appeared while node '%s' started: "
+                       "another server with this node.id?", key, cfg->node_id);
+    return rc;
+}
+
 int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
 {
     if (!cfg->node_id[0])
@@ -1105,6 +1209,8 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
     if (rc == WP_OK)
         rc = meta_open(cfg, &ls->meta);
     if (rc == WP_OK)
+        rc = identity_check(ls);
+    if (rc == WP_OK)
         rc = node_register(ls);
     if (rc == WP_OK)
         rc = start_threads(ls);
@@ -1115,8 +1221,10 @@ int logstore_start(const wp_config *cfg, const wp__logger *lg, logstore **out)
     if (rc == WP_OK && cfg->node_metrics_listen[0])
         rc = httpd_start(cfg->node_metrics_listen, metrics_text, ls, lg, &ls->http);
     if (rc) {
-        logstore_stop(ls);
-        return rc;
+        char why[WP_ERRMSG_MAX];
+        snprintf(why, sizeof why, "%s", wp_errmsg());
+        logstore_stop(ls); /* its clean-up may set another message */
+        return wp__err(rc, "%s", why);
     }
     wp__log(lg, WP_LOG_INFO, "logstore %s: serving on %s, data in %s", cfg->node_id, ls->addr,
             cfg->node_data_dir);

@@ -23,6 +23,7 @@
 #include "meta/meta.h"
 #include "net/conn.h"
 #include "net/proto.h"
+#include "os/os.h"
 
 #include <sys/statvfs.h>
 
@@ -375,6 +376,62 @@ TEST(completed_below_its_last_survives_restart)
         REQUIRE(cli_open(&c, s.addr) == 0);
     }
     cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
+/* True if the file at path holds text. */
+static bool file_has(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    static char b[1 << 16];
+    size_t n = fread(b, 1, sizeof b - 1, f);
+    fclose(f);
+    b[n] = '\0';
+    return strstr(b, text) != NULL;
+}
+
+/* A server that lost its disk must not come back under its old node id:
+ * its "no copy" answers would count as "absent" in recoveries and cut
+ * acknowledged entries. The data directory is bound to the node id
+ * (node.data_dir/instance, and logstore/instances/<id> in metadata). */
+TEST(lost_disk_refused_under_old_id)
+{
+    const char *dir = test_tmpdir("ls10");
+    char data[1100], log[1200], meta_path[1100];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(meta_path, sizeof meta_path, "%s/meta.sqlite", dir);
+    srv s;
+    REQUIRE(srv_start(&s, dir, "n10") == 0);
+    cli c;
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK_OK(add(&c, 0, 1, 0, 5, -1, NULL));
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGKILL) == 128 + SIGKILL);
+    REQUIRE(srv_start(&s, dir, "n10") == 0); /* its own disk: fine */
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+    /* The disk is lost (the directory empty again): refused. */
+    REQUIRE(os_rm_rf(data) == WP_OK);
+    CHECK(srv_start(&s, dir, "n10") != 0);
+    CHECK(file_has(log, "its disk was lost or replaced"));
+    /* Under a new id the empty directory serves (and is that node's now)... */
+    REQUIRE(srv_start(&s, dir, "n11") == 0);
+    REQUIRE(cli_open(&c, s.addr) == 0);
+    CHECK(read_n(&c, 0, 0, 0, PROTO_READ_UNCONFIRMED, NULL) == WP_ENOENT);
+    cli_close(&c);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+    /* ...so n10 cannot take it; nor can a directory start as n11 twice. */
+    CHECK(srv_start(&s, dir, "n10") != 0);
+    CHECK(file_has(log, "this data directory belongs to node 'n11'"));
+    /* The operator forgets n10's old disk: an empty directory starts as n10. */
+    meta *m = NULL;
+    REQUIRE(meta_sqlite_open(meta_path, &m) == 0);
+    CHECK_OK(m->ops->kv_delete(m, "logstore/instances/n10", 0));
+    m->ops->close(m);
+    REQUIRE(os_rm_rf(data) == WP_OK);
+    REQUIRE(srv_start(&s, dir, "n10") == 0);
     CHECK(srv_stop(&s, SIGTERM) == 0);
 }
 
@@ -749,6 +806,7 @@ int main(void)
     RUN(read_is_held_until_entries_arrive);
     RUN(complete_and_delete);
     RUN(completed_below_its_last_survives_restart);
+    RUN(lost_disk_refused_under_old_id);
     RUN(bad_frames_close_only_their_connection);
     RUN(registers_in_metadata);
     RUN(disk_watermarks);
