@@ -785,7 +785,8 @@ static void deliver(logstore *ls, job *j)
         return;
     }
     if (j->park) {
-        j->deadline_ns = wp__now_ns() + (int64_t)j->msg.u.read.wait_ms * 1000000LL;
+        if (!j->deadline_ns) /* the first time: a READ woken for nothing keeps it */
+            j->deadline_ns = wp__now_ns() + (int64_t)j->msg.u.read.wait_ms * 1000000LL;
         j->next = ls->parked;
         ls->parked = j;
         return;

@@ -308,6 +308,41 @@ TEST(read_is_held_until_entries_arrive)
     CHECK(srv_stop(&s, SIGTERM) == 0);
 }
 
+/* A held READ is answered when its wait_ms is over, however often ADDs of
+ * its segment wake it without giving it anything (entries it does not
+ * read yet). Each wake gave it a whole new wait_ms before: a reader's call
+ * outlived its own timeout and failed the connection. */
+TEST(held_read_keeps_its_deadline)
+{
+    srv s;
+    REQUIRE(srv_start(&s, test_tmpdir("ls11"), "n11") == 0);
+    cli a, b;
+    REQUIRE(cli_open(&a, s.addr) == 0 && cli_open(&b, s.addr) == 0);
+    CHECK_OK(add(&b, 0, 1, 0, 2, 1, NULL));
+    proto_msg r = {.type = PROTO_READ};
+    r.u.read = (proto_read){.log_id = 1, .segment_id = 0, .from_entry_id = 500,
+                            .max_bytes = 1 << 20, .wait_ms = 1000};
+    int64_t t0 = test_now_ms();
+    CHECK_OK(cli_send(&a, 1, &r, 78));
+    /* ADDs every 100 ms for 3 s, each one waking the held READ. */
+    int64_t answered = -1;
+    for (int i = 2; i < 32; i++) {
+        CHECK_OK(add(&b, 0, 1, i, 1, i - 1, NULL));
+        proto_frame f;
+        if (answered < 0 && cli_recv(&a, &f, 100) == WP_OK) {
+            answered = test_now_ms() - t0;
+            CHECK(f.h.request_id == 78 && f.msg.type == PROTO_READ_ANS &&
+                  f.msg.u.read_ans.n_entries == 0);
+        }
+    }
+    fprintf(stderr, "  a READ held for 1000 ms, woken every 100 ms: answered after %lld ms\n",
+            (long long)answered);
+    CHECK(answered >= 900 && answered < 2500);
+    cli_close(&a);
+    cli_close(&b);
+    CHECK(srv_stop(&s, SIGTERM) == 0);
+}
+
 TEST(complete_and_delete)
 {
     srv s;
@@ -804,6 +839,7 @@ int main(void)
     RUN(add_read_fence_survive_kill9);
     RUN(pipelined_adds_and_group_commit);
     RUN(read_is_held_until_entries_arrive);
+    RUN(held_read_keeps_its_deadline);
     RUN(complete_and_delete);
     RUN(completed_below_its_last_survives_restart);
     RUN(lost_disk_refused_under_old_id);
