@@ -203,13 +203,14 @@ static bool disk_low(worker *w)
     return w->disk_low;
 }
 
-/* Below the soft watermark or draining, and the ADD would create a copy. */
-static bool refuses_new_segment(worker *w, const proto_add *a)
+/* Below the soft watermark or draining, and the ADDs (entries of them in
+ * all) would create a copy. */
+static bool refuses_new_segment(worker *w, const proto_add *a, uint32_t entries)
 {
     disk_check(w);
     replica_state st;
     return (w->disk_soft_low || __atomic_load_n(&w->ls->draining, __ATOMIC_RELAXED)) &&
-           a->n_entries > 0 &&
+           entries > 0 &&
            replica_state_get(w->ls->rs, a->log_id, a->segment_id, &st) == WP_ENOENT;
 }
 
@@ -248,10 +249,11 @@ static job *run_adds(worker *w, job *j)
     const uint8_t *recs = a->records;
     job *k = j;
     int rc = WP_OK;
-    if (a->n_entries > 0 && disk_low(w))
+    /* The group's entries, not its first ADD's: a LAC-only ADD may head it. */
+    if (entries > 0 && disk_low(w))
         rc = wp__err(WP_ENOSPC, "logstore: free disk below node.disk_reserve_bytes (%" PRId64 ")",
                      w->ls->cfg->node_disk_reserve_bytes);
-    else if (refuses_new_segment(w, a))
+    else if (refuses_new_segment(w, a, entries))
         rc = __atomic_load_n(&w->ls->draining, __ATOMIC_RELAXED)
                  ? wp__err(WP_EUNAVAILABLE, "logstore: draining: no new segments")
                  : wp__err(WP_ENOSPC, "logstore: free disk below node.disk_soft_reserve_bytes (%" PRIu64

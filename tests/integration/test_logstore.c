@@ -596,6 +596,21 @@ TEST(disk_watermarks)
     REQUIRE(logstore_proc_start_opts(&s, dir, "node-9", NULL, hard) == 0);
     REQUIRE(cli_open(&c, s.addr) == 0);
     CHECK_RC(WP_ENOSPC, add(&c, 1, 1, 20, 5, 19, NULL));
+    /* Nor when a LAC-only ADD heads the group it joins (one block, one
+     * sync): both frames in one write, so the worker takes them together. */
+    uint8_t two[4096];
+    size_t l1 = 0, l2 = 0;
+    proto_msg lac_only = add_msg(1, 1, 20, 0, 19);
+    REQUIRE(proto_encode(PROTO_VERSION_MAX, 501, &lac_only, two, sizeof two, &l1) == WP_OK);
+    proto_msg with = add_msg(1, 1, 20, 5, 19);
+    REQUIRE(proto_encode(PROTO_VERSION_MAX, 502, &with, two + l1, sizeof two - l1, &l2) == WP_OK);
+    CHECK(send(c.fd, two, l1 + l2, MSG_NOSIGNAL) == (ssize_t)(l1 + l2));
+    for (int i = 0; i < 2; i++) {
+        proto_frame f;
+        CHECK_OK(cli_recv(&c, &f, 5000));
+        if (f.h.request_id == 502)
+            CHECK(f.msg.type == PROTO_ERROR && f.msg.u.error.code == WP_ENOSPC);
+    }
     CHECK(read_n(&c, 1, 0, 0, PROTO_READ_UNCONFIRMED, NULL) == 20); /* what it holds is read */
     cli_close(&c);
     CHECK(srv_stop(&s, SIGTERM) == 0);
