@@ -860,11 +860,19 @@ static int et_log_delete(meta *mm, const char *name, int64_t expect_rev)
     if (rc < 0)
         return rc;
     int64_t deadline = etcd_deadline(m->cli, 0);
+    int64_t first_id = -1; /* the log this call set out to delete */
     for (;;) {
         meta_log cur;
         bool gone = false;
-        if ((rc = et_log_get(mm, name, &cur)) < 0)
+        rc = et_log_get(mm, name, &cur);
+        /* Another log under the name now (ids are never reused), or none:
+         * the one we meant is gone (our try applied, its answer lost, or
+         * another client deleted it); a log created since is not ours. */
+        if (first_id >= 0 && (rc == WP_ENOENT || (rc == 0 && cur.log_id != first_id)))
+            return 0;
+        if (rc < 0)
             return rc;
+        first_id = cur.log_id;
         if (expect_rev != 0 && cur.rev != expect_rev)
             return rev_conflict(op, name, expect_rev, cur.rev);
         rc = log_delete_once(m, &cur, deadline, &gone);

@@ -422,6 +422,15 @@ static void bump_on_drop(void *arg)
     }
 }
 
+/* Runs inside the proxy after etcd applied A's delete of a log: another
+ * client creates a log of the same name (a new id). */
+static void recreate_on_drop(void *arg)
+{
+    bump_hook *h = arg;
+    meta_log l;
+    h->direct->ops->log_create(h->direct, h->name, 5, &l);
+}
+
 TEST(et_unknown_outcome)
 {
     etcd_proxy *p = etcd_proxy_start(cl.m[0].client_port);
@@ -500,10 +509,20 @@ TEST(et_unknown_outcome)
     etcd_proxy_drop(p, "/v3/kv/txn", 1, NULL, NULL);
     CHECK_OK(a->ops->log_delete(a, "x", g.rev));
     CHECK_RC(WP_ENOENT, b->ops->log_get(b, "x", &g));
+    /* An unconditional delete applied, its answer lost, and the name
+     * created again (a new log) before the retry: the delete is done; the
+     * new log is not touched (the retry used to find it and delete it). */
+    meta_log z, z2;
+    CHECK_OK(b->ops->log_create(b, "z", 5, &z));
+    bump_hook rh = {b, "z", 0};
+    etcd_proxy_drop(p, "/v3/kv/txn", 1, recreate_on_drop, &rh);
+    CHECK_OK(a->ops->log_delete(a, "z", 0));
+    CHECK_OK(b->ops->log_get(b, "z", &z2));
+    CHECK(z2.log_id != z.log_id);
     int dropped = etcd_proxy_dropped(p);
-    if (dropped != 10)
+    if (dropped != 11)
         fprintf(stderr, "  dropped %d\n", dropped);
-    CHECK(dropped == 10); /* every drop above happened */
+    CHECK(dropped == 11); /* every drop above happened */
     a->ops->close(a);
     b->ops->close(b);
     etcd_proxy_stop(p);
